@@ -1,0 +1,388 @@
+//! The flow file format as written in YAML: what serde reads and what the
+//! JSON Schema (`flows/schema.json`) describes.
+//!
+//! These types only mirror the text. Cross-references (targets, queues,
+//! schedules, lists, prompts) are checked and resolved by `compile` into the
+//! runtime graph in `graph.rs`. Every struct refuses unknown fields, so a typo
+//! in a flow file is an error with a position, not a silently ignored line.
+
+use std::fmt;
+
+use indexmap::IndexMap;
+use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize};
+
+use super::duration::FlowDuration;
+
+/// One call flow: a named graph of nodes with an explicit start.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FlowFile {
+    /// The flow's name, unique across the loaded flows; `goto` and the
+    /// server's DID routing refer to it.
+    pub flow: Option<String>,
+    /// Free text for people reading the flow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// The node where calls begin.
+    pub start: Option<String>,
+    /// The key (0-9, *, #) that from any menu or digit collection goes
+    /// straight to the `agent` node: the way to a person is always one key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_key: Option<String>,
+    /// The node the agent key leads to (usually a transfer to a queue).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// Variables every call starts with (values may use `${caller}` etc.).
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub vars: IndexMap<String, String>,
+    /// ACD queues by name.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub queues: IndexMap<String, QueueDef>,
+    /// Opening-hour schedules by name, for `open:` conditions.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub schedules: IndexMap<String, ScheduleDef>,
+    /// Number lists by name: a CSV file (path relative to this flow file)
+    /// whose first column holds phone numbers.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub lists: IndexMap<String, String>,
+    /// The nodes, by name.
+    pub nodes: Option<IndexMap<String, NodeDef>>,
+}
+
+/// An ACD queue that calls are transferred to.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QueueDef {
+    /// The queue's SIP URI, used as the REFER target.
+    pub uri: String,
+    /// The priority sent with transfers to this queue (higher is sooner).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i32>,
+    /// Offer a callback when the expected wait is longer than this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback_offer_after: Option<FlowDuration>,
+    /// Free text for people reading the flow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// Weekly opening hours in a time zone, with holidays and special days.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleDef {
+    /// An IANA time zone name, e.g. `Europe/Riga`.
+    pub timezone: String,
+    /// Opening hours by day: keys are days (`mon`), ranges (`mon-fri`) or
+    /// lists (`sat,sun`); values are `HH:MM-HH:MM` ranges separated by
+    /// commas, or `closed`. A range that ends before it starts runs past
+    /// midnight.
+    #[serde(default)]
+    pub open: IndexMap<String, String>,
+    /// Dates (`YYYY-MM-DD`) when it is closed all day.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub closed_dates: Vec<String>,
+    /// Dates with other hours than usual, e.g. `2026-12-24: "08:00-12:00"`.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub special_dates: IndexMap<String, String>,
+}
+
+/// One node: exactly one kind (`play`, `menu`, ...) plus its successors.
+///
+/// Settings go inside the kind's block; the successors `next`, `on_fail`,
+/// `on_accept`, `on_decline` and `default` are written beside it.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NodeDef {
+    /// Play one or more prompts, then go to `next`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub play: Option<PromptList>,
+    /// For `play`: whether a key press stops the prompt (default true). The
+    /// key is kept as input for the next menu or collect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub barge_in: Option<bool>,
+    /// Offer options by key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub menu: Option<MenuDef>,
+    /// Collect digits into a variable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collect: Option<CollectDef>,
+    /// Ordered conditions; the first that holds decides, else `default`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub switch: Option<Vec<CaseDef>>,
+    /// Assign variables (values are templates), then go to `next`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set: Option<IndexMap<String, String>>,
+    /// Continue in another flow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub goto: Option<GotoDef>,
+    /// Hand the call to a queue or SIP URI.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transfer: Option<TransferDef>,
+    /// Offer a callback instead of waiting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback: Option<CallbackDef>,
+    /// End the call, optionally after a goodbye prompt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hangup: Option<HangupDef>,
+    /// The node that follows (`play`, `collect`, `set`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+    /// Where to go when the step fails (`menu` and `collect` out of tries,
+    /// `transfer` refused, `callback` not recorded). Defaults to the flow's
+    /// agent node where one exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_fail: Option<String>,
+    /// For `callback`: after the request is recorded and confirmed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_accept: Option<String>,
+    /// For `callback`: when the caller does not want one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_decline: Option<String>,
+    /// For `switch`: where to go when no condition holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<String>,
+    /// Free text for people reading the flow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// A menu: a prompt, then one key picks the next node.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MenuDef {
+    /// What the caller hears (always interruptible by a key).
+    pub prompt: PromptList,
+    /// Key (0-9, *, #) to node.
+    pub options: IndexMap<String, String>,
+    /// How long to wait for a key after the prompt (default 5s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<FlowDuration>,
+    /// Tries after the first before `on_fail` (default 2, so 3 tries).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
+    /// Played before the menu again after a key that is not an option.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invalid: Option<PromptList>,
+    /// Played before the menu again when no key came in time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_input: Option<PromptList>,
+}
+
+/// Digit collection into a variable.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CollectDef {
+    /// What the caller hears (always interruptible by a key).
+    pub prompt: PromptList,
+    /// The variable that receives the digits.
+    pub into: String,
+    /// Fewest digits accepted (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<u32>,
+    /// Most digits; collection ends when reached (default 20).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<u32>,
+    /// The key that ends the entry (default `#`; `none` for no terminator).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub terminator: Option<String>,
+    /// How long to wait for the first digit after the prompt (default 5s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_digit_timeout: Option<FlowDuration>,
+    /// How long to wait between digits (default 3s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inter_digit_timeout: Option<FlowDuration>,
+    /// Tries after the first before `on_fail` (default 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
+    /// A regular expression the whole entry must match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<String>,
+    /// Played before the prompt again after an entry that is too short or
+    /// does not match the pattern.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invalid: Option<PromptList>,
+    /// Played before the prompt again when no digit came in time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_input: Option<PromptList>,
+}
+
+/// One branch of a `switch`.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CaseDef {
+    /// The condition.
+    pub when: ConditionDef,
+    /// The node to go to when it holds.
+    pub goto: String,
+}
+
+/// A condition. Write exactly one of: `open`, `var` with one test,
+/// `caller_in`, `not`, `all`, `any`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConditionDef {
+    /// True while the named schedule is open.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open: Option<String>,
+    /// The variable to test; `caller` (ANI) and `called` (DNIS) are built in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub var: Option<String>,
+    /// Test: the variable equals this text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub equals: Option<String>,
+    /// Test: the variable differs from this text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_equals: Option<String>,
+    /// Test: the variable starts with this text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub starts_with: Option<String>,
+    /// Test: the variable is a number greater than this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gt: Option<f64>,
+    /// Test: the variable is a number greater than or equal to this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ge: Option<f64>,
+    /// Test: the variable is a number less than this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lt: Option<f64>,
+    /// Test: the variable is a number less than or equal to this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub le: Option<f64>,
+    /// Test: the variable, as a phone number, is in the named list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_list: Option<String>,
+    /// Shorthand for `var: caller, in_list: NAME`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caller_in: Option<String>,
+    /// True when the inner condition is false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not: Option<Box<ConditionDef>>,
+    /// True when every inner condition holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub all: Option<Vec<ConditionDef>>,
+    /// True when at least one inner condition holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub any: Option<Vec<ConditionDef>>,
+}
+
+/// A jump into another flow.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GotoDef {
+    /// The other flow's name.
+    pub flow: String,
+    /// The node in that flow (default: its start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+}
+
+/// A transfer to the ACD (SIP REFER).
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TransferDef {
+    /// A queue from the flow's `queues`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+    /// A literal SIP URI instead of a queue. Templates are allowed only in
+    /// the user part and only with `allow_digits_in_user: true`; the value
+    /// must then be digits, so callers cannot steer calls to any host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
+    /// Allows `${var}` in the URI's user part, filled with digits only.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_digits_in_user: bool,
+    /// Overrides the queue's priority.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i32>,
+    /// Context passed to the agent (values are templates).
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub context: IndexMap<String, String>,
+    /// Played (and repeated) while the transfer is in progress, so the
+    /// caller never hears dead air.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold: Option<PromptList>,
+}
+
+/// A callback offer for a queue.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CallbackDef {
+    /// The queue whose agent will call back.
+    pub queue: String,
+    /// The offer: "press 1 for a callback, 2 to keep waiting".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offer: Option<PromptList>,
+    /// Read back the caller's number and ask to confirm it (1) or enter
+    /// another (2). Without it, the caller's own number is used.
+    #[serde(default = "yes")]
+    pub confirm_number: bool,
+    /// Fewest digits of another number (default 6).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_digits: Option<u32>,
+    /// Most digits of another number (default 15, the E.164 maximum).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_digits: Option<u32>,
+    /// How long to wait for a key (default 5s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<FlowDuration>,
+    /// Tries after the first for each question (default 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A hangup, optionally after a goodbye prompt (heard whole).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HangupDef {
+    /// The goodbye prompt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<PromptList>,
+}
+
+/// Prompt names (files `prompts/NAME.wav`): one name or a list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PromptList(pub Vec<String>);
+
+impl<'de> Deserialize<'de> for PromptList {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = PromptList;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a prompt name or a list of prompt names")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<PromptList, E> {
+                Ok(PromptList(vec![v.to_string()]))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<PromptList, A::Error> {
+                let mut names = Vec::new();
+                while let Some(name) = seq.next_element::<String>()? {
+                    names.push(name);
+                }
+                Ok(PromptList(names))
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
+}
+
+impl JsonSchema for PromptList {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "PromptList".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "A prompt name (file prompts/NAME.wav) or a list of them",
+            "oneOf": [
+                { "type": "string" },
+                { "type": "array", "items": { "type": "string" } }
+            ]
+        })
+    }
+}

@@ -1,0 +1,265 @@
+//! The `callflow` command line: check, simulate, graph and schema.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, Context, Result};
+use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
+use clap::{Parser, Subcommand};
+
+use callflow::diagnostic::Diagnostic;
+use callflow::flow::render::{self, Format};
+use callflow::flow::{load_paths, FlowSet, LoadOptions};
+use callflow::simulate::{self, Answer, Simulation};
+
+#[derive(Parser)]
+#[command(
+    name = "callflow",
+    version,
+    about = "IVR call flows: check, simulate, draw"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check flow files and directories; every problem with file:line:column.
+    Check {
+        /// Flow files or directories (default: flows).
+        paths: Vec<PathBuf>,
+        /// Where the prompt files are.
+        #[arg(long, default_value = "prompts")]
+        prompts: PathBuf,
+        /// Treat warnings (e.g. unreachable nodes) as errors.
+        #[arg(long)]
+        strict: bool,
+    },
+    /// Run a flow with a scripted caller and print what happens.
+    Simulate {
+        /// A flow file (its directory is loaded, so `goto` works) or a flow name.
+        flow: String,
+        /// The directory of flows when FLOW is a name.
+        #[arg(long, default_value = "flows")]
+        flows: PathBuf,
+        /// Where the prompt files are.
+        #[arg(long, default_value = "prompts")]
+        prompts: PathBuf,
+        /// The caller's number (ANI).
+        #[arg(long, default_value = "+37120000099")]
+        caller: String,
+        /// The dialled number (DNIS).
+        #[arg(long, default_value = "8000")]
+        called: String,
+        /// When the call happens: RFC 3339 (2026-11-25T10:00:00+02:00), or
+        /// local time (2026-11-25T10:00) in --tz. Default: now.
+        #[arg(long)]
+        at: Option<String>,
+        /// Time zone for a local --at.
+        #[arg(long, default_value = "UTC")]
+        tz: String,
+        /// What the caller does: keys (1, 123#), `wait 6s`, `barge 0`, `hangup`, comma separated.
+        #[arg(long, default_value = "")]
+        input: String,
+        /// What the ACD answers to a transfer.
+        #[arg(long, value_enum, default_value = "ok")]
+        transfer: Answer,
+        /// What the callback store answers.
+        #[arg(long, value_enum, default_value = "ok")]
+        callback: Answer,
+    },
+    /// Draw a flow as DOT, Mermaid or SVG.
+    Graph {
+        /// A flow file (its directory is loaded) or a flow name.
+        flow: String,
+        /// The directory of flows when FLOW is a name.
+        #[arg(long, default_value = "flows")]
+        flows: PathBuf,
+        /// Where the prompt files are.
+        #[arg(long, default_value = "prompts")]
+        prompts: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "svg")]
+        format: Format,
+        /// Write to this file instead of standard output.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// Print the JSON Schema of flow files (for editor completion).
+    Schema,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("callflow: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn print_diagnostics(diagnostics: &[Diagnostic]) {
+    for d in diagnostics {
+        eprintln!("{d}");
+    }
+}
+
+/// Loads the flows a command is about and names the one it means.
+fn load_for(flow: &str, flows: &Path, prompts: &Path) -> Result<(Arc<FlowSet>, u32)> {
+    let file = Path::new(flow);
+    let (dir, by_file) = if file.is_file() {
+        let dir = file
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        (dir.to_path_buf(), true)
+    } else {
+        (flows.to_path_buf(), false)
+    };
+    let loaded = load_paths(
+        &[dir],
+        &LoadOptions {
+            prompts_dir: prompts.to_path_buf(),
+        },
+    );
+    let (set, warnings) = match loaded.into_result() {
+        Ok(ok) => ok,
+        Err(diagnostics) => {
+            print_diagnostics(&diagnostics);
+            bail!("the flows have errors; fix them first (see `callflow check`)");
+        }
+    };
+    print_diagnostics(&warnings);
+    let index = if by_file {
+        let canonical = file.canonicalize().ok();
+        set.flows
+            .iter()
+            .position(|f| f.file.canonicalize().ok() == canonical)
+            .ok_or_else(|| anyhow!("{flow} defines no flow"))?
+    } else {
+        set.flow_index(flow)
+            .map(|i| i as usize)
+            .ok_or_else(|| anyhow!("no flow named `{flow}` in {}", flows.display()))?
+    };
+    Ok((Arc::new(set), index as u32))
+}
+
+fn parse_at(at: Option<&str>, tz: &str) -> Result<DateTime<Utc>> {
+    let Some(text) = at else {
+        #[allow(clippy::disallowed_methods)] // the CLI is the IO edge
+        return Ok(Utc::now());
+    };
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    let zone: chrono_tz::Tz = tz
+        .parse()
+        .map_err(|_| anyhow!("`{tz}` is not an IANA time zone name"))?;
+    let naive = NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S")
+        .or_else(|_| NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M"))
+        .or_else(|_| NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M"))
+        .with_context(|| format!("`{text}` is not a time; write 2026-11-25T10:00 or RFC 3339"))?;
+    zone.from_local_datetime(&naive)
+        .earliest()
+        .map(|t| t.with_timezone(&Utc))
+        .ok_or_else(|| anyhow!("{text} does not exist in {tz} (a daylight-saving gap)"))
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Check {
+            paths,
+            prompts,
+            strict,
+        } => {
+            let paths = if paths.is_empty() {
+                vec![PathBuf::from("flows")]
+            } else {
+                paths
+            };
+            let loaded = load_paths(
+                &paths,
+                &LoadOptions {
+                    prompts_dir: prompts,
+                },
+            );
+            print_diagnostics(&loaded.diagnostics);
+            let errors = loaded.diagnostics.iter().filter(|d| d.is_error()).count();
+            let warnings = loaded.diagnostics.len() - errors;
+            if errors > 0 || (strict && warnings > 0) {
+                eprintln!("{errors} error(s), {warnings} warning(s)");
+                return Ok(ExitCode::from(1));
+            }
+            if let Some(set) = &loaded.set {
+                let nodes: usize = set.flows.iter().map(|f| f.nodes.len()).sum();
+                println!(
+                    "ok: {} flow(s), {nodes} node(s), {} prompt(s), {warnings} warning(s)",
+                    set.flows.len(),
+                    set.prompt_names.len()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Simulate {
+            flow,
+            flows,
+            prompts,
+            caller,
+            called,
+            at,
+            tz,
+            input,
+            transfer,
+            callback,
+        } => {
+            let (set, index) = load_for(&flow, &flows, &prompts)?;
+            let input = simulate::parse_script(&input)?;
+            let options = Simulation {
+                caller,
+                called,
+                at: parse_at(at.as_deref(), &tz)?,
+                input,
+                transfer,
+                callback,
+            };
+            let durations = simulate::prompt_durations(&set);
+            let entry = callflow::flow::NodeRef {
+                flow: index,
+                node: set.flow(index).start,
+            };
+            let transcript = simulate::simulate(set, entry, &durations, &options);
+            print!("{}", transcript.text);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Graph {
+            flow,
+            flows,
+            prompts,
+            format,
+            output,
+        } => {
+            let (set, index) = load_for(&flow, &flows, &prompts)?;
+            let text = render::render(&set, index, format);
+            match output {
+                Some(path) => std::fs::write(&path, text)
+                    .with_context(|| format!("cannot write {}", path.display()))?,
+                None => print!("{text}"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Schema => {
+            print!("{}", callflow::flow::schema::schema_json());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! Simulated caller journeys through the shipped flows. Each journey checks
+//! where the caller ends up and what travelled with the call, and compares
+//! the whole transcript with `tests/journeys/NAME.txt` (`UPDATE_GOLDEN=1`
+//! rewrites them).
+
+use chrono::{DateTime, TimeZone, Utc};
+
+use callflow::flow::interpreter::Outcome;
+use callflow::simulate::{parse_script, prompt_durations, simulate, Answer, Simulation};
+
+use crate::common::{repo, shipped};
+
+/// Wednesday 2026-11-25 10:00 in Riga: the office is open.
+fn weekday_morning() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 25, 8, 0, 0).unwrap()
+}
+
+fn journey(
+    name: &str,
+    caller: &str,
+    at: DateTime<Utc>,
+    input: &str,
+    transfer: Answer,
+) -> (String, Option<Outcome>) {
+    let set = shipped();
+    let entry = set.start_of("support").unwrap();
+    let durations = prompt_durations(&set);
+    let options = Simulation {
+        caller: caller.into(),
+        called: "8000".into(),
+        at,
+        input: parse_script(input).unwrap(),
+        transfer,
+        callback: Answer::Ok,
+    };
+    let t = simulate(set, entry, &durations, &options);
+    let golden = repo(&format!("tests/journeys/{name}.txt"));
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&golden, &t.text).unwrap();
+    } else {
+        let want = std::fs::read_to_string(&golden).unwrap_or_default();
+        assert_eq!(
+            t.text,
+            want,
+            "transcript of {name} differs from {}",
+            golden.display()
+        );
+    }
+    (t.text, t.outcome)
+}
+
+#[test]
+fn billing_caller_is_transferred_with_context() {
+    let (text, outcome) = journey(
+        "billing",
+        "+37120000099",
+        weekday_morning(),
+        "1",
+        Answer::Ok,
+    );
+    assert_eq!(
+        outcome,
+        Some(Outcome::Transferred {
+            target: "billing".into()
+        })
+    );
+    assert!(text.contains("TRANSFER to sip:billing@acd.example.net (queue billing, priority 5); intent=billing; vip=no; path=welcome>hours>main>billing>to_billing"), "{text}");
+}
+
+#[test]
+fn account_number_travels_to_the_accounts_queue() {
+    let (text, outcome) = journey(
+        "account",
+        "+37120000099",
+        weekday_morning(),
+        "3, 12345678#",
+        Answer::Ok,
+    );
+    assert_eq!(
+        outcome,
+        Some(Outcome::Transferred {
+            target: "accounts".into()
+        })
+    );
+    assert!(text.contains("account = 12345678"), "{text}");
+    assert!(text.contains("; account=12345678;"), "{text}");
+}
+
+#[test]
+fn vip_caller_goes_straight_to_the_priority_queue() {
+    let (text, outcome) = journey("vip", "+371 2000 0000", weekday_morning(), "", Answer::Ok);
+    assert_eq!(
+        outcome,
+        Some(Outcome::Transferred {
+            target: "priority".into()
+        })
+    );
+    assert!(text.contains("caller in vip holds"), "{text}");
+    assert!(
+        text.contains("priority 9); intent=priority; vip=yes"),
+        "{text}"
+    );
+    assert!(!text.contains("main-menu"), "a VIP never hears the menu");
+}
+
+#[test]
+fn closed_on_christmas_offers_a_callback_that_is_booked() {
+    // Friday 2026-12-25 10:00 in Riga: a weekday, but a holiday.
+    let christmas = Utc.with_ymd_and_hms(2026, 12, 25, 8, 0, 0).unwrap();
+    let (text, outcome) = journey(
+        "closed-callback",
+        "+37120000099",
+        christmas,
+        "1, 1",
+        Answer::Ok,
+    );
+    assert_eq!(
+        outcome,
+        Some(Outcome::CallbackRequested {
+            queue: "general".into()
+        })
+    );
+    assert!(text.contains("-> closed.announce"), "{text}");
+    assert!(
+        text.contains("CALLBACK REQUEST call 37120000099 back for queue general"),
+        "{text}"
+    );
+    assert!(text.contains("play goodbye"), "{text}");
+}
+
+#[test]
+fn silent_caller_gets_an_agent_and_a_callback_when_agents_are_busy() {
+    let (text, outcome) = journey(
+        "no-input-callback",
+        "+37120000099",
+        weekday_morning(),
+        "wait 60s, 1, 2, 5550123#",
+        Answer::Fail,
+    );
+    assert!(text.contains("no input (try 3)"), "{text}");
+    assert!(text.contains("out of tries"), "{text}");
+    assert!(text.contains("-> support.to_agent (transfer)"), "{text}");
+    assert!(text.contains("ACD refuses the transfer"), "{text}");
+    assert!(
+        text.contains("CALLBACK REQUEST call 5550123 back"),
+        "{text}"
+    );
+    assert_eq!(
+        outcome,
+        Some(Outcome::CallbackRequested {
+            queue: "general".into()
+        })
+    );
+}
+
+#[test]
+fn agent_key_during_the_welcome_reaches_a_person() {
+    let (text, outcome) = journey(
+        "agent-key",
+        "+37120000099",
+        weekday_morning(),
+        "barge 0",
+        Answer::Ok,
+    );
+    assert!(text.contains("agent key"), "{text}");
+    assert_eq!(
+        outcome,
+        Some(Outcome::Transferred {
+            target: "general".into()
+        })
+    );
+}
+
+#[test]
+fn caller_hanging_up_in_the_menu_is_recorded_there() {
+    let (_, outcome) = journey(
+        "hangup-in-menu",
+        "+37120000099",
+        weekday_morning(),
+        "wait 7s, hangup",
+        Answer::Ok,
+    );
+    assert_eq!(
+        outcome,
+        Some(Outcome::CallerHungUp {
+            node: "support.main".into()
+        })
+    );
+}
