@@ -123,8 +123,13 @@ pub struct NodeDef {
     /// Offer a callback instead of waiting.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub callback: Option<CallbackDef>,
-    /// End the call, optionally after a goodbye prompt.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// End the call, optionally after a goodbye prompt. `hangup:` with no
+    /// value is a plain hangup.
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub hangup: Option<HangupDef>,
     /// The node that follows (`play`, `collect`, `set`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -334,6 +339,14 @@ pub struct CallbackDef {
 
 fn yes() -> bool {
     true
+}
+
+/// An explicit `hangup:` (null) means a hangup without prompt, not "absent":
+/// `default` covers absence, so reaching this means the key was written.
+fn null_as_default<'de, D: Deserializer<'de>>(d: D) -> Result<Option<HangupDef>, D::Error> {
+    Ok(Some(
+        Option::<HangupDef>::deserialize(d)?.unwrap_or_default(),
+    ))
 }
 
 /// A hangup, optionally after a goodbye prompt (heard whole).

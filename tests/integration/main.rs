@@ -2,6 +2,7 @@
 //! caller journeys and the command line.
 
 mod broken_corpus;
+mod cli;
 mod common;
 mod journeys;
 mod shipped_flows;
