@@ -1,0 +1,6 @@
+//! SIP: messages, transactions, dialogs and SDP.
+
+pub mod message;
+pub mod sdp;
+pub mod transaction;
+pub mod ua;

@@ -1,0 +1,583 @@
+//! Requests that arrive: new INVITEs, CANCEL, ACK, and requests inside a
+//! dialog (BYE, re-INVITE, INFO, NOTIFY, OPTIONS).
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use super::dialog::{user_of, without_tag, Dialog, DialogState};
+use super::{CallHandle, EndReason, IncomingCall, ServerTx, UaEvent, UserAgent, ALLOW};
+use crate::sip::message::{self, Message, Method, ResponseBuilder};
+use crate::sip::sdp;
+use crate::sip::transaction::{
+    AckDisposition, InviteServerTransaction, NonInviteServerTransaction, TwoXxRetransmitter,
+};
+
+/// Extensions we support; a Require naming another gets 420 (RFC 3261 8.2.2.3).
+const SUPPORTED: &[&str] = &["timer", "replaces", "norefersub"];
+
+/// The server-transaction key of a request (RFC 3261 17.2.3): the branch
+/// with the magic cookie plus sent-by and method, ACK matching its INVITE;
+/// for pre-3261 peers, the fields of 17.2.3's older rule.
+pub(super) fn transaction_key(m: &Message, method: &Method) -> String {
+    let via = m.top_via();
+    let sent_by = via.as_ref().map(|v| v.sent_by()).unwrap_or_default();
+    let method = match method {
+        Method::Ack => "INVITE",
+        other => other.as_str(),
+    };
+    match via
+        .and_then(|v| v.branch)
+        .filter(|b| b.starts_with("z9hG4bK"))
+    {
+        Some(branch) => format!("{branch}|{sent_by}|{method}"),
+        None => format!(
+            "legacy|{}|{}|{}|{}|{sent_by}|{method}",
+            m.call_id(),
+            m.from_tag().unwrap_or(""),
+            m.to_tag().unwrap_or(""),
+            m.cseq().map(|c| c.0).unwrap_or(0),
+        ),
+    }
+}
+
+/// A key typed as a DTMF digit.
+fn dtmf_char(s: &str) -> Option<char> {
+    let s = s.trim();
+    let mut chars = s.chars();
+    let c = chars.next()?;
+    if chars.next().is_none() && (c.is_ascii_digit() || "*#ABCDabcd".contains(c)) {
+        return Some(c.to_ascii_uppercase());
+    }
+    match s.parse::<u8>() {
+        Ok(10) => Some('*'),
+        Ok(11) => Some('#'),
+        _ => None,
+    }
+}
+
+/// The key from an INFO body: `application/dtmf-relay` (`Signal=5`) or
+/// `application/dtmf` (`5`).
+pub(super) fn info_digit(content_type: &str, body: &[u8]) -> Option<char> {
+    let text = std::str::from_utf8(body).ok()?;
+    let ct = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match ct.as_str() {
+        "application/dtmf-relay" => text.lines().find_map(|l| {
+            let (k, v) = l.split_once('=')?;
+            k.trim()
+                .eq_ignore_ascii_case("signal")
+                .then(|| dtmf_char(v))
+                .flatten()
+        }),
+        "application/dtmf" => dtmf_char(text),
+        _ => None,
+    }
+}
+
+impl UserAgent {
+    pub(super) fn on_request(&mut self, now: Instant, source: SocketAddr, m: Message) {
+        let method = m.method();
+        let key = transaction_key(&m, &method);
+        if let Some(s) = self.server.get_mut(&key) {
+            // A retransmission, or the ACK of a non-2xx final response.
+            let pass_ack = match s {
+                ServerTx::Invite { tx, .. } if method == Method::Ack => {
+                    tx.on_ack(now) == AckDisposition::PassToTu
+                }
+                ServerTx::Invite { tx, .. } if method == Method::Invite => {
+                    tx.on_request(now);
+                    false
+                }
+                ServerTx::NonInvite { tx, .. } if method != Method::Ack => {
+                    tx.on_request(now);
+                    false
+                }
+                _ => false,
+            };
+            self.drain_server(&key);
+            if !pass_ack {
+                return;
+            }
+        }
+        match method {
+            Method::Ack => self.on_ack(now, &m),
+            Method::Invite if m.to_tag().is_none() => self.on_new_invite(now, source, key, m),
+            Method::Invite => self.on_reinvite(now, source, key, m),
+            Method::Cancel => self.on_cancel(now, source, key, m),
+            Method::Options => {
+                let extra = [
+                    ("Allow", ALLOW),
+                    ("Accept", "application/sdp"),
+                    ("Supported", "timer, replaces"),
+                ];
+                self.respond(now, source, key, &m, 200, "OK", &extra, None);
+            }
+            Method::Bye | Method::Info | Method::Notify => self.on_in_dialog(now, source, key, m),
+            Method::Other(_) => self.respond(
+                now,
+                source,
+                key,
+                &m,
+                501,
+                "Not Implemented",
+                &[("Allow", ALLOW)],
+                None,
+            ),
+            _ => self.respond(
+                now,
+                source,
+                key,
+                &m,
+                405,
+                "Method Not Allowed",
+                &[("Allow", ALLOW)],
+                None,
+            ),
+        }
+    }
+
+    /// Answers a non-INVITE request through a new server transaction, which
+    /// absorbs its retransmissions (RFC 3261 17.2.2).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn respond(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        key: String,
+        request: &Message,
+        status: u16,
+        reason: &str,
+        extra: &[(&str, &str)],
+        to_tag: Option<&str>,
+    ) {
+        let Some(via) = request.top_via() else {
+            return;
+        };
+        let tag = match to_tag {
+            Some(t) => t.to_string(),
+            None => self.unique(),
+        };
+        let mut b = ResponseBuilder::new(request, source, status, reason, Some(&tag))
+            .header("Server", &self.config.product);
+        for (n, v) in extra {
+            b = b.header(n, v);
+        }
+        let to = message::response_destination(&via, source);
+        let mut tx = NonInviteServerTransaction::new(self.config.timers, false);
+        if tx.send_final(now, status, b.build().into()).is_ok() {
+            self.server
+                .insert(key.clone(), ServerTx::NonInvite { tx, to });
+            self.drain_server(&key);
+        }
+    }
+
+    fn dialog_of(&self, m: &Message) -> Option<CallHandle> {
+        let tag = m.to_tag()?;
+        self.by_tags
+            .get(&(m.call_id().to_string(), tag.to_string()))
+            .copied()
+    }
+
+    fn on_new_invite(&mut self, now: Instant, source: SocketAddr, key: String, m: Message) {
+        let Some(via) = m.top_via() else {
+            return;
+        };
+        let to = message::response_destination(&via, source);
+        let mut tx = InviteServerTransaction::new(self.config.timers, false);
+        let tag = self.unique();
+        let answer = |status: u16, reason: &str, extra: &[(&str, &str)]| {
+            let mut b = ResponseBuilder::new(&m, source, status, reason, Some(&tag))
+                .header("Server", &self.config.product);
+            for (n, v) in extra {
+                b = b.header(n, v);
+            }
+            b.build()
+        };
+        let unsupported: Vec<&str> = m
+            .headers_named("Require")
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|e| !e.is_empty() && !SUPPORTED.iter().any(|s| s.eq_ignore_ascii_case(e)))
+            .collect();
+        let refusal = if !self.accepting {
+            Some((
+                503,
+                answer(503, "Service Unavailable", &[("Retry-After", "30")]),
+            ))
+        } else if !unsupported.is_empty() {
+            Some((
+                420,
+                answer(
+                    420,
+                    "Bad Extension",
+                    &[("Unsupported", &unsupported.join(", "))],
+                ),
+            ))
+        } else {
+            None
+        };
+        if let Some((status, bytes)) = refusal {
+            if tx.send_final(now, status, bytes.into()).is_ok() {
+                self.server
+                    .insert(key.clone(), ServerTx::Invite { tx, to, call: None });
+                self.drain_server(&key);
+            }
+            return;
+        }
+        // 100 Trying at once stops the caller's retransmissions (17.2.1).
+        let trying = ResponseBuilder::new(&m, source, 100, "Trying", None).build();
+        let _ = tx.send_provisional(now, trying.into());
+        self.next_call += 1;
+        let call = CallHandle(self.next_call);
+        self.server.insert(
+            key.clone(),
+            ServerTx::Invite {
+                tx,
+                to,
+                call: Some(call),
+            },
+        );
+        self.drain_server(&key);
+
+        let from = m.header("From").unwrap_or("").to_string();
+        let to_header = m.header("To").unwrap_or("").to_string();
+        let uri = match &m.start {
+            message::StartLine::Request { uri, .. } => uri.clone(),
+            message::StartLine::Response { .. } => String::new(),
+        };
+        let contact = m.header("Contact").map(|c| message::uri_of(c).to_string());
+        let dialog = Dialog {
+            call_id: m.call_id().to_string(),
+            local_tag: tag.clone(),
+            local_party: without_tag(&to_header),
+            remote_party: from.clone(),
+            remote_target: contact.unwrap_or_else(|| message::uri_of(&from).to_string()),
+            route_set: m
+                .headers_named("Record-Route")
+                .map(str::to_string)
+                .collect(),
+            local_cseq: 0,
+            remote_cseq: m.cseq().map(|c| c.0).unwrap_or(0),
+            state: DialogState::Early,
+            source,
+            invite: None,
+            local_media: None,
+            offer_in_2xx: false,
+            refer_deadline: None,
+        };
+        self.by_tags.insert((dialog.call_id.clone(), tag), call);
+        let incoming = IncomingCall {
+            call_id: dialog.call_id.clone(),
+            caller: user_of(message::uri_of(&from)),
+            called: user_of(&uri),
+            from,
+            to: to_header,
+            offer: (!m.body.is_empty()).then(|| m.body.clone()),
+            source,
+        };
+        let mut dialog = dialog;
+        dialog.invite = Some((m, key));
+        self.dialogs.insert(call, dialog);
+        self.event(call, UaEvent::Incoming(incoming));
+    }
+
+    /// Sends the final response to a dialog's pending INVITE.
+    pub(super) fn answer_invite(
+        &mut self,
+        now: Instant,
+        call: CallHandle,
+        status: u16,
+        reason: &str,
+        extra: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> bool {
+        let Some(d) = self.dialogs.get_mut(&call) else {
+            return false;
+        };
+        let Some((invite, key)) = d.invite.take() else {
+            return false;
+        };
+        let Some(ServerTx::Invite { tx, to, .. }) = self.server.get_mut(&key) else {
+            return false;
+        };
+        let source = d.source;
+        let mut b = ResponseBuilder::new(&invite, source, status, reason, Some(&d.local_tag))
+            .header("Server", &self.config.product);
+        if (200..300).contains(&status) {
+            b = b
+                .header(
+                    "Contact",
+                    &format!("<sip:callflow@{}>", self.config.advertised),
+                )
+                .header("Allow", ALLOW)
+                .header("Supported", "timer, replaces");
+        }
+        for (n, v) in extra {
+            b = b.header(n, v);
+        }
+        if let Some(sdp) = body {
+            b = b.body("application/sdp", sdp);
+        }
+        let bytes: std::sync::Arc<[u8]> = b.build().into();
+        let to = *to;
+        if tx.send_final(now, status, bytes.clone()).is_err() {
+            return false;
+        }
+        self.drain_server(&key);
+        if (200..300).contains(&status) {
+            // The 2xx is ours to retransmit until the ACK (13.3.1.4).
+            let mut r = TwoXxRetransmitter::new(now, bytes, self.config.timers);
+            let _ = std::iter::from_fn(|| r.poll_output()).count();
+            self.two_xx.insert(call, (r, to));
+        }
+        true
+    }
+
+    fn on_ack(&mut self, _now: Instant, m: &Message) {
+        let Some(call) = self.dialog_of(m) else {
+            return; // an ACK is never answered, not even with 481
+        };
+        self.two_xx.remove(&call);
+        let Some(d) = self.dialogs.get_mut(&call) else {
+            return;
+        };
+        if !matches!(d.state, DialogState::Answered) {
+            return; // a retransmitted ACK
+        }
+        d.state = DialogState::Confirmed;
+        let answer = if std::mem::take(&mut d.offer_in_2xx) {
+            Some(m.body.clone())
+        } else {
+            None
+        };
+        self.event(call, UaEvent::Confirmed { answer });
+    }
+
+    fn on_cancel(&mut self, now: Instant, source: SocketAddr, key: String, m: Message) {
+        let invite_key = transaction_key(&m, &Method::Invite);
+        let call = match self.server.get(&invite_key) {
+            Some(ServerTx::Invite { call, .. }) => *call,
+            _ => {
+                self.respond(
+                    now,
+                    source,
+                    key,
+                    &m,
+                    481,
+                    "Call/Transaction Does Not Exist",
+                    &[],
+                    None,
+                );
+                return;
+            }
+        };
+        let tag = call
+            .and_then(|c| self.dialogs.get(&c))
+            .map(|d| d.local_tag.clone());
+        self.respond(now, source, key, &m, 200, "OK", &[], tag.as_deref());
+        let Some(call) = call else {
+            return;
+        };
+        let early = self
+            .dialogs
+            .get(&call)
+            .is_some_and(|d| d.state == DialogState::Early);
+        if early && self.answer_invite(now, call, 487, "Request Terminated", &[], None) {
+            self.forget(call);
+            self.event(call, UaEvent::Ended(EndReason::Cancelled));
+        }
+    }
+
+    fn on_reinvite(&mut self, now: Instant, source: SocketAddr, key: String, m: Message) {
+        let Some(via) = m.top_via() else {
+            return;
+        };
+        let to = message::response_destination(&via, source);
+        let mut tx = InviteServerTransaction::new(self.config.timers, false);
+        let respond_final = |tx: &mut InviteServerTransaction,
+                             status: u16,
+                             reason: &str,
+                             extra: &[(&str, &str)],
+                             body: Option<&[u8]>,
+                             tag: Option<&str>,
+                             product: &str| {
+            let mut b =
+                ResponseBuilder::new(&m, source, status, reason, tag).header("Server", product);
+            for (n, v) in extra {
+                b = b.header(n, v);
+            }
+            if let Some(sdp) = body {
+                b = b.body("application/sdp", sdp);
+            }
+            let bytes: std::sync::Arc<[u8]> = b.build().into();
+            let _ = tx.send_final(now, status, bytes.clone());
+            bytes
+        };
+        let product = self.config.product.clone();
+        let advertised = self.config.advertised;
+        let Some(call) = self.dialog_of(&m) else {
+            respond_final(
+                &mut tx,
+                481,
+                "Call/Transaction Does Not Exist",
+                &[],
+                None,
+                None,
+                &product,
+            );
+            self.server
+                .insert(key.clone(), ServerTx::Invite { tx, to, call: None });
+            self.drain_server(&key);
+            return;
+        };
+        let Some(d) = self.dialogs.get_mut(&call) else {
+            return;
+        };
+        let cseq = m.cseq().map(|c| c.0).unwrap_or(0);
+        let tag = d.local_tag.clone();
+        let (status, reason, body, changed): (u16, &str, Option<Vec<u8>>, Option<sdp::Negotiated>) =
+            if d.state != DialogState::Confirmed || d.local_media.is_none() {
+                (491, "Request Pending", None, None)
+            } else if cseq <= d.remote_cseq {
+                (500, "Server Internal Error", None, None)
+            } else {
+                d.remote_cseq = cseq;
+                let mut local = d.local_media.clone().unwrap_or_else(|| sdp::LocalMedia {
+                    addr: advertised.ip(),
+                    port: 0,
+                    session_id: 0,
+                    session_version: 0,
+                });
+                local.session_version += 1;
+                let text = String::from_utf8_lossy(&m.body).into_owned();
+                if m.body.is_empty() {
+                    d.offer_in_2xx = true;
+                    d.local_media = Some(local.clone());
+                    (200, "OK", Some(sdp::offer(&local).into_bytes()), None)
+                } else {
+                    match sdp::parse(&text)
+                        .map_err(|e| e.to_string())
+                        .and_then(|offer| sdp::answer(&offer, &local).map_err(|e| e.to_string()))
+                    {
+                        Ok((answer, negotiated)) => {
+                            d.local_media = Some(local);
+                            (200, "OK", Some(answer.into_bytes()), Some(negotiated))
+                        }
+                        Err(_) => (488, "Not Acceptable Here", None, None),
+                    }
+                }
+            };
+        let contact = format!("<sip:callflow@{advertised}>");
+        let extra: Vec<(&str, &str)> = if status == 200 {
+            vec![("Contact", contact.as_str()), ("Allow", ALLOW)]
+        } else {
+            vec![]
+        };
+        let bytes = respond_final(
+            &mut tx,
+            status,
+            reason,
+            &extra,
+            body.as_deref(),
+            Some(&tag),
+            &product,
+        );
+        self.server.insert(
+            key.clone(),
+            ServerTx::Invite {
+                tx,
+                to,
+                call: Some(call),
+            },
+        );
+        self.drain_server(&key);
+        if status == 200 {
+            if let Some(d) = self.dialogs.get_mut(&call) {
+                d.state = DialogState::Answered;
+            }
+            let mut r = TwoXxRetransmitter::new(now, bytes, self.config.timers);
+            let _ = std::iter::from_fn(|| r.poll_output()).count();
+            self.two_xx.insert(call, (r, to));
+        }
+        if let Some(n) = changed {
+            self.event(call, UaEvent::MediaChanged(n));
+        }
+    }
+
+    fn on_in_dialog(&mut self, now: Instant, source: SocketAddr, key: String, m: Message) {
+        let method = m.method();
+        let Some(call) = self.dialog_of(&m) else {
+            self.respond(
+                now,
+                source,
+                key,
+                &m,
+                481,
+                "Call/Transaction Does Not Exist",
+                &[],
+                None,
+            );
+            return;
+        };
+        let cseq = m.cseq().map(|c| c.0).unwrap_or(0);
+        let tag = self.dialogs.get(&call).map(|d| d.local_tag.clone());
+        let stale = self.dialogs.get_mut(&call).is_some_and(|d| {
+            let stale = cseq <= d.remote_cseq;
+            d.remote_cseq = d.remote_cseq.max(cseq);
+            stale
+        });
+        if stale && method != Method::Notify {
+            // RFC 3261 12.2.2: a lower CSeq is out of order.
+            self.respond(
+                now,
+                source,
+                key,
+                &m,
+                500,
+                "Server Internal Error",
+                &[],
+                tag.as_deref(),
+            );
+            return;
+        }
+        match method {
+            Method::Bye => {
+                self.respond(now, source, key, &m, 200, "OK", &[], tag.as_deref());
+                self.forget(call);
+                self.event(call, UaEvent::Ended(EndReason::RemoteBye));
+            }
+            Method::Info => {
+                let ct = m.header("Content-Type").unwrap_or("");
+                match info_digit(ct, &m.body) {
+                    Some(d) => {
+                        self.respond(now, source, key, &m, 200, "OK", &[], tag.as_deref());
+                        self.event(call, UaEvent::Digit(d));
+                    }
+                    None if m.body.is_empty() => {
+                        // An empty INFO is a keep-alive some trunks send.
+                        self.respond(now, source, key, &m, 200, "OK", &[], tag.as_deref());
+                    }
+                    None => self.respond(
+                        now,
+                        source,
+                        key,
+                        &m,
+                        415,
+                        "Unsupported Media Type",
+                        &[("Accept", "application/dtmf-relay, application/dtmf")],
+                        tag.as_deref(),
+                    ),
+                }
+            }
+            Method::Notify => {
+                self.respond(now, source, key, &m, 200, "OK", &[], tag.as_deref());
+                self.on_notify(now, call, &m);
+            }
+            _ => {}
+        }
+    }
+}

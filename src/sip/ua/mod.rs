@@ -1,0 +1,474 @@
+//! The user agent core: dialogs and the UAS/UAC logic of RFC 3261 on top of
+//! the transactions, as one sans-IO state machine.
+//!
+//! The IO edge feeds it datagrams ([`UserAgent::handle_datagram`]) and
+//! timeouts ([`UserAgent::handle_timeout`]), tells it what the calls decide
+//! ([`UserAgent::accept`], [`UserAgent::refer`], [`UserAgent::hangup`]...),
+//! and drains [`UaOutput`]s: datagrams to send and [`UaEvent`]s for the
+//! calls. It never reads the clock and never touches a socket, so tests
+//! drive whole calls (INVITE, retransmissions, REFER, NOTIFY, BYE) in
+//! microseconds.
+
+mod dialog;
+mod incoming;
+mod refer;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dialog::Dialog;
+pub use dialog::DialogState;
+pub use refer::{refer_to, sipfrag_status};
+
+use super::message::{self, Message, Method, ParseError, ResponseBuilder};
+use super::sdp::Negotiated;
+use super::transaction::{
+    InviteServerTransaction, NonInviteClientTransaction, NonInviteServerTransaction, Output,
+    Timers, TwoXxRetransmitter,
+};
+
+/// Our handle for a call (one dialog created by an incoming INVITE).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CallHandle(pub u64);
+
+/// How the user agent presents itself and behaves.
+#[derive(Debug, Clone)]
+pub struct UaConfig {
+    /// The address we advertise in Via and Contact (may differ from the
+    /// bound one behind NAT).
+    pub advertised: SocketAddr,
+    /// User-Agent / Server header value.
+    pub product: String,
+    /// RFC 3261 timer values.
+    pub timers: Timers,
+    /// How long to wait for the final NOTIFY after a REFER was accepted.
+    pub transfer_timeout: Duration,
+}
+
+impl UaConfig {
+    /// Defaults for a UA advertising `advertised`.
+    pub fn new(advertised: SocketAddr) -> Self {
+        Self {
+            advertised,
+            product: concat!("callflow/", env!("CARGO_PKG_VERSION")).to_string(),
+            timers: Timers::default(),
+            transfer_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What an incoming call brings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncomingCall {
+    /// The SIP Call-ID.
+    pub call_id: String,
+    /// The caller's number or user (From URI user part), ANI.
+    pub caller: String,
+    /// The dialled number (Request-URI user part), DNIS.
+    pub called: String,
+    /// The From header as sent, for records.
+    pub from: String,
+    /// The To header as sent, for records.
+    pub to: String,
+    /// The SDP offer, if the INVITE had one (else: delayed offer).
+    pub offer: Option<Vec<u8>>,
+    /// Where the INVITE came from.
+    pub source: SocketAddr,
+}
+
+/// Why a call ended on the SIP side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EndReason {
+    /// The caller sent BYE.
+    RemoteBye,
+    /// The caller cancelled before we answered.
+    Cancelled,
+    /// We sent BYE (after `hangup`).
+    LocalBye,
+    /// We rejected the INVITE.
+    Rejected(u16),
+    /// The ACK for our 2xx never came (RFC 3261 13.3.1.4); we sent BYE.
+    AckTimeout,
+}
+
+/// Something a call must know.
+#[derive(Debug, Clone, PartialEq)]
+pub enum UaEvent {
+    /// A new INVITE: answer with [`UserAgent::accept`] or
+    /// [`UserAgent::reject`].
+    Incoming(IncomingCall),
+    /// The ACK arrived: media may flow. With a delayed offer, the SDP
+    /// answer is in it.
+    Confirmed {
+        /// The answer from the ACK, when we made the offer.
+        answer: Option<Vec<u8>>,
+    },
+    /// A re-INVITE changed the media (hold, unhold, new address); it was
+    /// answered already.
+    MediaChanged(Negotiated),
+    /// A key pressed, from SIP INFO (RFC 4733 keys come over RTP).
+    Digit(char),
+    /// The REFER was accepted (202): the transfer is under way.
+    TransferAccepted,
+    /// The transfer ended: `Ok` on a 2xx sipfrag, else why it failed.
+    TransferResult(Result<(), String>),
+    /// The dialog is over.
+    Ended(EndReason),
+}
+
+/// What the IO edge must do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum UaOutput {
+    /// Send a datagram.
+    Transmit {
+        /// Where to.
+        to: SocketAddr,
+        /// The bytes.
+        bytes: Arc<[u8]>,
+    },
+    /// An event for one call.
+    Event(CallHandle, UaEvent),
+}
+
+/// A server transaction with the address its responses go to.
+enum ServerTx {
+    Invite {
+        tx: InviteServerTransaction,
+        to: SocketAddr,
+        call: Option<CallHandle>,
+    },
+    NonInvite {
+        tx: NonInviteServerTransaction,
+        to: SocketAddr,
+    },
+}
+
+/// A client transaction we started in a dialog, and what it was for.
+struct ClientTx {
+    tx: NonInviteClientTransaction,
+    to: SocketAddr,
+    call: CallHandle,
+    method: Method,
+}
+
+/// The user agent.
+pub struct UserAgent {
+    config: UaConfig,
+    accepting: bool,
+    next_call: u64,
+    next_id: u64,
+    /// Server transactions by (branch, sent-by, method) key text.
+    server: HashMap<String, ServerTx>,
+    /// Our client transactions by branch.
+    client: HashMap<String, ClientTx>,
+    dialogs: HashMap<CallHandle, Dialog>,
+    /// (Call-ID, local tag) to call, for in-dialog requests.
+    by_tags: HashMap<(String, String), CallHandle>,
+    /// 2xx retransmissions waiting for an ACK.
+    two_xx: HashMap<CallHandle, (TwoXxRetransmitter, SocketAddr)>,
+    out: VecDeque<UaOutput>,
+}
+
+/// Methods we answer, for Allow headers.
+pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, REFER, NOTIFY";
+
+impl UserAgent {
+    /// A user agent that accepts calls.
+    pub fn new(config: UaConfig) -> Self {
+        Self {
+            config,
+            accepting: true,
+            next_call: 0,
+            next_id: 0,
+            server: HashMap::new(),
+            client: HashMap::new(),
+            dialogs: HashMap::new(),
+            by_tags: HashMap::new(),
+            two_xx: HashMap::new(),
+            out: VecDeque::new(),
+        }
+    }
+
+    /// While draining for shutdown, new INVITEs get 503 with Retry-After.
+    pub fn set_accepting(&mut self, accepting: bool) {
+        self.accepting = accepting;
+    }
+
+    /// Calls with a dialog (answered or not yet).
+    pub fn active_calls(&self) -> usize {
+        self.dialogs.len()
+    }
+
+    /// The next output to act on.
+    pub fn poll_output(&mut self) -> Option<UaOutput> {
+        self.out.pop_front()
+    }
+
+    fn unique(&mut self) -> String {
+        self.next_id += 1;
+        format!("{:x}{:08x}", self.next_id, fastrand::u32(..))
+    }
+
+    fn transmit(&mut self, to: SocketAddr, bytes: Arc<[u8]>) {
+        self.out.push_back(UaOutput::Transmit { to, bytes });
+    }
+
+    fn event(&mut self, call: CallHandle, event: UaEvent) {
+        self.out.push_back(UaOutput::Event(call, event));
+    }
+
+    /// Feeds one datagram from `source`.
+    pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, datagram: &[u8]) {
+        match message::parse(datagram) {
+            Ok(m) if m.is_request() => self.on_request(now, source, m),
+            Ok(m) => self.on_response(now, m),
+            Err(ParseError::BadRequest { reason, partial }) => {
+                tracing::debug!(%source, %reason, "malformed request");
+                // An ACK is never answered (RFC 3261 17.2.1): drop it.
+                if partial.method() != Method::Ack {
+                    self.respond_stateless(
+                        &partial,
+                        source,
+                        400,
+                        &bad_request_phrase(&reason),
+                        &[],
+                    );
+                }
+            }
+            Err(ParseError::KeepAlive) => {}
+            Err(ParseError::Garbage(reason)) => {
+                tracing::debug!(%source, %reason, "dropped a datagram that is not SIP");
+            }
+        }
+    }
+
+    /// Sends a response without a transaction (400 to a broken request,
+    /// 481 to a stray ACK never: ACKs are not answered).
+    fn respond_stateless(
+        &mut self,
+        request: &Message,
+        source: SocketAddr,
+        status: u16,
+        reason: &str,
+        extra: &[(&str, &str)],
+    ) {
+        let Some(via) = request.top_via() else {
+            return;
+        };
+        let tag = self.unique();
+        let mut b = ResponseBuilder::new(request, source, status, reason, Some(&tag))
+            .header("Server", &self.config.product);
+        for (n, v) in extra {
+            b = b.header(n, v);
+        }
+        let to = message::response_destination(&via, source);
+        self.transmit(to, b.build().into());
+    }
+
+    /// The earliest time [`UserAgent::handle_timeout`] must be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let server = self.server.values().filter_map(|s| match s {
+            ServerTx::Invite { tx, .. } => tx.poll_timeout(),
+            ServerTx::NonInvite { tx, .. } => tx.poll_timeout(),
+        });
+        let client = self.client.values().filter_map(|c| c.tx.poll_timeout());
+        let two_xx = self.two_xx.values().filter_map(|(r, _)| r.poll_timeout());
+        let refers = self.dialogs.values().filter_map(|d| d.refer_deadline);
+        server.chain(client).chain(two_xx).chain(refers).min()
+    }
+
+    /// Runs every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let due = |t: Option<Instant>| t.is_some_and(|t| t <= now);
+        let keys: Vec<String> = self
+            .server
+            .iter()
+            .filter(|(_, s)| match s {
+                ServerTx::Invite { tx, .. } => due(tx.poll_timeout()),
+                ServerTx::NonInvite { tx, .. } => due(tx.poll_timeout()),
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in keys {
+            if let Some(s) = self.server.get_mut(&key) {
+                match s {
+                    ServerTx::Invite { tx, .. } => tx.handle_timeout(now),
+                    ServerTx::NonInvite { tx, .. } => tx.handle_timeout(now),
+                }
+            }
+            self.drain_server(&key);
+        }
+        let branches: Vec<String> = self
+            .client
+            .iter()
+            .filter(|(_, c)| due(c.tx.poll_timeout()))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for branch in branches {
+            if let Some(c) = self.client.get_mut(&branch) {
+                c.tx.handle_timeout(now);
+            }
+            self.drain_client(now, &branch);
+        }
+        let calls: Vec<CallHandle> = self
+            .two_xx
+            .iter()
+            .filter(|(_, (r, _))| due(r.poll_timeout()))
+            .map(|(c, _)| *c)
+            .collect();
+        for call in calls {
+            if let Some((r, _)) = self.two_xx.get_mut(&call) {
+                r.handle_timeout(now);
+            }
+            self.drain_two_xx(now, call);
+        }
+        let late: Vec<CallHandle> = self
+            .dialogs
+            .iter()
+            .filter(|(_, d)| due(d.refer_deadline))
+            .map(|(c, _)| *c)
+            .collect();
+        for call in late {
+            if let Some(d) = self.dialogs.get_mut(&call) {
+                d.refer_deadline = None;
+            }
+            self.event(
+                call,
+                UaEvent::TransferResult(Err("no final NOTIFY in time".into())),
+            );
+        }
+    }
+
+    fn drain_server(&mut self, key: &str) {
+        let mut terminated = false;
+        let mut sends = Vec::new();
+        if let Some(s) = self.server.get_mut(key) {
+            let (to, outputs) = match s {
+                ServerTx::Invite { tx, to, .. } => (
+                    *to,
+                    std::iter::from_fn(|| tx.poll_output()).collect::<Vec<_>>(),
+                ),
+                ServerTx::NonInvite { tx, to } => (
+                    *to,
+                    std::iter::from_fn(|| tx.poll_output()).collect::<Vec<_>>(),
+                ),
+            };
+            for o in outputs {
+                match o {
+                    Output::Transmit(bytes) => sends.push((to, bytes)),
+                    Output::Terminated => terminated = true,
+                    _ => {}
+                }
+            }
+        }
+        for (to, bytes) in sends {
+            self.transmit(to, bytes);
+        }
+        if terminated {
+            self.server.remove(key);
+        }
+    }
+
+    fn drain_client(&mut self, now: Instant, branch: &str) {
+        let Some(c) = self.client.get_mut(branch) else {
+            return;
+        };
+        let (to, call, method) = (c.to, c.call, c.method.clone());
+        let outputs: Vec<Output> = std::iter::from_fn(|| c.tx.poll_output()).collect();
+        for o in outputs {
+            match o {
+                Output::Transmit(bytes) => self.transmit(to, bytes),
+                Output::TimedOut | Output::TransportError => {
+                    self.on_client_failure(now, call, &method, "no response (timeout)")
+                }
+                Output::Terminated => {
+                    self.client.remove(branch);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn drain_two_xx(&mut self, now: Instant, call: CallHandle) {
+        let Some((r, to)) = self.two_xx.get_mut(&call) else {
+            return;
+        };
+        let to = *to;
+        let outputs: Vec<Output> = std::iter::from_fn(|| r.poll_output()).collect();
+        for o in outputs {
+            match o {
+                Output::Transmit(bytes) => self.transmit(to, bytes),
+                Output::AckTimedOut => {
+                    self.two_xx.remove(&call);
+                    tracing::info!(call = call.0, "no ACK for our 200 OK; ending the call");
+                    self.send_bye(now, call);
+                    self.event(call, UaEvent::Ended(EndReason::AckTimeout));
+                    return;
+                }
+                Output::Terminated => {
+                    self.two_xx.remove(&call);
+                    return;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn on_client_failure(&mut self, _now: Instant, call: CallHandle, method: &Method, why: &str) {
+        if *method == Method::Refer {
+            if let Some(d) = self.dialogs.get_mut(&call) {
+                d.refer_deadline = None;
+            }
+            self.event(call, UaEvent::TransferResult(Err(format!("REFER: {why}"))));
+        } else if *method == Method::Bye {
+            self.forget(call);
+        }
+    }
+
+    /// Removes a finished dialog.
+    fn forget(&mut self, call: CallHandle) {
+        if let Some(d) = self.dialogs.remove(&call) {
+            self.by_tags
+                .remove(&(d.call_id.clone(), d.local_tag.clone()));
+        }
+        self.two_xx.remove(&call);
+    }
+
+    fn on_response(&mut self, now: Instant, m: Message) {
+        let Some(branch) = m.top_via().and_then(|v| v.branch) else {
+            return;
+        };
+        let Some(status) = m.status() else {
+            return;
+        };
+        let Some(c) = self.client.get_mut(&branch) else {
+            // A response to nothing we sent (or a late retransmission): drop.
+            return;
+        };
+        let fresh = c.tx.on_response(now, status);
+        let (call, method) = (c.call, c.method.clone());
+        self.drain_client(now, &branch);
+        if !fresh || status < 200 {
+            return;
+        }
+        match method {
+            Method::Refer => self.on_refer_response(now, call, status, &m),
+            Method::Bye => self.forget(call),
+            _ => {}
+        }
+    }
+}
+
+/// A reason phrase for a 400 that says what was wrong (kept to one line).
+fn bad_request_phrase(reason: &str) -> String {
+    let clean: String = reason
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(100)
+        .collect();
+    format!("Bad Request ({clean})")
+}

@@ -1,0 +1,519 @@
+//! Whole calls through the user agent on a fake clock: what RFC 3261 and
+//! RFC 3515 say must go on the wire, checked message by message.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::sip::sdp::LocalMedia;
+
+const PEER: &str = "127.0.0.1:5070";
+
+struct Rig {
+    ua: UserAgent,
+    now: Instant,
+    start: Instant,
+    sent: Vec<(Duration, SocketAddr, String)>,
+    events: Vec<(CallHandle, UaEvent)>,
+}
+
+fn invite(call_id: &str, branch: &str, extra: &str, body: &str) -> String {
+    format!(
+        "INVITE sip:8000@127.0.0.1:5060 SIP/2.0\r\n\
+Via: SIP/2.0/UDP 127.0.0.1:5070;branch={branch}\r\n\
+From: sipp <sip:+37120000000@127.0.0.1:5070>;tag=caller1\r\n\
+To: <sip:8000@127.0.0.1:5060>\r\n\
+Call-ID: {call_id}\r\n\
+CSeq: 1 INVITE\r\n\
+Contact: <sip:sipp@127.0.0.1:5070>\r\n\
+Max-Forwards: 70\r\n{extra}\
+Content-Type: application/sdp\r\n\
+Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+const OFFER: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 6000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n";
+
+fn in_dialog(
+    method: &str,
+    call_id: &str,
+    to_tag: &str,
+    cseq: u32,
+    branch: &str,
+    extra: &str,
+    body: &str,
+) -> String {
+    format!(
+        "{method} sip:callflow@127.0.0.1:5060 SIP/2.0\r\n\
+Via: SIP/2.0/UDP 127.0.0.1:5070;branch={branch}\r\n\
+From: sipp <sip:+37120000000@127.0.0.1:5070>;tag=caller1\r\n\
+To: <sip:8000@127.0.0.1:5060>;tag={to_tag}\r\n\
+Call-ID: {call_id}\r\n\
+CSeq: {cseq} {method}\r\n\
+Max-Forwards: 70\r\n{extra}\
+Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+impl Rig {
+    fn new() -> Self {
+        #[allow(clippy::disallowed_methods)] // a fake clock needs a base
+        let now = Instant::now();
+        Self {
+            ua: UserAgent::new(UaConfig::new("127.0.0.1:5060".parse().unwrap())),
+            now,
+            start: now,
+            sent: Vec::new(),
+            events: Vec::new(),
+        }
+    }
+
+    fn drain(&mut self) {
+        while let Some(o) = self.ua.poll_output() {
+            match o {
+                UaOutput::Transmit { to, bytes } => self.sent.push((
+                    self.now - self.start,
+                    to,
+                    String::from_utf8_lossy(&bytes).into_owned(),
+                )),
+                UaOutput::Event(c, e) => self.events.push((c, e)),
+            }
+        }
+    }
+
+    fn recv(&mut self, text: &str) {
+        self.ua
+            .handle_datagram(self.now, PEER.parse().unwrap(), text.as_bytes());
+        self.drain();
+    }
+
+    /// Advances the fake clock to `at` (after start), firing timers on the way.
+    fn run_until(&mut self, at: Duration) {
+        let end = self.start + at;
+        while let Some(t) = self.ua.poll_timeout().filter(|t| *t <= end) {
+            self.now = t.max(self.now);
+            self.ua.handle_timeout(self.now);
+            self.drain();
+        }
+        self.now = end;
+    }
+
+    fn statuses(&self) -> Vec<String> {
+        self.sent
+            .iter()
+            .map(|(_, _, t)| t.lines().next().unwrap_or("").to_string())
+            .collect()
+    }
+
+    fn to_tag(&self) -> String {
+        let text = &self
+            .sent
+            .iter()
+            .rev()
+            .find(|(_, _, t)| t.starts_with("SIP/2.0 200"))
+            .unwrap()
+            .2;
+        let to = text.lines().find(|l| l.starts_with("To:")).unwrap();
+        to.split("tag=").nth(1).unwrap().trim().to_string()
+    }
+
+    fn incoming(&mut self, call_id: &str) -> CallHandle {
+        self.recv(&invite(call_id, "z9hG4bK-inv1", "", OFFER));
+        match self.events.last() {
+            Some((c, UaEvent::Incoming(i))) => {
+                assert_eq!(i.caller, "+37120000000");
+                assert_eq!(i.called, "8000");
+                *c
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn answered(&mut self, call_id: &str) -> (CallHandle, String) {
+        let call = self.incoming(call_id);
+        let local = LocalMedia {
+            addr: "127.0.0.1".parse().unwrap(),
+            port: 20000,
+            session_id: 1,
+            session_version: 1,
+        };
+        assert!(self.ua.accept(self.now, call, local, b"v=0\r\n", false));
+        self.drain();
+        let tag = self.to_tag();
+        self.recv(&in_dialog("ACK", call_id, &tag, 1, "z9hG4bK-ack1", "", ""));
+        (call, tag)
+    }
+}
+
+#[test]
+fn invite_gets_100_trying_then_200_and_the_ack_confirms() {
+    let mut rig = Rig::new();
+    let (call, _) = rig.answered("c1");
+    assert_eq!(rig.statuses(), ["SIP/2.0 100 Trying", "SIP/2.0 200 OK"]);
+    assert_eq!(
+        rig.sent[0].1,
+        PEER.parse().unwrap(),
+        "answers go to the Via sent-by"
+    );
+    let ok = &rig.sent[1].2;
+    assert!(
+        ok.contains("Contact: <sip:callflow@127.0.0.1:5060>"),
+        "{ok}"
+    );
+    assert!(ok.contains("Content-Type: application/sdp"));
+    assert_eq!(
+        rig.events.last(),
+        Some(&(call, UaEvent::Confirmed { answer: None }))
+    );
+    rig.run_until(Duration::from_secs(40));
+    assert_eq!(rig.sent.len(), 2, "no 2xx retransmission after the ACK");
+}
+
+#[test]
+fn retransmitted_invite_never_creates_a_second_call() {
+    let mut rig = Rig::new();
+    rig.incoming("c2");
+    rig.recv(&invite("c2", "z9hG4bK-inv1", "", OFFER));
+    let incoming = rig
+        .events
+        .iter()
+        .filter(|(_, e)| matches!(e, UaEvent::Incoming(_)))
+        .count();
+    assert_eq!(incoming, 1);
+    assert_eq!(
+        rig.statuses(),
+        ["SIP/2.0 100 Trying", "SIP/2.0 100 Trying"],
+        "the retransmission gets the last provisional again"
+    );
+}
+
+#[test]
+fn two_xx_is_retransmitted_until_t2_and_abandoned_with_bye_after_64_t1() {
+    let mut rig = Rig::new();
+    let call = rig.incoming("c3");
+    let local = LocalMedia {
+        addr: "127.0.0.1".parse().unwrap(),
+        port: 20000,
+        session_id: 1,
+        session_version: 1,
+    };
+    rig.ua.accept(rig.now, call, local, b"v=0\r\n", false);
+    rig.drain();
+    rig.run_until(Duration::from_secs(33));
+    let times: Vec<f64> = rig
+        .sent
+        .iter()
+        .filter(|(_, _, t)| t.starts_with("SIP/2.0 200"))
+        .map(|(d, _, _)| d.as_secs_f64())
+        .collect();
+    assert_eq!(
+        times,
+        [0.0, 0.5, 1.5, 3.5, 7.5, 11.5, 15.5, 19.5, 23.5, 27.5, 31.5]
+    );
+    assert!(rig
+        .sent
+        .iter()
+        .any(|(_, _, t)| t.starts_with("BYE sip:sipp@127.0.0.1:5070 SIP/2.0")));
+    assert!(rig
+        .events
+        .contains(&(call, UaEvent::Ended(EndReason::AckTimeout))));
+}
+
+#[test]
+fn cancel_before_answer_gets_200_and_the_invite_487() {
+    let mut rig = Rig::new();
+    let call = rig.incoming("c4");
+    let cancel = invite("c4", "z9hG4bK-inv1", "", "")
+        .replace("INVITE sip:", "CANCEL sip:")
+        .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL")
+        .replace("Content-Type: application/sdp\r\n", "");
+    rig.recv(&cancel);
+    assert_eq!(
+        rig.statuses(),
+        [
+            "SIP/2.0 100 Trying",
+            "SIP/2.0 200 OK",
+            "SIP/2.0 487 Request Terminated"
+        ]
+    );
+    assert!(rig.sent[1].2.contains("CSeq: 1 CANCEL"));
+    assert!(rig.sent[2].2.contains("CSeq: 1 INVITE"));
+    assert!(rig
+        .events
+        .contains(&(call, UaEvent::Ended(EndReason::Cancelled))));
+    // The 487 is retransmitted (Timer G) until its ACK.
+    rig.run_until(Duration::from_millis(600));
+    assert_eq!(rig.statuses().len(), 4);
+    let ack = invite("c4", "z9hG4bK-inv1", "", "")
+        .replace("INVITE sip:", "ACK sip:")
+        .replace("CSeq: 1 INVITE", "CSeq: 1 ACK");
+    rig.recv(&ack);
+    rig.run_until(Duration::from_secs(40));
+    assert_eq!(
+        rig.statuses().len(),
+        4,
+        "the ACK stopped the retransmissions"
+    );
+}
+
+#[test]
+fn bye_ends_the_call_and_a_retransmitted_bye_gets_the_same_200() {
+    let mut rig = Rig::new();
+    let (call, tag) = rig.answered("c5");
+    let bye = in_dialog("BYE", "c5", &tag, 2, "z9hG4bK-bye1", "", "");
+    rig.recv(&bye);
+    rig.recv(&bye);
+    let statuses = rig.statuses();
+    assert_eq!(&statuses[2..], ["SIP/2.0 200 OK", "SIP/2.0 200 OK"]);
+    assert!(rig
+        .events
+        .contains(&(call, UaEvent::Ended(EndReason::RemoteBye))));
+    assert_eq!(rig.ua.active_calls(), 0);
+}
+
+#[test]
+fn requests_for_an_unknown_dialog_get_481() {
+    let mut rig = Rig::new();
+    rig.recv(&in_dialog("BYE", "nope", "x", 2, "z9hG4bK-b", "", ""));
+    assert_eq!(
+        rig.statuses(),
+        ["SIP/2.0 481 Call/Transaction Does Not Exist"]
+    );
+}
+
+#[test]
+fn options_outside_a_dialog_is_answered_for_keep_alive() {
+    let mut rig = Rig::new();
+    let options = invite("o1", "z9hG4bK-o1", "", "")
+        .replace("INVITE sip:", "OPTIONS sip:")
+        .replace("CSeq: 1 INVITE", "CSeq: 1 OPTIONS");
+    rig.recv(&options);
+    assert_eq!(rig.statuses(), ["SIP/2.0 200 OK"]);
+    assert!(rig.sent[0]
+        .2
+        .contains("Allow: INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, REFER, NOTIFY"));
+}
+
+#[test]
+fn malformed_invite_gets_400_with_a_reason() {
+    let mut rig = Rig::new();
+    let broken =
+        invite("m1", "z9hG4bK-m1", "", OFFER).replace("Content-Length: ", "Content-Length: 9");
+    rig.recv(&broken);
+    let status = &rig.statuses()[0];
+    assert!(
+        status.starts_with("SIP/2.0 400 Bad Request (Content-Length"),
+        "{status}"
+    );
+    assert!(rig.events.is_empty());
+}
+
+#[test]
+fn info_dtmf_relay_and_plain_dtmf_are_keys() {
+    let mut rig = Rig::new();
+    let (call, tag) = rig.answered("c6");
+    rig.recv(&in_dialog(
+        "INFO",
+        "c6",
+        &tag,
+        2,
+        "z9hG4bK-i1",
+        "Content-Type: application/dtmf-relay\r\n",
+        "Signal=5\r\nDuration=160\r\n",
+    ));
+    rig.recv(&in_dialog(
+        "INFO",
+        "c6",
+        &tag,
+        3,
+        "z9hG4bK-i2",
+        "Content-Type: application/dtmf\r\n",
+        "#",
+    ));
+    let digits: Vec<char> = rig
+        .events
+        .iter()
+        .filter_map(|(c, e)| match e {
+            UaEvent::Digit(d) if *c == call => Some(*d),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(digits, ['5', '#']);
+}
+
+fn notify(call_id: &str, tag: &str, cseq: u32, branch: &str, frag: &str, state: &str) -> String {
+    in_dialog(
+        "NOTIFY",
+        call_id,
+        tag,
+        cseq,
+        branch,
+        &format!(
+            "Event: refer\r\nSubscription-State: {state}\r\nContent-Type: message/sipfrag\r\n"
+        ),
+        frag,
+    )
+}
+
+fn respond_to_last(rig: &mut Rig, status: &str) {
+    let request = rig.sent.last().unwrap().2.clone();
+    let mut lines = vec![format!("SIP/2.0 {status}")];
+    for l in request.lines().skip(1) {
+        if ["Via:", "From:", "To:", "Call-ID:", "CSeq:"]
+            .iter()
+            .any(|h| l.starts_with(h))
+        {
+            lines.push(if l.starts_with("To:") {
+                format!("{l};tag=callee9")
+            } else {
+                l.to_string()
+            });
+        }
+    }
+    lines.push("Content-Length: 0".into());
+    rig.recv(&(lines.join("\r\n") + "\r\n\r\n"));
+}
+
+#[test]
+fn refer_202_and_a_2xx_sipfrag_complete_the_transfer() {
+    let mut rig = Rig::new();
+    let (call, tag) = rig.answered("c7");
+    let target = refer_to(
+        "sip:support@acd.example.net",
+        &[("X-Queue".into(), "support".into())],
+    );
+    rig.ua.refer(rig.now, call, &target);
+    rig.drain();
+    let refer = rig.sent.last().unwrap().2.clone();
+    assert!(
+        refer.starts_with("REFER sip:sipp@127.0.0.1:5070 SIP/2.0\r\n"),
+        "{refer}"
+    );
+    assert!(refer.contains("Refer-To: <sip:support@acd.example.net?X-Queue=support>"));
+    assert!(refer.contains("Referred-By: <sip:callflow@127.0.0.1:5060>"));
+    assert!(refer.contains(&format!("From: <sip:8000@127.0.0.1:5060>;tag={tag}")));
+    assert!(refer.contains("To: sipp <sip:+37120000000@127.0.0.1:5070>;tag=caller1"));
+    respond_to_last(&mut rig, "202 Accepted");
+    assert_eq!(rig.events.last(), Some(&(call, UaEvent::TransferAccepted)));
+    rig.recv(&notify(
+        "c7",
+        &tag,
+        2,
+        "z9hG4bK-n1",
+        "SIP/2.0 100 Trying\r\n",
+        "active;expires=60",
+    ));
+    rig.recv(&notify(
+        "c7",
+        &tag,
+        3,
+        "z9hG4bK-n2",
+        "SIP/2.0 200 OK\r\n",
+        "terminated;reason=noresource",
+    ));
+    assert_eq!(
+        rig.events.last(),
+        Some(&(call, UaEvent::TransferResult(Ok(()))))
+    );
+    assert_eq!(
+        rig.statuses()
+            .iter()
+            .filter(|s| *s == "SIP/2.0 200 OK")
+            .count(),
+        3,
+        "the 200 to INVITE and one per NOTIFY"
+    );
+}
+
+#[test]
+fn a_rejected_refer_or_a_failing_sipfrag_or_silence_fail_the_transfer() {
+    let mut rig = Rig::new();
+    let (call, tag) = rig.answered("c8");
+    rig.ua.refer(rig.now, call, "<sip:q@acd>");
+    rig.drain();
+    respond_to_last(&mut rig, "405 Method Not Allowed");
+    assert_eq!(
+        rig.events.last(),
+        Some(&(
+            call,
+            UaEvent::TransferResult(Err("REFER rejected: 405 Method Not Allowed".into()))
+        ))
+    );
+
+    rig.ua.refer(rig.now, call, "<sip:q@acd>");
+    rig.drain();
+    respond_to_last(&mut rig, "202 Accepted");
+    rig.recv(&notify(
+        "c8",
+        &tag,
+        2,
+        "z9hG4bK-n3",
+        "SIP/2.0 503 Service Unavailable\r\n",
+        "terminated",
+    ));
+    assert_eq!(
+        rig.events.last(),
+        Some(&(
+            call,
+            UaEvent::TransferResult(Err("503 Service Unavailable".into()))
+        ))
+    );
+
+    rig.ua.refer(rig.now, call, "<sip:q@acd>");
+    rig.drain();
+    respond_to_last(&mut rig, "202 Accepted");
+    rig.run_until(Duration::from_secs(31));
+    assert_eq!(
+        rig.events.last(),
+        Some(&(
+            call,
+            UaEvent::TransferResult(Err("no final NOTIFY in time".into()))
+        ))
+    );
+}
+
+#[test]
+fn draining_answers_new_invites_503_with_retry_after() {
+    let mut rig = Rig::new();
+    rig.ua.set_accepting(false);
+    rig.recv(&invite("d1", "z9hG4bK-d1", "", OFFER));
+    assert_eq!(rig.statuses(), ["SIP/2.0 503 Service Unavailable"]);
+    assert!(rig.sent[0].2.contains("Retry-After: 30"));
+    assert!(rig.events.is_empty());
+}
+
+#[test]
+fn unknown_methods_get_501_and_unsupported_extensions_420() {
+    let mut rig = Rig::new();
+    let foo = invite("u1", "z9hG4bK-u1", "", "")
+        .replace("INVITE sip:", "FOO sip:")
+        .replace("CSeq: 1 INVITE", "CSeq: 1 FOO");
+    rig.recv(&foo);
+    rig.recv(&invite("u2", "z9hG4bK-u2", "Require: 100rel\r\n", OFFER));
+    assert_eq!(
+        rig.statuses(),
+        ["SIP/2.0 501 Not Implemented", "SIP/2.0 420 Bad Extension"]
+    );
+    assert!(rig.sent[1].2.contains("Unsupported: 100rel"));
+}
+
+#[test]
+fn we_hang_up_with_bye_to_the_contact() {
+    let mut rig = Rig::new();
+    let (call, _) = rig.answered("c9");
+    rig.ua.hangup(rig.now, call);
+    rig.drain();
+    assert!(rig
+        .sent
+        .last()
+        .unwrap()
+        .2
+        .starts_with("BYE sip:sipp@127.0.0.1:5070 SIP/2.0"));
+    assert!(rig
+        .events
+        .contains(&(call, UaEvent::Ended(EndReason::LocalBye))));
+    respond_to_last(&mut rig, "200 OK");
+    assert_eq!(rig.ua.active_calls(), 0);
+}
