@@ -8,6 +8,10 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod call;
 pub mod diagnostic;
 pub mod flow;
+pub mod media;
+pub mod server;
 pub mod simulate;
+pub mod sip;

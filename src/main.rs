@@ -89,15 +89,111 @@ enum Command {
     },
     /// Print the JSON Schema of flow files (for editor completion).
     Schema,
+    /// Answer SIP calls and run the flows (default: the shipped flows on
+    /// 127.0.0.1:5060). SIGTERM drains calls; SIGHUP reloads the flows.
+    Serve(ServeArgs),
+}
+
+/// Options of `serve`; each overrides the configuration file.
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// A YAML configuration file.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// SIP UDP address to listen on.
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+    /// Address advertised in Via/Contact (NAT).
+    #[arg(long)]
+    advertise: Option<std::net::SocketAddr>,
+    /// Address advertised in SDP for RTP.
+    #[arg(long)]
+    rtp_address: Option<std::net::IpAddr>,
+    /// RTP port range, e.g. 20000-29999.
+    #[arg(long)]
+    rtp_ports: Option<String>,
+    /// The flows directory.
+    #[arg(long)]
+    flows: Option<PathBuf>,
+    /// The prompts directory.
+    #[arg(long)]
+    prompts: Option<PathBuf>,
+    /// The call-record file (JSON lines).
+    #[arg(long)]
+    call_records: Option<PathBuf>,
+    /// The flow for dialled numbers without a route.
+    #[arg(long)]
+    default_flow: Option<String>,
+    /// A route, NUMBER=FLOW (repeatable).
+    #[arg(long = "route", value_name = "NUMBER=FLOW")]
+    routes: Vec<String>,
+    /// Drain time after SIGTERM, e.g. 30s.
+    #[arg(long)]
+    drain: Option<String>,
+    /// End calls after this long without RTP from the caller, e.g. 60s.
+    #[arg(long)]
+    rtp_timeout: Option<String>,
+}
+
+fn serve(args: ServeArgs) -> Result<ExitCode> {
+    use callflow::flow::duration::FlowDuration;
+    use callflow::server::config::ServerConfig;
+    let mut config = match &args.config {
+        Some(path) => ServerConfig::load(path)?,
+        None => ServerConfig::default(),
+    };
+    if let Some(v) = args.listen {
+        config.listen = v;
+    }
+    if let Some(v) = args.advertise {
+        config.advertise = Some(v);
+    }
+    if let Some(v) = args.rtp_address {
+        config.rtp_address = Some(v);
+    }
+    if let Some(v) = args.rtp_ports {
+        config.rtp_ports = v;
+    }
+    if let Some(v) = args.flows {
+        config.flows = v;
+    }
+    if let Some(v) = args.prompts {
+        config.prompts = v;
+    }
+    if let Some(v) = args.call_records {
+        config.call_records = v;
+    }
+    if let Some(v) = args.default_flow {
+        config.default_flow = v;
+    }
+    for route in &args.routes {
+        let (number, flow) = route
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--route `{route}`: write NUMBER=FLOW"))?;
+        config.routes.insert(number.to_string(), flow.to_string());
+    }
+    if let Some(v) = &args.drain {
+        config.drain = FlowDuration::parse(v).map_err(|e| anyhow!("--drain: {e}"))?;
+    }
+    if let Some(v) = &args.rtp_timeout {
+        config.rtp_timeout = FlowDuration::parse(v).map_err(|e| anyhow!("--rtp-timeout: {e}"))?;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(callflow::server::serve(config))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match run(Cli::parse()) {
         Ok(code) => code,
@@ -257,6 +353,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Serve(args) => serve(args),
         Command::Schema => {
             print!("{}", callflow::flow::schema::schema_json());
             Ok(ExitCode::SUCCESS)

@@ -1,0 +1,405 @@
+//! One call: the SIP dialog's events, the media (RTP out, RFC 4733 keys in)
+//! and the flow interpreter, composed as one sans-IO state machine.
+//!
+//! The IO edge owns the RTP socket and the clock. It feeds the call SIP
+//! events, received RTP packets and timeouts; it asks for RTP packets when
+//! they are due (`poll_packet`) and drains [`CallOutput`]s: SIP commands
+//! (REFER, BYE) and, at the end, the call record.
+
+pub mod record;
+#[cfg(test)]
+mod tests;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+
+use crate::flow::graph::NodeRef;
+use crate::flow::interpreter::{
+    Action, CallInfo, Event, Interpreter, PlaybackId, TimerId, TransferRequest,
+};
+use crate::flow::FlowSet;
+use crate::media::dtmf::DtmfReceiver;
+use crate::media::g711::Codec as MediaCodec;
+use crate::media::prompts::PromptCache;
+use crate::media::rtp::RtpSender;
+use crate::sip::sdp::{Codec, Negotiated};
+use crate::sip::ua::{refer_to, EndReason, IncomingCall, UaEvent};
+use record::{outcome_fields, timestamp, CallRecord};
+
+/// What the SIP side must do for this call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallCommand {
+    /// Send REFER with this Refer-To value.
+    Refer(String),
+    /// End the call (BYE).
+    Hangup,
+}
+
+/// What the call asks of the IO edge.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CallOutput {
+    /// A SIP command.
+    Sip(CallCommand),
+    /// The call is over; write its record. Always the last output.
+    Finished(Box<CallRecord>),
+}
+
+/// Everything a call needs at its start.
+pub struct CallSetup {
+    /// The INVITE's facts.
+    pub incoming: IncomingCall,
+    /// The flows (kept for the whole call, so reloads do not disturb it).
+    pub flows: Arc<FlowSet>,
+    /// The prompts of `flows`, encoded.
+    pub prompts: Arc<PromptCache>,
+    /// Where the flow starts.
+    pub entry: NodeRef,
+    /// When the INVITE arrived.
+    pub started: Instant,
+    /// The wall-clock time then.
+    pub started_wall: DateTime<Utc>,
+    /// A random SSRC, sequence and timestamp base (RFC 3550 5.1).
+    pub rtp_seed: (u32, u16, u32),
+    /// End the call after this long without RTP from the caller.
+    pub rtp_timeout: Duration,
+}
+
+/// One call.
+pub struct Call {
+    interp: Interpreter,
+    prompts: Arc<PromptCache>,
+    incoming: IncomingCall,
+    flow_name: String,
+    rtp_seed: (u32, u16, u32),
+    media: Option<Negotiated>,
+    sender: Option<RtpSender>,
+    dtmf: Option<DtmfReceiver>,
+    /// The interpreter's playback the sender is playing.
+    playing: Option<PlaybackId>,
+    timer: Option<(TimerId, Instant)>,
+    last_rtp: Instant,
+    rtp_timeout: Duration,
+    started: Instant,
+    started_wall: DateTime<Utc>,
+    answered: Option<Instant>,
+    digits: String,
+    sip_ended: bool,
+    finished: bool,
+    /// Set when the call was ended from outside the flow (shutdown).
+    forced_end: Option<String>,
+    actions: Vec<Action>,
+    out: VecDeque<CallOutput>,
+}
+
+impl Call {
+    /// A call that has been accepted but not yet confirmed.
+    pub fn new(setup: CallSetup) -> Self {
+        let flow_name = setup.flows.flow(setup.entry.flow).name.clone();
+        let info = CallInfo {
+            caller: setup.incoming.caller.clone(),
+            called: setup.incoming.called.clone(),
+            call_id: setup.incoming.call_id.clone(),
+            started: setup.started,
+            started_wall: setup.started_wall,
+        };
+        Self {
+            interp: Interpreter::new(setup.flows, setup.entry, info),
+            prompts: setup.prompts,
+            incoming: setup.incoming,
+            flow_name,
+            rtp_seed: setup.rtp_seed,
+            media: None,
+            sender: None,
+            dtmf: None,
+            playing: None,
+            timer: None,
+            last_rtp: setup.started,
+            rtp_timeout: setup.rtp_timeout,
+            started: setup.started,
+            started_wall: setup.started_wall,
+            answered: None,
+            digits: String::new(),
+            sip_ended: false,
+            finished: false,
+            forced_end: None,
+            actions: Vec::with_capacity(16),
+            out: VecDeque::new(),
+        }
+    }
+
+    /// The negotiated media (at answer, from the ACK, or after a re-INVITE).
+    pub fn set_media(&mut self, negotiated: Negotiated) {
+        let same_type = self
+            .media
+            .is_some_and(|m| m.payload_type == negotiated.payload_type);
+        if self.sender.is_none() || !same_type {
+            // A new payload type starts a new stream; the same one keeps the
+            // sequence and timestamps running across a re-INVITE.
+            let (ssrc, seq, ts) = self.rtp_seed;
+            self.sender = Some(RtpSender::new(ssrc, negotiated.payload_type, seq, ts));
+        }
+        self.dtmf = negotiated.dtmf_payload_type.map(DtmfReceiver::new);
+        self.media = Some(negotiated);
+    }
+
+    /// Where RTP goes now, if we may send.
+    pub fn rtp_destination(&self) -> Option<std::net::SocketAddr> {
+        self.media.filter(|m| m.sends_rtp()).map(|m| m.remote)
+    }
+
+    fn codec(&self) -> MediaCodec {
+        match self.media.map(|m| m.codec) {
+            Some(Codec::Pcma) => MediaCodec::Pcma,
+            _ => MediaCodec::Pcmu,
+        }
+    }
+
+    /// Whether the call is over (its record was emitted).
+    pub fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    /// The next output.
+    pub fn poll_output(&mut self) -> Option<CallOutput> {
+        self.out.pop_front()
+    }
+
+    /// A SIP event for this call.
+    pub fn on_sip(&mut self, now: Instant, event: UaEvent) {
+        match event {
+            UaEvent::Confirmed { .. } => {
+                self.answered.get_or_insert(now);
+                self.last_rtp = now;
+                self.feed(now, Event::Start);
+            }
+            UaEvent::MediaChanged(n) => self.set_media(n),
+            UaEvent::Digit(d) => self.on_digit(now, d),
+            UaEvent::TransferAccepted => {}
+            UaEvent::TransferResult(Ok(())) => self.feed(now, Event::TransferSucceeded),
+            UaEvent::TransferResult(Err(reason)) => self.feed(now, Event::TransferFailed(reason)),
+            UaEvent::Ended(reason) => {
+                self.sip_ended = true;
+                if matches!(reason, EndReason::LocalBye) {
+                    return;
+                }
+                self.feed(now, Event::HungUp);
+                self.finish(now);
+            }
+            UaEvent::Incoming(_) => {}
+        }
+    }
+
+    /// Marks the call answered (the 200 OK went out).
+    pub fn on_answered(&mut self, now: Instant) {
+        self.answered.get_or_insert(now);
+    }
+
+    fn on_digit(&mut self, now: Instant, d: char) {
+        if self.digits.len() < 256 {
+            self.digits.push(d);
+        }
+        self.feed(now, Event::Digit(d));
+    }
+
+    /// An RTP packet from the caller.
+    pub fn on_rtp(&mut self, now: Instant, packet: &[u8]) {
+        self.last_rtp = now;
+        let key = self.dtmf.as_mut().and_then(|d| d.on_rtp(packet));
+        if let Some(k) = key {
+            self.on_digit(now, k);
+        }
+    }
+
+    /// When [`Call::handle_timeout`] or [`Call::poll_packet`] is next due.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.finished {
+            return None;
+        }
+        let packet = self.sender.as_ref().and_then(|s| s.poll_timeout());
+        let timer = self.timer.map(|(_, at)| at);
+        let silence = (self.answered.is_some() && self.media.is_some_and(|m| m.receives_rtp()))
+            .then_some(self.last_rtp + self.rtp_timeout);
+        [packet, timer, silence].into_iter().flatten().min()
+    }
+
+    /// Runs the flow's timer and the silence check.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if let Some((id, at)) = self.timer {
+            if at <= now {
+                self.timer = None;
+                self.feed(now, Event::Timer(id));
+            }
+        }
+        let silent = self.media.is_some_and(|m| m.receives_rtp())
+            && self.answered.is_some()
+            && now >= self.last_rtp + self.rtp_timeout;
+        if silent && !self.finished {
+            tracing::info!(call_id = %self.incoming.call_id, "no RTP from the caller; ending the call");
+            self.feed(now, Event::HungUp);
+            self.hang_up_if_needed();
+            self.finish(now);
+        }
+    }
+
+    /// Writes the next due RTP packet into `buf`; `None` when none is due.
+    /// The caller sends it to [`Call::rtp_destination`] (if any: on hold the
+    /// packet is produced to keep time but not sent).
+    pub fn poll_packet(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<usize> {
+        let info = self.sender.as_mut()?.poll_packet(now, buf)?;
+        if info.last {
+            if let Some(id) = self.playing.take() {
+                self.feed(now, Event::PromptFinished(id));
+            }
+        }
+        Some(info.len)
+    }
+
+    fn feed(&mut self, now: Instant, event: Event) {
+        if self.finished {
+            return;
+        }
+        let mut actions = std::mem::take(&mut self.actions);
+        self.interp.handle(now, event, &mut actions);
+        for action in actions.drain(..) {
+            self.apply(now, action);
+        }
+        self.actions = actions;
+    }
+
+    fn apply(&mut self, now: Instant, action: Action) {
+        match action {
+            Action::Play { id, prompts, .. } => {
+                let codec = self.codec();
+                let audio: Vec<Arc<[u8]>> = prompts
+                    .iter()
+                    .filter_map(|p| self.prompts.get(p.0, codec).cloned())
+                    .collect();
+                self.playing = Some(id);
+                match self.sender.as_mut() {
+                    Some(s) if !audio.is_empty() => s.play(now, audio),
+                    _ => {
+                        // Nothing to play: the prompt is over at once.
+                        self.playing = None;
+                        self.feed(now, Event::PromptFinished(id));
+                    }
+                }
+            }
+            Action::StopPlayback => {
+                self.playing = None;
+                if let Some(s) = self.sender.as_mut() {
+                    s.stop();
+                }
+            }
+            Action::SetTimer { id, at } => self.timer = Some((id, at)),
+            Action::CancelTimer(id) => {
+                if self.timer.is_some_and(|(t, _)| t == id) {
+                    self.timer = None;
+                }
+            }
+            Action::Transfer(t) => {
+                let target = transfer_refer_to(&t);
+                self.out
+                    .push_back(CallOutput::Sip(CallCommand::Refer(target)));
+            }
+            Action::RequestCallback(request) => {
+                // Durable callbacks arrive with their store; until then the
+                // flow's failure branch runs rather than a false promise.
+                tracing::warn!(queue = %request.queue, "callback requested but no callback store is configured");
+                self.feed(
+                    now,
+                    Event::CallbackRecorded(Err("no callback store".into())),
+                );
+            }
+            Action::Hangup => self.hang_up_if_needed(),
+            Action::Step(step) => {
+                tracing::debug!(node = %self.interp.flow_set().qualified_name(step.node), what = %step.what, "step");
+            }
+            Action::Finished(_) => {
+                self.hang_up_if_needed();
+                self.finish(now);
+            }
+        }
+    }
+
+    /// Ends the call from outside the flow (server shutdown, broken media):
+    /// BYE, and a record saying why.
+    pub fn terminate(&mut self, now: Instant, reason: String) {
+        if self.finished {
+            return;
+        }
+        self.forced_end = Some(reason);
+        self.hang_up_if_needed();
+        self.finish(now);
+    }
+
+    fn hang_up_if_needed(&mut self) {
+        if !self.sip_ended {
+            self.sip_ended = true;
+            self.out.push_back(CallOutput::Sip(CallCommand::Hangup));
+        }
+    }
+
+    fn wall(&self, at: Instant) -> DateTime<Utc> {
+        let d = chrono::Duration::from_std(at.saturating_duration_since(self.started))
+            .unwrap_or_default();
+        self.started_wall + d
+    }
+
+    fn finish(&mut self, now: Instant) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        self.timer = None;
+        if let Some(s) = self.sender.as_mut() {
+            s.stop();
+        }
+        let set = Arc::clone(self.interp.flow_set());
+        let nodes = self
+            .interp
+            .visited()
+            .iter()
+            .map(|n| set.qualified_name(*n))
+            .collect();
+        let (outcome, detail) = match (self.forced_end.take(), self.interp.outcome()) {
+            (Some(reason), _) => ("failed", reason),
+            (None, Some(o)) => outcome_fields(o),
+            (None, None) => ("caller_hung_up", "before the flow started".to_string()),
+        };
+        let record = CallRecord {
+            call_id: self.incoming.call_id.clone(),
+            from: self.incoming.from.clone(),
+            to: self.incoming.to.clone(),
+            caller: self.incoming.caller.clone(),
+            called: self.incoming.called.clone(),
+            flow: self.flow_name.clone(),
+            start: timestamp(self.started_wall),
+            answer: self.answered.map(|a| timestamp(self.wall(a))),
+            end: timestamp(self.wall(now)),
+            nodes,
+            digits: self.digits.clone(),
+            outcome,
+            detail,
+        };
+        self.out.push_back(CallOutput::Finished(Box::new(record)));
+    }
+}
+
+/// The REFER target with the flow's context as URI headers: `X-Queue`,
+/// `X-Priority` and one `X-Context-NAME` per context entry.
+pub fn transfer_refer_to(t: &TransferRequest) -> String {
+    let mut headers = Vec::with_capacity(t.context.len() + 2);
+    if let Some(q) = &t.queue {
+        headers.push(("X-Queue".to_string(), q.clone()));
+    }
+    if let Some(p) = t.priority {
+        headers.push(("X-Priority".to_string(), p.to_string()));
+    }
+    for (k, v) in &t.context {
+        headers.push((format!("X-Context-{k}"), v.clone()));
+    }
+    refer_to(&t.uri, &headers)
+}

@@ -1,0 +1,211 @@
+//! A call driven on a fake clock: prompts go out as paced RTP, RFC 4733 keys
+//! come in, the flow transfers, and the record says what happened.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{TimeZone, Utc};
+
+use super::*;
+use crate::flow::{load_sources, LoadOptions};
+use crate::sip::sdp::{Codec, Direction, Negotiated};
+
+const FLOW: &str = r#"
+flow: t
+start: hello
+agent_key: "0"
+agent: agent
+queues: { support: { uri: "sip:support@acd.example.net", priority: 7 } }
+nodes:
+  hello: { play: digit-1, next: menu }
+  menu:
+    menu: { prompt: digit-2, options: { "1": agent }, timeout: 2s, retries: 0 }
+    on_fail: bye
+  agent:
+    transfer: { queue: support, hold: digit-3, context: { path: "${path}" } }
+    on_fail: bye
+  bye: { hangup: {} }
+"#;
+
+fn call() -> (Call, Instant) {
+    call_with_silence_limit(Duration::from_secs(60))
+}
+
+fn call_with_silence_limit(rtp_timeout: Duration) -> (Call, Instant) {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let loaded = load_sources(
+        &[(root.join("flows/t.yaml"), FLOW.to_string())],
+        &LoadOptions {
+            prompts_dir: root.join("prompts"),
+        },
+    );
+    let (set, _) = loaded.into_result().unwrap();
+    let prompts = PromptCache::load(&set.prompt_files).unwrap();
+    let entry = set.start_of("t").unwrap();
+    #[allow(clippy::disallowed_methods)] // a fake clock needs a base
+    let started = Instant::now();
+    let incoming = IncomingCall {
+        call_id: "abc".into(),
+        caller: "+37120000000".into(),
+        called: "8000".into(),
+        from: "<sip:+37120000000@x>;tag=1".into(),
+        to: "<sip:8000@y>".into(),
+        offer: None,
+        source: "127.0.0.1:5070".parse().unwrap(),
+    };
+    let mut call = Call::new(CallSetup {
+        incoming,
+        flows: Arc::new(set),
+        prompts: Arc::new(prompts),
+        entry,
+        started,
+        started_wall: Utc.with_ymd_and_hms(2026, 11, 25, 8, 0, 0).unwrap(),
+        rtp_seed: (0x1234, 100, 1000),
+        rtp_timeout,
+    });
+    call.set_media(Negotiated {
+        codec: Codec::Pcmu,
+        payload_type: 0,
+        remote: "127.0.0.1:6000".parse().unwrap(),
+        dtmf_payload_type: Some(101),
+        ptime_ms: 20,
+        direction: Direction::SendRecv,
+    });
+    (call, started)
+}
+
+/// Sends every packet due until `until`; returns (time, packet) pairs.
+fn pump(call: &mut Call, from: Instant, until: Instant) -> Vec<(Instant, Vec<u8>)> {
+    let mut sent = Vec::new();
+    let mut now = from;
+    let mut buf = Vec::new();
+    while let Some(t) = call.poll_timeout().filter(|t| *t <= until) {
+        now = t.max(now);
+        while call.poll_packet(now, &mut buf).is_some() {
+            sent.push((now, buf.clone()));
+        }
+        call.handle_timeout(now);
+    }
+    sent
+}
+
+fn dtmf_packet(seq: u16, ts: u32, event: u8, end: bool) -> Vec<u8> {
+    let mut p = vec![0x80, 101, (seq >> 8) as u8, seq as u8];
+    p.extend_from_slice(&ts.to_be_bytes());
+    p.extend_from_slice(&0xabcdu32.to_be_bytes());
+    p.extend_from_slice(&[event, if end { 0x80 | 10 } else { 10 }, 0x03, 0x20]);
+    p
+}
+
+fn outputs(call: &mut Call) -> Vec<CallOutput> {
+    std::iter::from_fn(|| call.poll_output()).collect()
+}
+
+#[test]
+fn the_greeting_goes_out_as_paced_rtp_then_the_menu_follows() {
+    let (mut call, t0) = call();
+    call.on_sip(t0, UaEvent::Confirmed { answer: None });
+    let welcome = call.prompts.duration(0).unwrap();
+    let sent = pump(&mut call, t0, t0 + welcome + Duration::from_millis(500));
+    let expected = welcome.as_millis().div_ceil(20) as usize;
+    let first_prompt: Vec<_> = sent.iter().take(expected).collect();
+    for (i, (at, p)) in first_prompt.iter().enumerate() {
+        assert_eq!(
+            *at - t0,
+            Duration::from_millis(20 * i as u64),
+            "packet {i} leaves at start + n*20ms"
+        );
+        assert_eq!(p.len(), 172);
+    }
+    // The menu prompt started right after, as a new talkspurt (marker bit).
+    let next = &sent[expected].1;
+    assert_eq!(
+        next[1] & 0x80,
+        0x80,
+        "marker on the first packet of the next prompt"
+    );
+    let seq = |p: &Vec<u8>| u16::from_be_bytes([p[2], p[3]]);
+    assert_eq!(
+        seq(next),
+        seq(&sent[expected - 1].1).wrapping_add(1),
+        "sequence continues"
+    );
+}
+
+#[test]
+fn an_rfc4733_key_transfers_with_context_and_a_2xx_ends_the_call() {
+    let (mut call, t0) = call();
+    call.on_sip(t0, UaEvent::Confirmed { answer: None });
+    let t1 = t0 + Duration::from_millis(300);
+    pump(&mut call, t0, t1);
+    // The key barges into the greeting and is kept for the menu.
+    for (i, end) in [(0u16, false), (1, false), (2, true), (3, true), (4, true)] {
+        call.on_rtp(t1, &dtmf_packet(i, 8000, 1, end));
+    }
+    let out = outputs(&mut call);
+    assert_eq!(
+        out,
+        [CallOutput::Sip(CallCommand::Refer(
+            "<sip:support@acd.example.net?X-Queue=support&X-Priority=7&X-Context-path=hello%3Emenu%3Eagent>".into()
+        ))],
+        "one key press, counted once"
+    );
+    call.on_sip(t1, UaEvent::TransferAccepted);
+    call.on_sip(t1 + Duration::from_secs(1), UaEvent::TransferResult(Ok(())));
+    let out = outputs(&mut call);
+    assert_eq!(
+        out[0],
+        CallOutput::Sip(CallCommand::Hangup),
+        "a 2xx sipfrag ends our side with BYE"
+    );
+    let CallOutput::Finished(record) = &out[1] else {
+        panic!("{out:?}")
+    };
+    assert_eq!(record.outcome, "transferred");
+    assert_eq!(record.detail, "support");
+    assert_eq!(record.digits, "1");
+    assert_eq!(record.nodes, ["t.hello", "t.menu", "t.agent"]);
+    assert_eq!(record.start, "2026-11-25T08:00:00.000Z");
+    assert!(call.is_finished());
+}
+
+#[test]
+fn a_caller_who_hangs_up_mid_prompt_is_recorded_at_that_node() {
+    let (mut call, t0) = call();
+    call.on_sip(t0, UaEvent::Confirmed { answer: None });
+    pump(&mut call, t0, t0 + Duration::from_millis(100));
+    call.on_sip(
+        t0 + Duration::from_millis(100),
+        UaEvent::Ended(EndReason::RemoteBye),
+    );
+    let out = outputs(&mut call);
+    assert_eq!(out.len(), 1, "no BYE back to a caller who left");
+    let CallOutput::Finished(record) = &out[0] else {
+        panic!()
+    };
+    assert_eq!(
+        (record.outcome, record.detail.as_str()),
+        ("caller_hung_up", "t.hello")
+    );
+}
+
+#[test]
+fn no_rtp_from_the_caller_ends_the_call() {
+    let (mut call, t0) = call_with_silence_limit(Duration::from_secs(1));
+    call.on_sip(t0, UaEvent::Confirmed { answer: None });
+    call.on_rtp(
+        t0 + Duration::from_secs(1),
+        &[0x80, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1],
+    );
+    pump(&mut call, t0, t0 + Duration::from_secs(120));
+    let out = outputs(&mut call);
+    assert_eq!(out[0], CallOutput::Sip(CallCommand::Hangup));
+    let CallOutput::Finished(r) = &out[1] else {
+        panic!("{out:?}")
+    };
+    assert_eq!(
+        (r.outcome, r.end.as_str()),
+        ("caller_hung_up", "2026-11-25T08:00:02.000Z")
+    );
+}

@@ -1,0 +1,106 @@
+//! One task per call: it owns the call's RTP socket and paces its packets,
+//! feeding the pure [`Call`] with what arrives.
+
+use std::time::Instant;
+
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+use crate::call::{Call, CallOutput};
+use crate::sip::sdp;
+use crate::sip::ua::{CallHandle, UaEvent};
+
+use super::{RecordSink, ToSip};
+
+/// What the SIP task tells a call.
+#[derive(Debug)]
+pub enum ToCall {
+    /// A SIP event.
+    Sip(UaEvent),
+    /// The server is stopping: end the call now.
+    Shutdown,
+}
+
+#[allow(clippy::disallowed_methods)] // the IO edge reads the clock
+fn now() -> Instant {
+    Instant::now()
+}
+
+/// Runs a call until it is finished.
+pub async fn run(
+    handle: CallHandle,
+    mut call: Call,
+    socket: UdpSocket,
+    port: u16,
+    mut events: mpsc::UnboundedReceiver<ToCall>,
+    to_sip: mpsc::UnboundedSender<ToSip>,
+    records: RecordSink,
+) {
+    let mut packet = Vec::with_capacity(256);
+    let mut incoming = vec![0u8; 2048];
+    loop {
+        let t = now();
+        while call.poll_packet(t, &mut packet).is_some() {
+            if let Some(dest) = call.rtp_destination() {
+                // A full socket buffer drops one packet rather than delay all.
+                let _ = socket.try_send_to(&packet, dest);
+            }
+        }
+        call.handle_timeout(t);
+        while let Some(output) = call.poll_output() {
+            match output {
+                CallOutput::Sip(command) => {
+                    let _ = to_sip.send(ToSip::Command(handle, command));
+                }
+                CallOutput::Finished(record) => {
+                    tracing::info!(
+                        from = %record.caller, to = %record.called, flow = %record.flow,
+                        path = %record.nodes.join(">"), outcome = record.outcome, detail = %record.detail,
+                        "call ended"
+                    );
+                    records.write(record);
+                }
+            }
+        }
+        if call.is_finished() {
+            break;
+        }
+        let deadline = call.poll_timeout();
+        tokio::select! {
+            received = socket.recv_from(&mut incoming) => {
+                if let Ok((n, _)) = received {
+                    call.on_rtp(now(), &incoming[..n]);
+                }
+            }
+            event = events.recv() => match event {
+                Some(ToCall::Sip(UaEvent::Confirmed { answer: Some(body) })) => {
+                    // Delayed offer: the ACK carries the answer to our offer.
+                    let t = now();
+                    match sdp::parse(&String::from_utf8_lossy(&body)).map_err(|e| e.to_string())
+                        .and_then(|a| sdp::accept_answer(&a).map_err(|e| e.to_string())) {
+                        Ok(negotiated) => {
+                            call.set_media(negotiated);
+                            call.on_sip(t, UaEvent::Confirmed { answer: None });
+                        }
+                        Err(e) => {
+                            tracing::info!("unusable SDP answer in ACK: {e}");
+                            call.terminate(t, format!("unusable SDP answer: {e}"));
+                        }
+                    }
+                }
+                Some(ToCall::Sip(e)) => call.on_sip(now(), e),
+                Some(ToCall::Shutdown) => call.terminate(now(), "server shutting down".into()),
+                None => call.terminate(now(), "signalling stopped".into()),
+            },
+            _ = sleep_until(deadline) => {}
+        }
+    }
+    let _ = to_sip.send(ToSip::Done(handle, port));
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
+        None => std::future::pending().await,
+    }
+}

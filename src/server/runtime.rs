@@ -1,0 +1,57 @@
+//! What calls run on: the checked flows and their prompts, loaded together
+//! and swapped whole on reload, so a broken edit never reaches a call.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::diagnostic::Diagnostic;
+use crate::flow::{load_paths, FlowSet, LoadOptions, NodeRef};
+use crate::media::prompts::PromptCache;
+
+/// A flow set with its encoded prompts.
+pub struct Runtime {
+    /// The flows.
+    pub flows: Arc<FlowSet>,
+    /// Their prompts, indexed like `flows.prompt_names`.
+    pub prompts: Arc<PromptCache>,
+}
+
+/// Why flows could not be (re)loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The flows have errors.
+    #[error("the flows have {} error(s):\n{}", .0.len(), .0.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n"))]
+    Flows(Vec<Diagnostic>),
+    /// A prompt could not be decoded.
+    #[error("{0}")]
+    Prompts(String),
+}
+
+impl Runtime {
+    /// Loads and checks the flows in `flows`, then decodes their prompts.
+    pub fn load(flows: &Path, prompts: &Path) -> Result<Self, LoadError> {
+        let loaded = load_paths(
+            &[flows.to_path_buf()],
+            &LoadOptions {
+                prompts_dir: prompts.to_path_buf(),
+            },
+        );
+        let (set, warnings) = loaded
+            .into_result()
+            .map_err(|d| LoadError::Flows(d.into_iter().filter(Diagnostic::is_error).collect()))?;
+        for w in warnings {
+            tracing::warn!("{w}");
+        }
+        let cache =
+            PromptCache::load(&set.prompt_files).map_err(|e| LoadError::Prompts(e.to_string()))?;
+        Ok(Self {
+            flows: Arc::new(set),
+            prompts: Arc::new(cache),
+        })
+    }
+
+    /// The start of the flow called `name`.
+    pub fn entry(&self, name: &str) -> Option<NodeRef> {
+        self.flows.start_of(name)
+    }
+}
