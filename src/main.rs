@@ -133,6 +133,9 @@ struct ServeArgs {
     /// End calls after this long without RTP from the caller, e.g. 60s.
     #[arg(long)]
     rtp_timeout: Option<String>,
+    /// Ring (180) this long before answering, e.g. 2s.
+    #[arg(long)]
+    answer_delay: Option<String>,
 }
 
 fn serve(args: ServeArgs) -> Result<ExitCode> {
@@ -177,6 +180,9 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
     }
     if let Some(v) = &args.rtp_timeout {
         config.rtp_timeout = FlowDuration::parse(v).map_err(|e| anyhow!("--rtp-timeout: {e}"))?;
+    }
+    if let Some(v) = &args.answer_delay {
+        config.answer_delay = FlowDuration::parse(v).map_err(|e| anyhow!("--answer-delay: {e}"))?;
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

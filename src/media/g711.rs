@@ -181,8 +181,10 @@ mod tests {
 
     #[test]
     fn known_code_points_from_the_g711_tables() {
-        // μ-law: decision values 31 and 95 open segments 1 and 2 (table 2a
-        // scaled by 4 to 16 bits); A-law: 256 opens segment 1 at 16 bits.
+        // Segment 1 starts at μ-law's 14-bit decision value 31 (124 at 16
+        // bits, table 2a) and at A-law's 13-bit value 32 (256, table 1a).
+        // 1000 falls in A-law segment 2, whose interval 992..=1023 decodes
+        // to its midpoint.
         assert_eq!(linear_to_ulaw(124), 0xEF);
         assert_eq!(linear_to_ulaw(-124), 0x6F);
         assert_eq!(linear_to_alaw(256), 0xC5);
@@ -220,8 +222,8 @@ mod tests {
     fn alaw_round_trip_stays_within_half_a_step() {
         for x in all_samples() {
             let back = alaw_to_linear(linear_to_alaw(x));
-            // 16 is a whole step in segments 0 and 1 (the 16-to-13-bit cut
-            // plus half of the 32-unit step); above that, 1/32 of the value.
+            // Segments 0 and 1 step by 16, so half a step plus the 7 lost
+            // in the cut to 13 bits; above that, 1/32 of the value.
             let bound = (i32::from(x).abs() / 32).max(16) + 1;
             let error = (i32::from(back) - i32::from(x)).abs();
             assert!(error <= bound, "{x} -> {back}, error {error} > {bound}");

@@ -32,6 +32,8 @@ pub struct ServerConfig {
     pub default_flow: String,
     /// The call-record file (JSON lines, appended).
     pub call_records: PathBuf,
+    /// Ring (180) this long before answering; 0 answers at once.
+    pub answer_delay: FlowDuration,
     /// How long calls in progress may go on after SIGTERM before BYE.
     pub drain: FlowDuration,
     /// End a call after this long without RTP from the caller.
@@ -52,6 +54,7 @@ impl Default for ServerConfig {
             routes: BTreeMap::new(),
             default_flow: "support".into(),
             call_records: PathBuf::from("calls.jsonl"),
+            answer_delay: FlowDuration(Duration::ZERO),
             drain: FlowDuration(Duration::from_secs(30)),
             rtp_timeout: FlowDuration(Duration::from_secs(60)),
             transfer_timeout: FlowDuration(Duration::from_secs(30)),

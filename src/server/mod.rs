@@ -64,6 +64,8 @@ struct Server {
     rtp_ip: IpAddr,
     ports: PortPool,
     calls: HashMap<CallHandle, mpsc::UnboundedSender<ToCall>>,
+    /// Calls that ring until their answer time.
+    ringing: Vec<(Instant, Prepared, tracing::Span)>,
     /// Calls whose task ended while the dialog lingers (e.g. BYE in flight).
     to_sip: mpsc::UnboundedSender<ToSip>,
     records: RecordSink,
@@ -107,6 +109,7 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
         rtp_ip,
         ports: PortPool::new(first, last),
         calls: HashMap::new(),
+        ringing: Vec::new(),
         to_sip,
         records,
         config,
@@ -155,7 +158,11 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
                 Err(e) => tracing::debug!("SIP socket: {e}"),
             },
             Some(msg) = from_calls.recv() => server.on_call_message(msg),
-            _ = sleep_until(timeout) => server.ua.handle_timeout(now()),
+            _ = sleep_until(timeout) => {
+                let t = now();
+                server.ua.handle_timeout(t);
+                server.answer_due(t);
+            }
             _ = terminate.recv() => drain_until = Some(server.start_drain()),
             _ = interrupt.recv() => drain_until = Some(server.start_drain()),
             _ = hangup.recv() => server.reload().await,
@@ -219,6 +226,12 @@ impl Server {
                 UaOutput::Event(call, UaEvent::Incoming(incoming)) => {
                     self.on_incoming(call, incoming)
                 }
+                UaOutput::Event(call, UaEvent::Ended(reason))
+                    if !self.calls.contains_key(&call) =>
+                {
+                    tracing::debug!(?reason, "a call ended before it was answered");
+                    self.drop_ringing(call);
+                }
                 UaOutput::Event(call, event) => {
                     if let Some(tx) = self.calls.get(&call) {
                         let _ = tx.send(ToCall::Sip(event));
@@ -231,11 +244,30 @@ impl Server {
     fn on_incoming(&mut self, handle: CallHandle, incoming: IncomingCall) {
         let t = now();
         let span = tracing::info_span!("call", call_id = %incoming.call_id);
-        let _enter = span.enter();
+        let Some(prepared) = span.in_scope(|| self.prepare(t, handle, incoming)) else {
+            return;
+        };
+        if self.config.answer_delay.0.is_zero() {
+            self.start_call(t, prepared, span);
+        } else {
+            self.ua.ring(t, handle);
+            self.ringing
+                .push((t + self.config.answer_delay.0, prepared, span));
+        }
+    }
+
+    /// Routes the call, negotiates media and binds its RTP socket; `None`
+    /// when the call was refused (and answered so).
+    fn prepare(
+        &mut self,
+        t: Instant,
+        handle: CallHandle,
+        incoming: IncomingCall,
+    ) -> Option<Prepared> {
         let flow = self.config.flow_for(&incoming.called).to_string();
         let Some(entry) = self.runtime.entry(&flow) else {
             self.ua.reject(t, handle, 404, "Not Found", &[]);
-            return;
+            return None;
         };
         let offer = match &incoming.offer {
             Some(body) => match sdp::parse(&String::from_utf8_lossy(body)) {
@@ -244,7 +276,7 @@ impl Server {
                     tracing::info!("bad SDP offer: {e}");
                     self.ua
                         .reject(t, handle, 400, "Bad Request (malformed SDP)", &[]);
-                    return;
+                    return None;
                 }
             },
             None => None,
@@ -258,7 +290,7 @@ impl Server {
                 "Service Unavailable",
                 &[("Retry-After", "5")],
             );
-            return;
+            return None;
         };
         let local = LocalMedia {
             addr: self.rtp_ip,
@@ -280,7 +312,7 @@ impl Server {
                         &[("Warning", &warning)],
                     );
                     self.ports.release(port);
-                    return;
+                    return None;
                 }
             },
             None => (sdp::offer(&local), None),
@@ -294,7 +326,7 @@ impl Server {
                 tracing::warn!("RTP socket: {e}");
                 self.ua.reject(t, handle, 503, "Service Unavailable", &[]);
                 self.ports.release(port);
-                return;
+                return None;
             }
         };
         let mut call = Call::new(CallSetup {
@@ -310,9 +342,31 @@ impl Server {
         if let Some(n) = negotiated {
             call.set_media(n);
         }
+        Some(Prepared {
+            handle,
+            call,
+            socket,
+            port,
+            local,
+            body,
+            offer_in_2xx: offer.is_none(),
+        })
+    }
+
+    /// Answers a prepared call and starts its task.
+    fn start_call(&mut self, t: Instant, p: Prepared, span: tracing::Span) {
+        let Prepared {
+            handle,
+            mut call,
+            socket,
+            port,
+            local,
+            body,
+            offer_in_2xx,
+        } = p;
         if !self
             .ua
-            .accept(t, handle, local, body.as_bytes(), offer.is_none())
+            .accept(t, handle, local, body.as_bytes(), offer_in_2xx)
         {
             self.ports.release(port);
             return;
@@ -329,8 +383,38 @@ impl Server {
             self.to_sip.clone(),
             self.records.clone(),
         );
-        tokio::spawn(tracing::Instrument::instrument(task, span.clone()));
+        tokio::spawn(tracing::Instrument::instrument(task, span));
     }
+
+    /// Answers the calls whose ringing time is over.
+    fn answer_due(&mut self, t: Instant) {
+        let (due, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.ringing)
+            .into_iter()
+            .partition(|(at, _, _)| *at <= t);
+        self.ringing = waiting;
+        for (_, prepared, span) in due {
+            self.start_call(t, prepared, span);
+        }
+    }
+
+    /// A ringing call was cancelled: forget it and free its port.
+    fn drop_ringing(&mut self, call: CallHandle) {
+        if let Some(i) = self.ringing.iter().position(|(_, p, _)| p.handle == call) {
+            let (_, p, _) = self.ringing.remove(i);
+            self.ports.release(p.port);
+        }
+    }
+}
+
+/// A call routed and negotiated, not yet answered.
+struct Prepared {
+    handle: CallHandle,
+    call: Call,
+    socket: UdpSocket,
+    port: u16,
+    local: LocalMedia,
+    body: String,
+    offer_in_2xx: bool,
 }
 
 /// The wall clock, read at the IO edge only.

@@ -6,3 +6,4 @@ mod cli;
 mod common;
 mod journeys;
 mod shipped_flows;
+mod sipp;

@@ -79,6 +79,33 @@ impl UserAgent {
         true
     }
 
+    /// Sends 180 Ringing, for a call answered after a delay.
+    pub fn ring(&mut self, now: Instant, call: CallHandle) {
+        let Some(d) = self.dialogs.get(&call) else {
+            return;
+        };
+        let Some((invite, key)) = &d.invite else {
+            return;
+        };
+        let bytes = crate::sip::message::ResponseBuilder::new(
+            invite,
+            d.source,
+            180,
+            "Ringing",
+            Some(&d.local_tag),
+        )
+        .header(
+            "Contact",
+            &format!("<sip:callflow@{}>", self.config.advertised),
+        )
+        .build();
+        let key = key.clone();
+        if let Some(super::ServerTx::Invite { tx, .. }) = self.server.get_mut(&key) {
+            let _ = tx.send_provisional(now, bytes.into());
+            self.drain_server(&key);
+        }
+    }
+
     /// Refuses the call (e.g. 488 for an offer without a common codec).
     pub fn reject(
         &mut self,

@@ -1,0 +1,438 @@
+//! End-to-end tests against SIPp, an independent SIP implementation:
+//! `callflow serve` runs on a free loopback port with the flows in
+//! `tests/sipp/flows/`, SIPp plays the caller/trunk and the ACD with the
+//! scenarios in `tests/sipp/`, and the tests check what SIPp saw (its exit
+//! code: 0 means every call passed) and the engine's call records.
+//!
+//! `.ci/run` installs SIPp (`apt-get install -y sip-tester`); the RFC 4733
+//! scenarios replay SIPp's pcaps, which needs root (CI runs as root).
+
+// These tests are an IO edge: they watch real packets on the real clock.
+#![allow(clippy::disallowed_methods)]
+
+use std::net::UdpSocket;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::common::repo;
+
+/// Each server gets its own RTP port range so tests can run in parallel.
+static NEXT_RTP_BASE: AtomicU16 = AtomicU16::new(40000);
+
+fn free_udp_port() -> u16 {
+    let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    s.local_addr().expect("addr").port()
+}
+
+struct Server {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Server {
+    fn start(extra: &[&str]) -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_udp_port();
+        let base = NEXT_RTP_BASE.fetch_add(200, Ordering::SeqCst);
+        let records = dir.path().join("calls.jsonl");
+        let log = std::fs::File::create(dir.path().join("serve.log")).expect("log");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_callflow"));
+        cmd.current_dir(repo(""))
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--rtp-ports", &format!("{base}-{}", base + 199)])
+            .args([
+                "--flows",
+                "tests/sipp/flows",
+                "--prompts",
+                "prompts",
+                "--default-flow",
+                "e2e",
+            ])
+            .arg("--call-records")
+            .arg(&records)
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log);
+        let child = cmd.spawn().expect("start callflow serve");
+        let server = Server { child, port, dir };
+        server.wait_ready();
+        server
+    }
+
+    /// Waits until the server answers an OPTIONS ping.
+    fn wait_ready(&self) {
+        let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        s.set_read_timeout(Some(Duration::from_millis(100))).ok();
+        let me = s.local_addr().expect("addr");
+        let ping = format!(
+            "OPTIONS sip:ping@127.0.0.1:{p} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-ping{n}\r\nFrom: <sip:t@{me}>;tag=1\r\nTo: <sip:ping@127.0.0.1:{p}>\r\nCall-ID: ping-{n}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+            p = self.port,
+            n = self.port
+        );
+        let mut buf = [0u8; 2048];
+        for _ in 0..100 {
+            let _ = s.send_to(ping.as_bytes(), ("127.0.0.1", self.port));
+            if let Ok((n, _)) = s.recv_from(&mut buf) {
+                if buf[..n].starts_with(b"SIP/2.0 200") {
+                    return;
+                }
+            }
+        }
+        panic!("callflow serve did not start:\n{}", self.log());
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default()
+    }
+
+    /// Runs a SIPp scenario against the server; `args` are added.
+    fn sipp(&self, scenario: &str, args: &[&str]) -> Output {
+        let sipp_port = free_udp_port().to_string();
+        let media_port = (free_udp_port() & !1).to_string();
+        let errors = self.dir.path().join(format!("{scenario}-errors.log"));
+        let messages = self.dir.path().join(format!("{scenario}-messages.log"));
+        Command::new("sipp")
+            .current_dir(self.dir.path())
+            .arg(format!("127.0.0.1:{}", self.port))
+            .arg("-sf")
+            .arg(repo(&format!("tests/sipp/{scenario}.xml")))
+            .args(["-i", "127.0.0.1", "-p", &sipp_port, "-mp", &media_port])
+            .args(["-nostdin", "-timeout", "60s", "-timeout_error"])
+            .args(["-trace_err", "-trace_msg"])
+            .arg("-error_file")
+            .arg(&errors)
+            .arg("-message_file")
+            .arg(&messages)
+            .args(args)
+            .output()
+            .expect("run sipp (apt-get install -y sip-tester)")
+    }
+
+    /// The call records written so far, waiting up to 5 s for `n` of them.
+    fn records(&self, n: usize) -> Vec<Value> {
+        let path = self.dir.path().join("calls.jsonl");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let records: Vec<Value> = text
+                .lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect();
+            if records.len() >= n || Instant::now() > deadline {
+                return records;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn explain(&self, scenario: &str, out: &Output) -> String {
+        let read =
+            |name: &str| std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
+        format!(
+            "sipp {scenario} exited {:?}\n--- sipp stderr\n{}\n--- sipp errors\n{}\n--- messages\n{}\n--- server log\n{}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr),
+            read(&format!("{scenario}-errors.log")),
+            read(&format!("{scenario}-messages.log")),
+            self.log()
+        )
+    }
+
+    /// Runs one call of `scenario`, which must pass.
+    fn call(&self, scenario: &str, args: &[&str]) {
+        let mut all = vec!["-m", "1"];
+        all.extend_from_slice(args);
+        let out = self.sipp(scenario, &all);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            self.explain(scenario, &out)
+        );
+    }
+
+    /// SIGTERM, and the exit status.
+    fn stop(mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("callflow did not stop after SIGTERM:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn nodes(record: &Value) -> Vec<String> {
+    record["nodes"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|n| n.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn greeting_is_streamed_as_paced_pcmu_of_the_prompt() {
+    let server = Server::start(&[]);
+    let sink = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    sink.set_read_timeout(Some(Duration::from_millis(1500)))
+        .ok();
+    let sink_port = sink.local_addr().expect("addr").port().to_string();
+    let receiver = std::thread::spawn(move || {
+        let mut packets = Vec::new();
+        let mut buf = [0u8; 2048];
+        while let Ok(n) = sink.recv(&mut buf) {
+            packets.push((Instant::now(), buf[..n].to_vec()));
+        }
+        packets
+    });
+    server.call("greeting", &["-key", "rtp_sink", &sink_port]);
+    let packets = receiver.join().expect("receiver");
+
+    // The greeting is the first talkspurt: up to the next marker bit.
+    let end = packets
+        .iter()
+        .skip(1)
+        .position(|(_, p)| p[1] & 0x80 != 0)
+        .map_or(packets.len(), |i| i + 1);
+    let greeting = &packets[..end];
+    let prompts = callflow::media::prompts::PromptCache::load(&[repo("prompts/digit-1.wav")])
+        .expect("prompt");
+    let audio = prompts
+        .get(0, callflow::media::g711::Codec::Pcmu)
+        .expect("pcmu");
+    assert_eq!(
+        greeting.len(),
+        audio.len().div_ceil(160),
+        "one packet per 20 ms of the prompt"
+    );
+    let mut payload: Vec<u8> = greeting
+        .iter()
+        .flat_map(|(_, p)| p[12..].to_vec())
+        .collect();
+    assert_eq!(greeting[0].1[1] & 0x7f, 0, "payload type 0 (PCMU)");
+    assert_eq!(
+        greeting[0].1[1] & 0x80,
+        0x80,
+        "marker bit on the first packet"
+    );
+    payload.truncate(audio.len());
+    assert_eq!(
+        &payload[..],
+        &audio[..],
+        "the payload is the encoded prompt"
+    );
+    // Pacing: packet n is due at start + n*20 ms. Loopback adds little
+    // jitter, but the machine is shared: allow generous slack.
+    let start = greeting[0].0;
+    let late: Vec<f64> = greeting
+        .iter()
+        .enumerate()
+        .map(|(i, (at, _))| at.duration_since(start).as_secs_f64() * 1000.0 - 20.0 * i as f64)
+        .collect();
+    let worst = late.iter().fold(0f64, |m, d| m.max(d.abs()));
+    assert!(
+        worst < 60.0,
+        "packets drift from the 20 ms schedule by up to {worst:.1} ms"
+    );
+    let total = greeting
+        .last()
+        .expect("packets")
+        .0
+        .duration_since(start)
+        .as_secs_f64()
+        * 1000.0;
+    let expected = 20.0 * (greeting.len() - 1) as f64;
+    assert!(
+        (total - expected).abs() < 60.0,
+        "{} packets took {total:.0} ms, expected {expected:.0}",
+        greeting.len()
+    );
+    assert!(server.stop().success());
+}
+
+#[test]
+fn rfc4733_keys_lead_to_a_refer_with_context_and_the_call_is_transferred() {
+    let server = Server::start(&[]);
+    server.call("transfer_rfc4733", &[]);
+    let r = &server.records(1)[0];
+    assert_eq!(r["outcome"], "transferred", "{r}");
+    assert_eq!(r["detail"], "support");
+    assert_eq!(r["digits"], "10");
+    assert_eq!(
+        nodes(r),
+        [
+            "e2e.hello",
+            "e2e.menu",
+            "e2e.billing",
+            "e2e.menu2",
+            "e2e.agent"
+        ]
+    );
+}
+
+#[test]
+fn silence_retries_the_menu_then_takes_the_no_input_branch() {
+    let server = Server::start(&[]);
+    server.call("no_input", &[]);
+    let r = &server.records(1)[0];
+    assert_eq!(r["outcome"], "completed", "{r}");
+    assert_eq!(
+        nodes(r),
+        ["e2e.hello", "e2e.menu", "e2e.no_input", "e2e.bye"]
+    );
+}
+
+#[test]
+fn a_caller_hanging_up_mid_prompt_is_recorded_where() {
+    let server = Server::start(&[]);
+    server.call("hangup_mid_prompt", &[]);
+    let r = &server.records(1)[0];
+    assert_eq!(
+        (r["outcome"].as_str(), r["detail"].as_str()),
+        (Some("caller_hung_up"), Some("e2e.hello")),
+        "{r}"
+    );
+}
+
+#[test]
+fn a_rejected_refer_or_a_failed_transfer_takes_on_fail() {
+    let server = Server::start(&[]);
+    server.call("refer_rejected", &[]);
+    server.call("notify_503", &[]);
+    for r in server.records(2) {
+        assert_eq!(r["outcome"], "completed", "{r}");
+        let n = nodes(&r);
+        assert_eq!(
+            &n[n.len() - 3..],
+            ["e2e.agent", "e2e.fallback", "e2e.bye"],
+            "{r}"
+        );
+    }
+}
+
+#[test]
+fn sip_info_keys_work_like_rfc4733() {
+    let server = Server::start(&[]);
+    server.call("info_dtmf", &[]);
+    let r = &server.records(1)[0];
+    assert_eq!(r["outcome"], "transferred", "{r}");
+    assert_eq!(r["digits"], "10");
+}
+
+#[test]
+fn protocol_errors_get_the_right_answers() {
+    let server = Server::start(&[]);
+    for scenario in ["malformed_invite", "bye_unknown_dialog", "g729_only"] {
+        server.call(scenario, &[]);
+    }
+    assert!(server.records(0).is_empty(), "none of these made a call");
+    // CANCEL and retransmissions need a call that rings before it is answered.
+    let ringing = Server::start(&["--answer-delay", "2s"]);
+    ringing.call("cancel", &[]);
+    assert!(ringing.stop().success());
+}
+
+/// SIPp answers every repeated provisional by resending its request, so the
+/// retransmission is sent by hand here: the same INVITE twice, then ACK and
+/// BYE; exactly one call must come of it.
+#[test]
+fn a_retransmitted_invite_makes_one_call() {
+    let server = Server::start(&[]);
+    let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    s.set_read_timeout(Some(Duration::from_millis(500))).ok();
+    let me = s.local_addr().expect("addr");
+    let port = server.port;
+    let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 9 RTP/AVP 0\r\n";
+    let request = |method: &str, cseq: u32, branch: &str, to_tag: &str, body: &str| {
+        format!(
+            "{method} sip:8000@127.0.0.1:{port} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch={branch}\r\nFrom: <sip:+37120000000@{me}>;tag=retx\r\nTo: <sip:8000@127.0.0.1:{port}>{to_tag}\r\nCall-ID: retransmitted-invite\r\nCSeq: {cseq} {method}\r\nContact: <sip:t@{me}>\r\nMax-Forwards: 70\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let invite = request("INVITE", 1, "z9hG4bK-retx-1", "", sdp);
+    s.send_to(invite.as_bytes(), ("127.0.0.1", port))
+        .expect("send");
+    s.send_to(invite.as_bytes(), ("127.0.0.1", port))
+        .expect("send");
+    let mut tag = String::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = s.recv(&mut buf) {
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if text.starts_with("SIP/2.0 200") {
+            let to = text
+                .lines()
+                .find(|l| l.starts_with("To:"))
+                .unwrap_or_default();
+            tag = format!(
+                ";tag={}",
+                to.split("tag=").nth(1).unwrap_or_default().trim()
+            );
+            break;
+        }
+    }
+    assert!(!tag.is_empty(), "the INVITE was answered");
+    s.send_to(
+        request("ACK", 1, "z9hG4bK-retx-2", &tag, "").as_bytes(),
+        ("127.0.0.1", port),
+    )
+    .expect("ack");
+    std::thread::sleep(Duration::from_millis(200));
+    s.send_to(
+        request("BYE", 2, "z9hG4bK-retx-3", &tag, "").as_bytes(),
+        ("127.0.0.1", port),
+    )
+    .expect("bye");
+    let records = server.records(1);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(server.records(1).len(), 1, "one call: {records:?}");
+    assert!(server.stop().success());
+}
+
+#[test]
+fn load_100_concurrent_calls_500_in_all_none_failed() {
+    let server = Server::start(&[]);
+    let out = server.sipp(
+        "load",
+        &["-m", "500", "-l", "100", "-r", "100", "-rp", "1000"],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        server.explain("load", &out)
+    );
+    let records = server.records(500);
+    assert_eq!(records.len(), 500);
+    assert!(
+        records.iter().all(|r| r["outcome"] == "caller_hung_up"),
+        "every call ran until the caller hung up"
+    );
+    assert!(
+        server.stop().success(),
+        "SIGTERM with no calls left exits 0"
+    );
+}
