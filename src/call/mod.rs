@@ -244,6 +244,11 @@ impl Call {
         }
     }
 
+    /// When the next RTP packet is due, if one is.
+    pub fn next_packet_due(&self) -> Option<Instant> {
+        self.sender.as_ref().and_then(|s| s.poll_timeout())
+    }
+
     /// Writes the next due RTP packet into `buf`; `None` when none is due.
     /// The caller sends it to [`Call::rtp_destination`] (if any: on hold the
     /// packet is produced to keep time but not sent).

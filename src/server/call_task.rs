@@ -1,6 +1,7 @@
 //! One task per call: it owns the call's RTP socket and paces its packets,
 //! feeding the pure [`Call`] with what arrives.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::net::UdpSocket;
@@ -10,6 +11,7 @@ use crate::call::{Call, CallOutput};
 use crate::sip::sdp;
 use crate::sip::ua::{CallHandle, UaEvent};
 
+use super::stats::MediaStats;
 use super::{RecordSink, ToSip};
 
 /// What the SIP task tells a call.
@@ -27,6 +29,7 @@ fn now() -> Instant {
 }
 
 /// Runs a call until it is finished.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     handle: CallHandle,
     mut call: Call,
@@ -35,15 +38,20 @@ pub async fn run(
     mut events: mpsc::UnboundedReceiver<ToCall>,
     to_sip: mpsc::UnboundedSender<ToSip>,
     records: RecordSink,
+    stats: Arc<MediaStats>,
 ) {
     let mut packet = Vec::with_capacity(256);
     let mut incoming = vec![0u8; 2048];
     loop {
         let t = now();
-        while call.poll_packet(t, &mut packet).is_some() {
+        while let Some(due) = call.next_packet_due().filter(|d| *d <= t) {
+            if call.poll_packet(t, &mut packet).is_none() {
+                break;
+            }
             if let Some(dest) = call.rtp_destination() {
                 // A full socket buffer drops one packet rather than delay all.
                 let _ = socket.try_send_to(&packet, dest);
+                stats.record(t.saturating_duration_since(due));
             }
         }
         call.handle_timeout(t);

@@ -8,6 +8,7 @@ mod cdr;
 pub mod config;
 mod ports;
 pub mod runtime;
+pub mod stats;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -27,6 +28,7 @@ pub use cdr::RecordSink;
 use config::ServerConfig;
 use ports::PortPool;
 use runtime::Runtime;
+use stats::MediaStats;
 
 /// What call tasks tell the SIP task.
 #[derive(Debug)]
@@ -69,6 +71,7 @@ struct Server {
     /// Calls whose task ended while the dialog lingers (e.g. BYE in flight).
     to_sip: mpsc::UnboundedSender<ToSip>,
     records: RecordSink,
+    stats: Arc<MediaStats>,
 }
 
 /// Runs the server until SIGTERM/SIGINT and the drain are over.
@@ -112,6 +115,7 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
         ringing: Vec::new(),
         to_sip,
         records,
+        stats: Arc::new(MediaStats::default()),
         config,
     };
     tracing::info!(
@@ -127,6 +131,7 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
     let mut buf = vec![0u8; 65536];
     let mut drain_until: Option<Instant> = None;
     let mut shutdown_sent = false;
+    let mut stats_tick = tokio::time::interval(Duration::from_secs(60));
     loop {
         if let Some(until) = drain_until {
             if server.calls.is_empty() && server.ua.active_calls() == 0 {
@@ -166,10 +171,15 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
             _ = terminate.recv() => drain_until = Some(server.start_drain()),
             _ = interrupt.recv() => drain_until = Some(server.start_drain()),
             _ = hangup.recv() => server.reload().await,
+            _ = stats_tick.tick() => {
+                if !server.calls.is_empty() {
+                    tracing::info!(calls = server.calls.len(), media = %server.stats.summary(), "status");
+                }
+            }
         }
         server.flush().await;
     }
-    tracing::info!("callflow stopped");
+    tracing::info!(media = %server.stats.summary(), "callflow stopped");
     Ok(())
 }
 
@@ -382,6 +392,7 @@ impl Server {
             rx,
             self.to_sip.clone(),
             self.records.clone(),
+            Arc::clone(&self.stats),
         );
         tokio::spawn(tracing::Instrument::instrument(task, span));
     }

@@ -332,7 +332,9 @@ impl UserAgent {
             // The 2xx is ours to retransmit until the ACK (13.3.1.4).
             let mut r = TwoXxRetransmitter::new(now, bytes, self.config.timers);
             let _ = std::iter::from_fn(|| r.poll_output()).count();
+            let next = r.poll_timeout();
             self.two_xx.insert(call, (r, to));
+            self.schedule(next, super::TimerOwner::TwoXx(call));
         }
         true
     }
@@ -501,7 +503,9 @@ impl UserAgent {
             }
             let mut r = TwoXxRetransmitter::new(now, bytes, self.config.timers);
             let _ = std::iter::from_fn(|| r.poll_output()).count();
+            let next = r.poll_timeout();
             self.two_xx.insert(call, (r, to));
+            self.schedule(next, super::TimerOwner::TwoXx(call));
         }
         if let Some(n) = changed {
             self.event(call, UaEvent::MediaChanged(n));

@@ -15,7 +15,8 @@ mod refer;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -155,6 +156,15 @@ struct ClientTx {
     method: Method,
 }
 
+/// Whose deadline a heap entry is.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum TimerOwner {
+    Server(String),
+    Client(String),
+    TwoXx(CallHandle),
+    Refer(CallHandle),
+}
+
 /// The user agent.
 pub struct UserAgent {
     config: UaConfig,
@@ -170,6 +180,8 @@ pub struct UserAgent {
     by_tags: HashMap<(String, String), CallHandle>,
     /// 2xx retransmissions waiting for an ACK.
     two_xx: HashMap<CallHandle, (TwoXxRetransmitter, SocketAddr)>,
+    /// Deadlines of all of the above, earliest first.
+    timers: BinaryHeap<Reverse<(Instant, TimerOwner)>>,
     out: VecDeque<UaOutput>,
 }
 
@@ -189,6 +201,7 @@ impl UserAgent {
             dialogs: HashMap::new(),
             by_tags: HashMap::new(),
             two_xx: HashMap::new(),
+            timers: BinaryHeap::new(),
             out: VecDeque::new(),
         }
     }
@@ -269,77 +282,87 @@ impl UserAgent {
         self.transmit(to, b.build().into());
     }
 
-    /// The earliest time [`UserAgent::handle_timeout`] must be called.
+    /// The earliest time [`UserAgent::handle_timeout`] must be called (it
+    /// may be early: a timer that moved or ended leaves a stale entry, which
+    /// then costs one spurious wake-up).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let server = self.server.values().filter_map(|s| match s {
-            ServerTx::Invite { tx, .. } => tx.poll_timeout(),
-            ServerTx::NonInvite { tx, .. } => tx.poll_timeout(),
-        });
-        let client = self.client.values().filter_map(|c| c.tx.poll_timeout());
-        let two_xx = self.two_xx.values().filter_map(|(r, _)| r.poll_timeout());
-        let refers = self.dialogs.values().filter_map(|d| d.refer_deadline);
-        server.chain(client).chain(two_xx).chain(refers).min()
+        self.timers.peek().map(|Reverse((at, _))| *at)
+    }
+
+    /// Files `owner`'s next deadline. Every change to a transaction ends in
+    /// a drain that calls this, so the heap always holds the true deadline
+    /// (possibly beside stale ones) and timeouts never scan all calls.
+    fn schedule(&mut self, at: Option<Instant>, owner: TimerOwner) {
+        if let Some(at) = at {
+            self.timers.push(Reverse((at, owner)));
+        }
     }
 
     /// Runs every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let due = |t: Option<Instant>| t.is_some_and(|t| t <= now);
-        let keys: Vec<String> = self
-            .server
-            .iter()
-            .filter(|(_, s)| match s {
-                ServerTx::Invite { tx, .. } => due(tx.poll_timeout()),
-                ServerTx::NonInvite { tx, .. } => due(tx.poll_timeout()),
-            })
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in keys {
-            if let Some(s) = self.server.get_mut(&key) {
-                match s {
-                    ServerTx::Invite { tx, .. } => tx.handle_timeout(now),
-                    ServerTx::NonInvite { tx, .. } => tx.handle_timeout(now),
+        while let Some(Reverse((at, _))) = self.timers.peek() {
+            if *at > now {
+                break;
+            }
+            let Some(Reverse((_, owner))) = self.timers.pop() else {
+                break;
+            };
+            let due = |t: Option<Instant>| t.is_some_and(|t| t <= now);
+            match owner {
+                TimerOwner::Server(key) => {
+                    let fire = match self.server.get_mut(&key) {
+                        Some(ServerTx::Invite { tx, .. }) if due(tx.poll_timeout()) => {
+                            tx.handle_timeout(now);
+                            true
+                        }
+                        Some(ServerTx::NonInvite { tx, .. }) if due(tx.poll_timeout()) => {
+                            tx.handle_timeout(now);
+                            true
+                        }
+                        _ => false,
+                    };
+                    if fire {
+                        self.drain_server(&key);
+                    }
+                }
+                TimerOwner::Client(branch) => {
+                    let fire = match self.client.get_mut(&branch) {
+                        Some(c) if due(c.tx.poll_timeout()) => {
+                            c.tx.handle_timeout(now);
+                            true
+                        }
+                        _ => false,
+                    };
+                    if fire {
+                        self.drain_client(now, &branch);
+                    }
+                }
+                TimerOwner::TwoXx(call) => {
+                    let fire = match self.two_xx.get_mut(&call) {
+                        Some((r, _)) if due(r.poll_timeout()) => {
+                            r.handle_timeout(now);
+                            true
+                        }
+                        _ => false,
+                    };
+                    if fire {
+                        self.drain_two_xx(now, call);
+                    }
+                }
+                TimerOwner::Refer(call) => {
+                    let late = self
+                        .dialogs
+                        .get_mut(&call)
+                        .filter(|d| due(d.refer_deadline));
+                    if let Some(d) = late {
+                        d.refer_deadline = None;
+                        self.event(
+                            call,
+                            UaEvent::TransferResult(Err("no final NOTIFY in time".into())),
+                        );
+                    }
                 }
             }
-            self.drain_server(&key);
-        }
-        let branches: Vec<String> = self
-            .client
-            .iter()
-            .filter(|(_, c)| due(c.tx.poll_timeout()))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for branch in branches {
-            if let Some(c) = self.client.get_mut(&branch) {
-                c.tx.handle_timeout(now);
-            }
-            self.drain_client(now, &branch);
-        }
-        let calls: Vec<CallHandle> = self
-            .two_xx
-            .iter()
-            .filter(|(_, (r, _))| due(r.poll_timeout()))
-            .map(|(c, _)| *c)
-            .collect();
-        for call in calls {
-            if let Some((r, _)) = self.two_xx.get_mut(&call) {
-                r.handle_timeout(now);
-            }
-            self.drain_two_xx(now, call);
-        }
-        let late: Vec<CallHandle> = self
-            .dialogs
-            .iter()
-            .filter(|(_, d)| due(d.refer_deadline))
-            .map(|(c, _)| *c)
-            .collect();
-        for call in late {
-            if let Some(d) = self.dialogs.get_mut(&call) {
-                d.refer_deadline = None;
-            }
-            self.event(
-                call,
-                UaEvent::TransferResult(Err("no final NOTIFY in time".into())),
-            );
         }
     }
 
@@ -370,6 +393,13 @@ impl UserAgent {
         }
         if terminated {
             self.server.remove(key);
+        } else {
+            let next = match self.server.get(key) {
+                Some(ServerTx::Invite { tx, .. }) => tx.poll_timeout(),
+                Some(ServerTx::NonInvite { tx, .. }) => tx.poll_timeout(),
+                None => None,
+            };
+            self.schedule(next, TimerOwner::Server(key.to_string()));
         }
     }
 
@@ -391,6 +421,8 @@ impl UserAgent {
                 _ => {}
             }
         }
+        let next = self.client.get(branch).and_then(|c| c.tx.poll_timeout());
+        self.schedule(next, TimerOwner::Client(branch.to_string()));
     }
 
     fn drain_two_xx(&mut self, now: Instant, call: CallHandle) {
@@ -416,6 +448,8 @@ impl UserAgent {
                 _ => {}
             }
         }
+        let next = self.two_xx.get(&call).and_then(|(r, _)| r.poll_timeout());
+        self.schedule(next, TimerOwner::TwoXx(call));
     }
 
     fn on_client_failure(&mut self, _now: Instant, call: CallHandle, method: &Method, why: &str) {

@@ -198,6 +198,7 @@ impl UserAgent {
             if let Some(d) = self.dialogs.get_mut(&call) {
                 d.refer_deadline = Some(deadline);
             }
+            self.schedule(Some(deadline), super::TimerOwner::Refer(call));
             self.event(call, UaEvent::TransferAccepted);
         } else {
             let reason = match &m.start {
