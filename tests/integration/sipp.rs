@@ -156,12 +156,17 @@ impl Server {
         );
     }
 
-    /// SIGTERM, and the exit status.
-    fn stop(mut self) -> std::process::ExitStatus {
+    /// Sends SIGTERM.
+    fn terminate(&self) {
         let _ = Command::new("kill")
             .arg("-TERM")
             .arg(self.child.id().to_string())
             .status();
+    }
+
+    /// SIGTERM, and the exit status.
+    fn stop(mut self) -> std::process::ExitStatus {
+        self.terminate();
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -435,4 +440,78 @@ fn load_100_concurrent_calls_500_in_all_none_failed() {
         server.stop().success(),
         "SIGTERM with no calls left exits 0"
     );
+}
+
+fn raw_invite(port: u16, call_id: &str) -> String {
+    let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    s.set_read_timeout(Some(Duration::from_millis(1000))).ok();
+    let me = s.local_addr().expect("addr");
+    let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 9 RTP/AVP 0\r\n";
+    let invite = format!(
+        "INVITE sip:8000@127.0.0.1:{port} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-{call_id}\r\nFrom: <sip:+37120000000@{me}>;tag=x\r\nTo: <sip:8000@127.0.0.1:{port}>\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:t@{me}>\r\nMax-Forwards: 70\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    );
+    s.send_to(invite.as_bytes(), ("127.0.0.1", port))
+        .expect("send");
+    let mut buf = [0u8; 4096];
+    let n = s.recv(&mut buf).expect("an answer");
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+#[test]
+fn sigterm_refuses_new_calls_with_503_and_ends_calls_in_progress_after_the_drain() {
+    let server = Server::start(&["--drain", "1s"]);
+    std::thread::scope(|scope| {
+        let caller = scope.spawn(|| server.sipp("drain", &["-m", "1"]));
+        std::thread::sleep(Duration::from_millis(600));
+        server.terminate();
+        std::thread::sleep(Duration::from_millis(200));
+        let answer = raw_invite(server.port, "during-drain");
+        assert!(
+            answer.starts_with("SIP/2.0 503 Service Unavailable"),
+            "{answer}"
+        );
+        assert!(answer.contains("Retry-After: "), "{answer}");
+        let out = caller.join().expect("sipp thread");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            server.explain("drain", &out)
+        );
+    });
+    let r = &server.records(1)[0];
+    assert_eq!(
+        (r["outcome"].as_str(), r["detail"].as_str()),
+        (Some("failed"), Some("server shutting down")),
+        "{r}"
+    );
+    assert!(server.stop().success(), "exit 0 after the drain");
+}
+
+#[test]
+fn delayed_offer_gets_our_offer_and_media_follows_the_answer_in_the_ack() {
+    let server = Server::start(&[]);
+    let sink = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    sink.set_read_timeout(Some(Duration::from_millis(1500)))
+        .ok();
+    let sink_port = sink.local_addr().expect("addr").port().to_string();
+    let receiver = std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        let mut types = Vec::new();
+        while let Ok(n) = sink.recv(&mut buf) {
+            if n > 12 {
+                types.push(buf[1] & 0x7f);
+            }
+        }
+        types
+    });
+    server.call("delayed_offer", &["-key", "rtp_sink", &sink_port]);
+    let types = receiver.join().expect("receiver");
+    assert!(
+        types.len() > 20,
+        "prompts stream after the ACK: {} packets",
+        types.len()
+    );
+    assert!(types.iter().all(|t| *t == 8), "PCMA, as the answer chose");
 }
