@@ -100,9 +100,9 @@ struct ServeArgs {
     /// A YAML configuration file.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// SIP UDP address to listen on.
+    /// SIP UDP address to listen on (repeatable).
     #[arg(long)]
-    listen: Option<std::net::SocketAddr>,
+    listen: Vec<std::net::SocketAddr>,
     /// Address advertised in Via/Contact (NAT).
     #[arg(long)]
     advertise: Option<std::net::SocketAddr>,
@@ -145,8 +145,8 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
         Some(path) => ServerConfig::load(path)?,
         None => ServerConfig::default(),
     };
-    if let Some(v) = args.listen {
-        config.listen = v;
+    if !args.listen.is_empty() {
+        config.listen = args.listen;
     }
     if let Some(v) = args.advertise {
         config.advertise = Some(v);

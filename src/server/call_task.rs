@@ -49,8 +49,14 @@ pub async fn run(
                 break;
             }
             if let Some(dest) = call.rtp_destination() {
-                // A full socket buffer drops one packet rather than delay all.
-                let _ = socket.try_send_to(&packet, dest);
+                // tokio answers WouldBlock until the reactor has seen the
+                // socket writable once (always so for a new call's first
+                // packet), and when the send buffer is full: then wait.
+                if let Err(e) = socket.try_send_to(&packet, dest) {
+                    if e.kind() == std::io::ErrorKind::WouldBlock {
+                        let _ = socket.send_to(&packet, dest).await;
+                    }
+                }
                 stats.record(t.saturating_duration_since(due));
             }
         }

@@ -14,9 +14,11 @@ use crate::flow::duration::FlowDuration;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
-    /// The SIP UDP address to listen on.
-    pub listen: SocketAddr,
-    /// The address put in Via and Contact (for NAT); default: `listen`.
+    /// The SIP UDP address(es) to listen on: one address or a list.
+    #[serde(deserialize_with = "one_or_many")]
+    pub listen: Vec<SocketAddr>,
+    /// The address put in Via and Contact (for NAT) when there is one
+    /// listen address; with several, each advertises itself.
     pub advertise: Option<SocketAddr>,
     /// The address RTP is received on (put in SDP); default: the SIP one.
     pub rtp_address: Option<IpAddr>,
@@ -45,7 +47,7 @@ pub struct ServerConfig {
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 5060)),
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 5060))],
             advertise: None,
             rtp_address: None,
             rtp_ports: "20000-29999".into(),
@@ -60,6 +62,20 @@ impl Default for ServerConfig {
             transfer_timeout: FlowDuration(Duration::from_secs(30)),
         }
     }
+}
+
+/// `listen: 127.0.0.1:5060` and `listen: [a, b]` both work.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(SocketAddr),
+        Many(Vec<SocketAddr>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(a) => vec![a],
+        OneOrMany::Many(v) => v,
+    })
 }
 
 /// Why the configuration cannot be used.
@@ -125,11 +141,6 @@ impl ServerConfig {
             return Err(bad());
         }
         Ok((a, b))
-    }
-
-    /// The address advertised in SIP.
-    pub fn advertised(&self) -> SocketAddr {
-        self.advertise.unwrap_or(self.listen)
     }
 
     /// The flow for a dialled number.

@@ -12,13 +12,13 @@ pub mod stats;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use tokio::net::UdpSocket;
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::call::{Call, CallCommand, CallSetup};
 use crate::sip::sdp::{self, LocalMedia};
@@ -58,20 +58,65 @@ fn now() -> Instant {
     Instant::now()
 }
 
-struct Server {
+/// What every listener shares.
+struct Shared {
     config: ServerConfig,
-    runtime: Arc<Runtime>,
+    /// Swapped whole on reload; calls keep the one they started with.
+    runtime: RwLock<Arc<Runtime>>,
+    ports: Mutex<PortPool>,
+    records: RecordSink,
+    stats: Arc<MediaStats>,
+}
+
+impl Shared {
+    fn runtime(&self) -> Arc<Runtime> {
+        match self.runtime.read() {
+            Ok(r) => Arc::clone(&r),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    fn ports(&self) -> std::sync::MutexGuard<'_, PortPool> {
+        self.ports.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn reload(&self) {
+        let (flows, prompts) = (self.config.flows.clone(), self.config.prompts.clone());
+        match tokio::task::spawn_blocking(move || Runtime::load(&flows, &prompts)).await {
+            Ok(Ok(runtime)) if runtime.entry(&self.config.default_flow).is_some() => {
+                tracing::info!(flows = runtime.flows.flows.len(), "flows reloaded");
+                match self.runtime.write() {
+                    Ok(mut r) => *r = Arc::new(runtime),
+                    Err(poisoned) => *poisoned.into_inner() = Arc::new(runtime),
+                }
+            }
+            Ok(Ok(_)) => {
+                tracing::error!(flow = %self.config.default_flow, "reload refused: the default flow is gone; keeping the last good flows")
+            }
+            Ok(Err(e)) => tracing::error!("reload refused, keeping the last good flows: {e}"),
+            Err(e) => tracing::error!("reload failed: {e}"),
+        }
+    }
+}
+
+/// Whether the server takes calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Control {
+    Running,
+    /// No new calls; calls in progress end by then.
+    Draining(Instant),
+}
+
+/// One SIP listener: its socket, its user agent and its calls.
+struct Server {
+    shared: Arc<Shared>,
     ua: UserAgent,
     socket: Arc<UdpSocket>,
     rtp_ip: IpAddr,
-    ports: PortPool,
     calls: HashMap<CallHandle, mpsc::UnboundedSender<ToCall>>,
     /// Calls that ring until their answer time.
     ringing: Vec<(Instant, Prepared, tracing::Span)>,
-    /// Calls whose task ended while the dialog lingers (e.g. BYE in flight).
     to_sip: mpsc::UnboundedSender<ToSip>,
-    records: RecordSink,
-    stats: Arc<MediaStats>,
 }
 
 /// Runs the server until SIGTERM/SIGINT and the drain are over.
@@ -92,95 +137,161 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
             )));
         }
     }
-    let socket = UdpSocket::bind(config.listen)
-        .await
-        .map_err(|e| ServeError::Io(format!("cannot listen on {}: {e}", config.listen)))?;
+    let mut sockets = Vec::new();
+    for addr in &config.listen {
+        let socket = UdpSocket::bind(addr)
+            .await
+            .map_err(|e| ServeError::Io(format!("cannot listen on {addr}: {e}")))?;
+        sockets.push((*addr, socket));
+    }
+    if sockets.is_empty() {
+        return Err(ServeError::Io("no listen address".into()));
+    }
     let (records, _writer) = RecordSink::start(config.call_records.clone()).map_err(|e| {
         ServeError::Io(format!(
             "cannot open {}: {e}",
             config.call_records.display()
         ))
     })?;
-    let mut ua_config = UaConfig::new(config.advertised());
-    ua_config.transfer_timeout = config.transfer_timeout.0;
-    let rtp_ip = config.rtp_address.unwrap_or(config.advertised().ip());
-    let (to_sip, mut from_calls) = mpsc::unbounded_channel();
-    let mut server = Server {
-        ua: UserAgent::new(ua_config),
-        runtime: Arc::new(runtime),
-        socket: Arc::new(socket),
-        rtp_ip,
-        ports: PortPool::new(first, last),
-        calls: HashMap::new(),
-        ringing: Vec::new(),
-        to_sip,
-        records,
-        stats: Arc::new(MediaStats::default()),
-        config,
-    };
-    tracing::info!(
-        listen = %server.config.listen, flows = server.runtime.flows.flows.len(),
-        rtp = %server.config.rtp_ports, "callflow is taking calls"
-    );
-
     let mut terminate =
         signal(SignalKind::terminate()).map_err(|e| ServeError::Io(e.to_string()))?;
     let mut interrupt =
         signal(SignalKind::interrupt()).map_err(|e| ServeError::Io(e.to_string()))?;
     let mut hangup = signal(SignalKind::hangup()).map_err(|e| ServeError::Io(e.to_string()))?;
-    let mut buf = vec![0u8; 65536];
-    let mut drain_until: Option<Instant> = None;
-    let mut shutdown_sent = false;
-    let mut stats_tick = tokio::time::interval(Duration::from_secs(60));
-    loop {
-        if let Some(until) = drain_until {
-            if server.calls.is_empty() && server.ua.active_calls() == 0 {
-                break;
-            }
-            if now() >= until && !shutdown_sent {
-                tracing::info!(
-                    calls = server.calls.len(),
-                    "drain time is over; ending the remaining calls"
-                );
-                for tx in server.calls.values() {
-                    let _ = tx.send(ToCall::Shutdown);
-                }
-                shutdown_sent = true;
-            }
-            // BYEs get a few seconds to be answered, then we go regardless.
-            if now() >= until + Duration::from_secs(5) {
-                break;
-            }
-        }
-        let timeout = [server.ua.poll_timeout(), drain_until]
-            .into_iter()
-            .flatten()
-            .min();
-        let socket = Arc::clone(&server.socket);
-        tokio::select! {
-            received = socket.recv_from(&mut buf) => match received {
-                Ok((n, from)) => server.ua.handle_datagram(now(), from, &buf[..n]),
-                Err(e) => tracing::debug!("SIP socket: {e}"),
-            },
-            Some(msg) = from_calls.recv() => server.on_call_message(msg),
-            _ = sleep_until(timeout) => {
-                let t = now();
-                server.ua.handle_timeout(t);
-                server.answer_due(t);
-            }
-            _ = terminate.recv() => drain_until = Some(server.start_drain()),
-            _ = interrupt.recv() => drain_until = Some(server.start_drain()),
-            _ = hangup.recv() => server.reload().await,
-            _ = stats_tick.tick() => {
-                if !server.calls.is_empty() {
-                    tracing::info!(calls = server.calls.len(), media = %server.stats.summary(), "status");
-                }
-            }
-        }
-        server.flush().await;
+    tracing::info!(
+        listen = ?config.listen, flows = runtime.flows.flows.len(),
+        rtp = %config.rtp_ports, "callflow is taking calls"
+    );
+    let single = sockets.len() == 1;
+    let shared = Arc::new(Shared {
+        runtime: RwLock::new(Arc::new(runtime)),
+        ports: Mutex::new(PortPool::new(first, last)),
+        records,
+        stats: Arc::new(MediaStats::default()),
+        config,
+    });
+    let (control_tx, control_rx) = watch::channel(Control::Running);
+    let mut listeners = tokio::task::JoinSet::new();
+    for (addr, socket) in sockets {
+        // With one listen address `advertise` may replace it (NAT); with
+        // several, each advertises itself.
+        let advertised = match shared.config.advertise {
+            Some(a) if single => a,
+            _ => addr,
+        };
+        let server = Server::new(Arc::clone(&shared), socket, advertised);
+        listeners.spawn(Server::run(server, control_rx.clone()));
     }
-    tracing::info!(media = %server.stats.summary(), "callflow stopped");
+    let mut stats_tick = tokio::time::interval(Duration::from_secs(60));
+    stats_tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = terminate.recv() => drain(&control_tx, &shared),
+            _ = interrupt.recv() => drain(&control_tx, &shared),
+            _ = hangup.recv() => shared.reload().await,
+            _ = stats_tick.tick() => tracing::info!(media = %shared.stats.summary(), "status"),
+            done = listeners.join_next() => {
+                if let Some(Err(e)) = &done {
+                    tracing::error!("a SIP listener failed: {e}");
+                }
+                if listeners.is_empty() {
+                    break;
+                }
+            }
+        }
+    }
+    tracing::info!(media = %shared.stats.summary(), "callflow stopped");
     Ok(())
+}
+
+fn drain(control: &watch::Sender<Control>, shared: &Shared) {
+    if *control.borrow() == Control::Running {
+        tracing::info!(drain = %shared.config.drain, "stopping: no new calls, draining");
+        let _ = control.send(Control::Draining(now() + shared.config.drain.0));
+    }
+}
+
+impl Server {
+    fn new(
+        shared: Arc<Shared>,
+        socket: UdpSocket,
+        advertised: std::net::SocketAddr,
+    ) -> (Self, mpsc::UnboundedReceiver<ToSip>) {
+        let mut ua_config = UaConfig::new(advertised);
+        ua_config.transfer_timeout = shared.config.transfer_timeout.0;
+        let rtp_ip = shared.config.rtp_address.unwrap_or(advertised.ip());
+        let (to_sip, from_calls) = mpsc::unbounded_channel();
+        let server = Server {
+            ua: UserAgent::new(ua_config),
+            shared,
+            socket: Arc::new(socket),
+            rtp_ip,
+            calls: HashMap::new(),
+            ringing: Vec::new(),
+            to_sip,
+        };
+        (server, from_calls)
+    }
+
+    /// The listener's loop, until drained.
+    async fn run(
+        self_and_rx: (Self, mpsc::UnboundedReceiver<ToSip>),
+        mut control: watch::Receiver<Control>,
+    ) {
+        let (mut server, mut from_calls) = self_and_rx;
+        let mut buf = vec![0u8; 65536];
+        let mut shutdown_sent = false;
+        loop {
+            let drain_until = match *control.borrow() {
+                Control::Running => None,
+                Control::Draining(until) => Some(until),
+            };
+            if let Some(until) = drain_until {
+                server.ua.set_accepting(false);
+                if server.calls.is_empty() && server.ua.active_calls() == 0 {
+                    break;
+                }
+                if now() >= until && !shutdown_sent {
+                    tracing::info!(
+                        calls = server.calls.len(),
+                        "drain time is over; ending the remaining calls"
+                    );
+                    for tx in server.calls.values() {
+                        let _ = tx.send(ToCall::Shutdown);
+                    }
+                    shutdown_sent = true;
+                }
+                // BYEs get a few seconds to be answered, then we go regardless.
+                if now() >= until + Duration::from_secs(5) {
+                    break;
+                }
+            }
+            let ring_due = server.ringing.iter().map(|(at, _, _)| *at).min();
+            let timeout = [server.ua.poll_timeout(), drain_until, ring_due]
+                .into_iter()
+                .flatten()
+                .min();
+            let socket = Arc::clone(&server.socket);
+            tokio::select! {
+                received = socket.recv_from(&mut buf) => match received {
+                    Ok((n, from)) => server.ua.handle_datagram(now(), from, &buf[..n]),
+                    Err(e) => tracing::debug!("SIP socket: {e}"),
+                },
+                Some(msg) = from_calls.recv() => server.on_call_message(msg),
+                _ = sleep_until(timeout) => {
+                    let t = now();
+                    server.ua.handle_timeout(t);
+                    server.answer_due(t);
+                }
+                changed = control.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                }
+            }
+            server.flush().await;
+        }
+    }
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
@@ -191,27 +302,6 @@ async fn sleep_until(deadline: Option<Instant>) {
 }
 
 impl Server {
-    fn start_drain(&mut self) -> Instant {
-        tracing::info!(calls = self.calls.len(), drain = %self.config.drain, "stopping: no new calls, draining");
-        self.ua.set_accepting(false);
-        now() + self.config.drain.0
-    }
-
-    async fn reload(&mut self) {
-        let (flows, prompts) = (self.config.flows.clone(), self.config.prompts.clone());
-        match tokio::task::spawn_blocking(move || Runtime::load(&flows, &prompts)).await {
-            Ok(Ok(runtime)) if runtime.entry(&self.config.default_flow).is_some() => {
-                tracing::info!(flows = runtime.flows.flows.len(), "flows reloaded");
-                self.runtime = Arc::new(runtime);
-            }
-            Ok(Ok(_)) => {
-                tracing::error!(flow = %self.config.default_flow, "reload refused: the default flow is gone; keeping the last good flows")
-            }
-            Ok(Err(e)) => tracing::error!("reload refused, keeping the last good flows: {e}"),
-            Err(e) => tracing::error!("reload failed: {e}"),
-        }
-    }
-
     fn on_call_message(&mut self, msg: ToSip) {
         let t = now();
         match msg {
@@ -219,7 +309,7 @@ impl Server {
             ToSip::Command(call, CallCommand::Hangup) => self.ua.hangup(t, call),
             ToSip::Done(call, port) => {
                 self.calls.remove(&call);
-                self.ports.release(port);
+                self.shared.ports().release(port);
             }
         }
     }
@@ -257,12 +347,12 @@ impl Server {
         let Some(prepared) = span.in_scope(|| self.prepare(t, handle, incoming)) else {
             return;
         };
-        if self.config.answer_delay.0.is_zero() {
+        if self.shared.config.answer_delay.0.is_zero() {
             self.start_call(t, prepared, span);
         } else {
             self.ua.ring(t, handle);
             self.ringing
-                .push((t + self.config.answer_delay.0, prepared, span));
+                .push((t + self.shared.config.answer_delay.0, prepared, span));
         }
     }
 
@@ -274,8 +364,9 @@ impl Server {
         handle: CallHandle,
         incoming: IncomingCall,
     ) -> Option<Prepared> {
-        let flow = self.config.flow_for(&incoming.called).to_string();
-        let Some(entry) = self.runtime.entry(&flow) else {
+        let flow = self.shared.config.flow_for(&incoming.called).to_string();
+        let runtime = self.shared.runtime();
+        let Some(entry) = runtime.entry(&flow) else {
             self.ua.reject(t, handle, 404, "Not Found", &[]);
             return None;
         };
@@ -291,7 +382,8 @@ impl Server {
             },
             None => None,
         };
-        let Some((std_socket, port)) = self.ports.bind(self.rtp_ip) else {
+        let bound = self.shared.ports().bind(self.rtp_ip);
+        let Some((std_socket, port)) = bound else {
             tracing::warn!("no free RTP port");
             self.ua.reject(
                 t,
@@ -321,7 +413,7 @@ impl Server {
                         "Not Acceptable Here",
                         &[("Warning", &warning)],
                     );
-                    self.ports.release(port);
+                    self.shared.ports().release(port);
                     return None;
                 }
             },
@@ -335,19 +427,19 @@ impl Server {
             Err(e) => {
                 tracing::warn!("RTP socket: {e}");
                 self.ua.reject(t, handle, 503, "Service Unavailable", &[]);
-                self.ports.release(port);
+                self.shared.ports().release(port);
                 return None;
             }
         };
         let mut call = Call::new(CallSetup {
             incoming,
-            flows: Arc::clone(&self.runtime.flows),
-            prompts: Arc::clone(&self.runtime.prompts),
+            flows: Arc::clone(&runtime.flows),
+            prompts: Arc::clone(&runtime.prompts),
             entry,
             started: t,
             started_wall: wall_now(),
             rtp_seed: (fastrand::u32(..), fastrand::u16(..), fastrand::u32(..)),
-            rtp_timeout: self.config.rtp_timeout.0,
+            rtp_timeout: self.shared.config.rtp_timeout.0,
         });
         if let Some(n) = negotiated {
             call.set_media(n);
@@ -378,7 +470,7 @@ impl Server {
             .ua
             .accept(t, handle, local, body.as_bytes(), offer_in_2xx)
         {
-            self.ports.release(port);
+            self.shared.ports().release(port);
             return;
         }
         call.on_answered(t);
@@ -391,8 +483,8 @@ impl Server {
             port,
             rx,
             self.to_sip.clone(),
-            self.records.clone(),
-            Arc::clone(&self.stats),
+            self.shared.records.clone(),
+            Arc::clone(&self.shared.stats),
         );
         tokio::spawn(tracing::Instrument::instrument(task, span));
     }
@@ -412,7 +504,7 @@ impl Server {
     fn drop_ringing(&mut self, call: CallHandle) {
         if let Some(i) = self.ringing.iter().position(|(_, p, _)| p.handle == call) {
             let (_, p, _) = self.ringing.remove(i);
-            self.ports.release(p.port);
+            self.shared.ports().release(p.port);
         }
     }
 }

@@ -92,13 +92,18 @@ impl Server {
 
     /// Runs a SIPp scenario against the server; `args` are added.
     fn sipp(&self, scenario: &str, args: &[&str]) -> Output {
+        self.sipp_to(self.port, scenario, args)
+    }
+
+    /// Runs a SIPp scenario against one of the server's ports.
+    fn sipp_to(&self, port: u16, scenario: &str, args: &[&str]) -> Output {
         let sipp_port = free_udp_port().to_string();
         let media_port = (free_udp_port() & !1).to_string();
         let errors = self.dir.path().join(format!("{scenario}-errors.log"));
         let messages = self.dir.path().join(format!("{scenario}-messages.log"));
         Command::new("sipp")
             .current_dir(self.dir.path())
-            .arg(format!("127.0.0.1:{}", self.port))
+            .arg(format!("127.0.0.1:{port}"))
             .arg("-sf")
             .arg(repo(&format!("tests/sipp/{scenario}.xml")))
             .args(["-i", "127.0.0.1", "-p", &sipp_port, "-mp", &media_port])
@@ -224,6 +229,7 @@ fn greeting_is_streamed_as_paced_pcmu_of_the_prompt() {
         .position(|(_, p)| p[1] & 0x80 != 0)
         .map_or(packets.len(), |i| i + 1);
     let greeting = &packets[..end];
+
     let prompts = callflow::media::prompts::PromptCache::load(&[repo("prompts/digit-1.wav")])
         .expect("prompt");
     let audio = prompts
@@ -514,4 +520,21 @@ fn delayed_offer_gets_our_offer_and_media_follows_the_answer_in_the_ack() {
         types.len()
     );
     assert!(types.iter().all(|t| *t == 8), "PCMA, as the answer chose");
+}
+
+#[test]
+fn two_listen_addresses_both_take_calls() {
+    let second = free_udp_port();
+    let server = Server::start(&["--listen", &format!("127.0.0.1:{second}")]);
+    for port in [server.port, second] {
+        let out = server.sipp_to(port, "hangup_mid_prompt", &["-m", "1"]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            server.explain("hangup_mid_prompt", &out)
+        );
+    }
+    assert_eq!(server.records(2).len(), 2);
+    assert!(server.stop().success());
 }
