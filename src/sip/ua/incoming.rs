@@ -175,6 +175,29 @@ impl UserAgent {
         }
     }
 
+    /// 481: the request names a dialog or transaction we do not have.
+    fn respond_481(&mut self, now: Instant, source: SocketAddr, key: String, m: &Message) {
+        let reason = "Call/Transaction Does Not Exist";
+        self.respond(now, source, key, m, 481, reason, &[], None);
+    }
+
+    /// Keeps retransmitting a 2xx to INVITE until its ACK: the UAS core's
+    /// job, not the transaction's (RFC 3261 13.3.1.4).
+    fn retransmit_2xx(
+        &mut self,
+        now: Instant,
+        call: CallHandle,
+        bytes: std::sync::Arc<[u8]>,
+        to: SocketAddr,
+    ) {
+        let mut r = TwoXxRetransmitter::new(now, bytes, self.config.timers);
+        // send_final already sent the first copy.
+        let _ = std::iter::from_fn(|| r.poll_output()).count();
+        let next = r.poll_timeout();
+        self.two_xx.insert(call, (r, to));
+        self.schedule(next, super::TimerOwner::TwoXx(call));
+    }
+
     fn dialog_of(&self, m: &Message) -> Option<CallHandle> {
         let tag = m.to_tag()?;
         self.by_tags
@@ -330,11 +353,7 @@ impl UserAgent {
         self.drain_server(&key);
         if (200..300).contains(&status) {
             // The 2xx is ours to retransmit until the ACK (13.3.1.4).
-            let mut r = TwoXxRetransmitter::new(now, bytes, self.config.timers);
-            let _ = std::iter::from_fn(|| r.poll_output()).count();
-            let next = r.poll_timeout();
-            self.two_xx.insert(call, (r, to));
-            self.schedule(next, super::TimerOwner::TwoXx(call));
+            self.retransmit_2xx(now, call, bytes, to);
         }
         true
     }
@@ -501,11 +520,7 @@ impl UserAgent {
             if let Some(d) = self.dialogs.get_mut(&call) {
                 d.state = DialogState::Answered;
             }
-            let mut r = TwoXxRetransmitter::new(now, bytes, self.config.timers);
-            let _ = std::iter::from_fn(|| r.poll_output()).count();
-            let next = r.poll_timeout();
-            self.two_xx.insert(call, (r, to));
-            self.schedule(next, super::TimerOwner::TwoXx(call));
+            self.retransmit_2xx(now, call, bytes, to);
         }
         if let Some(n) = changed {
             self.event(call, UaEvent::MediaChanged(n));
@@ -515,16 +530,7 @@ impl UserAgent {
     fn on_in_dialog(&mut self, now: Instant, source: SocketAddr, key: String, m: Message) {
         let method = m.method();
         let Some(call) = self.dialog_of(&m) else {
-            self.respond(
-                now,
-                source,
-                key,
-                &m,
-                481,
-                "Call/Transaction Does Not Exist",
-                &[],
-                None,
-            );
+            self.respond_481(now, source, key, &m);
             return;
         };
         let cseq = m.cseq().map(|c| c.0).unwrap_or(0);
