@@ -1,5 +1,6 @@
-//! SIP: messages, transactions, dialogs and SDP.
+//! SIP: messages, transactions, dialogs (the user agent), SDP and digest authentication.
 
+pub mod auth;
 pub mod message;
 pub mod sdp;
 pub mod transaction;

@@ -2,7 +2,7 @@
 //! those who already use these tools, and an SVG laid out here so that a
 //! picture needs nothing else installed.
 //!
-//! All three are drawn from one [`Diagram`], so they show the same boxes and
+//! All three are drawn from one `Diagram`, so they show the same boxes and
 //! edges. The SVG layout is a small layered (Sugiyama-style) drawing, which
 //! suits call flows: they run from a greeting down to transfers and hang-ups,
 //! with a few edges looping back to a shared fallback.
