@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod call;
+pub mod callback;
 pub mod diagnostic;
 pub mod flow;
 pub mod media;

@@ -89,9 +89,90 @@ enum Command {
     },
     /// Print the JSON Schema of flow files (for editor completion).
     Schema,
+    /// Work on the callback requests (the same database the server uses,
+    /// also while it runs).
+    Callbacks {
+        /// The callback database.
+        #[arg(long, default_value = "callbacks.db", global = true)]
+        db: PathBuf,
+        #[command(subcommand)]
+        action: CallbacksAction,
+    },
     /// Answer SIP calls and run the flows (default: the shipped flows on
     /// 127.0.0.1:5060). SIGTERM drains calls; SIGHUP reloads the flows.
     Serve(ServeArgs),
+}
+
+/// What `callbacks` does.
+#[derive(Subcommand)]
+enum CallbacksAction {
+    /// List requests, newest last.
+    List {
+        /// Only this state: pending, dialling, connected, completed, failed, cancelled.
+        #[arg(long)]
+        state: Option<String>,
+        /// Only this queue.
+        #[arg(long)]
+        queue: Option<String>,
+    },
+    /// Cancel a pending request.
+    Cancel {
+        /// The request's id.
+        id: i64,
+    },
+    /// Make a failed or cancelled request due again now.
+    Retry {
+        /// The request's id.
+        id: i64,
+    },
+}
+
+fn callbacks(db: &Path, action: CallbacksAction) -> Result<ExitCode> {
+    use callflow::callback::store::CallbackStore;
+    use callflow::callback::ListFilter;
+    if !db.exists() {
+        bail!(
+            "{} does not exist (the server creates it on its first start)",
+            db.display()
+        );
+    }
+    let mut store =
+        CallbackStore::open(db).with_context(|| format!("cannot open {}", db.display()))?;
+    #[allow(clippy::disallowed_methods)] // the CLI is the IO edge
+    let now = Utc::now();
+    match action {
+        CallbacksAction::List { state, queue } => {
+            let state = state
+                .map(|s| s.parse().map_err(|e| anyhow!("{e}")))
+                .transpose()?;
+            let list = store.list(&ListFilter { state, queue })?;
+            println!("    id  state      number           queue        prio attempts  requested                 note");
+            for c in &list {
+                println!(
+                    "{:>6}  {:<10} {:<16} {:<12} {:>4} {:>8}  {:<25} {}",
+                    c.id,
+                    c.state.as_str(),
+                    c.number,
+                    c.queue,
+                    c.priority,
+                    c.attempts,
+                    c.requested_at
+                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    c.last_error.as_deref().unwrap_or("")
+                );
+            }
+            eprintln!("{} request(s)", list.len());
+        }
+        CallbacksAction::Cancel { id } => {
+            store.cancel(id, now)?;
+            println!("callback {id} cancelled");
+        }
+        CallbacksAction::Retry { id } => {
+            store.retry(id, now)?;
+            println!("callback {id} is due again");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Options of `serve`; each overrides the configuration file.
@@ -121,6 +202,9 @@ struct ServeArgs {
     /// The call-record file (JSON lines).
     #[arg(long)]
     call_records: Option<PathBuf>,
+    /// The callback database (SQLite).
+    #[arg(long)]
+    callbacks: Option<PathBuf>,
     /// The flow for dialled numbers without a route.
     #[arg(long)]
     default_flow: Option<String>,
@@ -165,6 +249,9 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
     }
     if let Some(v) = args.call_records {
         config.call_records = v;
+    }
+    if let Some(v) = args.callbacks {
+        config.callbacks = v;
     }
     if let Some(v) = args.default_flow {
         config.default_flow = v;
@@ -360,6 +447,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve(args) => serve(args),
+        Command::Callbacks { db, action } => callbacks(&db, action),
         Command::Schema => {
             print!("{}", callflow::flow::schema::schema_json());
             Ok(ExitCode::SUCCESS)

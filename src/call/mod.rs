@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 
 use crate::flow::graph::NodeRef;
 use crate::flow::interpreter::{
-    Action, CallInfo, Event, Interpreter, PlaybackId, TimerId, TransferRequest,
+    Action, CallInfo, CallbackRequest, Event, Interpreter, PlaybackId, TimerId, TransferRequest,
 };
 use crate::flow::FlowSet;
 use crate::media::dtmf::DtmfReceiver;
@@ -43,6 +43,9 @@ pub enum CallCommand {
 pub enum CallOutput {
     /// A SIP command.
     Sip(CallCommand),
+    /// Store this callback request durably, then call
+    /// [`Call::callback_stored`] with the result.
+    StoreCallback(CallbackRequest),
     /// The call is over; write its record. Always the last output.
     Finished(Box<CallRecord>),
 }
@@ -204,6 +207,11 @@ impl Call {
         self.feed(now, Event::Digit(d));
     }
 
+    /// The store's answer to [`CallOutput::StoreCallback`].
+    pub fn callback_stored(&mut self, now: Instant, result: Result<(), String>) {
+        self.feed(now, Event::CallbackRecorded(result));
+    }
+
     /// An RTP packet from the caller.
     pub fn on_rtp(&mut self, now: Instant, packet: &[u8]) {
         self.last_rtp = now;
@@ -310,13 +318,9 @@ impl Call {
                     .push_back(CallOutput::Sip(CallCommand::Refer(target)));
             }
             Action::RequestCallback(request) => {
-                // Durable callbacks arrive with their store; until then the
-                // flow's failure branch runs rather than a false promise.
-                tracing::warn!(queue = %request.queue, "callback requested but no callback store is configured");
-                self.feed(
-                    now,
-                    Event::CallbackRecorded(Err("no callback store".into())),
-                );
+                // The caller hears the confirmation only once the store has
+                // answered `callback_stored`: the promise is on disk first.
+                self.out.push_back(CallOutput::StoreCallback(request));
             }
             Action::Hangup => self.hang_up_if_needed(),
             Action::Step(step) => {

@@ -11,6 +11,7 @@ use crate::call::{Call, CallOutput};
 use crate::sip::sdp;
 use crate::sip::ua::{CallHandle, UaEvent};
 
+use super::callbacks::CallbackSink;
 use super::stats::MediaStats;
 use super::{RecordSink, ToSip};
 
@@ -39,7 +40,11 @@ pub async fn run(
     to_sip: mpsc::UnboundedSender<ToSip>,
     records: RecordSink,
     stats: Arc<MediaStats>,
+    callbacks: CallbackSink,
 ) {
+    let mut stored: Option<
+        tokio::sync::oneshot::Receiver<Result<crate::callback::Requested, String>>,
+    > = None;
     let mut packet = Vec::with_capacity(256);
     let mut incoming = vec![0u8; 2048];
     loop {
@@ -65,6 +70,11 @@ pub async fn run(
             match output {
                 CallOutput::Sip(command) => {
                     let _ = to_sip.send(ToSip::Command(handle, command));
+                }
+                CallOutput::StoreCallback(request) => {
+                    tracing::info!(number = %request.number, queue = %request.queue, "callback requested");
+                    let priority = request.priority.unwrap_or(0);
+                    stored = Some(callbacks.request(request, priority, super::wall_now()));
                 }
                 CallOutput::Finished(record) => {
                     tracing::info!(
@@ -106,10 +116,30 @@ pub async fn run(
                 Some(ToCall::Shutdown) => call.terminate(now(), "server shutting down".into()),
                 None => call.terminate(now(), "signalling stopped".into()),
             },
+            result = wait_stored(&mut stored) => {
+                stored = None;
+                call.callback_stored(now(), result.map(|r| {
+                    tracing::info!(id = r.id(), merged = matches!(r, crate::callback::Requested::Merged(_)), "callback stored");
+                }));
+            }
             _ = sleep_until(deadline) => {}
         }
     }
     let _ = to_sip.send(ToSip::Done(handle, port));
+}
+
+/// The store's answer, when a request is waiting for one.
+async fn wait_stored(
+    pending: &mut Option<
+        tokio::sync::oneshot::Receiver<Result<crate::callback::Requested, String>>,
+    >,
+) -> Result<crate::callback::Requested, String> {
+    match pending {
+        Some(rx) => rx
+            .await
+            .unwrap_or_else(|_| Err("the callback store stopped".into())),
+        None => std::future::pending().await,
+    }
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

@@ -34,6 +34,8 @@ pub struct ServerConfig {
     pub default_flow: String,
     /// The call-record file (JSON lines, appended).
     pub call_records: PathBuf,
+    /// The callback database (SQLite, created if missing).
+    pub callbacks: PathBuf,
     /// Ring (180) this long before answering; 0 answers at once.
     pub answer_delay: FlowDuration,
     /// How long calls in progress may go on after SIGTERM before BYE.
@@ -56,6 +58,7 @@ impl Default for ServerConfig {
             routes: BTreeMap::new(),
             default_flow: "support".into(),
             call_records: PathBuf::from("calls.jsonl"),
+            callbacks: PathBuf::from("callbacks.db"),
             answer_delay: FlowDuration(Duration::ZERO),
             drain: FlowDuration(Duration::from_secs(30)),
             rtp_timeout: FlowDuration(Duration::from_secs(60)),

@@ -4,6 +4,7 @@
 //! moves bytes, reads the clock and handles signals.
 
 mod call_task;
+mod callbacks;
 mod cdr;
 pub mod config;
 mod ports;
@@ -66,6 +67,7 @@ struct Shared {
     ports: Mutex<PortPool>,
     records: RecordSink,
     stats: Arc<MediaStats>,
+    callbacks: callbacks::CallbackSink,
 }
 
 impl Shared {
@@ -153,6 +155,8 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
             config.call_records.display()
         ))
     })?;
+    let callbacks = callbacks::CallbackSink::start(config.callbacks.clone(), wall_now())
+        .map_err(|e| ServeError::Io(format!("callback store: {e}")))?;
     let mut terminate =
         signal(SignalKind::terminate()).map_err(|e| ServeError::Io(e.to_string()))?;
     let mut interrupt =
@@ -168,6 +172,7 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
         ports: Mutex::new(PortPool::new(first, last)),
         records,
         stats: Arc::new(MediaStats::default()),
+        callbacks,
         config,
     });
     let (control_tx, control_rx) = watch::channel(Control::Running);
@@ -485,6 +490,7 @@ impl Server {
             self.to_sip.clone(),
             self.shared.records.clone(),
             Arc::clone(&self.shared.stats),
+            self.shared.callbacks.clone(),
         );
         tokio::spawn(tracing::Instrument::instrument(task, span));
     }

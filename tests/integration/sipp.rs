@@ -54,6 +54,8 @@ impl Server {
             ])
             .arg("--call-records")
             .arg(&records)
+            .arg("--callbacks")
+            .arg(dir.path().join("callbacks.db"))
             .args(extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -537,4 +539,84 @@ fn two_listen_addresses_both_take_calls() {
     }
     assert_eq!(server.records(2).len(), 2);
     assert!(server.stop().success());
+}
+
+/// `callflow callbacks ARGS --db` on the server's database.
+fn callbacks_cli(db: &std::path::Path, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_callflow"))
+        .arg("callbacks")
+        .args(args)
+        .arg("--db")
+        .arg(db)
+        .output()
+        .expect("run callflow callbacks");
+    assert!(
+        out.status.success(),
+        "callbacks {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_confirmed_callback_is_stored_before_the_confirmation_and_merged_when_repeated() {
+    let server = Server::start(&["--route", "8002=cb"]);
+    server.call("callback_confirm", &[]);
+    server.call("callback_confirm", &[]);
+    for r in server.records(2) {
+        assert_eq!(
+            (r["outcome"].as_str(), r["detail"].as_str()),
+            (Some("callback_requested"), Some("support")),
+            "{r}"
+        );
+    }
+    let db = server.dir.path().join("callbacks.db");
+    let list = callbacks_cli(&db, &["list", "--state", "pending"]);
+    let rows: Vec<&str> = list.lines().skip(1).collect();
+    assert_eq!(
+        rows.len(),
+        1,
+        "the second request from the same number was merged: {list}"
+    );
+    assert!(
+        rows[0].contains("37120000000") && rows[0].contains("support") && rows[0].contains("   7 "),
+        "{list}"
+    );
+    let id = rows[0]
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    assert!(callbacks_cli(&db, &["cancel", &id]).contains("cancelled"));
+    assert!(callbacks_cli(&db, &["list", "--state", "cancelled"]).contains("37120000000"));
+    assert!(callbacks_cli(&db, &["retry", &id]).contains("due again"));
+    assert!(server.stop().success());
+}
+
+#[test]
+fn a_callback_survives_kill_9_of_the_engine() {
+    let mut server = Server::start(&["--route", "8002=cb"]);
+    let db = server.dir.path().join("callbacks.db");
+    std::thread::scope(|scope| {
+        let caller =
+            scope.spawn(|| server.sipp("callback_confirm", &["-m", "1", "-timeout", "5s"]));
+        // The request is committed before the confirmation prompt starts;
+        // kill the engine the moment it is there.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !callbacks_cli(&db, &["list"]).contains("37120000000") {
+            assert!(Instant::now() < deadline, "no callback was stored");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = Command::new("kill")
+            .arg("-KILL")
+            .arg(server.child.id().to_string())
+            .status();
+        let _ = caller.join();
+    });
+    let _ = server.child.wait();
+    let list = callbacks_cli(&db, &["list", "--state", "pending"]);
+    assert!(
+        list.contains("37120000000"),
+        "the promise outlived the process: {list}"
+    );
 }

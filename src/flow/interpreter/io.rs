@@ -112,6 +112,8 @@ pub struct CallbackRequest {
     pub queue_uri: String,
     /// The number to call back (digits, international form when known).
     pub number: String,
+    /// The queue's priority, to order callbacks.
+    pub priority: Option<i32>,
     /// Variables and path at the time of the request, for the agent.
     pub context: Vec<(String, String)>,
 }

@@ -938,7 +938,7 @@ impl Interpreter {
             return Next::Stay;
         };
         let queue = &self.set.flow(self.at.flow).queues[c.queue as usize];
-        let (name, uri) = (queue.name.clone(), queue.uri.clone());
+        let (name, uri, priority) = (queue.name.clone(), queue.uri.clone(), queue.priority);
         let mut context: Vec<(String, String)> = self
             .vars
             .iter()
@@ -951,6 +951,7 @@ impl Interpreter {
             queue: name.clone(),
             queue_uri: uri,
             number,
+            priority,
             context,
         }));
         self.phase = Phase::Recording { queue: name };
