@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 
 use crate::flow::graph::{FlowSet, NodeRef, PromptSeq};
 use crate::flow::interpreter::{
-    Action, CallInfo, Event, Interpreter, Outcome, PlaybackId, TimerId,
+    Action, Booked, CallInfo, CallbackError, Event, Interpreter, Outcome, PlaybackId, TimerId,
 };
 
 /// One thing the scripted caller does.
@@ -349,11 +349,11 @@ impl Sim<'_> {
             let result = match self.options.callback {
                 Answer::Ok => {
                     self.line("callback stored", "");
-                    Ok(())
+                    Ok(Booked::New)
                 }
                 Answer::Fail => {
                     self.line("callback store refuses", "");
-                    Err("the store is unavailable".to_string())
+                    Err(CallbackError::Failed("the store is unavailable".into()))
                 }
             };
             self.feed(Event::CallbackRecorded(result));

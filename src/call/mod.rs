@@ -18,7 +18,8 @@ use chrono::{DateTime, Utc};
 
 use crate::flow::graph::NodeRef;
 use crate::flow::interpreter::{
-    Action, CallInfo, CallbackRequest, Event, Interpreter, PlaybackId, TimerId, TransferRequest,
+    Action, Booked, CallInfo, CallbackError, CallbackRequest, Event, Interpreter, PlaybackId,
+    TimerId, TransferRequest,
 };
 use crate::flow::FlowSet;
 use crate::media::dtmf::DtmfReceiver;
@@ -208,7 +209,7 @@ impl Call {
     }
 
     /// The store's answer to [`CallOutput::StoreCallback`].
-    pub fn callback_stored(&mut self, now: Instant, result: Result<(), String>) {
+    pub fn callback_stored(&mut self, now: Instant, result: Result<Booked, CallbackError>) {
         self.feed(now, Event::CallbackRecorded(result));
     }
 

@@ -28,6 +28,9 @@ fn child(name: &str, db: &Path) -> Command {
     command
         .args(["--exact", name, "--nocapture", "--test-threads", "1"])
         .env(CHILD_DB, db)
+        // An abort may leave a core file in the working directory: keep it
+        // in the temporary directory, which is removed afterwards.
+        .current_dir(db.parent().unwrap())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     command

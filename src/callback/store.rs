@@ -134,7 +134,8 @@ impl CallbackStore {
     /// Books a callback, or merges it into the one already booked for the
     /// same number and queue (pending or dialling): the merged request keeps
     /// the earliest `requested_at`, its window and its schedule, takes the
-    /// higher priority and the new context.
+    /// higher priority and the new context (a call already in progress
+    /// keeps the context it was claimed with).
     ///
     /// Returns after the commit is synced: only then may the caller hear
     /// "we will call you back".

@@ -347,6 +347,10 @@ pub struct CallbackPrompts {
     pub confirmed: PromptSeq,
     /// "We could not book your callback."
     pub failed: PromptSeq,
+    /// "A callback is already booked for this number."
+    pub already_booked: PromptSeq,
+    /// "We cannot call that number; please enter another."
+    pub refused: PromptSeq,
     /// `digit-0` .. `digit-9`, to read a number back.
     pub digits: [PromptId; 10],
 }

@@ -12,8 +12,11 @@ use crate::sip::sdp;
 use crate::sip::ua::{CallHandle, UaEvent};
 
 use super::callbacks::CallbackSink;
+use super::policy::DiallingPolicy;
 use super::stats::MediaStats;
 use super::{RecordSink, ToSip};
+use crate::callback::Requested;
+use crate::flow::interpreter::{Booked, CallbackError};
 
 /// What the SIP task tells a call.
 #[derive(Debug)]
@@ -41,6 +44,7 @@ pub async fn run(
     records: RecordSink,
     stats: Arc<MediaStats>,
     callbacks: CallbackSink,
+    policy: Arc<DiallingPolicy>,
 ) {
     let mut stored: Option<
         tokio::sync::oneshot::Receiver<Result<crate::callback::Requested, String>>,
@@ -73,8 +77,16 @@ pub async fn run(
                 }
                 CallOutput::StoreCallback(request) => {
                     tracing::info!(number = %request.number, queue = %request.queue, "callback requested");
-                    let priority = request.priority.unwrap_or(0);
-                    stored = Some(callbacks.request(request, priority, super::wall_now()));
+                    match policy.check(&request.number) {
+                        Err(why) if request.entered => {
+                            tracing::info!(number = %request.number, "callback number refused: {why}");
+                            call.callback_stored(now(), Err(CallbackError::Refused(why)));
+                        }
+                        _ => {
+                            let priority = request.priority.unwrap_or(0);
+                            stored = Some(callbacks.request(request, priority, super::wall_now()));
+                        }
+                    }
                 }
                 CallOutput::Finished(record) => {
                     tracing::info!(
@@ -118,9 +130,18 @@ pub async fn run(
             },
             result = wait_stored(&mut stored) => {
                 stored = None;
-                call.callback_stored(now(), result.map(|r| {
-                    tracing::info!(id = r.id(), merged = matches!(r, crate::callback::Requested::Merged(_)), "callback stored");
-                }));
+                let booked = match result {
+                    Ok(Requested::Created(id)) => {
+                        tracing::info!(id, "callback stored");
+                        Ok(Booked::New)
+                    }
+                    Ok(Requested::Merged(id)) => {
+                        tracing::info!(id, "callback merged with the one already booked");
+                        Ok(Booked::Merged)
+                    }
+                    Err(e) => Err(CallbackError::Failed(e)),
+                };
+                call.callback_stored(now(), booked);
             }
             _ = sleep_until(deadline) => {}
         }

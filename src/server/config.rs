@@ -36,6 +36,8 @@ pub struct ServerConfig {
     pub call_records: PathBuf,
     /// The callback database (SQLite, created if missing).
     pub callbacks: PathBuf,
+    /// Which numbers callers may type in for a callback.
+    pub dialling: crate::server::policy::DiallingPolicy,
     /// Ring (180) this long before answering; 0 answers at once.
     pub answer_delay: FlowDuration,
     /// How long calls in progress may go on after SIGTERM before BYE.
@@ -59,6 +61,7 @@ impl Default for ServerConfig {
             default_flow: "support".into(),
             call_records: PathBuf::from("calls.jsonl"),
             callbacks: PathBuf::from("callbacks.db"),
+            dialling: crate::server::policy::DiallingPolicy::default(),
             answer_delay: FlowDuration(Duration::ZERO),
             drain: FlowDuration(Duration::from_secs(30)),
             rtp_timeout: FlowDuration(Duration::from_secs(60)),

@@ -7,6 +7,7 @@ mod call_task;
 mod callbacks;
 mod cdr;
 pub mod config;
+pub mod policy;
 mod ports;
 pub mod runtime;
 pub mod stats;
@@ -491,6 +492,7 @@ impl Server {
             self.shared.records.clone(),
             Arc::clone(&self.shared.stats),
             self.shared.callbacks.clone(),
+            Arc::new(self.shared.config.dialling.clone()),
         );
         tokio::spawn(tracing::Instrument::instrument(task, span));
     }

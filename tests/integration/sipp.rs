@@ -620,3 +620,24 @@ fn a_callback_survives_kill_9_of_the_engine() {
         "the promise outlived the process: {list}"
     );
 }
+
+#[test]
+fn a_typed_number_the_dialling_policy_forbids_is_refused_and_nothing_is_stored() {
+    let server = Server::start(&["--route", "8002=cb"]);
+    server.call("callback_refused", &[]);
+    let r = &server.records(1)[0];
+    assert_eq!(r["outcome"], "caller_hung_up", "{r}");
+    assert!(
+        server.log().contains("callback number refused"),
+        "{}",
+        server.log()
+    );
+    let db = server.dir.path().join("callbacks.db");
+    let list = callbacks_cli(&db, &["list"]);
+    assert_eq!(
+        list.lines().count(),
+        1,
+        "only the header: nothing was stored: {list}"
+    );
+    assert!(server.stop().success());
+}

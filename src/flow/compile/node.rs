@@ -435,6 +435,8 @@ fn compile_callback(cx: &mut Ctx<'_>, path: &str, node: &NodeDef, c: &CallbackDe
     let enter_number = named(cx, "callback-enter-number");
     let confirmed = named(cx, "callback-confirmed");
     let failed = named(cx, "callback-failed");
+    let already_booked = named(cx, "callback-already-booked");
+    let refused = named(cx, "callback-number-refused");
     let number_is = cx.builtin_prompt(&cp, "callback-number-is");
     let mut digits = [PromptId(0); 10];
     for (d, slot) in digits.iter_mut().enumerate() {
@@ -480,6 +482,8 @@ fn compile_callback(cx: &mut Ctx<'_>, path: &str, node: &NodeDef, c: &CallbackDe
             enter_number,
             confirmed,
             failed,
+            already_booked,
+            refused,
             digits,
         },
         on_accept,

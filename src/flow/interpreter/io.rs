@@ -47,8 +47,8 @@ pub enum Event {
     TransferSucceeded,
     /// The transfer was refused or timed out.
     TransferFailed(String),
-    /// The callback request was stored durably (`Ok`) or could not be.
-    CallbackRecorded(Result<(), String>),
+    /// The callback request was stored durably (`Ok`), or was not.
+    CallbackRecorded(Result<Booked, CallbackError>),
     /// The caller hung up.
     HungUp,
 }
@@ -90,6 +90,26 @@ pub enum Action {
     Finished(Outcome),
 }
 
+/// How a stored callback request was booked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Booked {
+    /// A new request.
+    New,
+    /// The number already had one for the queue; it was updated, and the
+    /// caller is told a callback is already booked.
+    Merged,
+}
+
+/// Why a callback request was not stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallbackError {
+    /// The number may not be dialled (the server's dialling policy): the
+    /// caller is told so and may enter another.
+    Refused(String),
+    /// The store failed: the flow's failure branch runs.
+    Failed(String),
+}
+
 /// A transfer to hand to the SIP layer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TransferRequest {
@@ -114,6 +134,9 @@ pub struct CallbackRequest {
     pub number: String,
     /// The queue's priority, to order callbacks.
     pub priority: Option<i32>,
+    /// Whether the caller typed the number (then the dialling policy
+    /// applies) rather than confirming the number they called from.
+    pub entered: bool,
     /// Variables and path at the time of the request, for the agent.
     pub context: Vec<(String, String)>,
 }
@@ -170,6 +193,8 @@ pub enum StepKind {
     CallbackRequested(String),
     /// The callback request could not be stored.
     CallbackFailed(String),
+    /// The number the caller entered may not be dialled.
+    CallbackRefused(String),
     /// The caller declined the callback.
     CallbackDeclined,
     /// The step limit per event was hit (a flow that spins).
@@ -236,6 +261,7 @@ impl fmt::Display for StepKind {
             StepKind::TransferFailed(r) => write!(f, "transfer failed: {r}"),
             StepKind::CallbackRequested(n) => write!(f, "callback to {n} requested"),
             StepKind::CallbackFailed(r) => write!(f, "callback not recorded: {r}"),
+            StepKind::CallbackRefused(r) => write!(f, "callback number refused: {r}"),
             StepKind::CallbackDeclined => f.write_str("callback declined"),
             StepKind::StepLimit => f.write_str("step limit reached"),
         }

@@ -89,9 +89,12 @@ enum Phase {
     },
     Recording {
         queue: String,
+        /// Tries at the number entry so far (a refused number counts).
+        tries: u32,
     },
+    /// Playing the callback's outcome prompt; then `next`.
     CallbackDone {
-        ok: bool,
+        next: NodeRef,
     },
     HangingUp,
     Done,
@@ -480,11 +483,7 @@ impl Interpreter {
                 }
                 Next::Stay
             }
-            Phase::CallbackDone { ok } => match &self.set.node(self.at).kind {
-                NodeKind::Callback(c) if *ok => Next::Go(c.on_accept),
-                NodeKind::Callback(c) => Next::Go(c.on_fail),
-                _ => Next::Stay,
-            },
+            Phase::CallbackDone { next } => Next::Go(*next),
             Phase::HangingUp => {
                 self.hang_up(out);
                 Next::Stay
@@ -671,7 +670,7 @@ impl Interpreter {
             Choice::CallbackAccept => {
                 let number = normalise(&self.call.caller);
                 if !confirm_number && !number.is_empty() {
-                    self.request_callback(number, out)
+                    self.request_callback(number, None, out)
                 } else if number.is_empty() {
                     // No usable caller number (anonymous): ask for one.
                     self.enter_entry(EntryStage::CallbackNumber, out)
@@ -682,7 +681,7 @@ impl Interpreter {
             }
             Choice::CallbackConfirm => {
                 let number = normalise(&self.call.caller);
-                self.request_callback(number, out)
+                self.request_callback(number, None, out)
             }
             Choice::CallbackOther => self.enter_entry(EntryStage::CallbackNumber, out),
         }
@@ -811,10 +810,15 @@ impl Interpreter {
 
     fn entry_done(&mut self, out: &mut Vec<Action>) -> Next {
         self.cancel_timer(out);
-        let Phase::Entry { stage, digits, .. } = &mut self.phase else {
+        let Phase::Entry {
+            stage,
+            digits,
+            tries,
+        } = &mut self.phase
+        else {
             return Next::Stay;
         };
-        let (stage, entry) = (*stage, std::mem::take(digits));
+        let (stage, entry, tries) = (*stage, std::mem::take(digits), *tries);
         let spec = self.entry_spec(stage);
         let length_ok = entry.len() >= spec.min as usize && entry.len() <= spec.max as usize;
         let pattern_ok = match &self.set.node(self.at).kind {
@@ -837,7 +841,7 @@ impl Interpreter {
                 self.vars.insert(var, entry);
                 Next::Go(next)
             }
-            _ => self.request_callback(entry, out),
+            _ => self.request_callback(entry, Some(tries), out),
         }
     }
 
@@ -933,7 +937,15 @@ impl Interpreter {
         Next::Stay
     }
 
-    fn request_callback(&mut self, number: String, out: &mut Vec<Action>) -> Next {
+    /// Files the request; `entry_tries` is `Some` for a number the caller
+    /// typed (with the tries so far), `None` for their own.
+    fn request_callback(
+        &mut self,
+        number: String,
+        entry_tries: Option<u32>,
+        out: &mut Vec<Action>,
+    ) -> Next {
+        let entered = entry_tries.is_some();
         let NodeKind::Callback(c) = &self.set.node(self.at).kind else {
             return Next::Stay;
         };
@@ -952,32 +964,57 @@ impl Interpreter {
             queue_uri: uri,
             number,
             priority,
+            entered,
             context,
         }));
-        self.phase = Phase::Recording { queue: name };
+        self.phase = Phase::Recording {
+            queue: name,
+            tries: entry_tries.unwrap_or(0),
+        };
         Next::Stay
     }
 
-    fn on_callback_recorded(&mut self, result: Result<(), String>, out: &mut Vec<Action>) -> Next {
-        let Phase::Recording { queue } = &self.phase else {
+    fn on_callback_recorded(
+        &mut self,
+        result: Result<Booked, CallbackError>,
+        out: &mut Vec<Action>,
+    ) -> Next {
+        let Phase::Recording { queue, tries } = &self.phase else {
             return Next::Stay;
         };
-        let queue = queue.clone();
+        let (queue, tries) = (queue.clone(), *tries);
         let NodeKind::Callback(c) = &self.set.node(self.at).kind else {
             return Next::Stay;
         };
-        let ok = result.is_ok();
-        let prompts = if ok {
-            Arc::clone(&c.prompts.confirmed)
-        } else {
-            Arc::clone(&c.prompts.failed)
+        let (next, prompts) = match &result {
+            Ok(Booked::New) => (c.on_accept, Arc::clone(&c.prompts.confirmed)),
+            Ok(Booked::Merged) => (c.on_accept, Arc::clone(&c.prompts.already_booked)),
+            Err(CallbackError::Refused(_)) => (c.on_decline, Arc::clone(&c.prompts.refused)),
+            Err(CallbackError::Failed(_)) => (c.on_fail, Arc::clone(&c.prompts.failed)),
         };
+        let retries = c.retries;
         match result {
-            Ok(()) => self.callback_booked = Some(queue),
-            Err(reason) => self.step(StepKind::CallbackFailed(reason), out),
+            Ok(_) => self.callback_booked = Some(queue),
+            Err(CallbackError::Refused(reason)) => {
+                self.step(StepKind::CallbackRefused(reason), out);
+                // Another number may do: ask again, as a new try.
+                if tries < retries {
+                    self.phase = Phase::Entry {
+                        stage: EntryStage::CallbackNumber,
+                        tries: tries + 1,
+                        digits: String::new(),
+                    };
+                    let ask = self.entry_spec(EntryStage::CallbackNumber).prompt;
+                    let both: Vec<PromptId> = prompts.iter().chain(ask.iter()).copied().collect();
+                    self.play(both.into(), true, out);
+                    return Next::Stay;
+                }
+                self.step(StepKind::OutOfTries, out);
+            }
+            Err(CallbackError::Failed(reason)) => self.step(StepKind::CallbackFailed(reason), out),
         }
-        self.phase = Phase::CallbackDone { ok };
-        // The confirmation is the promise: it is heard whole.
+        self.phase = Phase::CallbackDone { next };
+        // The outcome is heard whole: the confirmation is the promise.
         self.play(prompts, false, out);
         Next::Stay
     }

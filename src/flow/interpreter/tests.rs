@@ -526,7 +526,7 @@ fn callback_confirms_the_callers_number_and_is_booked() {
     let request = request.expect("a callback request");
     assert_eq!(request.number, "37120000001");
     assert_eq!(request.queue, "general");
-    call.feed(Event::CallbackRecorded(Ok(())));
+    call.feed(Event::CallbackRecorded(Ok(Booked::New)));
     assert_eq!(call.played().last().unwrap(), "callback-confirmed");
     call.prompt_ends();
     call.prompt_ends();
@@ -569,7 +569,9 @@ fn anonymous_callers_are_asked_for_a_number_and_store_failure_takes_on_fail() {
     call.press("1");
     assert_eq!(call.played().last().unwrap(), "callback-enter-number");
     call.press("55501234");
-    call.feed(Event::CallbackRecorded(Err("disk full".into())));
+    call.feed(Event::CallbackRecorded(Err(CallbackError::Failed(
+        "disk full".into(),
+    ))));
     assert_eq!(call.played().last().unwrap(), "callback-failed");
     call.prompt_ends();
     assert_eq!(call.node(), "agent", "on_fail defaults to on_decline");
@@ -596,4 +598,36 @@ nodes:
         .any(|a| matches!(a, Action::Step(s) if s.what == StepKind::StepLimit)));
     assert!(call.log.contains(&Action::Hangup));
     assert!(matches!(call.outcome(), Some(Outcome::Failed { .. })));
+}
+
+#[test]
+fn a_refused_number_is_said_so_and_another_can_be_entered() {
+    let set = load_ok(&[CALLBACK_FLOW]);
+    let mut call = Call::start(&set, "+37120000001", office_hours());
+    call.press("1");
+    call.press("2");
+    call.press("00441234#");
+    let request = call.log.iter().rev().find_map(|a| match a {
+        Action::RequestCallback(r) => Some(r.clone()),
+        _ => None,
+    });
+    assert!(request.is_some_and(|r| r.entered && r.number == "00441234"));
+    call.feed(Event::CallbackRecorded(Err(CallbackError::Refused(
+        "international".into(),
+    ))));
+    assert_eq!(
+        call.played().last().unwrap(),
+        "callback-number-refused+callback-enter-number"
+    );
+    call.press("67000000#");
+    call.feed(Event::CallbackRecorded(Ok(Booked::Merged)));
+    assert_eq!(call.played().last().unwrap(), "callback-already-booked");
+    call.prompt_ends();
+    call.prompt_ends();
+    assert_eq!(
+        call.outcome(),
+        Some(&Outcome::CallbackRequested {
+            queue: "general".into()
+        })
+    );
 }
