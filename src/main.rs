@@ -69,6 +69,10 @@ enum Command {
         /// What the callback store answers.
         #[arg(long, value_enum, default_value = "ok")]
         callback: Answer,
+        /// A variable the server would provide, NAME=VALUE (repeatable),
+        /// e.g. `--var wait_general=300`.
+        #[arg(long = "var", value_name = "NAME=VALUE")]
+        vars: Vec<String>,
     },
     /// Draw a flow as DOT, Mermaid or SVG.
     Graph {
@@ -410,6 +414,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             input,
             transfer,
             callback,
+            vars,
         } => {
             let (set, index) = load_for(&flow, &flows, &prompts)?;
             let input = simulate::parse_script(&input)?;
@@ -420,6 +425,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 input,
                 transfer,
                 callback,
+                vars: vars
+                    .iter()
+                    .map(|v| {
+                        v.split_once('=')
+                            .map(|(k, v)| (k.to_string(), v.to_string()))
+                            .ok_or_else(|| anyhow!("--var `{v}`: write NAME=VALUE"))
+                    })
+                    .collect::<Result<_>>()?,
             };
             let durations = simulate::prompt_durations(&set);
             let entry = callflow::flow::NodeRef {

@@ -106,6 +106,8 @@ pub struct Simulation {
     pub transfer: Answer,
     /// What the callback store answers.
     pub callback: Answer,
+    /// Variables the server would provide, e.g. `wait_general=120`.
+    pub vars: Vec<(String, String)>,
 }
 
 /// Time between keys when a caller types several.
@@ -173,6 +175,7 @@ pub fn simulate(
         call_id: "simulated".into(),
         started: start,
         started_wall: options.at,
+        vars: options.vars.clone(),
     };
     let interp = Interpreter::new(Arc::clone(&set), entry, call);
     let mut sim = Sim {

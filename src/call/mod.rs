@@ -69,6 +69,8 @@ pub struct CallSetup {
     pub rtp_seed: (u32, u16, u32),
     /// End the call after this long without RTP from the caller.
     pub rtp_timeout: Duration,
+    /// Variables for the flow (e.g. estimated waits, `wait_QUEUE`).
+    pub vars: Vec<(String, String)>,
 }
 
 /// One call.
@@ -108,6 +110,7 @@ impl Call {
             call_id: setup.incoming.call_id.clone(),
             started: setup.started,
             started_wall: setup.started_wall,
+            vars: setup.vars,
         };
         Self {
             interp: Interpreter::new(setup.flows, setup.entry, info),

@@ -63,6 +63,7 @@ fn call_with_silence_limit(rtp_timeout: Duration) -> (Call, Instant) {
         started_wall: Utc.with_ymd_and_hms(2026, 11, 25, 8, 0, 0).unwrap(),
         rtp_seed: (0x1234, 100, 1000),
         rtp_timeout,
+        vars: Vec::new(),
     });
     call.set_media(Negotiated {
         codec: Codec::Pcmu,

@@ -29,6 +29,13 @@ pub(crate) fn resolve_flow_starts(set: &mut FlowSet) {
 /// `collect`), or be built in; a misspelt name would otherwise read as empty.
 pub(crate) fn check_variables(set: &FlowSet, refs: &[VarRef], diags: &mut Vec<Diagnostic>) {
     let mut known: HashSet<&str> = BUILTIN_VARS.iter().copied().collect();
+    // `wait_QUEUE` is provided by the server for every queue (estimated wait).
+    let waits: Vec<String> = set
+        .flows
+        .iter()
+        .flat_map(|f| f.queues.iter().map(|q| format!("wait_{}", q.name)))
+        .collect();
+    known.extend(waits.iter().map(String::as_str));
     for flow in &set.flows {
         known.extend(flow.vars.iter().map(|(n, _)| n.as_str()));
         for node in &flow.nodes {
@@ -49,7 +56,7 @@ pub(crate) fn check_variables(set: &FlowSet, refs: &[VarRef], diags: &mut Vec<Di
                 &r.file,
                 r.position,
                 format!(
-                    "variable `{}` is never set; set it with `set`, `collect` or the flow's `vars` (built in: {})",
+                    "variable `{}` is never set; set it with `set`, `collect` or the flow's `vars` (built in: {}, and wait_QUEUE for each queue)",
                     r.name,
                     BUILTIN_VARS.join(", ")
                 ),

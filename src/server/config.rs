@@ -36,6 +36,9 @@ pub struct ServerConfig {
     pub call_records: PathBuf,
     /// The callback database (SQLite, created if missing).
     pub callbacks: PathBuf,
+    /// Where each queue's estimated wait comes from (flows read it as the
+    /// variable `wait_QUEUE`, in seconds).
+    pub queue_status: BTreeMap<String, crate::server::queue_status::WaitSource>,
     /// Which numbers callers may type in for a callback.
     pub dialling: crate::server::policy::DiallingPolicy,
     /// Ring (180) this long before answering; 0 answers at once.
@@ -62,6 +65,7 @@ impl Default for ServerConfig {
             call_records: PathBuf::from("calls.jsonl"),
             callbacks: PathBuf::from("callbacks.db"),
             dialling: crate::server::policy::DiallingPolicy::default(),
+            queue_status: BTreeMap::new(),
             answer_delay: FlowDuration(Duration::ZERO),
             drain: FlowDuration(Duration::from_secs(30)),
             rtp_timeout: FlowDuration(Duration::from_secs(60)),

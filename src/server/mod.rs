@@ -9,6 +9,7 @@ mod cdr;
 pub mod config;
 pub mod policy;
 mod ports;
+pub mod queue_status;
 pub mod runtime;
 pub mod stats;
 
@@ -69,6 +70,7 @@ struct Shared {
     records: RecordSink,
     stats: Arc<MediaStats>,
     callbacks: callbacks::CallbackSink,
+    waits: Arc<queue_status::QueueWaits>,
 }
 
 impl Shared {
@@ -174,6 +176,7 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
         records,
         stats: Arc::new(MediaStats::default()),
         callbacks,
+        waits: queue_status::start(&config.queue_status),
         config,
     });
     let (control_tx, control_rx) = watch::channel(Control::Running);
@@ -446,6 +449,7 @@ impl Server {
             started_wall: wall_now(),
             rtp_seed: (fastrand::u32(..), fastrand::u16(..), fastrand::u32(..)),
             rtp_timeout: self.shared.config.rtp_timeout.0,
+            vars: self.shared.waits.as_vars(t),
         });
         if let Some(n) = negotiated {
             call.set_media(n);

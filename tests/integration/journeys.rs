@@ -32,6 +32,7 @@ fn journey(
         input: parse_script(input).unwrap(),
         transfer,
         callback: Answer::Ok,
+        vars: Vec::new(),
     };
     let t = simulate(set, entry, &durations, &options);
     let golden = repo(&format!("tests/journeys/{name}.txt"));

@@ -37,13 +37,15 @@ impl Server {
     fn start(extra: &[&str]) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_udp_port();
-        let base = NEXT_RTP_BASE.fetch_add(200, Ordering::SeqCst);
+        // 600 ports (300 calls) each: the load test holds 100 calls at once,
+        // and a port is reused only after its call task has ended.
+        let base = NEXT_RTP_BASE.fetch_add(600, Ordering::SeqCst);
         let records = dir.path().join("calls.jsonl");
         let log = std::fs::File::create(dir.path().join("serve.log")).expect("log");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_callflow"));
         cmd.current_dir(repo(""))
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .args(["--rtp-ports", &format!("{base}-{}", base + 199)])
+            .args(["--rtp-ports", &format!("{base}-{}", base + 599)])
             .args([
                 "--flows",
                 "tests/sipp/flows",
@@ -640,4 +642,24 @@ fn a_typed_number_the_dialling_policy_forbids_is_refused_and_nothing_is_stored()
         "only the header: nothing was stored: {list}"
     );
     assert!(server.stop().success());
+}
+
+#[test]
+fn the_estimated_wait_steers_the_flow_and_a_dead_status_endpoint_falls_back() {
+    // Nothing listens on this port: every poll fails, so the default holds.
+    let dead = free_udp_port();
+    for (source, branch) in [
+        ("{ wait: 2m }".to_string(), "wait.long"),
+        (format!("{{ url: \"http://127.0.0.1:{dead}/status\", field: wait, timeout: 200ms, every: 100ms, default: 30s }}"), "wait.short"),
+    ] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("callflow.yaml");
+        std::fs::write(&config, format!("queue_status:\n  support: {source}\n")).expect("config");
+        let server = Server::start(&["--config", config.to_str().expect("path"), "--route", "8003=wait"]);
+        std::thread::sleep(Duration::from_millis(300));
+        server.call("wait_route", &[]);
+        let r = &server.records(1)[0];
+        assert_eq!(nodes(r)[1], branch, "{source}: {r}");
+        assert!(server.stop().success());
+    }
 }

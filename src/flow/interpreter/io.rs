@@ -30,6 +30,10 @@ pub struct CallInfo {
     pub started: Instant,
     /// The wall-clock time at `started`, for opening hours.
     pub started_wall: DateTime<Utc>,
+    /// Variables the server provides at the start (e.g. `wait_support`,
+    /// the queue's estimated wait in seconds); the flow's own `vars` may
+    /// use them.
+    pub vars: Vec<(String, String)>,
 }
 
 /// Something that happened to the call.

@@ -268,6 +268,8 @@ impl Interpreter {
     }
 
     fn init_vars(&mut self) {
+        let provided = std::mem::take(&mut self.call.vars);
+        self.vars.extend(provided);
         let flow = self.set.flow(self.at.flow);
         let rendered: Vec<(String, String)> = flow
             .vars

@@ -73,6 +73,7 @@ impl Call {
                 call_id: "test-call".into(),
                 started: now,
                 started_wall: at,
+                vars: Vec::new(),
             },
         );
         let mut call = Self {

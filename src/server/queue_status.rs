@@ -1,0 +1,365 @@
+//! Where the estimated wait of each ACD queue comes from: a static value,
+//! or an HTTP JSON endpoint of the ACD polled in the background with a
+//! timeout. A call never waits for it: it reads the last good value, which
+//! expires after `max_age`, then the configured default. A down, slow or
+//! confused ACD can therefore never stall or break a call.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::flow::duration::FlowDuration;
+
+/// How one queue's estimated wait is known.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, untagged)]
+pub enum WaitSource {
+    /// A fixed value.
+    Static {
+        /// The wait.
+        wait: FlowDuration,
+    },
+    /// Polled from `url` (plain `http://host:port/path`), reading the
+    /// number of seconds in the JSON field `field`.
+    Http {
+        /// The endpoint.
+        url: String,
+        /// The JSON field with the wait in seconds (dots for nesting).
+        field: String,
+        /// How often to poll (default 10s).
+        #[serde(default = "default_every")]
+        every: FlowDuration,
+        /// How long one poll may take (default 1s).
+        #[serde(default = "default_timeout")]
+        timeout: FlowDuration,
+        /// How long a value may be used once polls fail (default 60s).
+        #[serde(default = "default_max_age")]
+        max_age: FlowDuration,
+        /// The value when there is none fresh enough (default 5m).
+        #[serde(default = "default_wait")]
+        default: FlowDuration,
+    },
+}
+
+fn default_every() -> FlowDuration {
+    FlowDuration(Duration::from_secs(10))
+}
+fn default_timeout() -> FlowDuration {
+    FlowDuration(Duration::from_secs(1))
+}
+fn default_max_age() -> FlowDuration {
+    FlowDuration(Duration::from_secs(60))
+}
+fn default_wait() -> FlowDuration {
+    FlowDuration(Duration::from_secs(300))
+}
+
+/// Why a poll gave no value.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PollError {
+    /// The URL is not `http://host:port/path`.
+    #[error("`{0}` is not an http://host:port/path URL")]
+    BadUrl(String),
+    /// Connecting, sending or reading failed.
+    #[error("{0}")]
+    Io(String),
+    /// No answer within the timeout.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    /// An answer that is not a 200 with the field as a number.
+    #[error("unusable answer: {0}")]
+    Garbage(String),
+}
+
+/// The current estimated waits, shared by all calls.
+#[derive(Debug, Default)]
+pub struct QueueWaits {
+    values: RwLock<BTreeMap<String, Entry>>,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    fresh: Option<(Duration, Instant)>,
+    max_age: Duration,
+    default: Duration,
+}
+
+impl QueueWaits {
+    /// The wait of `queue` at `now`: the last polled value while younger
+    /// than its max age, else the default; `None` for an unknown queue.
+    pub fn get(&self, queue: &str, now: Instant) -> Option<Duration> {
+        let values = self.values.read().unwrap_or_else(|p| p.into_inner());
+        let e = values.get(queue)?;
+        Some(match e.fresh {
+            Some((wait, at)) if now.saturating_duration_since(at) <= e.max_age => wait,
+            _ => e.default,
+        })
+    }
+
+    /// Every queue's wait in whole seconds, as `wait_QUEUE` variables for a
+    /// new call.
+    pub fn as_vars(&self, now: Instant) -> Vec<(String, String)> {
+        let names: Vec<String> = {
+            let values = self.values.read().unwrap_or_else(|p| p.into_inner());
+            values.keys().cloned().collect()
+        };
+        names
+            .into_iter()
+            .filter_map(|q| {
+                self.get(&q, now)
+                    .map(|w| (format!("wait_{q}"), w.as_secs().to_string()))
+            })
+            .collect()
+    }
+
+    fn set(&self, queue: &str, entry: Entry) {
+        let mut values = self.values.write().unwrap_or_else(|p| p.into_inner());
+        values.insert(queue.to_string(), entry);
+    }
+
+    fn update(&self, queue: &str, wait: Duration, at: Instant) {
+        let mut values = self.values.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = values.get_mut(queue) {
+            e.fresh = Some((wait, at));
+        }
+    }
+}
+
+/// Registers every source and starts a poller task per HTTP source.
+pub fn start(sources: &BTreeMap<String, WaitSource>) -> Arc<QueueWaits> {
+    let waits = Arc::new(QueueWaits::default());
+    for (queue, source) in sources {
+        match source {
+            WaitSource::Static { wait } => waits.set(
+                queue,
+                Entry {
+                    fresh: None,
+                    max_age: Duration::ZERO,
+                    default: wait.0,
+                },
+            ),
+            WaitSource::Http {
+                url,
+                field,
+                every,
+                timeout,
+                max_age,
+                default,
+            } => {
+                waits.set(
+                    queue,
+                    Entry {
+                        fresh: None,
+                        max_age: max_age.0,
+                        default: default.0,
+                    },
+                );
+                let (waits, queue, url, field) = (
+                    Arc::clone(&waits),
+                    queue.clone(),
+                    url.clone(),
+                    field.clone(),
+                );
+                let (every, timeout) = (every.0.max(Duration::from_millis(100)), timeout.0);
+                tokio::spawn(async move {
+                    let mut tick = tokio::time::interval(every);
+                    loop {
+                        tick.tick().await;
+                        match poll(&url, &field, timeout).await {
+                            Ok(wait) => waits.update(&queue, wait, now()),
+                            Err(e) => tracing::warn!(%queue, %url, "queue status: {e}"),
+                        }
+                    }
+                });
+            }
+        }
+    }
+    waits
+}
+
+#[allow(clippy::disallowed_methods)] // the IO edge reads the clock
+fn now() -> Instant {
+    Instant::now()
+}
+
+/// One poll: GET the URL and read `field` (seconds) from the JSON body.
+pub async fn poll(url: &str, field: &str, timeout: Duration) -> Result<Duration, PollError> {
+    tokio::time::timeout(timeout, fetch(url))
+        .await
+        .map_err(|_| PollError::Timeout(timeout))?
+        .and_then(|body| read_field(&body, field))
+}
+
+async fn fetch(url: &str) -> Result<Vec<u8>, PollError> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| PollError::BadUrl(url.into()))?;
+    let (hostport, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    if hostport.is_empty() {
+        return Err(PollError::BadUrl(url.into()));
+    }
+    let mut stream = TcpStream::connect(hostport)
+        .await
+        .map_err(|e| PollError::Io(format!("{hostport}: {e}")))?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {hostport}\r\nAccept: application/json\r\nConnection: close\r\n\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .map_err(|e| PollError::Io(e.to_string()))?;
+    let mut response = Vec::new();
+    // A status answer is small; more than this is not one.
+    let mut limited = stream.take(64 * 1024);
+    limited
+        .read_to_end(&mut response)
+        .await
+        .map_err(|e| PollError::Io(e.to_string()))?;
+    let head_end = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| PollError::Garbage("no HTTP header end".into()))?;
+    let head = String::from_utf8_lossy(&response[..head_end]);
+    let status = head.lines().next().unwrap_or("");
+    if !status.starts_with("HTTP/1.") || status.split_whitespace().nth(1) != Some("200") {
+        return Err(PollError::Garbage(format!("status line `{status}`")));
+    }
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        return Err(PollError::Garbage(
+            "chunked bodies are not supported".into(),
+        ));
+    }
+    Ok(response[head_end + 4..].to_vec())
+}
+
+fn read_field(body: &[u8], field: &str) -> Result<Duration, PollError> {
+    let json: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| PollError::Garbage(format!("not JSON: {e}")))?;
+    let mut v = &json;
+    for part in field.split('.') {
+        v = v
+            .get(part)
+            .ok_or_else(|| PollError::Garbage(format!("no field `{field}`")))?;
+    }
+    let secs = v
+        .as_f64()
+        .ok_or_else(|| PollError::Garbage(format!("`{field}` is not a number")))?;
+    if !(0.0..=86_400.0).contains(&secs) {
+        return Err(PollError::Garbage(format!(
+            "`{field}` = {secs} is not a wait in seconds"
+        )));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    /// A one-shot HTTP server answering `reply` after `delay`.
+    async fn serve_once(reply: &'static str, delay: Duration) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            if let Ok((mut s, _)) = listener.accept().await {
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).await;
+                tokio::time::sleep(delay).await;
+                let _ = s.write_all(reply.as_bytes()).await;
+            }
+        });
+        format!("http://{addr}/status")
+    }
+
+    #[tokio::test]
+    async fn a_json_endpoint_gives_the_wait() {
+        let url = serve_once(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{\"queue\":{\"wait\":95}}",
+            Duration::ZERO,
+        )
+        .await;
+        assert_eq!(
+            poll(&url, "queue.wait", Duration::from_secs(2)).await,
+            Ok(Duration::from_secs(95))
+        );
+    }
+
+    #[tokio::test]
+    async fn down_slow_or_garbage_endpoints_are_errors_not_hangs() {
+        let down = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            format!("http://{}/x", l.local_addr().unwrap())
+        };
+        assert!(matches!(
+            poll(&down, "wait", Duration::from_secs(2)).await,
+            Err(PollError::Io(_))
+        ));
+        let slow = serve_once(
+            "HTTP/1.1 200 OK\r\n\r\n{\"wait\":1}",
+            Duration::from_secs(3),
+        )
+        .await;
+        assert_eq!(
+            poll(&slow, "wait", Duration::from_millis(200)).await,
+            Err(PollError::Timeout(Duration::from_millis(200)))
+        );
+        let garbage = serve_once("HTTP/1.1 200 OK\r\n\r\n<html>busy</html>", Duration::ZERO).await;
+        assert!(matches!(
+            poll(&garbage, "wait", Duration::from_secs(2)).await,
+            Err(PollError::Garbage(_))
+        ));
+        let error = serve_once("HTTP/1.1 503 Service Unavailable\r\n\r\n", Duration::ZERO).await;
+        assert!(matches!(
+            poll(&error, "wait", Duration::from_secs(2)).await,
+            Err(PollError::Garbage(_))
+        ));
+        let negative = serve_once("HTTP/1.1 200 OK\r\n\r\n{\"wait\":-5}", Duration::ZERO).await;
+        assert!(matches!(
+            poll(&negative, "wait", Duration::from_secs(2)).await,
+            Err(PollError::Garbage(_))
+        ));
+    }
+
+    #[test]
+    fn a_stale_value_gives_way_to_the_default() {
+        let waits = QueueWaits::default();
+        waits.set(
+            "support",
+            Entry {
+                fresh: None,
+                max_age: Duration::from_secs(60),
+                default: Duration::from_secs(300),
+            },
+        );
+        let t0 = now();
+        assert_eq!(
+            waits.get("support", t0),
+            Some(Duration::from_secs(300)),
+            "no value yet: the default"
+        );
+        waits.update("support", Duration::from_secs(42), t0);
+        assert_eq!(
+            waits.get("support", t0 + Duration::from_secs(30)),
+            Some(Duration::from_secs(42))
+        );
+        assert_eq!(
+            waits.get("support", t0 + Duration::from_secs(61)),
+            Some(Duration::from_secs(300)),
+            "too old"
+        );
+        assert_eq!(
+            waits.as_vars(t0),
+            [("wait_support".to_string(), "42".to_string())]
+        );
+        assert_eq!(waits.get("other", t0), None);
+    }
+}
