@@ -197,6 +197,29 @@ impl Drop for Server {
     }
 }
 
+/// RTP packets as they arrived.
+type Arrivals = Vec<(Instant, Vec<u8>)>;
+
+/// A UDP port that records every RTP packet with its arrival time, until
+/// 1.5 s pass without one; SDP can point a call's media at it.
+fn rtp_sink() -> (String, std::thread::JoinHandle<Arrivals>) {
+    let sink = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    sink.set_read_timeout(Some(Duration::from_millis(1500)))
+        .ok();
+    let port = sink.local_addr().expect("addr").port().to_string();
+    let receiver = std::thread::spawn(move || {
+        let mut packets = Vec::new();
+        let mut buf = [0u8; 2048];
+        while let Ok(n) = sink.recv(&mut buf) {
+            if n > 12 {
+                packets.push((Instant::now(), buf[..n].to_vec()));
+            }
+        }
+        packets
+    });
+    (port, receiver)
+}
+
 fn nodes(record: &Value) -> Vec<String> {
     record["nodes"]
         .as_array()
@@ -211,18 +234,7 @@ fn nodes(record: &Value) -> Vec<String> {
 #[test]
 fn greeting_is_streamed_as_paced_pcmu_of_the_prompt() {
     let server = Server::start(&[]);
-    let sink = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    sink.set_read_timeout(Some(Duration::from_millis(1500)))
-        .ok();
-    let sink_port = sink.local_addr().expect("addr").port().to_string();
-    let receiver = std::thread::spawn(move || {
-        let mut packets = Vec::new();
-        let mut buf = [0u8; 2048];
-        while let Ok(n) = sink.recv(&mut buf) {
-            packets.push((Instant::now(), buf[..n].to_vec()));
-        }
-        packets
-    });
+    let (sink_port, receiver) = rtp_sink();
     server.call("greeting", &["-key", "rtp_sink", &sink_port]);
     let packets = receiver.join().expect("receiver");
 
@@ -502,22 +514,14 @@ fn sigterm_refuses_new_calls_with_503_and_ends_calls_in_progress_after_the_drain
 #[test]
 fn delayed_offer_gets_our_offer_and_media_follows_the_answer_in_the_ack() {
     let server = Server::start(&[]);
-    let sink = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    sink.set_read_timeout(Some(Duration::from_millis(1500)))
-        .ok();
-    let sink_port = sink.local_addr().expect("addr").port().to_string();
-    let receiver = std::thread::spawn(move || {
-        let mut buf = [0u8; 2048];
-        let mut types = Vec::new();
-        while let Ok(n) = sink.recv(&mut buf) {
-            if n > 12 {
-                types.push(buf[1] & 0x7f);
-            }
-        }
-        types
-    });
+    let (sink_port, receiver) = rtp_sink();
     server.call("delayed_offer", &["-key", "rtp_sink", &sink_port]);
-    let types = receiver.join().expect("receiver");
+    let types: Vec<u8> = receiver
+        .join()
+        .expect("receiver")
+        .iter()
+        .map(|(_, p)| p[1] & 0x7f)
+        .collect();
     assert!(
         types.len() > 20,
         "prompts stream after the ACK: {} packets",
