@@ -321,9 +321,13 @@ impl Sim<'_> {
                 self.transfer_due = Some(self.now + ACD_DELAY);
             }
             Action::RequestCallback(c) => {
+                let from = c
+                    .not_before
+                    .map(|t| format!(", from {}", t.format("%Y-%m-%d %H:%M UTC")))
+                    .unwrap_or_default();
                 self.line(
                     "CALLBACK REQUEST",
-                    &format!("call {} back for queue {}", c.number, c.queue),
+                    &format!("call {} back for queue {}{from}", c.number, c.queue),
                 );
                 self.callback_due = true;
             }

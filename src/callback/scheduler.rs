@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 
 use super::{AttemptOutcome, Callback};
 use crate::flow::schedule::Schedule;
@@ -97,22 +97,10 @@ impl<'a> Window<'a> {
         if start > end {
             return None;
         }
-        let Some(hours) = self.hours else {
-            return Some(start);
-        };
-        if hours.is_open(start) {
-            return Some(start);
+        match self.hours {
+            Some(hours) => hours.next_open_between(start, end),
+            None => Some(start),
         }
-        // A closed `start` can only open at a later minute boundary.
-        let minute = TimeDelta::minutes(1);
-        let mut at = start.duration_trunc(minute).ok()? + minute;
-        while at <= end {
-            if hours.is_open(at) {
-                return Some(at);
-            }
-            at += minute;
-        }
-        None
     }
 }
 

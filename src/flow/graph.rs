@@ -125,6 +125,8 @@ pub struct Queue {
     pub priority: Option<i32>,
     /// Offer a callback when the wait is longer than this.
     pub callback_offer_after: Option<Duration>,
+    /// The queue's opening hours: a schedule of the flow, by index.
+    pub hours: Option<u32>,
 }
 
 /// One node of a flow.

@@ -63,6 +63,10 @@ pub struct QueueDef {
     /// Offer a callback when the expected wait is longer than this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub callback_offer_after: Option<FlowDuration>,
+    /// The schedule (from `schedules`) when agents answer: a callback
+    /// booked while it is closed is dialled from the next opening on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hours: Option<String>,
     /// Free text for people reading the flow.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,

@@ -167,6 +167,34 @@ impl Schedule {
         })
     }
 
+    /// The first instant in `start..=end` when the schedule is open:
+    /// `start` itself if open, else the first open minute after it.
+    pub fn next_open_between(
+        &self,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
+        if start > end {
+            return None;
+        }
+        if self.is_open(start) {
+            return Some(start);
+        }
+        // Opening hours change only at whole local minutes, and every local
+        // minute is some UTC minute, so a minute scan is exact across
+        // midnight, DST gaps and repeats; a coarser step or a bisection
+        // could jump over a short opening.
+        let minute = chrono::TimeDelta::minutes(1);
+        let mut at = chrono::DurationRound::duration_trunc(start, minute).ok()? + minute;
+        while at <= end {
+            if self.is_open(at) {
+                return Some(at);
+            }
+            at += minute;
+        }
+        None
+    }
+
     /// The time zone (for transcripts).
     pub fn timezone(&self) -> Tz {
         self.tz

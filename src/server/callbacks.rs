@@ -63,11 +63,11 @@ impl CallbackSink {
     ) -> oneshot::Receiver<Result<Requested, String>> {
         let (reply, answer) = oneshot::channel();
         let new = NewCallback {
+            not_before: request.not_before,
             number: request.number,
             queue: request.queue,
             priority,
             context: request.context,
-            not_before: None,
             not_after: None,
         };
         if let Err(mpsc::SendError((_, _, reply))) = self.tx.send((new, at, reply)) {

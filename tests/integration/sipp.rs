@@ -20,7 +20,9 @@ use serde_json::Value;
 use crate::common::repo;
 
 /// Each server gets its own RTP port range so tests can run in parallel.
-static NEXT_RTP_BASE: AtomicU16 = AtomicU16::new(40000);
+// Below the ephemeral range (32768 and up on Linux), where free_udp_port
+// and SIPp's media ports come from, so the two can never collide.
+static NEXT_RTP_BASE: AtomicU16 = AtomicU16::new(20000);
 
 fn free_udp_port() -> u16 {
     let s = UdpSocket::bind("127.0.0.1:0").expect("bind");

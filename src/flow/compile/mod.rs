@@ -367,8 +367,9 @@ pub(crate) fn compile_flow(
         lists: HashMap::new(),
     };
 
-    let queues = compile_queues(&mut cx, def);
+    // Schedules first: queues name the one they keep hours by.
     let schedules = compile_schedules(&mut cx, def);
+    let queues = compile_queues(&mut cx, def);
     let lists = compile_lists(&mut cx, def);
 
     let node_defs: Vec<(&String, &NodeDef)> = def.nodes.iter().flatten().collect();
@@ -481,12 +482,28 @@ fn compile_queues(cx: &mut Ctx<'_>, def: &FlowFile) -> Vec<Queue> {
         if let Err(msg) = check_static_sip_uri(&q.uri) {
             cx.error(&join(&path, "uri"), msg);
         }
+        let hours = match &q.hours {
+            None => None,
+            Some(h) => match cx.schedules.get(h) {
+                Some(&i) if i != u32::MAX => Some(i),
+                Some(_) => None, // a broken schedule, reported where it is defined
+                None => {
+                    let msg = format!(
+                        "`{h}` is not a schedule of flow `{}`; define it under `schedules:`",
+                        cx.flow_name
+                    );
+                    cx.error(&join(&path, "hours"), msg);
+                    None
+                }
+            },
+        };
         cx.queues.insert(name.clone(), out.len() as u32);
         out.push(Queue {
             name: name.clone(),
             uri: q.uri.clone(),
             priority: q.priority,
             callback_offer_after: q.callback_offer_after.map(|d| d.0),
+            hours,
         });
     }
     out

@@ -141,6 +141,9 @@ pub struct CallbackRequest {
     /// Whether the caller typed the number (then the dialling policy
     /// applies) rather than confirming the number they called from.
     pub entered: bool,
+    /// Booked while the queue is closed: not dialled before its next
+    /// opening.
+    pub not_before: Option<DateTime<Utc>>,
     /// Variables and path at the time of the request, for the agent.
     pub context: Vec<(String, String)>,
 }

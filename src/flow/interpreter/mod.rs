@@ -953,6 +953,14 @@ impl Interpreter {
         };
         let queue = &self.set.flow(self.at.flow).queues[c.queue as usize];
         let (name, uri, priority) = (queue.name.clone(), queue.uri.clone(), queue.priority);
+        // Closed now: the callback waits for the next opening (within a
+        // year; a schedule that never opens leaves it to the store's window).
+        let now = self.wall_now();
+        let not_before = queue
+            .hours
+            .map(|h| &self.set.flow(self.at.flow).schedules[h as usize].1)
+            .filter(|s| !s.is_open(now))
+            .and_then(|s| s.next_open_between(now, now + chrono::TimeDelta::days(366)));
         let mut context: Vec<(String, String)> = self
             .vars
             .iter()
@@ -967,6 +975,7 @@ impl Interpreter {
             number,
             priority,
             entered,
+            not_before,
             context,
         }));
         self.phase = Phase::Recording {

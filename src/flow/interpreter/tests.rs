@@ -632,3 +632,37 @@ fn a_refused_number_is_said_so_and_another_can_be_entered() {
         })
     );
 }
+
+#[test]
+fn a_callback_booked_while_the_queue_is_closed_waits_for_the_next_opening() {
+    let yaml = r#"
+flow: t
+start: offer
+schedules:
+  office: { timezone: Europe/Riga, open: { mon-fri: "08:00-20:00" }, closed_dates: [2026-12-25] }
+queues: { general: { uri: "sip:general@acd.example.net", hours: office } }
+nodes:
+  offer:
+    callback: { queue: general, offer: callback-offer, confirm_number: false }
+    on_accept: bye
+    on_decline: bye
+  bye: { hangup: {} }
+"#;
+    let set = load_ok(&[yaml]);
+    let not_before = |at: DateTime<Utc>| {
+        let mut call = Call::start(&set, "+37120000001", at);
+        call.press("1");
+        call.log.iter().find_map(|a| match a {
+            Action::RequestCallback(r) => Some(r.not_before),
+            _ => None,
+        })
+    };
+    // Open now: dialled at once.
+    assert_eq!(not_before(office_hours()), Some(None));
+    // Christmas Eve 21:00 in Riga: next opening is Monday 28th 08:00 Riga.
+    let christmas_eve = Utc.with_ymd_and_hms(2026, 12, 24, 19, 0, 0).unwrap();
+    assert_eq!(
+        not_before(christmas_eve),
+        Some(Some(Utc.with_ymd_and_hms(2026, 12, 28, 6, 0, 0).unwrap()))
+    );
+}
