@@ -195,7 +195,11 @@ impl Call {
                 self.feed(now, Event::HungUp);
                 self.finish(now);
             }
-            UaEvent::Incoming(_) => {}
+            // Events of calls we place; a received call never gets them.
+            UaEvent::Incoming(_)
+            | UaEvent::Ringing
+            | UaEvent::Answered { .. }
+            | UaEvent::DialFailed { .. } => {}
         }
     }
 

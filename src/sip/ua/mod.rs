@@ -11,6 +11,7 @@
 
 mod dialog;
 mod incoming;
+mod outgoing;
 mod refer;
 #[cfg(test)]
 mod tests;
@@ -23,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use dialog::Dialog;
 pub use dialog::DialogState;
+pub use outgoing::OutgoingCall;
 pub use refer::{refer_to, sipfrag_status};
 
 use super::message::{self, Message, Method, ParseError, ResponseBuilder};
@@ -119,6 +121,21 @@ pub enum UaEvent {
     TransferResult(Result<(), String>),
     /// The dialog is over.
     Ended(EndReason),
+    /// A call we placed is ringing (a 1xx other than 100).
+    Ringing,
+    /// A call we placed was answered; the SDP answer is in the 2xx.
+    Answered {
+        /// The callee's SDP answer.
+        answer: Vec<u8>,
+    },
+    /// A call we placed failed: busy (486), no answer (487 after our
+    /// CANCEL), refused, or no response at all (408).
+    DialFailed {
+        /// The final status (408 when nothing came back).
+        status: u16,
+        /// Its reason phrase, or what happened.
+        reason: String,
+    },
 }
 
 /// What the IO edge must do.
@@ -163,6 +180,8 @@ enum TimerOwner {
     Client(String),
     TwoXx(CallHandle),
     Refer(CallHandle),
+    Invite(String),
+    Ring(CallHandle),
 }
 
 /// The user agent.
@@ -180,6 +199,10 @@ pub struct UserAgent {
     by_tags: HashMap<(String, String), CallHandle>,
     /// 2xx retransmissions waiting for an ACK.
     two_xx: HashMap<CallHandle, (TwoXxRetransmitter, SocketAddr)>,
+    /// Our INVITEs in flight, by branch.
+    invites: HashMap<String, outgoing::Invite>,
+    /// Calls we cancelled for ringing too long.
+    no_answer: std::collections::HashSet<CallHandle>,
     /// Deadlines of all of the above, earliest first.
     timers: BinaryHeap<Reverse<(Instant, TimerOwner)>>,
     out: VecDeque<UaOutput>,
@@ -201,6 +224,8 @@ impl UserAgent {
             dialogs: HashMap::new(),
             by_tags: HashMap::new(),
             two_xx: HashMap::new(),
+            invites: HashMap::new(),
+            no_answer: std::collections::HashSet::new(),
             timers: BinaryHeap::new(),
             out: VecDeque::new(),
         }
@@ -349,6 +374,19 @@ impl UserAgent {
                         self.drain_two_xx(now, call);
                     }
                 }
+                TimerOwner::Invite(branch) => {
+                    let fire = match self.invites.get_mut(&branch) {
+                        Some(i) if due(i.tx.poll_timeout()) => {
+                            i.tx.handle_timeout(now);
+                            true
+                        }
+                        _ => false,
+                    };
+                    if fire {
+                        self.drain_invite(now, &branch);
+                    }
+                }
+                TimerOwner::Ring(call) => self.ring_timeout(now, call),
                 TimerOwner::Refer(call) => {
                     let late = self
                         .dialogs
@@ -479,6 +517,21 @@ impl UserAgent {
         let Some(status) = m.status() else {
             return;
         };
+        match m.cseq().map(|c| c.1) {
+            Ok("INVITE") if self.invites.contains_key(&branch) => {
+                self.on_invite_response(now, &branch, &m);
+                return;
+            }
+            Ok("CANCEL") => {
+                let key = format!("{branch}-cancel");
+                if let Some(c) = self.client.get_mut(&key) {
+                    c.tx.on_response(now, status);
+                    self.drain_client(now, &key);
+                }
+                return;
+            }
+            _ => {}
+        }
         let Some(c) = self.client.get_mut(&branch) else {
             // A response to nothing we sent (or a late retransmission): drop.
             return;

@@ -517,3 +517,201 @@ fn we_hang_up_with_bye_to_the_contact() {
     respond_to_last(&mut rig, "200 OK");
     assert_eq!(rig.ua.active_calls(), 0);
 }
+
+// ---- calls we place (callbacks) ----
+
+const TRUNK: &str = "127.0.0.1:5070";
+
+fn originate(rig: &mut Rig, password: Option<&str>) -> CallHandle {
+    let call = rig.ua.originate(
+        rig.now,
+        OutgoingCall {
+            target: "sip:+37167000000@127.0.0.1:5070".into(),
+            from_user: "+37160000000".into(),
+            destination: TRUNK.parse().unwrap(),
+            sdp: b"v=0\r\n".to_vec(),
+            credentials: password.map(|p| crate::sip::auth::Credentials {
+                username: "callflow".into(),
+                password: p.into(),
+            }),
+            ring_timeout: Duration::from_secs(30),
+        },
+    );
+    rig.drain();
+    call
+}
+
+/// A response to the last request sent, with the callee's tag.
+fn answer_last(rig: &mut Rig, status: &str, extra: &str) {
+    let request = rig.sent.last().unwrap().2.clone();
+    let mut lines = vec![format!("SIP/2.0 {status}")];
+    for l in request.lines().skip(1) {
+        if ["Via:", "From:", "Call-ID:", "CSeq:"]
+            .iter()
+            .any(|h| l.starts_with(h))
+        {
+            lines.push(l.to_string());
+        } else if l.starts_with("To:") {
+            lines.push(format!("{l};tag=callee7"));
+        }
+    }
+    lines.push(format!("{extra}Content-Length: 0"));
+    rig.recv(&(lines.join("\r\n") + "\r\n\r\n"));
+}
+
+fn header<'a>(text: &'a str, name: &str) -> &'a str {
+    text.lines()
+        .find(|l| l.starts_with(name))
+        .unwrap_or_default()
+}
+
+#[test]
+fn an_answered_call_is_acked_to_its_contact_and_reported_once() {
+    let mut rig = Rig::new();
+    let call = originate(&mut rig, None);
+    let invite = rig.sent[0].2.clone();
+    assert!(
+        invite.starts_with("INVITE sip:+37167000000@127.0.0.1:5070 SIP/2.0\r\n"),
+        "{invite}"
+    );
+    assert_eq!(rig.sent[0].1, TRUNK.parse().unwrap());
+    assert!(invite.contains("From: <sip:+37160000000@127.0.0.1:5060>;tag="));
+    answer_last(&mut rig, "180 Ringing", "");
+    assert_eq!(rig.events.last(), Some(&(call, UaEvent::Ringing)));
+    answer_last(
+        &mut rig,
+        "200 OK",
+        "Contact: <sip:callee@127.0.0.1:5071>\r\n",
+    );
+    let ack = rig.sent.last().unwrap();
+    assert!(
+        ack.2
+            .starts_with("ACK sip:callee@127.0.0.1:5071 SIP/2.0\r\n"),
+        "{}",
+        ack.2
+    );
+    assert_eq!(
+        ack.1,
+        "127.0.0.1:5071".parse().unwrap(),
+        "the ACK goes to the Contact"
+    );
+    assert!(header(&ack.2, "To:").ends_with(";tag=callee7"));
+    assert_eq!(header(&ack.2, "CSeq:"), "CSeq: 1 ACK");
+    assert_ne!(
+        header(&ack.2, "Via:"),
+        header(&invite, "Via:"),
+        "the 2xx ACK is a new transaction"
+    );
+    let answered = rig
+        .events
+        .iter()
+        .filter(|(_, e)| matches!(e, UaEvent::Answered { .. }))
+        .count();
+    // A retransmitted 200 gets the ACK again but is not a second answer.
+    rig.sent
+        .push((Duration::ZERO, TRUNK.parse().unwrap(), invite.clone()));
+    let sent = rig.sent.len();
+    answer_last(
+        &mut rig,
+        "200 OK",
+        "Contact: <sip:callee@127.0.0.1:5071>\r\n",
+    );
+    assert_eq!(answered, 1);
+    assert_eq!(
+        rig.events
+            .iter()
+            .filter(|(_, e)| matches!(e, UaEvent::Answered { .. }))
+            .count(),
+        1
+    );
+    assert!(rig.sent.len() > sent);
+}
+
+#[test]
+fn a_407_is_answered_once_with_digest_credentials() {
+    let mut rig = Rig::new();
+    let call = originate(&mut rig, Some("s3cret"));
+    let challenge = "Proxy-Authenticate: Digest realm=\"trunk\", nonce=\"abc123\", qop=\"auth\", algorithm=SHA-256\r\n";
+    answer_last(&mut rig, "407 Proxy Authentication Required", challenge);
+    let ack = &rig.sent[1].2;
+    assert!(
+        ack.starts_with("ACK "),
+        "the 407 is acknowledged by the transaction: {ack}"
+    );
+    assert_eq!(
+        header(ack, "Via:"),
+        header(&rig.sent[0].2, "Via:"),
+        "same branch as the INVITE"
+    );
+    let retry = rig.sent[2].2.clone();
+    assert!(retry.starts_with("INVITE "));
+    assert_eq!(header(&retry, "CSeq:"), "CSeq: 2 INVITE");
+    let auth = header(&retry, "Proxy-Authorization:")
+        .trim_start_matches("Proxy-Authorization:")
+        .trim();
+    assert_eq!(
+        crate::sip::auth::verify(auth, "s3cret", "INVITE", b"v=0\r\n"),
+        Ok(true),
+        "{auth}"
+    );
+    // The same nonce again means the credentials are wrong: give up.
+    answer_last(&mut rig, "407 Proxy Authentication Required", challenge);
+    assert!(
+        matches!(rig.events.last(), Some((c, UaEvent::DialFailed { status: 407, .. })) if *c == call)
+    );
+}
+
+#[test]
+fn busy_is_a_failure_with_its_status() {
+    let mut rig = Rig::new();
+    let call = originate(&mut rig, None);
+    answer_last(&mut rig, "486 Busy Here", "");
+    assert!(rig.sent.last().unwrap().2.starts_with("ACK "));
+    assert_eq!(
+        rig.events.last(),
+        Some(&(
+            call,
+            UaEvent::DialFailed {
+                status: 486,
+                reason: "Busy Here".into()
+            }
+        ))
+    );
+}
+
+#[test]
+fn a_call_ringing_past_its_timeout_is_cancelled_and_reads_as_no_answer() {
+    let mut rig = Rig::new();
+    let call = originate(&mut rig, None);
+    answer_last(&mut rig, "180 Ringing", "");
+    let invite = rig.sent[0].2.clone();
+    rig.run_until(Duration::from_secs(31));
+    let cancel = rig
+        .sent
+        .iter()
+        .find(|(_, _, t)| t.starts_with("CANCEL "))
+        .expect("a CANCEL")
+        .2
+        .clone();
+    assert_eq!(
+        header(&cancel, "Via:"),
+        header(&invite, "Via:"),
+        "CANCEL has the INVITE's branch (9.1)"
+    );
+    assert_eq!(header(&cancel, "CSeq:"), "CSeq: 1 CANCEL");
+    answer_last(&mut rig, "200 OK", "");
+    // The 487 for the INVITE (build it from the INVITE, not the CANCEL).
+    rig.sent
+        .push((Duration::ZERO, TRUNK.parse().unwrap(), invite));
+    answer_last(&mut rig, "487 Request Terminated", "");
+    assert_eq!(
+        rig.events.last(),
+        Some(&(
+            call,
+            UaEvent::DialFailed {
+                status: 487,
+                reason: "no answer".into()
+            }
+        ))
+    );
+}

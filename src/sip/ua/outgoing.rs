@@ -1,0 +1,391 @@
+//! Calls we place (RFC 3261 section 13.2, the UAC side): callbacks dialled
+//! out through the trunk. The INVITE goes through an INVITE client
+//! transaction; a 401/407 is answered once per challenge with digest
+//! credentials (section 22.2); a call not answered within the ring timeout
+//! is cancelled (section 9.1); the 2xx is acknowledged by us, the UAC core,
+//! with a new transaction (section 13.2.2.4).
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::dialog::{Dialog, DialogState};
+use super::{CallHandle, ClientTx, TimerOwner, UaEvent, UserAgent};
+use crate::sip::auth::{self, Challenge, Credentials};
+use crate::sip::message::{self, Message, Method};
+use crate::sip::transaction::{InviteClientTransaction, NonInviteClientTransaction, Output};
+
+/// A call to place.
+#[derive(Debug, Clone)]
+pub struct OutgoingCall {
+    /// The Request-URI, e.g. `sip:+37167000000@trunk.example.net`.
+    pub target: String,
+    /// The user part of our From (the number presented to the callee).
+    pub from_user: String,
+    /// Where the INVITE goes (the trunk or outbound proxy).
+    pub destination: SocketAddr,
+    /// Our SDP offer.
+    pub sdp: Vec<u8>,
+    /// Digest credentials for trunks that challenge.
+    pub credentials: Option<Credentials>,
+    /// Cancel the call if it is not answered by then.
+    pub ring_timeout: Duration,
+}
+
+/// One INVITE in flight (a new one after each challenge).
+pub(super) struct Invite {
+    pub tx: InviteClientTransaction,
+    pub branch: String,
+    pub cseq: u32,
+    pub call: CallHandle,
+    /// The request as sent, to build CANCEL and the non-2xx ACK from.
+    pub request: OutgoingCall,
+    /// Challenges already answered: a second 401/407 for the same nonce
+    /// means the credentials are wrong, so give up instead of looping.
+    pub answered_nonces: Vec<String>,
+    pub ring_deadline: Instant,
+    pub answered: bool,
+}
+
+impl UserAgent {
+    /// Places a call; progress comes as [`UaEvent::Ringing`], then
+    /// [`UaEvent::Answered`] or [`UaEvent::DialFailed`].
+    pub fn originate(&mut self, now: Instant, call: OutgoingCall) -> CallHandle {
+        self.next_call += 1;
+        let handle = CallHandle(self.next_call);
+        let local_tag = self.unique();
+        let advertised = self.config.advertised;
+        let dialog = Dialog {
+            call_id: format!("{}@callflow", self.unique()),
+            local_tag: local_tag.clone(),
+            local_party: format!("<sip:{}@{advertised}>", call.from_user),
+            remote_party: format!("<{}>", call.target),
+            remote_target: call.target.clone(),
+            route_set: Vec::new(),
+            local_cseq: 0,
+            remote_cseq: 0,
+            state: DialogState::Early,
+            source: call.destination,
+            invite: None,
+            local_media: None,
+            offer_in_2xx: false,
+            refer_deadline: None,
+        };
+        self.by_tags
+            .insert((dialog.call_id.clone(), local_tag), handle);
+        self.dialogs.insert(handle, dialog);
+        let deadline = now + call.ring_timeout;
+        self.send_invite(now, handle, call, None, Vec::new(), deadline);
+        self.schedule(Some(deadline), TimerOwner::Ring(handle));
+        handle
+    }
+
+    fn send_invite(
+        &mut self,
+        now: Instant,
+        handle: CallHandle,
+        call: OutgoingCall,
+        authorization: Option<(&str, String)>,
+        answered_nonces: Vec<String>,
+        ring_deadline: Instant,
+    ) {
+        let branch = format!("z9hG4bK{}", self.unique());
+        let (advertised, product) = (self.config.advertised, self.config.product.clone());
+        let Some(d) = self.dialogs.get_mut(&handle) else {
+            return;
+        };
+        let mut extra: Vec<(&str, &str)> = vec![("Allow", super::ALLOW)];
+        if let Some((name, value)) = &authorization {
+            extra.push((name, value.as_str()));
+        }
+        let bytes = d.request(
+            &Method::Invite,
+            &branch,
+            advertised,
+            &product,
+            &extra,
+            Some(("application/sdp", &call.sdp)),
+        );
+        let cseq = d.local_cseq;
+        let tx = InviteClientTransaction::new(now, bytes.into(), self.config.timers, false);
+        self.invites.insert(
+            branch.clone(),
+            Invite {
+                tx,
+                branch: branch.clone(),
+                cseq,
+                call: handle,
+                request: call,
+                answered_nonces,
+                ring_deadline,
+                answered: false,
+            },
+        );
+        self.drain_invite(now, &branch);
+    }
+
+    pub(super) fn drain_invite(&mut self, now: Instant, branch: &str) {
+        let Some(inv) = self.invites.get_mut(branch) else {
+            return;
+        };
+        let (to, call) = (inv.request.destination, inv.call);
+        let outputs: Vec<Output> = std::iter::from_fn(|| inv.tx.poll_output()).collect();
+        let next = inv.tx.poll_timeout();
+        for o in outputs {
+            match o {
+                Output::Transmit(bytes) => self.transmit(to, bytes),
+                Output::TimedOut | Output::TransportError => {
+                    self.invites.remove(branch);
+                    self.dial_failed(call, 408, "no response from the trunk");
+                    return;
+                }
+                Output::Terminated => {
+                    self.invites.remove(branch);
+                    return;
+                }
+                _ => {}
+            }
+        }
+        let _ = now;
+        self.schedule(next, TimerOwner::Invite(branch.to_string()));
+    }
+
+    fn dial_failed(&mut self, call: CallHandle, status: u16, reason: &str) {
+        self.forget(call);
+        self.event(
+            call,
+            UaEvent::DialFailed {
+                status,
+                reason: reason.to_string(),
+            },
+        );
+    }
+
+    /// A response to one of our INVITEs.
+    pub(super) fn on_invite_response(&mut self, now: Instant, branch: &str, m: &Message) {
+        let Some(status) = m.status() else {
+            return;
+        };
+        let Some(inv) = self.invites.get(branch) else {
+            return;
+        };
+        let (call, cseq) = (inv.call, inv.cseq);
+        // The ACK for a 3xx-6xx belongs to the transaction (17.1.1.3).
+        let ack = (status >= 300).then(|| Arc::from(self.non_2xx_ack(inv, m)));
+        let Some(inv) = self.invites.get_mut(branch) else {
+            return;
+        };
+        let fresh = inv.tx.on_response(now, status, ack);
+        self.drain_invite(now, branch);
+        if (200..300).contains(&status) {
+            // Retransmitted 2xx too: each gets our ACK again (13.2.2.4);
+            // the transaction passes every 2xx up (RFC 6026), so the first
+            // one is told apart here.
+            self.ack_2xx(now, call, cseq, m);
+            let first = match self.invites.get_mut(branch) {
+                Some(inv) if !inv.answered => {
+                    inv.answered = true;
+                    true
+                }
+                _ => false,
+            };
+            if first {
+                let answer = m.body.clone();
+                self.event(call, UaEvent::Answered { answer });
+            }
+            return;
+        }
+        if !fresh {
+            return;
+        }
+        match status {
+            100 => {}
+            101..=199 => self.event(call, UaEvent::Ringing),
+            401 | 407 => self.answer_challenge(now, branch, status, m),
+            _ => {
+                let reason = match &m.start {
+                    _ if self.no_answer.remove(&call) => "no answer".to_string(),
+                    message::StartLine::Response { reason, .. } => reason.clone(),
+                    message::StartLine::Request { .. } => String::new(),
+                };
+                self.dial_failed(call, status, &reason);
+            }
+        }
+    }
+
+    fn answer_challenge(&mut self, now: Instant, branch: &str, status: u16, m: &Message) {
+        let header = if status == 401 {
+            "WWW-Authenticate"
+        } else {
+            "Proxy-Authenticate"
+        };
+        let challenges: Vec<Challenge> = m
+            .headers_named(header)
+            .filter_map(|v| Challenge::parse(v).ok())
+            .collect();
+        let Some(inv) = self.invites.remove(branch) else {
+            return;
+        };
+        let call = inv.call;
+        let chosen = auth::choose(&challenges).cloned();
+        let (Some(challenge), Some(creds)) = (chosen, inv.request.credentials.clone()) else {
+            self.dial_failed(
+                call,
+                status,
+                "authentication required and no usable credentials",
+            );
+            return;
+        };
+        if inv.answered_nonces.contains(&challenge.nonce) {
+            self.dial_failed(call, status, "the trunk refused our credentials");
+            return;
+        }
+        let cnonce = auth::new_cnonce(&mut fastrand::Rng::new());
+        let value = auth::authorize(
+            &challenge,
+            &creds,
+            "INVITE",
+            &inv.request.target,
+            1,
+            &cnonce,
+            &inv.request.sdp,
+        );
+        let name = if status == 401 {
+            "Authorization"
+        } else {
+            "Proxy-Authorization"
+        };
+        let mut nonces = inv.answered_nonces;
+        nonces.push(challenge.nonce);
+        self.send_invite(
+            now,
+            call,
+            inv.request,
+            Some((name, value)),
+            nonces,
+            inv.ring_deadline,
+        );
+    }
+
+    /// The ACK for a non-2xx final response: same branch and CSeq number
+    /// as the INVITE, To with the response's tag (17.1.1.3).
+    fn non_2xx_ack(&self, inv: &Invite, m: &Message) -> Vec<u8> {
+        let mut s = String::with_capacity(300);
+        let _ = write!(s, "ACK {} SIP/2.0\r\n", inv.request.target);
+        let _ = write!(
+            s,
+            "Via: SIP/2.0/UDP {};branch={};rport\r\n",
+            self.config.advertised, inv.branch
+        );
+        let _ = write!(s, "Max-Forwards: 70\r\n");
+        if let Some(from) = m.header("From") {
+            let _ = write!(s, "From: {from}\r\n");
+        }
+        if let Some(to) = m.header("To") {
+            let _ = write!(s, "To: {to}\r\n");
+        }
+        let _ = write!(
+            s,
+            "Call-ID: {}\r\nCSeq: {} ACK\r\nContent-Length: 0\r\n\r\n",
+            m.call_id(),
+            inv.cseq
+        );
+        s.into_bytes()
+    }
+
+    /// Confirms the dialog from the 2xx and sends its ACK, a transaction of
+    /// its own, to the remote target (13.2.2.4, 12.1.2).
+    fn ack_2xx(&mut self, _now: Instant, call: CallHandle, cseq: u32, m: &Message) {
+        let branch = format!("z9hG4bK{}", self.unique());
+        let advertised = self.config.advertised;
+        let Some(d) = self.dialogs.get_mut(&call) else {
+            return;
+        };
+        if d.state == DialogState::Early {
+            if let Some(to) = m.header("To") {
+                d.remote_party = to.to_string();
+            }
+            if let Some(contact) = m.header("Contact") {
+                d.remote_target = message::uri_of(contact).to_string();
+            }
+            // The UAC's route set is the Record-Route in reverse (12.1.2).
+            d.route_set = m
+                .headers_named("Record-Route")
+                .map(str::to_string)
+                .collect();
+            d.route_set.reverse();
+            d.state = DialogState::Confirmed;
+        }
+        let mut s = String::with_capacity(300);
+        let _ = write!(s, "ACK {} SIP/2.0\r\n", d.remote_target);
+        let _ = write!(
+            s,
+            "Via: SIP/2.0/UDP {advertised};branch={branch};rport\r\nMax-Forwards: 70\r\n"
+        );
+        for r in &d.route_set {
+            let _ = write!(s, "Route: {r}\r\n");
+        }
+        let _ = write!(
+            s,
+            "From: {};tag={}\r\nTo: {}\r\n",
+            d.local_party, d.local_tag, d.remote_party
+        );
+        let _ = write!(
+            s,
+            "Call-ID: {}\r\nCSeq: {cseq} ACK\r\nContent-Length: 0\r\n\r\n",
+            d.call_id
+        );
+        let to = d.destination();
+        self.transmit(to, s.into_bytes().into());
+    }
+
+    /// The ring timeout: CANCEL an INVITE still unanswered (9.1).
+    pub(super) fn ring_timeout(&mut self, now: Instant, call: CallHandle) {
+        let Some(inv) = self
+            .invites
+            .values()
+            .find(|i| i.call == call && !i.answered)
+        else {
+            return;
+        };
+        if now < inv.ring_deadline {
+            return;
+        }
+        let mut s = String::with_capacity(300);
+        let _ = write!(s, "CANCEL {} SIP/2.0\r\n", inv.request.target);
+        let _ = write!(
+            s,
+            "Via: SIP/2.0/UDP {};branch={};rport\r\nMax-Forwards: 70\r\n",
+            self.config.advertised, inv.branch
+        );
+        let Some(d) = self.dialogs.get(&call) else {
+            return;
+        };
+        let _ = write!(
+            s,
+            "From: {};tag={}\r\nTo: <{}>\r\n",
+            d.local_party, d.local_tag, inv.request.target
+        );
+        let _ = write!(
+            s,
+            "Call-ID: {}\r\nCSeq: {} CANCEL\r\nContent-Length: 0\r\n\r\n",
+            d.call_id, inv.cseq
+        );
+        let (to, branch) = (inv.request.destination, format!("{}-cancel", inv.branch));
+        let tx =
+            NonInviteClientTransaction::new(now, s.into_bytes().into(), self.config.timers, false);
+        self.client.insert(
+            branch.clone(),
+            ClientTx {
+                tx,
+                to,
+                call,
+                method: Method::Cancel,
+            },
+        );
+        self.drain_client(now, &branch);
+        // The INVITE then ends with 487, which reads as "no answer".
+        self.no_answer.insert(call);
+    }
+}
