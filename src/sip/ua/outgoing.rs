@@ -46,6 +46,9 @@ pub(super) struct Invite {
     pub answered_nonces: Vec<String>,
     pub ring_deadline: Instant,
     pub answered: bool,
+    /// Challenged and re-sent with credentials under a new branch; kept
+    /// until Timer D so that retransmitted 401/407s still get their ACK.
+    pub superseded: bool,
 }
 
 impl UserAgent {
@@ -120,6 +123,7 @@ impl UserAgent {
                 answered_nonces,
                 ring_deadline,
                 answered: false,
+                superseded: false,
             },
         );
         self.drain_invite(now, &branch);
@@ -224,12 +228,18 @@ impl UserAgent {
             .headers_named(header)
             .filter_map(|v| Challenge::parse(v).ok())
             .collect();
-        let Some(inv) = self.invites.remove(branch) else {
+        let Some(inv) = self.invites.get_mut(branch) else {
             return;
         };
-        let call = inv.call;
+        inv.superseded = true;
+        let (call, request, nonces, deadline) = (
+            inv.call,
+            inv.request.clone(),
+            inv.answered_nonces.clone(),
+            inv.ring_deadline,
+        );
         let chosen = auth::choose(&challenges).cloned();
-        let (Some(challenge), Some(creds)) = (chosen, inv.request.credentials.clone()) else {
+        let (Some(challenge), Some(creds)) = (chosen, request.credentials.clone()) else {
             self.dial_failed(
                 call,
                 status,
@@ -237,7 +247,7 @@ impl UserAgent {
             );
             return;
         };
-        if inv.answered_nonces.contains(&challenge.nonce) {
+        if nonces.contains(&challenge.nonce) {
             self.dial_failed(call, status, "the trunk refused our credentials");
             return;
         }
@@ -246,26 +256,19 @@ impl UserAgent {
             &challenge,
             &creds,
             "INVITE",
-            &inv.request.target,
+            &request.target,
             1,
             &cnonce,
-            &inv.request.sdp,
+            &request.sdp,
         );
         let name = if status == 401 {
             "Authorization"
         } else {
             "Proxy-Authorization"
         };
-        let mut nonces = inv.answered_nonces;
+        let mut nonces = nonces;
         nonces.push(challenge.nonce);
-        self.send_invite(
-            now,
-            call,
-            inv.request,
-            Some((name, value)),
-            nonces,
-            inv.ring_deadline,
-        );
+        self.send_invite(now, call, request, Some((name, value)), nonces, deadline);
     }
 
     /// The ACK for a non-2xx final response: same branch and CSeq number
@@ -345,7 +348,7 @@ impl UserAgent {
         let Some(inv) = self
             .invites
             .values()
-            .find(|i| i.call == call && !i.answered)
+            .find(|i| i.call == call && !i.answered && !i.superseded)
         else {
             return;
         };

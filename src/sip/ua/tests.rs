@@ -654,7 +654,22 @@ fn a_407_is_answered_once_with_digest_credentials() {
         Ok(true),
         "{auth}"
     );
-    // The same nonce again means the credentials are wrong: give up.
+    // A retransmitted 407 for the first INVITE still gets its ACK.
+    let first = rig.sent[0].2.clone();
+    rig.sent
+        .push((Duration::ZERO, TRUNK.parse().unwrap(), first));
+    let before = rig.sent.len();
+    answer_last(&mut rig, "407 Proxy Authentication Required", challenge);
+    assert!(rig.sent[before..]
+        .iter()
+        .any(|(_, _, t)| t.starts_with("ACK ")));
+    assert!(!rig
+        .events
+        .iter()
+        .any(|(_, e)| matches!(e, UaEvent::DialFailed { .. })));
+    // The same nonce on the new INVITE means the credentials are wrong.
+    rig.sent
+        .push((Duration::ZERO, TRUNK.parse().unwrap(), retry.clone()));
     answer_last(&mut rig, "407 Proxy Authentication Required", challenge);
     assert!(
         matches!(rig.events.last(), Some((c, UaEvent::DialFailed { status: 407, .. })) if *c == call)
