@@ -2,7 +2,6 @@
 //! feeding the pure [`Call`] with what arrives.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
@@ -14,7 +13,7 @@ use crate::sip::ua::{CallHandle, UaEvent};
 use super::callbacks::CallbackSink;
 use super::policy::DiallingPolicy;
 use super::stats::MediaStats;
-use super::{RecordSink, ToSip};
+use super::{now, sleep_until, RecordSink, ToSip};
 use crate::callback::Requested;
 use crate::flow::interpreter::{Booked, CallbackError};
 
@@ -25,11 +24,6 @@ pub enum ToCall {
     Sip(UaEvent),
     /// The server is stopping: end the call now.
     Shutdown,
-}
-
-#[allow(clippy::disallowed_methods)] // the IO edge reads the clock
-fn now() -> Instant {
-    Instant::now()
 }
 
 /// Runs a call until it is finished.
@@ -159,13 +153,6 @@ async fn wait_stored(
         Some(rx) => rx
             .await
             .unwrap_or_else(|_| Err("the callback store stopped".into())),
-        None => std::future::pending().await,
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
         None => std::future::pending().await,
     }
 }

@@ -57,7 +57,7 @@ pub enum ServeError {
 }
 
 #[allow(clippy::disallowed_methods)] // the IO edge reads the clock
-fn now() -> Instant {
+pub(crate) fn now() -> Instant {
     Instant::now()
 }
 
@@ -303,7 +303,8 @@ impl Server {
     }
 }
 
-async fn sleep_until(deadline: Option<Instant>) {
+/// Sleeps until `deadline`, or forever without one (a select! arm).
+pub(crate) async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
         None => std::future::pending().await,

@@ -12,6 +12,7 @@ use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::now;
 use crate::flow::duration::FlowDuration;
 
 /// How one queue's estimated wait is known.
@@ -179,11 +180,6 @@ pub fn start(sources: &BTreeMap<String, WaitSource>) -> Arc<QueueWaits> {
         }
     }
     waits
-}
-
-#[allow(clippy::disallowed_methods)] // the IO edge reads the clock
-fn now() -> Instant {
-    Instant::now()
 }
 
 /// One poll: GET the URL and read `field` (seconds) from the JSON body.
