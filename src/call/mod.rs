@@ -6,6 +6,7 @@
 //! they are due (`poll_packet`) and drains [`CallOutput`]s: SIP commands
 //! (REFER, BYE) and, at the end, the call record.
 
+pub mod callback_leg;
 pub mod record;
 #[cfg(test)]
 mod tests;
@@ -28,6 +29,7 @@ use crate::media::prompts::PromptCache;
 use crate::media::rtp::RtpSender;
 use crate::sip::sdp::{Codec, Negotiated};
 use crate::sip::ua::{refer_to, EndReason, IncomingCall, UaEvent};
+use callback_leg::CallbackLeg;
 use record::{outcome_fields, timestamp, CallRecord};
 
 /// What the SIP side must do for this call.
@@ -71,6 +73,8 @@ pub struct CallSetup {
     pub rtp_timeout: Duration,
     /// Variables for the flow (e.g. estimated waits, `wait_QUEUE`).
     pub vars: Vec<(String, String)>,
+    /// For a call we placed to keep a callback promise: the request.
+    pub callback: Option<CallbackLeg>,
 }
 
 /// One call.
@@ -96,6 +100,10 @@ pub struct Call {
     finished: bool,
     /// Set when the call was ended from outside the flow (shutdown).
     forced_end: Option<String>,
+    /// The request a call we placed serves.
+    callback: Option<CallbackLeg>,
+    /// How placing the call failed, as the record's outcome and detail.
+    dial_failure: Option<(&'static str, String)>,
     actions: Vec<Action>,
     out: VecDeque<CallOutput>,
 }
@@ -132,6 +140,8 @@ impl Call {
             sip_ended: false,
             finished: false,
             forced_end: None,
+            callback: setup.callback,
+            dial_failure: None,
             actions: Vec::with_capacity(16),
             out: VecDeque::new(),
         }
@@ -201,6 +211,23 @@ impl Call {
             | UaEvent::Answered { .. }
             | UaEvent::DialFailed { .. } => {}
         }
+    }
+
+    /// A call we placed did not get through: `status` and `reason` as the
+    /// user agent reported them (busy, no answer, refused, no response).
+    pub fn dial_failed(&mut self, now: Instant, status: u16, reason: &str) {
+        self.sip_ended = true;
+        self.dial_failure = Some(match status {
+            486 | 600 | 603 => ("busy", format!("{status} {reason}")),
+            487 if reason == "no answer" => ("no_answer", "ring timeout".to_string()),
+            _ => ("dial_failed", format!("{status} {reason}")),
+        });
+        self.finish(now);
+    }
+
+    /// The request this call serves, if it is a callback we placed.
+    pub fn callback(&self) -> Option<&CallbackLeg> {
+        self.callback.as_ref()
     }
 
     /// Marks the call answered (the 200 OK went out).
@@ -320,7 +347,10 @@ impl Call {
                     self.timer = None;
                 }
             }
-            Action::Transfer(t) => {
+            Action::Transfer(mut t) => {
+                if let Some(leg) = &self.callback {
+                    leg.extend(&mut t);
+                }
                 let target = transfer_refer_to(&t);
                 self.out
                     .push_back(CallOutput::Sip(CallCommand::Refer(target)));
@@ -381,8 +411,12 @@ impl Call {
             .iter()
             .map(|n| set.qualified_name(*n))
             .collect();
-        let (outcome, detail) = match (self.forced_end.take(), self.interp.outcome()) {
-            (Some(reason), _) => ("failed", reason),
+        let forced = self
+            .dial_failure
+            .take()
+            .or_else(|| self.forced_end.take().map(|reason| ("failed", reason)));
+        let (outcome, detail) = match (forced, self.interp.outcome()) {
+            (Some(end), _) => end,
             (None, Some(o)) => outcome_fields(o),
             (None, None) => ("caller_hung_up", "before the flow started".to_string()),
         };
@@ -400,6 +434,7 @@ impl Call {
             digits: self.digits.clone(),
             outcome,
             detail,
+            callback: None,
         };
         self.out.push_back(CallOutput::Finished(Box::new(record)));
     }

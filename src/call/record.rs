@@ -31,10 +31,15 @@ pub struct CallRecord {
     /// Every key the caller pressed, in order.
     pub digits: String,
     /// `completed`, `transferred`, `callback_requested`, `caller_hung_up`
-    /// or `failed`.
+    /// or `failed`; for calls we placed also `busy`, `no_answer` and
+    /// `dial_failed`.
     pub outcome: &'static str,
     /// The node, queue or reason that goes with the outcome.
     pub detail: String,
+    /// For a call placed to keep a callback promise: which request and
+    /// attempt, and how it went.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub callback: Option<super::callback_leg::CallbackAttemptRecord>,
 }
 
 /// RFC 3339 with milliseconds, UTC.

@@ -64,6 +64,7 @@ fn call_with_silence_limit(rtp_timeout: Duration) -> (Call, Instant) {
         rtp_seed: (0x1234, 100, 1000),
         rtp_timeout,
         vars: Vec::new(),
+        callback: None,
     });
     call.set_media(Negotiated {
         codec: Codec::Pcmu,

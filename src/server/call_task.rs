@@ -10,11 +10,9 @@ use crate::call::{Call, CallOutput};
 use crate::sip::sdp;
 use crate::sip::ua::{CallHandle, UaEvent};
 
-use super::callbacks::CallbackSink;
-use super::policy::DiallingPolicy;
-use super::stats::MediaStats;
-use super::{now, sleep_until, RecordSink, ToSip};
-use crate::callback::Requested;
+use super::{now, sleep_until, wall_now, Shared, ToSip};
+use crate::call::record::CallRecord;
+use crate::callback::{AttemptOutcome, Requested};
 use crate::flow::interpreter::{Booked, CallbackError};
 
 /// What the SIP task tells a call.
@@ -27,19 +25,16 @@ pub enum ToCall {
 }
 
 /// Runs a call until it is finished.
-#[allow(clippy::too_many_arguments)]
-pub async fn run(
+pub(super) async fn run(
     handle: CallHandle,
     mut call: Call,
     socket: UdpSocket,
     port: u16,
     mut events: mpsc::UnboundedReceiver<ToCall>,
     to_sip: mpsc::UnboundedSender<ToSip>,
-    records: RecordSink,
-    stats: Arc<MediaStats>,
-    callbacks: CallbackSink,
-    policy: Arc<DiallingPolicy>,
+    shared: Arc<Shared>,
 ) {
+    let (stats, callbacks, policy) = (&shared.stats, &shared.callbacks, &shared.config.dialling);
     let mut stored: Option<
         tokio::sync::oneshot::Receiver<Result<crate::callback::Requested, String>>,
     > = None;
@@ -78,17 +73,30 @@ pub async fn run(
                         }
                         _ => {
                             let priority = request.priority.unwrap_or(0);
-                            stored = Some(callbacks.request(request, priority, super::wall_now()));
+                            stored = Some(callbacks.request(request, priority, wall_now()));
                         }
                     }
                 }
-                CallOutput::Finished(record) => {
+                CallOutput::Finished(mut record) => {
+                    if let Some(leg) = call.callback() {
+                        let outcome = attempt_outcome(&record);
+                        record.callback = Some(leg.record(outcome.result_text()));
+                        let flow = shared.config.callback_flow_for(&leg.queue);
+                        let hours = shared.runtime().queue_hours(&leg.queue, flow).cloned();
+                        callbacks.settle(
+                            leg.id,
+                            wall_now(),
+                            outcome,
+                            shared.config.dialler.retry_policy(),
+                            hours,
+                        );
+                    }
                     tracing::info!(
                         from = %record.caller, to = %record.called, flow = %record.flow,
                         path = %record.nodes.join(">"), outcome = record.outcome, detail = %record.detail,
                         "call ended"
                     );
-                    records.write(record);
+                    shared.records.write(record);
                 }
             }
         }
@@ -118,6 +126,35 @@ pub async fn run(
                         }
                     }
                 }
+                Some(ToCall::Sip(UaEvent::Answered { answer })) => {
+                    // A call we placed: the 2xx carries the answer to our offer.
+                    let t = now();
+                    if let Some(leg) = call.callback() {
+                        callbacks.progress(leg.id, wall_now(), AttemptOutcome::Answered);
+                    }
+                    match sdp::parse(&String::from_utf8_lossy(&answer)).map_err(|e| e.to_string())
+                        .and_then(|a| sdp::accept_answer(&a).map_err(|e| e.to_string())) {
+                        Ok(negotiated) => {
+                            tracing::info!("callback answered");
+                            call.set_media(negotiated);
+                            call.on_sip(t, UaEvent::Confirmed { answer: None });
+                        }
+                        Err(e) => {
+                            tracing::info!("unusable SDP answer in the 2xx: {e}");
+                            call.terminate(t, format!("unusable SDP answer: {e}"));
+                        }
+                    }
+                }
+                Some(ToCall::Sip(UaEvent::DialFailed { status, reason })) => {
+                    tracing::info!(status, %reason, "callback not answered");
+                    call.dial_failed(now(), status, &reason);
+                }
+                Some(ToCall::Sip(UaEvent::TransferAccepted)) => {
+                    if let Some(leg) = call.callback() {
+                        callbacks.progress(leg.id, wall_now(), AttemptOutcome::Connected);
+                    }
+                    call.on_sip(now(), UaEvent::TransferAccepted);
+                }
                 Some(ToCall::Sip(e)) => call.on_sip(now(), e),
                 Some(ToCall::Shutdown) => call.terminate(now(), "server shutting down".into()),
                 None => call.terminate(now(), "signalling stopped".into()),
@@ -141,6 +178,19 @@ pub async fn run(
         }
     }
     let _ = to_sip.send(ToSip::Done(handle, port));
+}
+
+/// What a finished call we placed means for its callback request: a
+/// confirmed transfer keeps the promise; an answered call that never got
+/// there (voicemail, hang-up before the key) counts as missed.
+fn attempt_outcome(record: &CallRecord) -> AttemptOutcome {
+    match record.outcome {
+        "transferred" => AttemptOutcome::Completed,
+        "busy" => AttemptOutcome::Busy,
+        "no_answer" => AttemptOutcome::NoAnswer,
+        _ if record.answer.is_some() => AttemptOutcome::Answered,
+        _ => AttemptOutcome::Failed(record.detail.clone()),
+    }
 }
 
 /// The store's answer, when a request is waiting for one.

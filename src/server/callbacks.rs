@@ -1,27 +1,58 @@
 //! The callback store's thread: SQLite commits (fsync) must never stall a
 //! tokio worker, so one thread owns the store and answers each call over a
-//! oneshot channel once its request is durably on disk.
+//! oneshot channel once its change is durably on disk. Requests, claims and
+//! attempt outcomes all pass through it, in order.
 
 use std::path::PathBuf;
 use std::sync::mpsc;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Notify};
 
+use crate::callback::scheduler::{RetryPolicy, Window};
 use crate::callback::store::CallbackStore;
-use crate::callback::{NewCallback, Requested};
+use crate::callback::{AttemptOutcome, Callback, CallbackId, NewCallback, Requested};
 use crate::flow::interpreter::CallbackRequest;
+use crate::flow::schedule::Schedule;
 
-type Job = (
-    NewCallback,
-    DateTime<Utc>,
-    oneshot::Sender<Result<Requested, String>>,
-);
+/// How many callbacks of a queue may be in progress; run on the store
+/// thread inside the claim's transaction, so it only reads what it holds.
+pub type QueueLimit = Box<dyn Fn(&str) -> usize + Send>;
+
+enum Job {
+    Request(
+        NewCallback,
+        DateTime<Utc>,
+        oneshot::Sender<Result<Requested, String>>,
+    ),
+    Claim {
+        now: DateTime<Utc>,
+        limit: QueueLimit,
+        max: usize,
+        reply: oneshot::Sender<Result<Vec<Callback>, String>>,
+    },
+    Progress {
+        id: CallbackId,
+        now: DateTime<Utc>,
+        outcome: AttemptOutcome,
+    },
+    Settle {
+        id: CallbackId,
+        now: DateTime<Utc>,
+        outcome: AttemptOutcome,
+        policy: RetryPolicy,
+        hours: Option<Schedule>,
+    },
+}
 
 /// Hands requests to the store thread.
 #[derive(Clone)]
 pub struct CallbackSink {
     tx: mpsc::Sender<Job>,
+    /// Woken when a request is stored or an attempt settles, so that the
+    /// dialler looks at once instead of at its next poll.
+    changed: Arc<Notify>,
 }
 
 impl CallbackSink {
@@ -37,20 +68,23 @@ impl CallbackSink {
         if recovered > 0 {
             tracing::warn!(recovered, "callbacks interrupted by a crash are due again");
         }
+        let changed = Arc::new(Notify::new());
         let (tx, rx) = mpsc::channel::<Job>();
+        let notify = Arc::clone(&changed);
         std::thread::Builder::new()
             .name("callbacks".into())
             .spawn(move || {
-                for (new, at, reply) in rx {
-                    let result = store.request(new, at).map_err(|e| e.to_string());
-                    if let Err(e) = &result {
-                        tracing::error!("cannot store a callback request: {e}");
-                    }
-                    let _ = reply.send(result);
+                for job in rx {
+                    run(&mut store, job, &notify);
                 }
             })
             .map_err(|e| e.to_string())?;
-        Ok(Self { tx })
+        Ok(Self { tx, changed })
+    }
+
+    /// What the dialler waits on between polls.
+    pub fn changed(&self) -> Arc<Notify> {
+        Arc::clone(&self.changed)
     }
 
     /// Queues `request` (filed at `at`); the receiver answers once it is
@@ -70,9 +104,117 @@ impl CallbackSink {
             context: request.context,
             not_after: None,
         };
-        if let Err(mpsc::SendError((_, _, reply))) = self.tx.send((new, at, reply)) {
+        if let Err(mpsc::SendError(Job::Request(_, _, reply))) =
+            self.tx.send(Job::Request(new, at, reply))
+        {
             let _ = reply.send(Err("the callback store is not running".into()));
         }
         answer
+    }
+
+    /// Claims up to `max` due requests for dialling (see
+    /// [`CallbackStore::claim_due`]).
+    pub async fn claim(
+        &self,
+        now: DateTime<Utc>,
+        limit: QueueLimit,
+        max: usize,
+    ) -> Result<Vec<Callback>, String> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Job::Claim {
+                now,
+                limit,
+                max,
+                reply,
+            })
+            .map_err(|_| "the callback store is not running".to_string())?;
+        answer
+            .await
+            .unwrap_or_else(|_| Err("the callback store stopped".into()))
+    }
+
+    /// Records how an attempt is going (answered, connected), leaving the
+    /// request in flight.
+    pub fn progress(&self, id: CallbackId, now: DateTime<Utc>, outcome: AttemptOutcome) {
+        let _ = self.tx.send(Job::Progress { id, now, outcome });
+    }
+
+    /// Records an attempt's last word and applies the retry rules to it in
+    /// one commit. Nothing waits for it: the store logs its decision, and a
+    /// crash before the commit leaves the request `dialling`, which the next
+    /// start dials again.
+    pub fn settle(
+        &self,
+        id: CallbackId,
+        now: DateTime<Utc>,
+        outcome: AttemptOutcome,
+        policy: RetryPolicy,
+        hours: Option<Schedule>,
+    ) {
+        let job = Job::Settle {
+            id,
+            now,
+            outcome,
+            policy,
+            hours,
+        };
+        if self.tx.send(job).is_err() {
+            tracing::error!(
+                id,
+                "the callback store is not running; the attempt is settled at the next start"
+            );
+        }
+    }
+}
+
+fn run(store: &mut CallbackStore, job: Job, changed: &Notify) {
+    match job {
+        Job::Request(new, at, reply) => {
+            let result = store.request(new, at).map_err(|e| e.to_string());
+            match &result {
+                Ok(_) => changed.notify_one(),
+                Err(e) => tracing::error!("cannot store a callback request: {e}"),
+            }
+            let _ = reply.send(result);
+        }
+        Job::Claim {
+            now,
+            limit,
+            max,
+            reply,
+        } => {
+            let result = store.claim_due(now, &*limit, max).map_err(|e| {
+                tracing::error!("cannot claim due callbacks: {e}");
+                e.to_string()
+            });
+            let _ = reply.send(result);
+        }
+        Job::Progress { id, now, outcome } => {
+            if let Err(e) = store.finish_attempt(id, now, &outcome) {
+                tracing::error!(id, %outcome, "cannot record a callback attempt: {e}");
+            }
+        }
+        Job::Settle {
+            id,
+            now,
+            outcome,
+            policy,
+            hours,
+        } => {
+            let result = store
+                .get(id)
+                .and_then(|callback| {
+                    let window = Window::of(&callback, hours.as_ref());
+                    let next = policy.next_after(callback.attempts, &outcome, now, &window);
+                    tracing::info!(id, %outcome, ?next, "callback attempt settled");
+                    store.settle_attempt(id, now, &outcome, &next)
+                })
+                .map(|state| tracing::info!(id, %state, "callback is now {state}"));
+            if let Err(e) = result {
+                tracing::error!(id, %outcome, "cannot settle a callback attempt: {e}");
+            }
+            changed.notify_one();
+        }
     }
 }

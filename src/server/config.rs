@@ -49,6 +49,110 @@ pub struct ServerConfig {
     pub rtp_timeout: FlowDuration,
     /// How long to wait for the final NOTIFY of a transfer.
     pub transfer_timeout: FlowDuration,
+    /// The SIP trunk callbacks are dialled through; without one, callback
+    /// requests are stored but not dialled.
+    pub trunk: Option<TrunkConfig>,
+    /// How callbacks are dialled and retried.
+    pub dialler: DiallerConfig,
+    /// Per-queue callback settings (queues not listed get the defaults).
+    pub queues: BTreeMap<String, QueueConfig>,
+}
+
+/// The trunk (or outbound proxy) that outbound calls go through.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrunkConfig {
+    /// Where INVITEs are sent: the outbound proxy or registrar, `ip:port`.
+    pub address: SocketAddr,
+    /// The host part of the Request-URI (`sip:NUMBER@domain`); default: the
+    /// address.
+    pub domain: Option<String>,
+    /// The number presented to the callee (our From user part).
+    pub from: String,
+    /// Digest username, for trunks that challenge (401/407).
+    pub username: Option<String>,
+    /// Digest password.
+    pub password: Option<String>,
+}
+
+impl TrunkConfig {
+    /// The Request-URI for dialling `number`.
+    pub fn target(&self, number: &str) -> String {
+        match &self.domain {
+            Some(d) => format!("sip:{number}@{d}"),
+            None => format!("sip:{number}@{}", self.address),
+        }
+    }
+
+    /// Digest credentials, when both halves are configured.
+    pub fn credentials(&self) -> Option<crate::sip::auth::Credentials> {
+        match (&self.username, &self.password) {
+            (Some(username), Some(password)) => Some(crate::sip::auth::Credentials {
+                username: username.clone(),
+                password: password.clone(),
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// How the dialler works through the callback requests.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DiallerConfig {
+    /// Attempts in all, the first included.
+    pub max_attempts: u32,
+    /// The waits after the 1st, 2nd, ... missed attempt (the last repeats).
+    pub backoff: Vec<FlowDuration>,
+    /// How long an outbound call rings before it is cancelled.
+    pub ring_timeout: FlowDuration,
+    /// How often due requests are looked for when nothing else wakes the
+    /// dialler (new requests and finished attempts wake it at once).
+    pub poll: FlowDuration,
+    /// The callback flow for queues that do not name their own.
+    pub callback_flow: String,
+    /// Callbacks in progress per queue, for queues that do not set theirs.
+    pub max_in_progress: usize,
+    /// Added to the priority of a callback's transfer to the queue, so that
+    /// a caller who was promised a call is served before new callers.
+    pub priority_boost: i32,
+}
+
+impl Default for DiallerConfig {
+    fn default() -> Self {
+        let policy = crate::callback::scheduler::RetryPolicy::default();
+        Self {
+            max_attempts: policy.max_attempts,
+            backoff: policy.backoff.into_iter().map(FlowDuration).collect(),
+            ring_timeout: FlowDuration(policy.ring_timeout),
+            poll: FlowDuration(Duration::from_secs(1)),
+            callback_flow: "callback".into(),
+            max_in_progress: 2,
+            priority_boost: 1,
+        }
+    }
+}
+
+impl DiallerConfig {
+    /// The retry rules as the scheduler takes them.
+    pub fn retry_policy(&self) -> crate::callback::scheduler::RetryPolicy {
+        crate::callback::scheduler::RetryPolicy {
+            max_attempts: self.max_attempts.max(1),
+            backoff: self.backoff.iter().map(|d| d.0).collect(),
+            ring_timeout: self.ring_timeout.0,
+        }
+    }
+}
+
+/// One queue's callback settings.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    /// The flow a callback for this queue runs once the callee answers.
+    pub callback_flow: Option<String>,
+    /// At most this many of its callbacks dialling or in their callback
+    /// flow at once, so that callbacks do not flood the agents.
+    pub max_in_progress: Option<usize>,
 }
 
 impl Default for ServerConfig {
@@ -70,6 +174,9 @@ impl Default for ServerConfig {
             drain: FlowDuration(Duration::from_secs(30)),
             rtp_timeout: FlowDuration(Duration::from_secs(60)),
             transfer_timeout: FlowDuration(Duration::from_secs(30)),
+            trunk: None,
+            dialler: DiallerConfig::default(),
+            queues: BTreeMap::new(),
         }
     }
 }
@@ -151,6 +258,22 @@ impl ServerConfig {
             return Err(bad());
         }
         Ok((a, b))
+    }
+
+    /// The callback flow for `queue`.
+    pub fn callback_flow_for(&self, queue: &str) -> &str {
+        self.queues
+            .get(queue)
+            .and_then(|q| q.callback_flow.as_deref())
+            .unwrap_or(&self.dialler.callback_flow)
+    }
+
+    /// How many callbacks of `queue` may be in progress at once.
+    pub fn max_in_progress(&self, queue: &str) -> usize {
+        self.queues
+            .get(queue)
+            .and_then(|q| q.max_in_progress)
+            .unwrap_or(self.dialler.max_in_progress)
     }
 
     /// The flow for a dialled number.

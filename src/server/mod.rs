@@ -7,6 +7,8 @@ mod call_task;
 mod callbacks;
 mod cdr;
 pub mod config;
+mod dialler;
+mod outbound;
 pub mod policy;
 mod ports;
 pub mod queue_status;
@@ -40,6 +42,8 @@ pub enum ToSip {
     Command(CallHandle, CallCommand),
     /// The call task ended; its RTP port is free again.
     Done(CallHandle, u16),
+    /// Place a call for this claimed callback request.
+    Dial(Box<crate::callback::Callback>),
 }
 
 /// Why the server could not start.
@@ -118,6 +122,8 @@ struct Server {
     ua: UserAgent,
     socket: Arc<UdpSocket>,
     rtp_ip: IpAddr,
+    /// The address in our Via and Contact.
+    ua_advertised: std::net::SocketAddr,
     calls: HashMap<CallHandle, mpsc::UnboundedSender<ToCall>>,
     /// Calls that ring until their answer time.
     ringing: Vec<(Instant, Prepared, tracing::Span)>,
@@ -181,6 +187,7 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
     });
     let (control_tx, control_rx) = watch::channel(Control::Running);
     let mut listeners = tokio::task::JoinSet::new();
+    let mut dialler = None;
     for (addr, socket) in sockets {
         // With one listen address `advertise` may replace it (NAT); with
         // several, each advertises itself.
@@ -189,6 +196,14 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
             _ => addr,
         };
         let server = Server::new(Arc::clone(&shared), socket, advertised);
+        // Callbacks go out through the first listener.
+        if dialler.is_none() {
+            dialler = Some(tokio::spawn(dialler::run(
+                Arc::clone(&shared),
+                server.0.to_sip.clone(),
+                control_rx.clone(),
+            )));
+        }
         listeners.spawn(Server::run(server, control_rx.clone()));
     }
     let mut stats_tick = tokio::time::interval(Duration::from_secs(60));
@@ -235,6 +250,7 @@ impl Server {
             shared,
             socket: Arc::new(socket),
             rtp_ip,
+            ua_advertised: advertised,
             calls: HashMap::new(),
             ringing: Vec::new(),
             to_sip,
@@ -321,6 +337,7 @@ impl Server {
                 self.calls.remove(&call);
                 self.shared.ports().release(port);
             }
+            ToSip::Dial(callback) => self.dial(t, *callback),
         }
     }
 
@@ -429,10 +446,7 @@ impl Server {
             },
             None => (sdp::offer(&local), None),
         };
-        let socket = match std_socket
-            .set_nonblocking(true)
-            .and_then(|_| UdpSocket::from_std(std_socket))
-        {
+        let socket = match tokio_socket(std_socket) {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!("RTP socket: {e}");
@@ -451,6 +465,7 @@ impl Server {
             rtp_seed: (fastrand::u32(..), fastrand::u16(..), fastrand::u32(..)),
             rtp_timeout: self.shared.config.rtp_timeout.0,
             vars: self.shared.waits.as_vars(t),
+            callback: None,
         });
         if let Some(n) = negotiated {
             call.set_media(n);
@@ -485,6 +500,18 @@ impl Server {
             return;
         }
         call.on_answered(t);
+        self.spawn_call(handle, call, socket, port, span);
+    }
+
+    /// Starts the task of a call the user agent knows as `handle`.
+    fn spawn_call(
+        &mut self,
+        handle: CallHandle,
+        call: Call,
+        socket: UdpSocket,
+        port: u16,
+        span: tracing::Span,
+    ) {
         let (tx, rx) = mpsc::unbounded_channel();
         self.calls.insert(handle, tx);
         let task = call_task::run(
@@ -494,10 +521,7 @@ impl Server {
             port,
             rx,
             self.to_sip.clone(),
-            self.shared.records.clone(),
-            Arc::clone(&self.shared.stats),
-            self.shared.callbacks.clone(),
-            Arc::new(self.shared.config.dialling.clone()),
+            Arc::clone(&self.shared),
         );
         tokio::spawn(tracing::Instrument::instrument(task, span));
     }
@@ -533,8 +557,14 @@ struct Prepared {
     offer_in_2xx: bool,
 }
 
+/// A bound RTP socket, handed to tokio.
+fn tokio_socket(socket: std::net::UdpSocket) -> std::io::Result<UdpSocket> {
+    socket.set_nonblocking(true)?;
+    UdpSocket::from_std(socket)
+}
+
 /// The wall clock, read at the IO edge only.
 #[allow(clippy::disallowed_methods)]
-fn wall_now() -> chrono::DateTime<Utc> {
+pub(crate) fn wall_now() -> chrono::DateTime<Utc> {
     Utc::now()
 }

@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::diagnostic::Diagnostic;
+use crate::flow::schedule::Schedule;
 use crate::flow::{load_paths, FlowSet, LoadOptions, NodeRef};
 use crate::media::prompts::PromptCache;
 
@@ -48,6 +49,20 @@ impl Runtime {
             flows: Arc::new(set),
             prompts: Arc::new(cache),
         })
+    }
+
+    /// The opening hours of `queue`: from the flow `prefer` (the queue's
+    /// callback flow) if it gives them, else from the first flow that does.
+    pub fn queue_hours(&self, queue: &str, prefer: &str) -> Option<&Schedule> {
+        let preferred = self.flows.flow_index(prefer).map(|i| self.flows.flow(i));
+        preferred
+            .into_iter()
+            .chain(self.flows.flows.iter())
+            .find_map(|flow| {
+                let q = flow.queues.iter().find(|q| q.name == queue)?;
+                let (_, hours) = flow.schedules.get(q.hours? as usize)?;
+                Some(hours)
+            })
     }
 
     /// The start of the flow called `name`.

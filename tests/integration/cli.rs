@@ -20,7 +20,7 @@ fn text(bytes: &[u8]) -> String {
 fn check_accepts_the_shipped_flows() {
     let out = callflow(&["check", "flows"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).starts_with("ok: 2 flow(s)"));
+    assert!(text(&out.stdout).starts_with("ok: 3 flow(s)"));
 }
 
 #[test]

@@ -236,6 +236,11 @@ impl UserAgent {
         self.accepting = accepting;
     }
 
+    /// The SIP Call-ID of a call's dialog.
+    pub fn call_id(&self, call: CallHandle) -> Option<&str> {
+        self.dialogs.get(&call).map(|d| d.call_id.as_str())
+    }
+
     /// Calls with a dialog (answered or not yet).
     pub fn active_calls(&self) -> usize {
         self.dialogs.len()

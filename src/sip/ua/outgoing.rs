@@ -44,6 +44,10 @@ pub(super) struct Invite {
     /// Challenges already answered: a second 401/407 for the same nonce
     /// means the credentials are wrong, so give up instead of looping.
     pub answered_nonces: Vec<String>,
+    /// Credentials sent so far, as (header name, realm, value): a proxy and
+    /// the trunk behind it may each challenge, and every retry carries the
+    /// answers to all of them (RFC 3261 22.3), the latest per realm.
+    pub authorizations: Vec<(&'static str, String, String)>,
     pub ring_deadline: Instant,
     pub answered: bool,
     /// Challenged and re-sent with credentials under a new branch; kept
@@ -79,7 +83,7 @@ impl UserAgent {
             .insert((dialog.call_id.clone(), local_tag), handle);
         self.dialogs.insert(handle, dialog);
         let deadline = now + call.ring_timeout;
-        self.send_invite(now, handle, call, None, Vec::new(), deadline);
+        self.send_invite(now, handle, call, Vec::new(), Vec::new(), deadline);
         self.schedule(Some(deadline), TimerOwner::Ring(handle));
         handle
     }
@@ -89,7 +93,7 @@ impl UserAgent {
         now: Instant,
         handle: CallHandle,
         call: OutgoingCall,
-        authorization: Option<(&str, String)>,
+        authorizations: Vec<(&'static str, String, String)>,
         answered_nonces: Vec<String>,
         ring_deadline: Instant,
     ) {
@@ -99,7 +103,7 @@ impl UserAgent {
             return;
         };
         let mut extra: Vec<(&str, &str)> = vec![("Allow", super::ALLOW)];
-        if let Some((name, value)) = &authorization {
+        for (name, _, value) in &authorizations {
             extra.push((name, value.as_str()));
         }
         let bytes = d.request(
@@ -121,6 +125,7 @@ impl UserAgent {
                 call: handle,
                 request: call,
                 answered_nonces,
+                authorizations,
                 ring_deadline,
                 answered: false,
                 superseded: false,
@@ -232,10 +237,11 @@ impl UserAgent {
             return;
         };
         inv.superseded = true;
-        let (call, request, nonces, deadline) = (
+        let (call, request, nonces, mut authorizations, deadline) = (
             inv.call,
             inv.request.clone(),
             inv.answered_nonces.clone(),
+            inv.authorizations.clone(),
             inv.ring_deadline,
         );
         let chosen = auth::choose(&challenges).cloned();
@@ -266,9 +272,11 @@ impl UserAgent {
         } else {
             "Proxy-Authorization"
         };
+        authorizations.retain(|(n, realm, _)| !(*n == name && *realm == challenge.realm));
+        authorizations.push((name, challenge.realm.clone(), value));
         let mut nonces = nonces;
         nonces.push(challenge.nonce);
-        self.send_invite(now, call, request, Some((name, value)), nonces, deadline);
+        self.send_invite(now, call, request, authorizations, nonces, deadline);
     }
 
     /// The ACK for a non-2xx final response: same branch and CSeq number
@@ -345,16 +353,26 @@ impl UserAgent {
 
     /// The ring timeout: CANCEL an INVITE still unanswered (9.1).
     pub(super) fn ring_timeout(&mut self, now: Instant, call: CallHandle) {
+        let due = self
+            .invites
+            .values()
+            .any(|i| i.call == call && !i.answered && !i.superseded && now >= i.ring_deadline);
+        if due && self.cancel_invite(now, call) {
+            // The INVITE then ends with 487, which reads as "no answer".
+            self.no_answer.insert(call);
+        }
+    }
+
+    /// Sends CANCEL for the call's unanswered INVITE (9.1); false when there
+    /// is none (answered already, or never sent).
+    pub(super) fn cancel_invite(&mut self, now: Instant, call: CallHandle) -> bool {
         let Some(inv) = self
             .invites
             .values()
             .find(|i| i.call == call && !i.answered && !i.superseded)
         else {
-            return;
+            return false;
         };
-        if now < inv.ring_deadline {
-            return;
-        }
         let mut s = String::with_capacity(300);
         let _ = write!(s, "CANCEL {} SIP/2.0\r\n", inv.request.target);
         let _ = write!(
@@ -363,7 +381,7 @@ impl UserAgent {
             self.config.advertised, inv.branch
         );
         let Some(d) = self.dialogs.get(&call) else {
-            return;
+            return false;
         };
         let _ = write!(
             s,
@@ -388,7 +406,11 @@ impl UserAgent {
             },
         );
         self.drain_client(now, &branch);
-        // The INVITE then ends with 487, which reads as "no answer".
-        self.no_answer.insert(call);
+        true
+    }
+
+    /// Whether `call` is one we placed (its INVITE is ours).
+    pub fn is_outgoing(&self, call: CallHandle) -> bool {
+        self.invites.values().any(|i| i.call == call)
     }
 }

@@ -134,10 +134,13 @@ impl UserAgent {
 
     /// Ends the call: BYE once answered, 480 before.
     pub fn hangup(&mut self, now: Instant, call: CallHandle) {
-        let Some(d) = self.dialogs.get(&call) else {
+        let Some(state) = self.dialogs.get(&call).map(|d| d.state) else {
             return;
         };
-        match d.state {
+        match state {
+            // A call we placed that still rings is cancelled; the INVITE
+            // then ends with 487 and the call with DialFailed.
+            DialogState::Early if self.cancel_invite(now, call) => {}
             DialogState::Early => {
                 self.reject(now, call, 480, "Temporarily Unavailable", &[]);
                 self.event(call, UaEvent::Ended(EndReason::Rejected(480)));

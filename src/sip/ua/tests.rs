@@ -677,6 +677,32 @@ fn a_407_is_answered_once_with_digest_credentials() {
 }
 
 #[test]
+fn a_proxy_then_a_trunk_challenge_are_both_answered_on_the_last_retry() {
+    let mut rig = Rig::new();
+    originate(&mut rig, Some("s3cret"));
+    let proxy = "Proxy-Authenticate: Digest realm=\"proxy\", nonce=\"p1\", qop=\"auth\"\r\n";
+    answer_last(&mut rig, "407 Proxy Authentication Required", proxy);
+    let trunk = "WWW-Authenticate: Digest realm=\"trunk\", nonce=\"t1\", algorithm=MD5\r\n";
+    answer_last(&mut rig, "401 Unauthorized", trunk);
+    let last = rig.sent.last().unwrap().2.clone();
+    assert!(last.starts_with("INVITE "), "{last}");
+    assert_eq!(header(&last, "CSeq:"), "CSeq: 3 INVITE");
+    for name in ["Proxy-Authorization:", "Authorization:"] {
+        let value = header(&last, name).trim_start_matches(name).trim();
+        assert_eq!(
+            crate::sip::auth::verify(value, "s3cret", "INVITE", b"v=0\r\n"),
+            Ok(true),
+            "{name} {value}"
+        );
+    }
+    assert_eq!(
+        last.matches("Authorization:").count(),
+        2,
+        "one per realm: {last}"
+    );
+}
+
+#[test]
 fn busy_is_a_failure_with_its_status() {
     let mut rig = Rig::new();
     let call = originate(&mut rig, None);

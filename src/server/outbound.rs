@@ -1,0 +1,108 @@
+//! Placing a callback: the listener turns a claimed request into an
+//! outbound INVITE through the trunk and a call task that runs the queue's
+//! callback flow once the callee answers.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::call::callback_leg::CallbackLeg;
+use crate::call::{Call, CallSetup};
+use crate::callback::{AttemptOutcome, Callback};
+use crate::sip::sdp::{self, LocalMedia};
+use crate::sip::ua::{IncomingCall, OutgoingCall};
+
+use super::{tokio_socket, wall_now, Server};
+
+impl Server {
+    /// Dials `callback`; an attempt that cannot even start is settled as
+    /// failed at once (and retried by the policy).
+    pub(super) fn dial(&mut self, t: Instant, callback: Callback) {
+        let config = &self.shared.config;
+        let leg = CallbackLeg::of(&callback, config.dialler.priority_boost);
+        let span = tracing::info_span!("callback", id = leg.id, attempt = leg.attempt);
+        let _entered = span.enter();
+        let Some(trunk) = config.trunk.clone() else {
+            self.attempt_failed(&leg, "no trunk configured".into());
+            return;
+        };
+        let flow = config.callback_flow_for(&leg.queue).to_string();
+        let runtime = self.shared.runtime();
+        let Some(entry) = runtime.entry(&flow) else {
+            self.attempt_failed(&leg, format!("the callback flow `{flow}` is not loaded"));
+            return;
+        };
+        let Some((std_socket, port)) = self.shared.ports().bind(self.rtp_ip) else {
+            self.attempt_failed(&leg, "no free RTP port".into());
+            return;
+        };
+        let socket = match tokio_socket(std_socket) {
+            Ok(s) => s,
+            Err(e) => {
+                self.shared.ports().release(port);
+                self.attempt_failed(&leg, format!("RTP socket: {e}"));
+                return;
+            }
+        };
+        let local = LocalMedia {
+            addr: self.rtp_ip,
+            port,
+            session_id: fastrand::u64(1..u64::MAX / 2),
+            session_version: 1,
+        };
+        let target = trunk.target(&leg.number);
+        let policy = config.dialler.retry_policy();
+        let handle = self.ua.originate(
+            t,
+            OutgoingCall {
+                target: target.clone(),
+                from_user: trunk.from.clone(),
+                destination: trunk.address,
+                sdp: sdp::offer(&local).into_bytes(),
+                credentials: trunk.credentials(),
+                ring_timeout: policy.ring_timeout,
+            },
+        );
+        let since_request = (wall_now() - leg.requested_at).num_milliseconds();
+        tracing::info!(
+            number = %leg.number, queue = %leg.queue, flow = %flow, since_request_ms = since_request,
+            "dialling a callback"
+        );
+        let mut vars = self.shared.waits.as_vars(t);
+        vars.extend(leg.vars());
+        let call = Call::new(CallSetup {
+            incoming: IncomingCall {
+                call_id: self.ua.call_id(handle).unwrap_or_default().to_string(),
+                caller: leg.number.clone(),
+                called: leg.queue.clone(),
+                from: format!("<sip:{}@{}>", trunk.from, self.ua_advertised),
+                to: format!("<{target}>"),
+                offer: None,
+                source: trunk.address,
+            },
+            flows: Arc::clone(&runtime.flows),
+            prompts: Arc::clone(&runtime.prompts),
+            entry,
+            started: t,
+            started_wall: wall_now(),
+            rtp_seed: (fastrand::u32(..), fastrand::u16(..), fastrand::u32(..)),
+            rtp_timeout: config.rtp_timeout.0,
+            vars,
+            callback: Some(leg),
+        });
+        drop(_entered);
+        self.spawn_call(handle, call, socket, port, span);
+    }
+
+    fn attempt_failed(&self, leg: &CallbackLeg, reason: String) {
+        tracing::warn!(id = leg.id, "callback attempt could not start: {reason}");
+        let flow = self.shared.config.callback_flow_for(&leg.queue);
+        let hours = self.shared.runtime().queue_hours(&leg.queue, flow).cloned();
+        self.shared.callbacks.settle(
+            leg.id,
+            wall_now(),
+            AttemptOutcome::Failed(reason),
+            self.shared.config.dialler.retry_policy(),
+            hours,
+        );
+    }
+}
