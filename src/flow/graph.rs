@@ -357,6 +357,16 @@ pub struct CallbackPrompts {
     pub digits: [PromptId; 10],
 }
 
+/// The estimated-wait sentence before a callback offer (`say_wait`).
+#[derive(Debug)]
+pub struct WaitSentence {
+    /// The variable that holds the wait in seconds, `wait_QUEUE`.
+    pub var: String,
+    /// Every piece [`crate::flow::speak::wait_sentence`] can name, resolved
+    /// at load so that a call never meets a missing file.
+    pub pieces: HashMap<&'static str, PromptId>,
+}
+
 /// A callback offer, resolved.
 #[derive(Debug)]
 pub struct Callback {
@@ -364,6 +374,8 @@ pub struct Callback {
     pub queue: u32,
     /// Read back and confirm the number.
     pub confirm_number: bool,
+    /// Say the estimated wait before the offer.
+    pub say_wait: Option<WaitSentence>,
     /// Fewest digits of another number.
     pub min_digits: u32,
     /// Most digits of another number.

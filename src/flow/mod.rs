@@ -14,6 +14,7 @@ pub mod position;
 pub mod render;
 pub mod schedule;
 pub mod schema;
+pub mod speak;
 pub mod template;
 
 pub use graph::{FlowSet, NodeRef, PromptId};

@@ -327,6 +327,15 @@ pub struct CallbackDef {
     /// another (2). Without it, the caller's own number is used.
     #[serde(default = "yes")]
     pub confirm_number: bool,
+    /// Before the offer, tell the caller the queue's estimated wait from
+    /// the variable `wait_QUEUE` (seconds): "The current wait is about six
+    /// minutes", rounded up; under a minute and over an hour are said as
+    /// such. When the variable is missing or not a number the offer plays
+    /// without it. Needs the prompts `wait-is-about`,
+    /// `wait-under-a-minute`, `wait-over-an-hour`, `minute`, `minutes`,
+    /// `num-1` .. `num-19` and `num-20` .. `num-60` (by tens).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub say_wait: bool,
     /// Fewest digits of another number (default 6).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_digits: Option<u32>,

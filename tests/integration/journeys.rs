@@ -22,6 +22,18 @@ fn journey(
     input: &str,
     transfer: Answer,
 ) -> (String, Option<Outcome>) {
+    journey_with_vars(name, caller, at, input, transfer, &[])
+}
+
+/// A journey with variables the server would provide (`wait_general`).
+fn journey_with_vars(
+    name: &str,
+    caller: &str,
+    at: DateTime<Utc>,
+    input: &str,
+    transfer: Answer,
+    vars: &[(&str, &str)],
+) -> (String, Option<Outcome>) {
     let set = shipped();
     let entry = set.start_of("support").unwrap();
     let durations = prompt_durations(&set);
@@ -32,7 +44,10 @@ fn journey(
         input: parse_script(input).unwrap(),
         transfer,
         callback: Answer::Ok,
-        vars: Vec::new(),
+        vars: vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
     };
     let t = simulate(set, entry, &durations, &options);
     let golden = repo(&format!("tests/journeys/{name}.txt"));
@@ -185,6 +200,50 @@ fn caller_hanging_up_in_the_menu_is_recorded_there() {
         outcome,
         Some(Outcome::CallerHungUp {
             node: "support.main".into()
+        })
+    );
+}
+
+#[test]
+fn busy_agents_offer_a_callback_saying_the_current_wait() {
+    // Technical support cannot take the call; the general queue's wait is
+    // 5 min 40 s, said rounded up.
+    let (text, outcome) = journey_with_vars(
+        "callback-wait",
+        "+37120000099",
+        weekday_morning(),
+        "2, wait 2s, 1, 1",
+        Answer::Fail,
+        &[("wait_general", "340")],
+    );
+    assert!(
+        text.contains("play wait-is-about + num-6 + minutes + callback-offer ("),
+        "{text}"
+    );
+    assert_eq!(
+        outcome,
+        Some(Outcome::CallbackRequested {
+            queue: "general".into()
+        })
+    );
+}
+
+#[test]
+fn without_a_known_wait_the_offer_is_made_without_it() {
+    let (text, outcome) = journey(
+        "callback-no-wait",
+        "+37120000099",
+        weekday_morning(),
+        "2, wait 2s, 1, 1",
+        Answer::Fail,
+    );
+    assert!(text.contains("play callback-offer ("), "{text}");
+    assert!(!text.contains("wait-is-about"), "{text}");
+    assert!(!text.contains("wait-under-a-minute"), "{text}");
+    assert_eq!(
+        outcome,
+        Some(Outcome::CallbackRequested {
+            queue: "general".into()
         })
     );
 }

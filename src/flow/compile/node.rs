@@ -6,6 +6,7 @@ use regex::Regex;
 
 use super::condition::compile_condition;
 use super::*;
+use crate::flow::speak;
 
 pub(super) fn compile_node(cx: &mut Ctx<'_>, path: &str, name: &str, node: &NodeDef) -> NodeKind {
     let present: Vec<&str> = [
@@ -442,6 +443,9 @@ fn compile_callback(cx: &mut Ctx<'_>, path: &str, node: &NodeDef, c: &CallbackDe
     for (d, slot) in digits.iter_mut().enumerate() {
         *slot = cx.builtin_prompt(&cp, &format!("digit-{d}"));
     }
+    let say_wait = c
+        .say_wait
+        .then(|| wait_sentence(cx, &join(&cp, "say_wait"), &c.queue));
     let min_digits = c.min_digits.unwrap_or(6);
     let max_digits = c.max_digits.unwrap_or(15);
     if min_digits == 0 || max_digits < min_digits || max_digits > 20 {
@@ -471,6 +475,7 @@ fn compile_callback(cx: &mut Ctx<'_>, path: &str, node: &NodeDef, c: &CallbackDe
     NodeKind::Callback(Callback {
         queue,
         confirm_number: c.confirm_number,
+        say_wait,
         min_digits,
         max_digits,
         timeout,
@@ -490,4 +495,39 @@ fn compile_callback(cx: &mut Ctx<'_>, path: &str, node: &NodeDef, c: &CallbackDe
         on_decline,
         on_fail,
     })
+}
+
+/// Resolves every piece the wait sentence may use. Which pieces a call needs
+/// depends on the wait at run time, so all of them must have files now; the
+/// missing ones are reported together, as one fix (add the recordings).
+fn wait_sentence(cx: &mut Ctx<'_>, path: &str, queue: &str) -> WaitSentence {
+    let mut pieces = HashMap::new();
+    let mut missing = Vec::new();
+    for name in speak::wait_pieces() {
+        match cx.prompts.intern(name) {
+            Ok(id) => {
+                pieces.insert(name, id);
+            }
+            Err(msg) => missing.push((name, msg)),
+        }
+    }
+    match missing.as_slice() {
+        [] => {}
+        [(_, msg)] => cx.error(path, format!("{msg} (`say_wait` needs it)")),
+        [(_, first), ..] => {
+            let names: Vec<&str> = missing.iter().map(|(n, _)| *n).collect();
+            cx.error(
+                path,
+                format!(
+                    "`say_wait` needs {} prompts that cannot be played: {} (the first: {first})",
+                    names.len(),
+                    names.join(", ")
+                ),
+            );
+        }
+    }
+    WaitSentence {
+        var: format!("wait_{queue}"),
+        pieces,
+    }
 }

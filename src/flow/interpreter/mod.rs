@@ -27,6 +27,7 @@ pub use io::*;
 use super::condition::Env;
 use super::graph::{FlowSet, NodeKind, NodeRef, PromptId, PromptSeq, TransferTarget};
 use super::numbers::normalise;
+use super::speak;
 
 /// At most this many nodes are run for one event. Load checks refuse loops
 /// that never wait, so this only stops a flow set that skipped the checks.
@@ -57,7 +58,8 @@ enum Choice {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum MenuStage {
     Menu,
-    CallbackOffer,
+    /// The offer, with the wait sentence first when there is one.
+    CallbackOffer(PromptSeq),
     CallbackConfirm(PromptSeq),
 }
 
@@ -419,7 +421,10 @@ impl Interpreter {
                 }
                 NodeKind::Goto { target } => Next::Go(*target),
                 NodeKind::Transfer(_) => self.enter_transfer(out),
-                NodeKind::Callback(_) => self.enter_menu(MenuStage::CallbackOffer, out),
+                NodeKind::Callback(_) => {
+                    let offer = self.offer_with_wait();
+                    self.enter_menu(MenuStage::CallbackOffer(offer), out)
+                }
                 NodeKind::Hangup { prompts } => {
                     if prompts.is_empty() {
                         self.hang_up(out);
@@ -559,7 +564,16 @@ impl Interpreter {
                 retries: c.retries,
                 fail: Choice::CallbackDecline,
             },
-            (NodeKind::Callback(c), _) => MenuSpec {
+            // The wait is news once; a repeated question is the offer alone.
+            (NodeKind::Callback(c), MenuStage::CallbackOffer(first)) => MenuSpec {
+                prompt: Arc::clone(first),
+                reprompt_invalid: Arc::clone(&c.prompts.offer),
+                reprompt_no_input: Arc::clone(&c.prompts.offer),
+                timeout: c.timeout,
+                retries: c.retries,
+                fail: Choice::CallbackDecline,
+            },
+            (NodeKind::Callback(c), MenuStage::Menu) => MenuSpec {
                 prompt: Arc::clone(&c.prompts.offer),
                 reprompt_invalid: Arc::clone(&c.prompts.offer),
                 reprompt_no_input: Arc::clone(&c.prompts.offer),
@@ -585,7 +599,7 @@ impl Interpreter {
                 .iter()
                 .find(|(k, _)| *k == key)
                 .map(|(_, t)| Choice::Node(*t)),
-            (NodeKind::Callback(_), MenuStage::CallbackOffer) => match key {
+            (NodeKind::Callback(_), MenuStage::CallbackOffer(_)) => match key {
                 '1' => Some(Choice::CallbackAccept),
                 '2' => Some(Choice::CallbackDecline),
                 _ => None,
@@ -686,6 +700,35 @@ impl Interpreter {
                 self.request_callback(number, None, out)
             }
             Choice::CallbackOther => self.enter_entry(EntryStage::CallbackNumber, out),
+        }
+    }
+
+    /// "The current wait is about six minutes. Press 1 for a callback ..."
+    /// A wait that is missing or not a number leaves the offer alone: the
+    /// sentence is a courtesy and must never hold up the call.
+    fn offer_with_wait(&self) -> PromptSeq {
+        let NodeKind::Callback(c) = &self.set.node(self.at).kind else {
+            return Arc::from(Vec::new());
+        };
+        let offer = &c.prompts.offer;
+        let Some(wait) = &c.say_wait else {
+            return Arc::clone(offer);
+        };
+        let sentence: Option<Vec<PromptId>> = self
+            .var(&wait.var)
+            .and_then(speak::wait_sentence_for)
+            .and_then(|names| {
+                names
+                    .iter()
+                    .map(|name| wait.pieces.get(name).copied())
+                    .collect()
+            });
+        match sentence {
+            Some(mut seq) => {
+                seq.extend(offer.iter().copied());
+                seq.into()
+            }
+            None => Arc::clone(offer),
         }
     }
 

@@ -58,6 +58,16 @@ fn office_hours() -> DateTime<Utc> {
 
 impl Call {
     fn start(set: &Arc<FlowSet>, caller: &str, at: DateTime<Utc>) -> Self {
+        Self::start_with(set, caller, at, &[])
+    }
+
+    /// A call with variables from the server (e.g. `wait_general`).
+    fn start_with(
+        set: &Arc<FlowSet>,
+        caller: &str,
+        at: DateTime<Utc>,
+        vars: &[(&str, &str)],
+    ) -> Self {
         #[allow(clippy::disallowed_methods)] // a fake clock needs a base
         let now = Instant::now();
         let entry = NodeRef {
@@ -73,7 +83,10 @@ impl Call {
                 call_id: "test-call".into(),
                 started: now,
                 started_wall: at,
-                vars: Vec::new(),
+                vars: vars
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
             },
         );
         let mut call = Self {
@@ -664,5 +677,119 @@ nodes:
     assert_eq!(
         not_before(christmas_eve),
         Some(Some(Utc.with_ymd_and_hms(2026, 12, 28, 6, 0, 0).unwrap()))
+    );
+}
+
+const WAIT_FLOW: &str = r#"
+flow: t
+start: offer
+queues: { general: { uri: "sip:general@acd.example.net" } }
+nodes:
+  offer:
+    callback: { queue: general, offer: callback-offer, say_wait: true, timeout: 4s }
+    on_accept: bye
+    on_decline: bye
+  bye: { hangup: {} }
+"#;
+
+#[test]
+fn the_estimated_wait_is_said_before_the_offer_once() {
+    let set = load_ok(&[WAIT_FLOW]);
+    let mut call = Call::start_with(
+        &set,
+        "+37120000001",
+        office_hours(),
+        &[("wait_general", "340")],
+    );
+    assert_eq!(
+        call.played(),
+        ["wait-is-about+num-6+minutes+callback-offer"]
+    );
+    call.prompt_ends();
+    call.timeout();
+    // The reprompt asks the question again; the wait was already told.
+    assert_eq!(call.played().last().unwrap(), "callback-offer");
+    call.press("1");
+    assert_eq!(call.node(), "offer");
+    assert!(call
+        .played()
+        .last()
+        .unwrap()
+        .starts_with("callback-number-is"));
+}
+
+#[test]
+fn the_wait_follows_the_variable_at_the_offer_and_a_bad_value_is_skipped() {
+    let set = load_ok(&[WAIT_FLOW]);
+    let first = |vars: &[(&str, &str)]| {
+        let call = Call::start_with(&set, "+37120000001", office_hours(), vars);
+        call.played()[0].clone()
+    };
+    assert_eq!(first(&[]), "callback-offer");
+    assert_eq!(first(&[("wait_general", "unknown")]), "callback-offer");
+    assert_eq!(first(&[("wait_general", "-5")]), "callback-offer");
+    assert_eq!(first(&[("wait_other", "300")]), "callback-offer");
+    assert_eq!(
+        first(&[("wait_general", "30")]),
+        "wait-under-a-minute+callback-offer"
+    );
+    assert_eq!(
+        first(&[("wait_general", "60")]),
+        "wait-is-about+num-1+minute+callback-offer"
+    );
+    assert_eq!(
+        first(&[("wait_general", "2700")]),
+        "wait-is-about+num-40+num-5+minutes+callback-offer"
+    );
+    assert_eq!(
+        first(&[("wait_general", "86400")]),
+        "wait-over-an-hour+callback-offer"
+    );
+    // Without `say_wait` the variable is not said.
+    let quiet = load_ok(&[&WAIT_FLOW.replace("say_wait: true, ", "")]);
+    let call = Call::start_with(&quiet, "1", office_hours(), &[("wait_general", "340")]);
+    assert_eq!(call.played(), ["callback-offer"]);
+}
+
+#[test]
+fn say_wait_needs_every_piece_of_the_sentence_at_load() {
+    // A prompts directory with what a callback needs, but no numbers.
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(repo("prompts")).unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".wav") && !name.starts_with("num-") {
+            std::fs::copy(entry.path(), dir.path().join(&name)).unwrap();
+        }
+    }
+    let load_in = |yaml: &str| {
+        let sources = [(repo("flows/test0.yaml"), yaml.to_string())];
+        let loaded = load_sources(
+            &sources,
+            &LoadOptions {
+                prompts_dir: dir.path().to_path_buf(),
+            },
+        );
+        loaded
+            .diagnostics
+            .iter()
+            .filter(|d| d.is_error())
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+    };
+    let errors = load_in(WAIT_FLOW);
+    assert_eq!(errors.len(), 1, "one error for all the pieces: {errors:#?}");
+    assert!(
+        errors[0].contains("`say_wait` needs 24 prompts"),
+        "{errors:#?}"
+    );
+    assert!(errors[0].contains("num-1, num-2"), "{errors:#?}");
+    assert!(errors[0].contains("num-60"), "{errors:#?}");
+    assert!(!errors[0].contains("num-70"), "never said: {errors:#?}");
+    // Where: the `say_wait` line (line 7 of the flow text).
+    assert!(errors[0].contains("test0.yaml:7:"), "{errors:#?}");
+    let errors = load_in(&WAIT_FLOW.replace("say_wait: true, ", ""));
+    assert!(
+        errors.is_empty(),
+        "not needed without say_wait: {errors:#?}"
     );
 }
