@@ -1,9 +1,11 @@
 //! Integration tests: the shipped flows, the broken-flow corpus, simulated
-//! caller journeys and the command line.
+//! caller journeys, the command line, SIPp end to end and the callback
+//! dialler.
 
 mod broken_corpus;
 mod cli;
 mod common;
+mod dialler;
 mod journeys;
 mod shipped_flows;
 mod sipp;

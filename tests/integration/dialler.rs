@@ -1,0 +1,216 @@
+//! End-to-end tests of keeping callback promises: SIPp plays the caller who
+//! books a callback (flow `cb`, route 8002) and, as a second process, the
+//! trunk that receives callflow's outbound INVITE: it challenges, answers,
+//! is busy or does not answer, presses the key and takes the REFER to the
+//! queue. The tests then check the callback database through the admin CLI
+//! and the call records.
+
+#![allow(clippy::disallowed_methods)]
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use crate::common::repo;
+use crate::sipp::{callbacks_cli, free_udp_port, Server};
+
+/// The number the caller books (SIPp's From, as the dialling policy keeps it).
+const NUMBER: &str = "37120000000";
+
+/// Writes the server configuration for a trunk on `trunk_port`.
+fn config(dir: &Path, trunk_port: u16, dialler: &str) -> String {
+    let path = dir.join("config.yaml");
+    let text = format!(
+        "trunk: {{ address: \"127.0.0.1:{trunk_port}\", domain: trunk.test, from: \"37160000000\", username: callflow, password: s3cret }}\ndialler: {{ {dialler} }}\n"
+    );
+    std::fs::write(&path, text).expect("write config");
+    path.display().to_string()
+}
+
+/// SIPp as the trunk: one call of `scenario`, listening on `port`.
+fn trunk(dir: &Path, scenario: &str, port: u16) -> Child {
+    let media = (free_udp_port() & !1).to_string();
+    let child = Command::new("sipp")
+        .current_dir(dir)
+        .arg("-sf")
+        .arg(repo(&format!("tests/sipp/{scenario}.xml")))
+        .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-mp", &media])
+        .args(["-m", "1", "-nostdin", "-timeout", "40s", "-timeout_error"])
+        .args(["-trace_err", "-trace_msg"])
+        .arg("-error_file")
+        .arg(dir.join(format!("{scenario}-errors.log")))
+        .arg("-message_file")
+        .arg(dir.join(format!("{scenario}-messages.log")))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run sipp (apt-get install -y sip-tester)");
+    // SIPp binds within a few milliseconds; give it ample time.
+    std::thread::sleep(Duration::from_millis(300));
+    child
+}
+
+/// Waits for the trunk's SIPp, which must have passed its one call.
+fn trunk_passed(server: &Server, child: Child, scenario: &str) {
+    let out = child.wait_with_output().expect("wait for sipp");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        server.explain(scenario, &out)
+    );
+}
+
+/// Waits up to 10 s for the request to be in `state`.
+fn wait_state(server: &Server, state: &str) -> String {
+    let db = server.dir.path().join("callbacks.db");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let list = callbacks_cli(&db, &["list", "--state", state]);
+        if list.contains(NUMBER) {
+            return list;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the callback never became {state}: {}\n{}",
+            callbacks_cli(&db, &["list"]),
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The records of calls we placed for callbacks, in attempt order.
+fn attempts(server: &Server, n: usize) -> Vec<Value> {
+    let mut found: Vec<Value> = server
+        .records(n + 1)
+        .into_iter()
+        .filter(|r| r.get("callback").is_some())
+        .collect();
+    found.sort_by_key(|r| r["callback"]["attempt"].as_u64());
+    assert_eq!(found.len(), n, "{found:?}\n{}", server.log());
+    found
+}
+
+fn time(record: &Value, field: &str) -> DateTime<Utc> {
+    record[field]
+        .as_str()
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or_else(|| panic!("no {field} in {record}"))
+}
+
+#[test]
+fn a_booked_callback_is_dialled_through_a_challenging_trunk_and_handed_to_the_queue() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let trunk_port = free_udp_port();
+    let cfg = config(dir.path(), trunk_port, "poll: 1s");
+    let sipp = trunk(dir.path(), "trunk_auth", trunk_port);
+    let server = Server::start_in(dir, &["--route", "8002=cb", "--config", &cfg]);
+    server.call("callback_confirm", &[]);
+    trunk_passed(&server, sipp, "trunk_auth");
+    wait_state(&server, "completed");
+    let record = &attempts(&server, 1)[0];
+    assert_eq!(record["outcome"], "transferred", "{record}");
+    assert_eq!(record["callback"]["result"], "completed", "{record}");
+    assert_eq!(record["caller"], NUMBER, "{record}");
+    assert_eq!(record["flow"], "callback", "{record}");
+    assert_eq!(record["digits"], "1", "{record}");
+    // For the closing note: confirmed request to outbound INVITE.
+    if let Some(ms) = server
+        .log()
+        .split("since_request_ms=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next().map(str::to_string))
+    {
+        eprintln!("request stored -> INVITE sent: {ms} ms");
+    }
+    assert!(server.stop().success());
+}
+
+#[test]
+fn a_busy_callee_is_dialled_again_after_the_back_off() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let trunk_port = free_udp_port();
+    let cfg = config(
+        dir.path(),
+        trunk_port,
+        "backoff: [2s], max_attempts: 3, poll: 100ms",
+    );
+    let busy = trunk(dir.path(), "trunk_busy", trunk_port);
+    let server = Server::start_in(dir, &["--route", "8002=cb", "--config", &cfg]);
+    server.call("callback_confirm", &[]);
+    trunk_passed(&server, busy, "trunk_busy");
+    let answer = trunk(server.dir.path(), "trunk_answer", trunk_port);
+    trunk_passed(&server, answer, "trunk_answer");
+    wait_state(&server, "completed");
+    let tries = attempts(&server, 2);
+    assert_eq!(tries[0]["outcome"], "busy", "{}", tries[0]);
+    assert_eq!(tries[0]["callback"]["result"], "busy");
+    assert_eq!(tries[1]["callback"]["result"], "completed", "{}", tries[1]);
+    let gap = time(&tries[1], "start") - time(&tries[0], "end");
+    assert!(
+        gap >= chrono::TimeDelta::milliseconds(1900),
+        "the second attempt waited for the back-off: {gap}"
+    );
+    assert!(server.stop().success());
+}
+
+#[test]
+fn an_unanswered_callback_is_cancelled_after_the_ring_timeout() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let trunk_port = free_udp_port();
+    let cfg = config(
+        dir.path(),
+        trunk_port,
+        "ring_timeout: 2s, max_attempts: 1, poll: 100ms",
+    );
+    let sipp = trunk(dir.path(), "trunk_no_answer", trunk_port);
+    let server = Server::start_in(dir, &["--route", "8002=cb", "--config", &cfg]);
+    server.call("callback_confirm", &[]);
+    trunk_passed(&server, sipp, "trunk_no_answer");
+    let list = wait_state(&server, "failed");
+    assert!(list.contains("no-answer"), "{list}");
+    let record = &attempts(&server, 1)[0];
+    assert_eq!(record["outcome"], "no_answer", "{record}");
+    let rang = time(record, "end") - time(record, "start");
+    assert!(
+        rang >= chrono::TimeDelta::milliseconds(1900),
+        "CANCEL only after the ring timeout: {rang}"
+    );
+    assert!(server.stop().success());
+}
+
+#[test]
+fn a_callback_booked_before_a_kill_9_is_dialled_after_the_restart() {
+    let mut first = Server::start(&["--route", "8002=cb"]);
+    let db = first.dir.path().join("callbacks.db");
+    std::thread::scope(|scope| {
+        let caller = scope.spawn(|| first.sipp("callback_confirm", &["-m", "1", "-timeout", "5s"]));
+        // The request is committed before the confirmation prompt starts;
+        // kill the engine the moment it is there.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !callbacks_cli(&db, &["list"]).contains(NUMBER) {
+            assert!(Instant::now() < deadline, "no callback was stored");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = Command::new("kill")
+            .arg("-KILL")
+            .arg(first.child.id().to_string())
+            .status();
+        let _ = caller.join();
+    });
+    let _ = first.child.wait();
+    let dir = std::mem::replace(&mut first.dir, tempfile::tempdir().expect("tempdir"));
+    drop(first);
+    let trunk_port = free_udp_port();
+    let cfg = config(dir.path(), trunk_port, "poll: 100ms");
+    let sipp = trunk(dir.path(), "trunk_answer", trunk_port);
+    let second = Server::start_in(dir, &["--route", "8002=cb", "--config", &cfg]);
+    trunk_passed(&second, sipp, "trunk_answer");
+    wait_state(&second, "completed");
+    assert!(second.stop().success());
+}
