@@ -435,6 +435,7 @@ impl Call {
             outcome,
             detail,
             callback: None,
+            callback_id: None,
         };
         self.out.push_back(CallOutput::Finished(Box::new(record)));
     }

@@ -40,6 +40,10 @@ pub struct CallRecord {
     /// attempt, and how it went.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub callback: Option<super::callback_leg::CallbackAttemptRecord>,
+    /// For a call that booked a callback: the request's id, which the
+    /// records of the calls placed for it name too.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub callback_id: Option<crate::callback::CallbackId>,
 }
 
 /// RFC 3339 with milliseconds, UTC.

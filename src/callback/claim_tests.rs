@@ -202,3 +202,31 @@ fn recover_after_a_crash_redials_what_was_being_dialled() {
     assert_eq!(redialled[0].attempts, 2);
     assert_eq!(store.recover(restart).unwrap(), 3, "all three dialling now");
 }
+
+#[test]
+fn recover_completes_what_was_already_handed_to_an_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("callbacks.db");
+    let now = utc("2026-06-10 09:00");
+    let id = {
+        let mut store = CallbackStore::open(&path).unwrap();
+        let id = store.request(new_callback("1", "q", 1), now).unwrap().id();
+        store.claim_due(now, &no_limit, 1).unwrap();
+        store
+            .finish_attempt(id, now, &AttemptOutcome::Connected)
+            .unwrap();
+        id
+    };
+    let mut store = CallbackStore::open(&path).unwrap();
+    assert_eq!(store.recover(utc("2026-06-10 09:05")).unwrap(), 0);
+    let callback = store.get(id).unwrap();
+    assert_eq!(callback.state, State::Completed);
+    assert!(callback
+        .last_error
+        .unwrap_or_default()
+        .contains("transfer accepted"));
+    assert!(store
+        .claim_due(utc("2026-06-10 09:06"), &no_limit, 10)
+        .unwrap()
+        .is_empty());
+}

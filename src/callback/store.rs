@@ -380,7 +380,9 @@ impl CallbackStore {
     /// attempt is recorded as `interrupted`. Returns how many.
     ///
     /// This makes dialling at-least-once: a request whose call was ringing
-    /// when the process died is dialled again. It assumes no other live
+    /// when the process died is dialled again. A request `connected` (its
+    /// transfer accepted by the ACD) is completed instead: the callee was
+    /// already handed to an agent. It assumes no other live
     /// process is dialling from the same file (one dialling server per
     /// database; the admin CLI never dials).
     pub fn recover(&mut self, now: DateTime<Utc>) -> Result<usize, StoreError> {
@@ -403,7 +405,23 @@ impl CallbackStore {
              WHERE state = 'dialling'",
             [now_ms],
         )?;
+        // Connected: the ACD accepted the transfer (202) and the callee was
+        // on their way to an agent. Dialling them again could ring a
+        // customer who is talking to that agent, so the promise counts as
+        // kept, with a note of the unknown end.
+        let handed_over = tx.execute(
+            "UPDATE callbacks SET state = 'completed', updated_at = ?1,
+                 last_error = 'transfer accepted; its end was not seen (restart)'
+             WHERE state = 'connected'",
+            [now_ms],
+        )?;
         tx.commit()?;
+        if handed_over > 0 {
+            tracing::warn!(
+                handed_over,
+                "callbacks transferred when the engine stopped are taken as completed"
+            );
+        }
         if recovered > 0 {
             tracing::warn!(
                 recovered,

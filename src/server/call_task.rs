@@ -38,6 +38,7 @@ pub(super) async fn run(
     let mut stored: Option<
         tokio::sync::oneshot::Receiver<Result<crate::callback::Requested, String>>,
     > = None;
+    let mut booked = None;
     let mut packet = Vec::with_capacity(256);
     let mut incoming = vec![0u8; 2048];
     loop {
@@ -78,6 +79,7 @@ pub(super) async fn run(
                     }
                 }
                 CallOutput::Finished(mut record) => {
+                    record.callback_id = booked;
                     if let Some(leg) = call.callback() {
                         let outcome = attempt_outcome(&record);
                         record.callback = Some(leg.record(outcome.result_text()));
@@ -163,10 +165,12 @@ pub(super) async fn run(
                 stored = None;
                 let booked = match result {
                     Ok(Requested::Created(id)) => {
+                        booked = Some(id);
                         tracing::info!(id, "callback stored");
                         Ok(Booked::New)
                     }
                     Ok(Requested::Merged(id)) => {
+                        booked = Some(id);
                         tracing::info!(id, "callback merged with the one already booked");
                         Ok(Booked::Merged)
                     }

@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, watch};
 
 use super::callbacks::QueueLimit;
+use super::config::ServerConfig;
 use super::runtime::Runtime;
 use super::{wall_now, Control, Shared, ToSip};
 
@@ -71,16 +72,64 @@ pub(super) async fn run(
 /// closed or its callback flow is not loaded (the request then waits,
 /// instead of failing, for an opening or a fixed configuration).
 fn queue_limit(shared: Arc<Shared>, runtime: Arc<Runtime>, now: DateTime<Utc>) -> QueueLimit {
-    Box::new(move |queue: &str| {
-        let config = &shared.config;
-        let flow = config.callback_flow_for(queue);
-        if runtime.entry(flow).is_none() {
-            tracing::debug!(queue, flow, "callback flow not loaded; not dialling");
-            return 0;
-        }
-        match runtime.queue_hours(queue, flow) {
-            Some(hours) if !hours.is_open(now) => 0,
-            _ => config.max_in_progress(queue),
-        }
-    })
+    Box::new(move |queue: &str| limit_for(&shared.config, &runtime, now, queue))
+}
+
+fn limit_for(config: &ServerConfig, runtime: &Runtime, now: DateTime<Utc>, queue: &str) -> usize {
+    let flow = config.callback_flow_for(queue);
+    if runtime.entry(flow).is_none() {
+        tracing::debug!(queue, flow, "callback flow not loaded; not dialling");
+        return 0;
+    }
+    match runtime.queue_hours(queue, flow) {
+        Some(hours) if !hours.is_open(now) => 0,
+        _ => config.max_in_progress(queue),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::config::QueueConfig;
+    use std::path::Path;
+
+    fn at(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text)
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn a_queue_is_paced_by_its_limit_and_not_dialled_while_closed() {
+        let runtime = Runtime::load(Path::new("flows"), Path::new("prompts")).unwrap();
+        let mut config = ServerConfig::default();
+        config.queues.insert(
+            "general".into(),
+            QueueConfig {
+                callback_flow: None,
+                max_in_progress: Some(4),
+            },
+        );
+        config.queues.insert(
+            "billing".into(),
+            QueueConfig {
+                callback_flow: Some("missing".into()),
+                max_in_progress: None,
+            },
+        );
+        // flows/callback.yaml keeps `general` to the Riga office hours.
+        let monday_10_riga = at("2026-11-23T10:00:00+02:00");
+        let monday_21_riga = at("2026-11-23T21:00:00+02:00");
+        let christmas = at("2026-12-25T10:00:00+02:00");
+        assert_eq!(limit_for(&config, &runtime, monday_10_riga, "general"), 4);
+        assert_eq!(limit_for(&config, &runtime, monday_21_riga, "general"), 0);
+        assert_eq!(limit_for(&config, &runtime, christmas, "general"), 0);
+        // No hours anywhere for `tech`: the dialler's default pacing.
+        assert_eq!(limit_for(&config, &runtime, monday_21_riga, "tech"), 2);
+        assert_eq!(
+            limit_for(&config, &runtime, monday_10_riga, "billing"),
+            0,
+            "its callback flow is not loaded: it waits"
+        );
+    }
 }

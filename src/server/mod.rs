@@ -148,6 +148,21 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
             )));
         }
     }
+    for (queue, q) in &config.queues {
+        if let Some(flow) = &q.callback_flow {
+            if runtime.entry(flow).is_none() {
+                return Err(ServeError::Io(format!(
+                    "queue {queue} names callback flow `{flow}`, which is not loaded"
+                )));
+            }
+        }
+    }
+    if config.trunk.is_some() && runtime.entry(&config.dialler.callback_flow).is_none() {
+        tracing::warn!(
+            flow = %config.dialler.callback_flow,
+            "the dialler's callback flow is not loaded: callbacks of queues without their own wait"
+        );
+    }
     let mut sockets = Vec::new();
     for addr in &config.listen {
         let socket = UdpSocket::bind(addr)

@@ -119,6 +119,15 @@ fn a_booked_callback_is_dialled_through_a_challenging_trunk_and_handed_to_the_qu
     assert_eq!(record["caller"], NUMBER, "{record}");
     assert_eq!(record["flow"], "callback", "{record}");
     assert_eq!(record["digits"], "1", "{record}");
+    let booking = server
+        .records(2)
+        .into_iter()
+        .find(|r| r["outcome"] == "callback_requested")
+        .expect("the booking call's record");
+    assert_eq!(
+        booking["callback_id"], record["callback"]["id"],
+        "the records link the booking to its attempts: {booking}"
+    );
     // For the closing note: confirmed request to outbound INVITE.
     if let Some(ms) = server
         .log()
