@@ -62,9 +62,9 @@ impl Server {
                 ring_timeout: policy.ring_timeout,
             },
         );
-        let since_request = (wall_now() - leg.requested_at).num_milliseconds();
+        let since_request = (wall_now() - leg.requested_at).num_microseconds();
         tracing::info!(
-            number = %leg.number, queue = %leg.queue, flow = %flow, since_request_ms = since_request,
+            number = %leg.number, queue = %leg.queue, flow = %flow, since_request_us = since_request,
             "dialling a callback"
         );
         let mut vars = self.shared.waits.as_vars(t);

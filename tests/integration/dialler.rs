@@ -129,13 +129,13 @@ fn a_booked_callback_is_dialled_through_a_challenging_trunk_and_handed_to_the_qu
         "the records link the booking to its attempts: {booking}"
     );
     // For the closing note: confirmed request to outbound INVITE.
-    if let Some(ms) = server
+    if let Some(us) = server
         .log()
-        .split("since_request_ms=")
+        .split("since_request_us=")
         .nth(1)
         .and_then(|rest| rest.split_whitespace().next().map(str::to_string))
     {
-        eprintln!("request stored -> INVITE sent: {ms} ms");
+        eprintln!("request stored -> INVITE sent: {us} us");
     }
     assert!(server.stop().success());
 }
