@@ -123,7 +123,8 @@ pub struct Queue {
     pub uri: String,
     /// Priority sent with transfers.
     pub priority: Option<i32>,
-    /// Offer a callback when the wait is longer than this.
+    /// Offer a callback when the wait is longer than this (what
+    /// `long_wait` conditions copy at load).
     pub callback_offer_after: Option<Duration>,
     /// The queue's opening hours: a schedule of the flow, by index.
     pub hours: Option<u32>,

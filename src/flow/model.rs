@@ -60,7 +60,9 @@ pub struct QueueDef {
     /// The priority sent with transfers to this queue (higher is sooner).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<i32>,
-    /// Offer a callback when the expected wait is longer than this.
+    /// Offer a callback when the expected wait is longer than this: the
+    /// threshold that `{ long_wait: QUEUE }` conditions compare the
+    /// server's `wait_QUEUE` with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub callback_offer_after: Option<FlowDuration>,
     /// The schedule (from `schedules`) when agents answer: a callback
@@ -228,7 +230,7 @@ pub struct CaseDef {
 }
 
 /// A condition. Write exactly one of: `open`, `var` with one test,
-/// `caller_in`, `not`, `all`, `any`.
+/// `caller_in`, `long_wait`, `not`, `all`, `any`.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConditionDef {
@@ -265,6 +267,12 @@ pub struct ConditionDef {
     /// Shorthand for `var: caller, in_list: NAME`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub caller_in: Option<String>,
+    /// True when the named queue's estimated wait (the variable
+    /// `wait_QUEUE`, seconds) is longer than the queue's
+    /// `callback_offer_after`, which must be set. An unknown wait is not a
+    /// long one: the condition is then false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub long_wait: Option<String>,
     /// True when the inner condition is false.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not: Option<Box<ConditionDef>>,

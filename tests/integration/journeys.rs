@@ -247,3 +247,78 @@ fn without_a_known_wait_the_offer_is_made_without_it() {
         })
     );
 }
+
+#[test]
+fn agent_key_with_a_long_wait_offers_a_callback_and_declining_still_reaches_the_queue() {
+    // Ten minutes is over the general queue's callback_offer_after (90s).
+    let (text, outcome) = journey_with_vars(
+        "agent-key-long-wait",
+        "+37120000099",
+        weekday_morning(),
+        "barge 0, 2",
+        Answer::Ok,
+        &[("wait_general", "600")],
+    );
+    assert!(text.contains("long_wait(general) holds"), "{text}");
+    assert!(
+        text.contains("play wait-is-about + num-10 + minutes + callback-offer ("),
+        "{text}"
+    );
+    assert!(text.contains("-> support.agent_again (transfer)"), "{text}");
+    assert!(
+        !text.contains("-> support.to_agent"),
+        "the offer comes before any wait in the queue: {text}"
+    );
+    assert_eq!(
+        outcome,
+        Some(Outcome::Transferred {
+            target: "general".into()
+        })
+    );
+}
+
+#[test]
+fn agent_key_with_a_short_wait_is_transferred_without_an_offer() {
+    // Half a minute is under the general queue's callback_offer_after.
+    let (text, outcome) = journey_with_vars(
+        "agent-key-short-wait",
+        "+37120000099",
+        weekday_morning(),
+        "barge 0",
+        Answer::Ok,
+        &[("wait_general", "30")],
+    );
+    assert!(text.contains("-> support.to_agent (transfer)"), "{text}");
+    assert!(!text.contains("callback-offer"), "{text}");
+    assert_eq!(
+        outcome,
+        Some(Outcome::Transferred {
+            target: "general".into()
+        })
+    );
+}
+
+#[test]
+fn agent_key_during_the_offer_reaches_a_person_instead_of_the_offer_again() {
+    let (text, outcome) = journey_with_vars(
+        "agent-key-during-offer",
+        "+37120000099",
+        weekday_morning(),
+        "barge 0, wait 3s, barge 0",
+        Answer::Ok,
+        &[("wait_general", "600")],
+    );
+    assert_eq!(
+        text.matches("-> support.offer_callback").count(),
+        1,
+        "{text}"
+    );
+    assert!(text.contains("callback_offered = \"yes\" holds"), "{text}");
+    assert!(text.contains("-> support.to_agent (transfer)"), "{text}");
+    assert_eq!(
+        outcome,
+        Some(Outcome::Transferred {
+            target: "general".into()
+        })
+    );
+}

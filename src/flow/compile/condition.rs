@@ -21,6 +21,7 @@ pub(super) fn compile_condition(cx: &mut Ctx<'_>, path: &str, c: &ConditionDef) 
         ("open", c.open.is_some()),
         ("var", c.var.is_some()),
         ("caller_in", c.caller_in.is_some()),
+        ("long_wait", c.long_wait.is_some()),
         ("not", c.not.is_some()),
         ("all", c.all.is_some()),
         ("any", c.any.is_some()),
@@ -42,7 +43,7 @@ pub(super) fn compile_condition(cx: &mut Ctx<'_>, path: &str, c: &ConditionDef) 
             return never;
         }
         [] => {
-            cx.error(path, "an empty condition; write one of open, var with a test, caller_in, not, all or any");
+            cx.error(path, "an empty condition; write one of open, var with a test, caller_in, long_wait, not, all or any");
             return never;
         }
         [a, b, ..] => {
@@ -84,6 +85,10 @@ pub(super) fn compile_condition(cx: &mut Ctx<'_>, path: &str, c: &ConditionDef) 
         "caller_in" => {
             let name = c.caller_in.clone().unwrap_or_default();
             list_test(cx, &join(path, "caller_in"), "caller", name)
+        }
+        "long_wait" => {
+            let name = c.long_wait.clone().unwrap_or_default();
+            long_wait(cx, &join(path, "long_wait"), name)
         }
         "var" => {
             let var = c.var.clone().unwrap_or_default();
@@ -146,5 +151,38 @@ fn list_test(cx: &mut Ctx<'_>, path: &str, var: &str, name: String) -> Condition
             cx.error(path, format!("`{name}` is not a list of flow `{}`; define it under `lists:` (a CSV file of numbers)", cx.flow_name));
             Condition::Any(Vec::new())
         }
+    }
+}
+
+/// `long_wait: QUEUE` compares the server's `wait_QUEUE` with the queue's
+/// `callback_offer_after`, so both must be known at load: a threshold
+/// missing at run time would silently never offer anything.
+fn long_wait(cx: &mut Ctx<'_>, path: &str, queue: String) -> Condition {
+    if !cx.queues.contains_key(&queue) {
+        cx.error(
+            path,
+            format!(
+                "`{queue}` is not a queue of flow `{}`; define it under `queues:`",
+                cx.flow_name
+            ),
+        );
+        return Condition::Any(Vec::new());
+    }
+    let Some(&after) = cx.offer_after.get(&queue) else {
+        cx.error(
+            path,
+            format!(
+                "`long_wait: {queue}` needs the queue's `callback_offer_after` to know what a long wait is; set it on queue `{queue}` (e.g. callback_offer_after: 90s)"
+            ),
+        );
+        return Condition::Any(Vec::new());
+    };
+    // No variable reference is recorded: `wait_QUEUE` is built in for every
+    // queue, and the queue was just found, so the never-set check has
+    // nothing to add (and queue names need not be variable names).
+    Condition::LongWait {
+        var: format!("wait_{queue}"),
+        queue,
+        after,
     }
 }

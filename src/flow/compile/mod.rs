@@ -144,6 +144,8 @@ struct Ctx<'a> {
     agent: Option<(char, NodeRef)>,
     agent_name: Option<String>,
     queues: HashMap<String, u32>,
+    /// Each queue's `callback_offer_after`, for `long_wait` conditions.
+    offer_after: HashMap<String, Duration>,
     schedules: HashMap<String, u32>,
     lists: HashMap<String, u32>,
 }
@@ -363,6 +365,7 @@ pub(crate) fn compile_flow(
         agent: None,
         agent_name: None,
         queues: HashMap::new(),
+        offer_after: HashMap::new(),
         schedules: HashMap::new(),
         lists: HashMap::new(),
     };
@@ -498,6 +501,9 @@ fn compile_queues(cx: &mut Ctx<'_>, def: &FlowFile) -> Vec<Queue> {
             },
         };
         cx.queues.insert(name.clone(), out.len() as u32);
+        if let Some(after) = q.callback_offer_after {
+            cx.offer_after.insert(name.clone(), after.0);
+        }
         out.push(Queue {
             name: name.clone(),
             uri: q.uri.clone(),

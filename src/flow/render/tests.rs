@@ -85,7 +85,7 @@ fn dot_names_every_node_and_key() {
     assert!(out.contains("[label=\"→ flow closed\", fillcolor=\"#e6e0f8\", shape=component]"));
     assert!(out.contains("\"m_start\" -> \"n_welcome\""), "{out}");
     assert!(
-        out.contains("\"m_agent\" -> \"n_to_agent\" [style=dashed"),
+        out.contains("\"m_agent\" -> \"n_check_wait\" [style=dashed"),
         "{out}"
     );
 }
@@ -103,7 +103,7 @@ fn mermaid_names_every_node() {
     }
     assert!(out.contains("n_main -->|\"1\"| n_billing"), "{out}");
     assert!(out.contains("f_closed[[\"→ flow closed\"]]"), "{out}");
-    assert!(out.contains("m_agent -.-> n_to_agent"), "{out}");
+    assert!(out.contains("m_agent -.-> n_check_wait"), "{out}");
 }
 
 #[test]
