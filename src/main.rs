@@ -119,6 +119,11 @@ enum CallbacksAction {
         #[arg(long)]
         queue: Option<String>,
     },
+    /// One request with its context and every attempt.
+    Show {
+        /// The request's id.
+        id: i64,
+    },
     /// Cancel a pending request.
     Cancel {
         /// The request's id.
@@ -166,6 +171,42 @@ fn callbacks(db: &Path, action: CallbacksAction) -> Result<ExitCode> {
                 );
             }
             eprintln!("{} request(s)", list.len());
+        }
+        CallbacksAction::Show { id } => {
+            let c = store.get(id)?;
+            let time =
+                |t: chrono::DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            println!("id:         {}", c.id);
+            println!("state:      {}", c.state);
+            println!("number:     {}", c.number);
+            println!("queue:      {} (priority {})", c.queue, c.priority);
+            println!("requested:  {}", time(c.requested_at));
+            if let Some(t) = c.not_before {
+                println!("not before: {}", time(t));
+            }
+            if let Some(t) = c.not_after {
+                println!("not after:  {}", time(t));
+            }
+            if !c.state.is_final() {
+                println!("next:       {}", time(c.next_attempt_at));
+            }
+            if let Some(note) = &c.last_error {
+                println!("note:       {note}");
+            }
+            for (k, v) in &c.context {
+                println!("context:    {k}={v}");
+            }
+            for (n, a) in store.attempts(id)?.iter().enumerate() {
+                println!(
+                    "attempt {}:  {} .. {}  {}",
+                    n + 1,
+                    time(a.started_at),
+                    a.ended_at
+                        .map(time)
+                        .unwrap_or_else(|| "(in progress)".into()),
+                    a.result.as_deref().unwrap_or("")
+                );
+            }
         }
         CallbacksAction::Cancel { id } => {
             store.cancel(id, now)?;

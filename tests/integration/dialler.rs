@@ -223,3 +223,42 @@ fn a_callback_booked_before_a_kill_9_is_dialled_after_the_restart() {
     wait_state(&second, "completed");
     assert!(second.stop().success());
 }
+
+#[test]
+fn a_callback_ringing_when_the_engine_is_killed_is_dialled_again_after_the_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The first trunk is a bare socket: it takes the INVITE and says nothing,
+    // so the request is `dialling` when the engine dies.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    silent
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .expect("timeout");
+    let silent_port = silent.local_addr().expect("addr").port();
+    let cfg = config(dir.path(), silent_port, "poll: 100ms");
+    let mut first = Server::start_in(dir, &["--route", "8002=cb", "--config", &cfg]);
+    first.call("callback_confirm", &[]);
+    let mut buf = [0u8; 4096];
+    let (n, _) = silent.recv_from(&mut buf).expect("the callback INVITE");
+    assert!(buf[..n].starts_with(b"INVITE sip:37120000000@trunk.test"));
+    wait_state(&first, "dialling");
+    let _ = Command::new("kill")
+        .arg("-KILL")
+        .arg(first.child.id().to_string())
+        .status();
+    let _ = first.child.wait();
+    let dir = std::mem::replace(&mut first.dir, tempfile::tempdir().expect("tempdir"));
+    drop(first);
+    let trunk_port = free_udp_port();
+    let cfg = config(dir.path(), trunk_port, "poll: 100ms");
+    let sipp = trunk(dir.path(), "trunk_answer", trunk_port);
+    let second = Server::start_in(dir, &["--route", "8002=cb", "--config", &cfg]);
+    trunk_passed(&second, sipp, "trunk_answer");
+    wait_state(&second, "completed");
+    let db = second.dir.path().join("callbacks.db");
+    let shown = callbacks_cli(&db, &["show", "1"]);
+    let attempts: Vec<&str> = shown.lines().filter(|l| l.starts_with("attempt")).collect();
+    assert_eq!(attempts.len(), 2, "{shown}");
+    assert!(attempts[0].ends_with("interrupted"), "{shown}");
+    assert!(attempts[1].ends_with("completed"), "{shown}");
+    assert!(second.stop().success());
+}
