@@ -43,7 +43,7 @@ pub(super) async fn run(
             return;
         }
         let now = wall_now();
-        let limit = queue_limit(Arc::clone(&shared), shared.runtime(), now);
+        let limit = queue_limit(Arc::clone(&shared), shared.runtime(), now, super::now());
         match shared.callbacks.claim(now, limit, CLAIM_BATCH).await {
             Ok(claimed) => {
                 for callback in claimed {
@@ -71,8 +71,20 @@ pub(super) async fn run(
 /// Each queue's pacing: its configured limit, or 0 while its hours say it is
 /// closed or its callback flow is not loaded (the request then waits,
 /// instead of failing, for an opening or a fixed configuration).
-fn queue_limit(shared: Arc<Shared>, runtime: Arc<Runtime>, now: DateTime<Utc>) -> QueueLimit {
-    Box::new(move |queue: &str| limit_for(&shared.config, &runtime, now, queue))
+fn queue_limit(
+    shared: Arc<Shared>,
+    runtime: Arc<Runtime>,
+    now: DateTime<Utc>,
+    at: std::time::Instant,
+) -> QueueLimit {
+    Box::new(move |queue: &str| {
+        let limit = limit_for(&shared.config, &runtime, now, queue);
+        // The ACD's own word on what it can take, while it is fresh.
+        match shared.waits.callback_capacity(queue, at) {
+            Some(capacity) => limit.min(capacity),
+            None => limit,
+        }
+    })
 }
 
 fn limit_for(config: &ServerConfig, runtime: &Runtime, now: DateTime<Utc>, queue: &str) -> usize {

@@ -43,6 +43,12 @@ pub enum WaitSource {
         /// The value when there is none fresh enough (default 5m).
         #[serde(default = "default_wait")]
         default: FlowDuration,
+        /// The JSON field with how many callbacks the queue can take now
+        /// (e.g. its idle agents): the dialler then keeps at most that many
+        /// of the queue's callbacks in progress, and falls back to the
+        /// configured pacing when the value is older than `max_age`.
+        #[serde(default)]
+        callbacks_field: Option<String>,
     },
 }
 
@@ -85,6 +91,8 @@ pub struct QueueWaits {
 #[derive(Debug, Clone)]
 struct Entry {
     fresh: Option<(Duration, Instant)>,
+    /// How many callbacks the ACD said the queue can take, and when.
+    capacity: Option<(usize, Instant)>,
     max_age: Duration,
     default: Duration,
 }
@@ -99,6 +107,18 @@ impl QueueWaits {
             Some((wait, at)) if now.saturating_duration_since(at) <= e.max_age => wait,
             _ => e.default,
         })
+    }
+
+    /// How many callbacks `queue` can take now, if its status source says
+    /// so and said it recently enough (within its max age).
+    pub fn callback_capacity(&self, queue: &str, now: Instant) -> Option<usize> {
+        let values = self.values.read().unwrap_or_else(|p| p.into_inner());
+        match values.get(queue)?.capacity {
+            Some((n, at)) if now.saturating_duration_since(at) <= values.get(queue)?.max_age => {
+                Some(n)
+            }
+            _ => None,
+        }
     }
 
     /// Every queue's wait in whole seconds, as `wait_QUEUE` variables for a
@@ -122,10 +142,13 @@ impl QueueWaits {
         values.insert(queue.to_string(), entry);
     }
 
-    fn update(&self, queue: &str, wait: Duration, at: Instant) {
+    fn update(&self, queue: &str, status: Status, at: Instant) {
         let mut values = self.values.write().unwrap_or_else(|p| p.into_inner());
         if let Some(e) = values.get_mut(queue) {
-            e.fresh = Some((wait, at));
+            e.fresh = Some((status.wait, at));
+            if let Some(n) = status.callbacks {
+                e.capacity = Some((n, at));
+            }
         }
     }
 }
@@ -139,6 +162,7 @@ pub fn start(sources: &BTreeMap<String, WaitSource>) -> Arc<QueueWaits> {
                 queue,
                 Entry {
                     fresh: None,
+                    capacity: None,
                     max_age: Duration::ZERO,
                     default: wait.0,
                 },
@@ -150,28 +174,31 @@ pub fn start(sources: &BTreeMap<String, WaitSource>) -> Arc<QueueWaits> {
                 timeout,
                 max_age,
                 default,
+                callbacks_field,
             } => {
                 waits.set(
                     queue,
                     Entry {
                         fresh: None,
+                        capacity: None,
                         max_age: max_age.0,
                         default: default.0,
                     },
                 );
-                let (waits, queue, url, field) = (
+                let (waits, queue, url, field, callbacks_field) = (
                     Arc::clone(&waits),
                     queue.clone(),
                     url.clone(),
                     field.clone(),
+                    callbacks_field.clone(),
                 );
                 let (every, timeout) = (every.0.max(Duration::from_millis(100)), timeout.0);
                 tokio::spawn(async move {
                     let mut tick = tokio::time::interval(every);
                     loop {
                         tick.tick().await;
-                        match poll(&url, &field, timeout).await {
-                            Ok(wait) => waits.update(&queue, wait, now()),
+                        match poll_status(&url, &field, callbacks_field.as_deref(), timeout).await {
+                            Ok(status) => waits.update(&queue, status, now()),
                             Err(e) => tracing::warn!(%queue, %url, "queue status: {e}"),
                         }
                     }
@@ -182,12 +209,41 @@ pub fn start(sources: &BTreeMap<String, WaitSource>) -> Arc<QueueWaits> {
     waits
 }
 
+/// What one poll of a queue's status says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Status {
+    /// The estimated wait.
+    pub wait: Duration,
+    /// How many callbacks the queue can take now, when asked for.
+    pub callbacks: Option<usize>,
+}
+
 /// One poll: GET the URL and read `field` (seconds) from the JSON body.
 pub async fn poll(url: &str, field: &str, timeout: Duration) -> Result<Duration, PollError> {
-    tokio::time::timeout(timeout, fetch(url))
+    poll_status(url, field, None, timeout).await.map(|s| s.wait)
+}
+
+/// One poll for the wait and, with `callbacks_field`, the callback
+/// capacity. A capacity that is missing or not a count is logged and left
+/// out: the wait alone is still worth having.
+pub async fn poll_status(
+    url: &str,
+    field: &str,
+    callbacks_field: Option<&str>,
+    timeout: Duration,
+) -> Result<Status, PollError> {
+    let body = tokio::time::timeout(timeout, fetch(url))
         .await
-        .map_err(|_| PollError::Timeout(timeout))?
-        .and_then(|body| read_field(&body, field))
+        .map_err(|_| PollError::Timeout(timeout))??;
+    let wait = read_field(&body, field)?;
+    let callbacks = callbacks_field.and_then(|f| match read_count(&body, f) {
+        Ok(n) => Some(n),
+        Err(e) => {
+            tracing::warn!(%url, "queue status: {e}");
+            None
+        }
+    });
+    Ok(Status { wait, callbacks })
 }
 
 async fn fetch(url: &str) -> Result<Vec<u8>, PollError> {
@@ -236,7 +292,8 @@ async fn fetch(url: &str) -> Result<Vec<u8>, PollError> {
     Ok(response[head_end + 4..].to_vec())
 }
 
-fn read_field(body: &[u8], field: &str) -> Result<Duration, PollError> {
+/// The number at `field` (dots for nesting) of a JSON body.
+fn number_at(body: &[u8], field: &str) -> Result<f64, PollError> {
     let json: serde_json::Value =
         serde_json::from_slice(body).map_err(|e| PollError::Garbage(format!("not JSON: {e}")))?;
     let mut v = &json;
@@ -245,9 +302,22 @@ fn read_field(body: &[u8], field: &str) -> Result<Duration, PollError> {
             .get(part)
             .ok_or_else(|| PollError::Garbage(format!("no field `{field}`")))?;
     }
-    let secs = v
-        .as_f64()
-        .ok_or_else(|| PollError::Garbage(format!("`{field}` is not a number")))?;
+    v.as_f64()
+        .ok_or_else(|| PollError::Garbage(format!("`{field}` is not a number")))
+}
+
+fn read_count(body: &[u8], field: &str) -> Result<usize, PollError> {
+    let n = number_at(body, field)?;
+    if !(0.0..=100_000.0).contains(&n) || n.fract() != 0.0 {
+        return Err(PollError::Garbage(format!(
+            "`{field}` = {n} is not a count"
+        )));
+    }
+    Ok(n as usize)
+}
+
+fn read_field(body: &[u8], field: &str) -> Result<Duration, PollError> {
+    let secs = number_at(body, field)?;
     if !(0.0..=86_400.0).contains(&secs) {
         return Err(PollError::Garbage(format!(
             "`{field}` = {secs} is not a wait in seconds"
@@ -286,6 +356,27 @@ mod tests {
         assert_eq!(
             poll(&url, "queue.wait", Duration::from_secs(2)).await,
             Ok(Duration::from_secs(95))
+        );
+    }
+
+    #[tokio::test]
+    async fn the_endpoint_can_say_how_many_callbacks_the_queue_takes() {
+        let body = "HTTP/1.1 200 OK\r\n\r\n{\"wait\":95,\"idle\":2,\"bad\":1.5}";
+        let url = serve_once(body, Duration::ZERO).await;
+        let status = poll_status(&url, "wait", Some("idle"), Duration::from_secs(2)).await;
+        assert_eq!(
+            status,
+            Ok(Status {
+                wait: Duration::from_secs(95),
+                callbacks: Some(2)
+            })
+        );
+        let url = serve_once(body, Duration::ZERO).await;
+        let status = poll_status(&url, "wait", Some("bad"), Duration::from_secs(2)).await;
+        assert_eq!(
+            status.map(|s| s.callbacks),
+            Ok(None),
+            "not a count: left out, the wait still counts"
         );
     }
 
@@ -332,6 +423,7 @@ mod tests {
             "support",
             Entry {
                 fresh: None,
+                capacity: None,
                 max_age: Duration::from_secs(60),
                 default: Duration::from_secs(300),
             },
@@ -342,7 +434,20 @@ mod tests {
             Some(Duration::from_secs(300)),
             "no value yet: the default"
         );
-        waits.update("support", Duration::from_secs(42), t0);
+        let status = Status {
+            wait: Duration::from_secs(42),
+            callbacks: Some(3),
+        };
+        waits.update("support", status, t0);
+        assert_eq!(
+            waits.callback_capacity("support", t0 + Duration::from_secs(30)),
+            Some(3)
+        );
+        assert_eq!(
+            waits.callback_capacity("support", t0 + Duration::from_secs(61)),
+            None,
+            "a stale capacity gives way to the configured pacing"
+        );
         assert_eq!(
             waits.get("support", t0 + Duration::from_secs(30)),
             Some(Duration::from_secs(42))
