@@ -374,6 +374,15 @@ impl Server {
                     tracing::debug!(?reason, "a call ended before it was answered");
                     self.drop_ringing(call);
                 }
+                // A call we placed whose task is gone (it ended while the
+                // INVITE was out) was answered all the same: end it rather
+                // than leave the callee in silence.
+                UaOutput::Event(call, UaEvent::Answered { .. })
+                    if !self.calls.contains_key(&call) =>
+                {
+                    tracing::info!(call = call.0, "answered after its call ended; hanging up");
+                    self.ua.hangup(now(), call);
+                }
                 UaOutput::Event(call, event) => {
                     if let Some(tx) = self.calls.get(&call) {
                         let _ = tx.send(ToCall::Sip(event));

@@ -201,8 +201,6 @@ pub struct UserAgent {
     two_xx: HashMap<CallHandle, (TwoXxRetransmitter, SocketAddr)>,
     /// Our INVITEs in flight, by branch.
     invites: HashMap<String, outgoing::Invite>,
-    /// Calls we cancelled for ringing too long.
-    no_answer: std::collections::HashSet<CallHandle>,
     /// Deadlines of all of the above, earliest first.
     timers: BinaryHeap<Reverse<(Instant, TimerOwner)>>,
     out: VecDeque<UaOutput>,
@@ -225,7 +223,6 @@ impl UserAgent {
             by_tags: HashMap::new(),
             two_xx: HashMap::new(),
             invites: HashMap::new(),
-            no_answer: std::collections::HashSet::new(),
             timers: BinaryHeap::new(),
             out: VecDeque::new(),
         }

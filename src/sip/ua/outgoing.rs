@@ -44,15 +44,48 @@ pub(super) struct Invite {
     /// Challenges already answered: a second 401/407 for the same nonce
     /// means the credentials are wrong, so give up instead of looping.
     pub answered_nonces: Vec<String>,
-    /// Credentials sent so far, as (header name, realm, value): a proxy and
-    /// the trunk behind it may each challenge, and every retry carries the
-    /// answers to all of them (RFC 3261 22.3), the latest per realm.
-    pub authorizations: Vec<(&'static str, String, String)>,
+    /// The challenges answered so far: a proxy and the trunk behind it may
+    /// each challenge, and every later request carries answers to all of
+    /// them (RFC 3261 22.3), the latest per realm.
+    pub credentials: Vec<Answered>,
+    /// The credential headers this INVITE carried; its 2xx ACK carries the
+    /// same (13.2.2.4).
+    pub sent_credentials: Vec<(&'static str, String)>,
     pub ring_deadline: Instant,
     pub answered: bool,
+    /// Where cancelling this INVITE is.
+    pub cancel: Cancel,
+    /// The cancel was the ring timeout's: the end reads as "no answer",
+    /// and a 2xx that crosses it is still a callee who picked up.
+    pub no_answer: bool,
+    /// A provisional response came: CANCEL may be sent (9.1).
+    pub provisional: bool,
     /// Challenged and re-sent with credentials under a new branch; kept
     /// until Timer D so that retransmitted 401/407s still get their ACK.
     pub superseded: bool,
+}
+
+/// A challenge we answer, with its nonce count and cnonce: each request
+/// under the same nonce counts up (RFC 7616 3.4), never replays.
+#[derive(Clone)]
+pub(super) struct Answered {
+    header: &'static str,
+    challenge: Challenge,
+    counter: auth::NonceCounter,
+    cnonce: String,
+}
+
+/// Cancelling an INVITE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Cancel {
+    /// Not asked for.
+    No,
+    /// Asked for before any provisional response: sent when one comes
+    /// (9.1); if none ever does, Timer B ends the INVITE.
+    Wanted,
+    /// Sent; if the 487 never comes, the call is given up at this instant
+    /// (64*T1, as 9.1 advises).
+    Sent(Instant),
 }
 
 impl UserAgent {
@@ -93,7 +126,7 @@ impl UserAgent {
         now: Instant,
         handle: CallHandle,
         call: OutgoingCall,
-        authorizations: Vec<(&'static str, String, String)>,
+        mut credentials: Vec<Answered>,
         answered_nonces: Vec<String>,
         ring_deadline: Instant,
     ) {
@@ -102,8 +135,27 @@ impl UserAgent {
         let Some(d) = self.dialogs.get_mut(&handle) else {
             return;
         };
+        let sent_credentials: Vec<(&'static str, String)> = match &call.credentials {
+            Some(creds) => credentials
+                .iter_mut()
+                .map(|a| {
+                    let nc = a.counter.next(&a.challenge.nonce);
+                    let value = auth::authorize(
+                        &a.challenge,
+                        creds,
+                        "INVITE",
+                        &call.target,
+                        nc,
+                        &a.cnonce,
+                        &call.sdp,
+                    );
+                    (a.header, value)
+                })
+                .collect(),
+            None => Vec::new(),
+        };
         let mut extra: Vec<(&str, &str)> = vec![("Allow", super::ALLOW)];
-        for (name, _, value) in &authorizations {
+        for (name, value) in &sent_credentials {
             extra.push((name, value.as_str()));
         }
         let bytes = d.request(
@@ -125,9 +177,13 @@ impl UserAgent {
                 call: handle,
                 request: call,
                 answered_nonces,
-                authorizations,
+                credentials,
+                sent_credentials,
                 ring_deadline,
                 answered: false,
+                cancel: Cancel::No,
+                no_answer: false,
+                provisional: false,
                 superseded: false,
             },
         );
@@ -191,17 +247,33 @@ impl UserAgent {
             // Retransmitted 2xx too: each gets our ACK again (13.2.2.4);
             // the transaction passes every 2xx up (RFC 6026), so the first
             // one is told apart here.
-            self.ack_2xx(now, call, cseq, m);
+            let credentials = self
+                .invites
+                .get(branch)
+                .map(|inv| inv.sent_credentials.clone())
+                .unwrap_or_default();
+            self.ack_2xx(now, call, cseq, m, &credentials);
             let first = match self.invites.get_mut(branch) {
                 Some(inv) if !inv.answered => {
                     inv.answered = true;
-                    true
+                    Some(inv.cancel != Cancel::No && !inv.no_answer)
                 }
-                _ => false,
+                _ => None,
             };
-            if first {
-                let answer = m.body.clone();
-                self.event(call, UaEvent::Answered { answer });
+            match first {
+                // We were hanging up when the callee answered: the 2xx
+                // still makes a dialog, which we end at once (15).
+                Some(true) => {
+                    self.send_bye(now, call);
+                    self.event(call, UaEvent::Ended(super::EndReason::LocalBye));
+                }
+                // Also when it crossed the ring timeout's CANCEL: someone
+                // picked up after all.
+                Some(false) => {
+                    let answer = m.body.clone();
+                    self.event(call, UaEvent::Answered { answer });
+                }
+                None => {}
             }
             return;
         }
@@ -210,11 +282,24 @@ impl UserAgent {
         }
         match status {
             100 => {}
-            101..=199 => self.event(call, UaEvent::Ringing),
+            101..=199 => {
+                let wanted = match self.invites.get_mut(branch) {
+                    Some(inv) => {
+                        inv.provisional = true;
+                        inv.cancel == Cancel::Wanted
+                    }
+                    None => false,
+                };
+                if wanted {
+                    self.send_cancel(now, branch);
+                }
+                self.event(call, UaEvent::Ringing);
+            }
             401 | 407 => self.answer_challenge(now, branch, status, m),
             _ => {
+                let no_answer = self.invites.get(branch).is_some_and(|i| i.no_answer);
                 let reason = match &m.start {
-                    _ if self.no_answer.remove(&call) => "no answer".to_string(),
+                    _ if no_answer => "no answer".to_string(),
                     message::StartLine::Response { reason, .. } => reason.clone(),
                     message::StartLine::Request { .. } => String::new(),
                 };
@@ -237,15 +322,15 @@ impl UserAgent {
             return;
         };
         inv.superseded = true;
-        let (call, request, nonces, mut authorizations, deadline) = (
+        let (call, request, nonces, mut credentials, deadline) = (
             inv.call,
             inv.request.clone(),
             inv.answered_nonces.clone(),
-            inv.authorizations.clone(),
+            inv.credentials.clone(),
             inv.ring_deadline,
         );
         let chosen = auth::choose(&challenges).cloned();
-        let (Some(challenge), Some(creds)) = (chosen, request.credentials.clone()) else {
+        let (Some(challenge), Some(_)) = (chosen, &request.credentials) else {
             self.dial_failed(
                 call,
                 status,
@@ -257,26 +342,21 @@ impl UserAgent {
             self.dial_failed(call, status, "the trunk refused our credentials");
             return;
         }
-        let cnonce = auth::new_cnonce(&mut fastrand::Rng::new());
-        let value = auth::authorize(
-            &challenge,
-            &creds,
-            "INVITE",
-            &request.target,
-            1,
-            &cnonce,
-            &request.sdp,
-        );
-        let name = if status == 401 {
+        let header = if status == 401 {
             "Authorization"
         } else {
             "Proxy-Authorization"
         };
-        authorizations.retain(|(n, realm, _)| !(*n == name && *realm == challenge.realm));
-        authorizations.push((name, challenge.realm.clone(), value));
+        credentials.retain(|a| !(a.header == header && a.challenge.realm == challenge.realm));
         let mut nonces = nonces;
-        nonces.push(challenge.nonce);
-        self.send_invite(now, call, request, authorizations, nonces, deadline);
+        nonces.push(challenge.nonce.clone());
+        credentials.push(Answered {
+            header,
+            challenge,
+            counter: auth::NonceCounter::new(),
+            cnonce: auth::new_cnonce(&mut fastrand::Rng::new()),
+        });
+        self.send_invite(now, call, request, credentials, nonces, deadline);
     }
 
     /// The ACK for a non-2xx final response: same branch and CSeq number
@@ -307,7 +387,14 @@ impl UserAgent {
 
     /// Confirms the dialog from the 2xx and sends its ACK, a transaction of
     /// its own, to the remote target (13.2.2.4, 12.1.2).
-    fn ack_2xx(&mut self, _now: Instant, call: CallHandle, cseq: u32, m: &Message) {
+    fn ack_2xx(
+        &mut self,
+        _now: Instant,
+        call: CallHandle,
+        cseq: u32,
+        m: &Message,
+        credentials: &[(&'static str, String)],
+    ) {
         let branch = format!("z9hG4bK{}", self.unique());
         let advertised = self.config.advertised;
         let Some(d) = self.dialogs.get_mut(&call) else {
@@ -337,6 +424,9 @@ impl UserAgent {
         for r in &d.route_set {
             let _ = write!(s, "Route: {r}\r\n");
         }
+        for (name, value) in credentials {
+            let _ = write!(s, "{name}: {value}\r\n");
+        }
         let _ = write!(
             s,
             "From: {};tag={}\r\nTo: {}\r\n",
@@ -351,28 +441,66 @@ impl UserAgent {
         self.transmit(to, s.into_bytes().into());
     }
 
-    /// The ring timeout: CANCEL an INVITE still unanswered (9.1).
+    /// The ring timer: CANCEL an INVITE still unanswered (9.1), and give
+    /// the call up if a CANCEL sent 64*T1 ago never brought the 487.
     pub(super) fn ring_timeout(&mut self, now: Instant, call: CallHandle) {
-        let due = self
-            .invites
-            .values()
-            .any(|i| i.call == call && !i.answered && !i.superseded && now >= i.ring_deadline);
-        if due && self.cancel_invite(now, call) {
-            // The INVITE then ends with 487, which reads as "no answer".
-            self.no_answer.insert(call);
+        let Some(inv) = self.live_invite(call) else {
+            return;
+        };
+        match inv.cancel {
+            Cancel::Sent(give_up) if now >= give_up => {
+                let no_answer = inv.no_answer;
+                let branch = inv.branch.clone();
+                self.invites.remove(&branch);
+                let reason = if no_answer { "no answer" } else { "cancelled" };
+                tracing::debug!(call = call.0, "no 487 after our CANCEL; giving the call up");
+                self.dial_failed(call, 487, reason);
+            }
+            Cancel::No if now >= inv.ring_deadline => {
+                let branch = inv.branch.clone();
+                if let Some(inv) = self.invites.get_mut(&branch) {
+                    inv.no_answer = true;
+                }
+                self.cancel_invite(now, call);
+            }
+            _ => {}
         }
     }
 
-    /// Sends CANCEL for the call's unanswered INVITE (9.1); false when there
-    /// is none (answered already, or never sent).
-    pub(super) fn cancel_invite(&mut self, now: Instant, call: CallHandle) -> bool {
-        let Some(inv) = self
-            .invites
+    /// The call's INVITE that is neither answered nor replaced by a retry
+    /// with credentials.
+    fn live_invite(&self, call: CallHandle) -> Option<&Invite> {
+        self.invites
             .values()
             .find(|i| i.call == call && !i.answered && !i.superseded)
-        else {
+    }
+
+    /// Cancels the call's unanswered INVITE: at once when a provisional
+    /// response came, else as soon as one does (9.1). False when there is
+    /// none (answered already, or never sent).
+    pub(super) fn cancel_invite(&mut self, now: Instant, call: CallHandle) -> bool {
+        let Some(inv) = self.live_invite(call) else {
             return false;
         };
+        let branch = inv.branch.clone();
+        match (inv.cancel, inv.provisional) {
+            (Cancel::No, true) => self.send_cancel(now, &branch),
+            (Cancel::No, false) => {
+                if let Some(inv) = self.invites.get_mut(&branch) {
+                    inv.cancel = Cancel::Wanted;
+                }
+            }
+            // Asked for already: one CANCEL per INVITE.
+            _ => {}
+        }
+        true
+    }
+
+    fn send_cancel(&mut self, now: Instant, branch: &str) {
+        let Some(inv) = self.invites.get(branch) else {
+            return;
+        };
+        let call = inv.call;
         let mut s = String::with_capacity(300);
         let _ = write!(s, "CANCEL {} SIP/2.0\r\n", inv.request.target);
         let _ = write!(
@@ -381,7 +509,7 @@ impl UserAgent {
             self.config.advertised, inv.branch
         );
         let Some(d) = self.dialogs.get(&call) else {
-            return false;
+            return;
         };
         let _ = write!(
             s,
@@ -393,11 +521,16 @@ impl UserAgent {
             "Call-ID: {}\r\nCSeq: {} CANCEL\r\nContent-Length: 0\r\n\r\n",
             d.call_id, inv.cseq
         );
-        let (to, branch) = (inv.request.destination, format!("{}-cancel", inv.branch));
+        let (to, key) = (inv.request.destination, format!("{}-cancel", inv.branch));
+        let give_up = now + self.config.timers.t1 * 64;
+        if let Some(inv) = self.invites.get_mut(branch) {
+            inv.cancel = Cancel::Sent(give_up);
+        }
+        self.schedule(Some(give_up), TimerOwner::Ring(call));
         let tx =
             NonInviteClientTransaction::new(now, s.into_bytes().into(), self.config.timers, false);
         self.client.insert(
-            branch.clone(),
+            key.clone(),
             ClientTx {
                 tx,
                 to,
@@ -405,12 +538,6 @@ impl UserAgent {
                 method: Method::Cancel,
             },
         );
-        self.drain_client(now, &branch);
-        true
-    }
-
-    /// Whether `call` is one we placed (its INVITE is ours).
-    pub fn is_outgoing(&self, call: CallHandle) -> bool {
-        self.invites.values().any(|i| i.call == call)
+        self.drain_client(now, &key);
     }
 }

@@ -756,3 +756,126 @@ fn a_call_ringing_past_its_timeout_is_cancelled_and_reads_as_no_answer() {
         ))
     );
 }
+
+fn sent_cancels(rig: &Rig) -> usize {
+    rig.sent
+        .iter()
+        .filter(|(_, _, t)| t.starts_with("CANCEL "))
+        .count()
+}
+
+#[test]
+fn no_cancel_before_a_provisional_response_then_one_when_it_comes() {
+    let mut rig = Rig::new();
+    let call = originate(&mut rig, None);
+    // Only 100 Trying: the ring timeout may not CANCEL yet (9.1).
+    answer_last(&mut rig, "100 Trying", "");
+    rig.run_until(Duration::from_secs(31));
+    assert_eq!(sent_cancels(&rig), 0);
+    let invite = rig.sent[0].2.clone();
+    rig.sent
+        .push((Duration::ZERO, TRUNK.parse().unwrap(), invite.clone()));
+    answer_last(&mut rig, "180 Ringing", "");
+    assert_eq!(sent_cancels(&rig), 1, "sent as soon as the 180 came");
+    // A hangup on top of the ring timeout sends no second CANCEL.
+    rig.ua.hangup(rig.now, call);
+    rig.drain();
+    assert_eq!(sent_cancels(&rig), 1);
+}
+
+#[test]
+fn a_cancel_that_never_brings_its_487_gives_the_call_up_after_64_t1() {
+    let mut rig = Rig::new();
+    let call = originate(&mut rig, None);
+    answer_last(&mut rig, "180 Ringing", "");
+    rig.run_until(Duration::from_secs(31));
+    assert!(
+        sent_cancels(&rig) >= 1,
+        "sent, and retransmitted until answered"
+    );
+    answer_last(&mut rig, "200 OK", "");
+    rig.run_until(Duration::from_secs(61));
+    assert!(
+        !rig.events
+            .iter()
+            .any(|(_, e)| matches!(e, UaEvent::DialFailed { .. })),
+        "{:?}\n{:?}",
+        rig.events,
+        rig.sent
+    );
+    rig.run_until(Duration::from_secs(31 + 33));
+    assert_eq!(
+        rig.events.last(),
+        Some(&(
+            call,
+            UaEvent::DialFailed {
+                status: 487,
+                reason: "no answer".into()
+            }
+        ))
+    );
+    assert_eq!(rig.ua.active_calls(), 0);
+}
+
+#[test]
+fn retries_count_the_nonce_up_and_the_2xx_ack_carries_the_credentials() {
+    let mut rig = Rig::new();
+    originate(&mut rig, Some("s3cret"));
+    let proxy = "Proxy-Authenticate: Digest realm=\"proxy\", nonce=\"p1\", qop=\"auth\"\r\n";
+    answer_last(&mut rig, "407 Proxy Authentication Required", proxy);
+    let first = header(&rig.sent.last().unwrap().2, "Proxy-Authorization:").to_string();
+    let trunk = "WWW-Authenticate: Digest realm=\"trunk\", nonce=\"t1\", qop=\"auth\"\r\n";
+    answer_last(&mut rig, "401 Unauthorized", trunk);
+    let last = rig.sent.last().unwrap().2.clone();
+    let again = header(&last, "Proxy-Authorization:").to_string();
+    assert!(first.contains("nc=00000001"), "{first}");
+    assert!(
+        again.contains("nc=00000002"),
+        "a second request, a new count: {again}"
+    );
+    let value = again.trim_start_matches("Proxy-Authorization:").trim();
+    assert_eq!(
+        crate::sip::auth::verify(value, "s3cret", "INVITE", b"v=0\r\n"),
+        Ok(true)
+    );
+    answer_last(
+        &mut rig,
+        "200 OK",
+        "Contact: <sip:callee@127.0.0.1:5070>\r\n",
+    );
+    let ack = rig.sent.last().unwrap().2.clone();
+    assert!(ack.starts_with("ACK sip:callee@"), "{ack}");
+    assert_eq!(header(&ack, "Proxy-Authorization:"), again, "13.2.2.4");
+    assert_eq!(
+        header(&ack, "Authorization:"),
+        header(&last, "Authorization:")
+    );
+}
+
+#[test]
+fn a_2xx_that_crosses_our_hangup_cancel_is_acked_and_ended_with_bye() {
+    let mut rig = Rig::new();
+    let call = originate(&mut rig, None);
+    answer_last(&mut rig, "180 Ringing", "");
+    rig.ua.hangup(rig.now, call);
+    rig.drain();
+    assert_eq!(sent_cancels(&rig), 1);
+    let invite = rig.sent[0].2.clone();
+    rig.sent
+        .push((Duration::ZERO, TRUNK.parse().unwrap(), invite));
+    answer_last(
+        &mut rig,
+        "200 OK",
+        "Contact: <sip:callee@127.0.0.1:5070>\r\n",
+    );
+    let tail: Vec<String> = rig.sent[rig.sent.len() - 2..]
+        .iter()
+        .map(|(_, _, t)| t.lines().next().unwrap_or("").to_string())
+        .collect();
+    assert!(tail[0].starts_with("ACK "), "{tail:?}");
+    assert!(tail[1].starts_with("BYE "), "{tail:?}");
+    assert!(!rig
+        .events
+        .iter()
+        .any(|(_, e)| matches!(e, UaEvent::Answered { .. })));
+}
