@@ -8,7 +8,7 @@ use tokio::sync::mpsc;
 
 use crate::call::{Call, CallOutput};
 use crate::sip::sdp;
-use crate::sip::ua::{CallHandle, UaEvent};
+use crate::sip::ua::{CallHandle, UaEvent, NO_FINAL_NOTIFY};
 
 use super::{now, sleep_until, wall_now, Shared, ToSip};
 use crate::call::record::CallRecord;
@@ -39,6 +39,7 @@ pub(super) async fn run(
         tokio::sync::oneshot::Receiver<Result<crate::callback::Requested, String>>,
     > = None;
     let mut booked = None;
+    let mut progress = Progress::default();
     let mut packet = Vec::with_capacity(256);
     let mut incoming = vec![0u8; 2048];
     loop {
@@ -81,17 +82,16 @@ pub(super) async fn run(
                 CallOutput::Finished(mut record) => {
                     record.callback_id = booked;
                     if let Some(leg) = call.callback() {
-                        let outcome = attempt_outcome(&record);
+                        let outcome = progress.outcome(&record);
                         record.callback = Some(leg.record(outcome.result_text()));
-                        let flow = shared.config.callback_flow_for(&leg.queue);
-                        let hours = shared.runtime().queue_hours(&leg.queue, flow).cloned();
-                        callbacks.settle(
-                            leg.id,
-                            wall_now(),
-                            outcome,
-                            shared.config.dialler.retry_policy(),
-                            hours,
-                        );
+                        if progress.stopping && outcome != AttemptOutcome::Completed {
+                            // Cut short by a shutdown, not missed by the
+                            // callee: left `dialling`, the next start dials
+                            // it again without counting this attempt.
+                            tracing::info!(id = leg.id, "callback interrupted by the shutdown; dialled again at the next start");
+                        } else {
+                            shared.settle_callback(leg, outcome);
+                        }
                     }
                     tracing::info!(
                         from = %record.caller, to = %record.called, flow = %record.flow,
@@ -155,11 +155,25 @@ pub(super) async fn run(
                     if let Some(leg) = call.callback() {
                         callbacks.progress(leg.id, wall_now(), AttemptOutcome::Connected);
                     }
+                    progress.handed_over = true;
+                    progress.refused = false;
                     call.on_sip(now(), UaEvent::TransferAccepted);
                 }
+                Some(ToCall::Sip(UaEvent::TransferResult(Err(reason)))) => {
+                    // The ACD saying no is a failure; its silence after the
+                    // 202 is not (the callee is on the way to an agent).
+                    progress.refused |= reason != NO_FINAL_NOTIFY;
+                    call.on_sip(now(), UaEvent::TransferResult(Err(reason)));
+                }
                 Some(ToCall::Sip(e)) => call.on_sip(now(), e),
-                Some(ToCall::Shutdown) => call.terminate(now(), "server shutting down".into()),
-                None => call.terminate(now(), "signalling stopped".into()),
+                Some(ToCall::Shutdown) => {
+                    progress.stopping = true;
+                    call.terminate(now(), "server shutting down".into());
+                }
+                None => {
+                    progress.stopping = true;
+                    call.terminate(now(), "signalling stopped".into());
+                }
             },
             result = wait_stored(&mut stored) => {
                 stored = None;
@@ -184,16 +198,33 @@ pub(super) async fn run(
     let _ = to_sip.send(ToSip::Done(handle, port));
 }
 
-/// What a finished call we placed means for its callback request: a
-/// confirmed transfer keeps the promise; an answered call that never got
-/// there (voicemail, hang-up before the key) counts as missed.
-fn attempt_outcome(record: &CallRecord) -> AttemptOutcome {
-    match record.outcome {
-        "transferred" => AttemptOutcome::Completed,
-        "busy" => AttemptOutcome::Busy,
-        "no_answer" => AttemptOutcome::NoAnswer,
-        _ if record.answer.is_some() => AttemptOutcome::Answered,
-        _ => AttemptOutcome::Failed(record.detail.clone()),
+/// How far a call we placed got, beyond what its record says.
+#[derive(Debug, Default)]
+struct Progress {
+    /// The ACD accepted a transfer (202).
+    handed_over: bool,
+    /// ... and then reported it failed (a non-2xx NOTIFY, a REFER error).
+    refused: bool,
+    /// The server is stopping: the call was cut short.
+    stopping: bool,
+}
+
+impl Progress {
+    /// What a finished call we placed means for its callback request: a
+    /// confirmed transfer keeps the promise, and so does one the ACD took
+    /// whose end we did not see (the callee hung up first, or the NOTIFY
+    /// was late): dialling them again could ring someone talking to the
+    /// agent. An answered call that never got there (voicemail, a hang-up
+    /// before the key) counts as missed.
+    fn outcome(&self, record: &CallRecord) -> AttemptOutcome {
+        match record.outcome {
+            "transferred" => AttemptOutcome::Completed,
+            _ if self.handed_over && !self.refused => AttemptOutcome::Connected,
+            "busy" => AttemptOutcome::Busy,
+            "no_answer" => AttemptOutcome::NoAnswer,
+            _ if record.answer.is_some() => AttemptOutcome::Answered,
+            _ => AttemptOutcome::Failed(record.detail.clone()),
+        }
     }
 }
 
@@ -208,5 +239,71 @@ async fn wait_stored(
             .await
             .unwrap_or_else(|_| Err("the callback store stopped".into())),
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(outcome: &'static str, answered: bool) -> CallRecord {
+        CallRecord {
+            call_id: "c".into(),
+            from: String::new(),
+            to: String::new(),
+            caller: "37120000000".into(),
+            called: "general".into(),
+            flow: "callback".into(),
+            start: String::new(),
+            answer: answered.then(String::new),
+            end: String::new(),
+            nodes: Vec::new(),
+            digits: String::new(),
+            outcome,
+            detail: "why".into(),
+            callback: None,
+            callback_id: None,
+        }
+    }
+
+    #[test]
+    fn an_attempt_reads_its_outcome_from_the_record_and_the_transfer() {
+        let fresh = Progress::default();
+        assert_eq!(
+            fresh.outcome(&record("transferred", true)),
+            AttemptOutcome::Completed
+        );
+        assert_eq!(fresh.outcome(&record("busy", false)), AttemptOutcome::Busy);
+        assert_eq!(
+            fresh.outcome(&record("no_answer", false)),
+            AttemptOutcome::NoAnswer
+        );
+        assert_eq!(
+            fresh.outcome(&record("caller_hung_up", true)),
+            AttemptOutcome::Answered,
+            "voicemail or a hang-up before the key: missed"
+        );
+        assert_eq!(
+            fresh.outcome(&record("dial_failed", false)),
+            AttemptOutcome::Failed("why".into())
+        );
+        let taken = Progress {
+            handed_over: true,
+            ..Progress::default()
+        };
+        assert_eq!(
+            taken.outcome(&record("caller_hung_up", true)),
+            AttemptOutcome::Connected,
+            "the ACD took the callee; its NOTIFY never came"
+        );
+        let refused = Progress {
+            handed_over: true,
+            refused: true,
+            stopping: false,
+        };
+        assert_eq!(
+            refused.outcome(&record("completed", true)),
+            AttemptOutcome::Answered
+        );
     }
 }

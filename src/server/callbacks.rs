@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{oneshot, Notify};
 
 use crate::callback::scheduler::{RetryPolicy, Window};
-use crate::callback::store::CallbackStore;
+use crate::callback::store::{CallbackStore, StoreError};
 use crate::callback::{AttemptOutcome, Callback, CallbackId, NewCallback, Requested};
 use crate::flow::interpreter::CallbackRequest;
 use crate::flow::schedule::Schedule;
@@ -37,14 +37,24 @@ enum Job {
         now: DateTime<Utc>,
         outcome: AttemptOutcome,
     },
-    Settle {
-        id: CallbackId,
-        now: DateTime<Utc>,
-        outcome: AttemptOutcome,
-        policy: RetryPolicy,
-        hours: Option<Schedule>,
-    },
+    Settle(Settle),
+    /// Answered once every job before it is done.
+    Flush(oneshot::Sender<()>),
 }
+
+/// An attempt's last word, kept until it is committed.
+struct Settle {
+    id: CallbackId,
+    now: DateTime<Utc>,
+    outcome: AttemptOutcome,
+    policy: RetryPolicy,
+    hours: Option<Schedule>,
+}
+
+/// How often settles that could not be committed (disk full, a lock held
+/// too long) are tried again: until they are, the request stays `dialling`
+/// and holds one of its queue's places.
+const SETTLE_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Hands requests to the store thread.
 #[derive(Clone)]
@@ -74,8 +84,16 @@ impl CallbackSink {
         std::thread::Builder::new()
             .name("callbacks".into())
             .spawn(move || {
-                for job in rx {
-                    run(&mut store, job, &notify);
+                let mut unsettled: Vec<Settle> = Vec::new();
+                loop {
+                    match rx.recv_timeout(SETTLE_RETRY) {
+                        Ok(job) => run(&mut store, job, &notify, &mut unsettled),
+                        Err(mpsc::RecvTimeoutError::Timeout) => {}
+                        Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                    }
+                    for s in std::mem::take(&mut unsettled) {
+                        run(&mut store, Job::Settle(s), &notify, &mut unsettled);
+                    }
                 }
             })
             .map_err(|e| e.to_string())?;
@@ -152,13 +170,13 @@ impl CallbackSink {
         policy: RetryPolicy,
         hours: Option<Schedule>,
     ) {
-        let job = Job::Settle {
+        let job = Job::Settle(Settle {
             id,
             now,
             outcome,
             policy,
             hours,
-        };
+        });
         if self.tx.send(job).is_err() {
             tracing::error!(
                 id,
@@ -166,9 +184,19 @@ impl CallbackSink {
             );
         }
     }
+
+    /// Returns once everything handed to the store before is committed (or
+    /// has failed): the last thing `serve` does, so that no settled attempt
+    /// is lost to the process exiting.
+    pub async fn flush(&self) {
+        let (reply, done) = oneshot::channel();
+        if self.tx.send(Job::Flush(reply)).is_ok() {
+            let _ = done.await;
+        }
+    }
 }
 
-fn run(store: &mut CallbackStore, job: Job, changed: &Notify) {
+fn run(store: &mut CallbackStore, job: Job, changed: &Notify, unsettled: &mut Vec<Settle>) {
     match job {
         Job::Request(new, at, reply) => {
             let result = store.request(new, at).map_err(|e| e.to_string());
@@ -195,26 +223,36 @@ fn run(store: &mut CallbackStore, job: Job, changed: &Notify) {
                 tracing::error!(id, %outcome, "cannot record a callback attempt: {e}");
             }
         }
-        Job::Settle {
-            id,
-            now,
-            outcome,
-            policy,
-            hours,
-        } => {
-            let result = store
-                .get(id)
-                .and_then(|callback| {
-                    let window = Window::of(&callback, hours.as_ref());
-                    let next = policy.next_after(callback.attempts, &outcome, now, &window);
-                    tracing::info!(id, %outcome, ?next, "callback attempt settled");
-                    store.settle_attempt(id, now, &outcome, &next)
-                })
-                .map(|state| tracing::info!(id, %state, "callback is now {state}"));
-            if let Err(e) = result {
-                tracing::error!(id, %outcome, "cannot settle a callback attempt: {e}");
+        Job::Settle(settle) => {
+            let Settle {
+                id,
+                now,
+                outcome,
+                policy,
+                hours,
+            } = &settle;
+            let result = store.get(*id).and_then(|callback| {
+                let window = Window::of(&callback, hours.as_ref());
+                let next = policy.next_after(callback.attempts, outcome, *now, &window);
+                tracing::info!(id, %outcome, ?next, "callback attempt settled");
+                store.settle_attempt(*id, *now, outcome, &next)
+            });
+            match result {
+                Ok(state) => tracing::info!(id, %state, "callback is now {state}"),
+                // A request gone or in a state that takes no decision will
+                // not change by retrying; anything else (IO, locks) may.
+                Err(e @ (StoreError::NotFound(_) | StoreError::WrongState { .. })) => {
+                    tracing::error!(id, %outcome, "cannot settle a callback attempt: {e}");
+                }
+                Err(e) => {
+                    tracing::error!(id, %outcome, "cannot settle a callback attempt yet, will retry: {e}");
+                    unsettled.push(settle);
+                }
             }
             changed.notify_one();
+        }
+        Job::Flush(reply) => {
+            let _ = reply.send(());
         }
     }
 }

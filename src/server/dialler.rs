@@ -90,12 +90,30 @@ fn queue_limit(
 fn limit_for(config: &ServerConfig, runtime: &Runtime, now: DateTime<Utc>, queue: &str) -> usize {
     let flow = config.callback_flow_for(queue);
     if runtime.entry(flow).is_none() {
-        tracing::debug!(queue, flow, "callback flow not loaded; not dialling");
+        warn_once(queue, format!("callback flow `{flow}` is not loaded"));
+        return 0;
+    }
+    if !runtime.transfers_to(flow, queue) {
+        warn_once(
+            queue,
+            format!("callback flow `{flow}` has no transfer to this queue"),
+        );
         return 0;
     }
     match runtime.queue_hours(queue, flow) {
         Some(hours) if !hours.is_open(now) => 0,
         _ => config.max_in_progress(queue),
+    }
+}
+
+/// Says once per queue (per process) why its callbacks wait: the limit is
+/// asked for at every claim, and the log must not fill with the same line.
+fn warn_once(queue: &str, why: String) {
+    static WARNED: std::sync::Mutex<std::collections::BTreeSet<String>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let mut warned = WARNED.lock().unwrap_or_else(|p| p.into_inner());
+    if warned.insert(queue.to_string()) {
+        tracing::warn!(queue, "callbacks of this queue wait: {why}");
     }
 }
 
@@ -136,8 +154,15 @@ mod tests {
         assert_eq!(limit_for(&config, &runtime, monday_10_riga, "general"), 4);
         assert_eq!(limit_for(&config, &runtime, monday_21_riga, "general"), 0);
         assert_eq!(limit_for(&config, &runtime, christmas, "general"), 0);
-        // No hours anywhere for `tech`: the dialler's default pacing.
-        assert_eq!(limit_for(&config, &runtime, monday_21_riga, "tech"), 2);
+        // The shipped callback flow only transfers to `general`.
+        assert_eq!(
+            limit_for(&config, &runtime, monday_10_riga, "tech"),
+            0,
+            "a callback flow that cannot reach the queue is not used"
+        );
+        // A callback flow without hours for its queue: the default pacing.
+        let plain = Runtime::load(Path::new("tests/sipp/flows"), Path::new("prompts")).unwrap();
+        assert_eq!(limit_for(&config, &plain, monday_21_riga, "support"), 2);
         assert_eq!(
             limit_for(&config, &runtime, monday_10_riga, "billing"),
             0,

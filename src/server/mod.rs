@@ -85,6 +85,24 @@ impl Shared {
         }
     }
 
+    /// Hands an attempt's last word to the store, with the queue's retry
+    /// rules and opening hours as they are now.
+    fn settle_callback(
+        &self,
+        leg: &crate::call::callback_leg::CallbackLeg,
+        outcome: crate::callback::AttemptOutcome,
+    ) {
+        let flow = self.config.callback_flow_for(&leg.queue);
+        let hours = self.runtime().queue_hours(&leg.queue, flow).cloned();
+        self.callbacks.settle(
+            leg.id,
+            wall_now(),
+            outcome,
+            self.config.dialler.retry_policy(),
+            hours,
+        );
+    }
+
     fn ports(&self) -> std::sync::MutexGuard<'_, PortPool> {
         self.ports.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -155,6 +173,12 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
                     "queue {queue} names callback flow `{flow}`, which is not loaded"
                 )));
             }
+        }
+        let flow = config.callback_flow_for(queue);
+        if runtime.entry(flow).is_some() && !runtime.transfers_to(flow, queue) {
+            return Err(ServeError::Io(format!(
+                "queue {queue}'s callback flow `{flow}` has no transfer to queue {queue}; callbacks would reach the wrong agents"
+            )));
         }
     }
     if config.trunk.is_some() && runtime.entry(&config.dialler.callback_flow).is_none() {
@@ -239,6 +263,8 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
             }
         }
     }
+    // Attempts settled by the last calls are committed before we exit.
+    shared.callbacks.flush().await;
     tracing::info!(media = %shared.stats.summary(), "callflow stopped");
     Ok(())
 }

@@ -95,14 +95,7 @@ impl Server {
 
     fn attempt_failed(&self, leg: &CallbackLeg, reason: String) {
         tracing::warn!(id = leg.id, "callback attempt could not start: {reason}");
-        let flow = self.shared.config.callback_flow_for(&leg.queue);
-        let hours = self.shared.runtime().queue_hours(&leg.queue, flow).cloned();
-        self.shared.callbacks.settle(
-            leg.id,
-            wall_now(),
-            AttemptOutcome::Failed(reason),
-            self.shared.config.dialler.retry_policy(),
-            hours,
-        );
+        self.shared
+            .settle_callback(leg, AttemptOutcome::Failed(reason));
     }
 }

@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::diagnostic::Diagnostic;
+use crate::flow::graph::{NodeKind, TransferTarget};
 use crate::flow::schedule::Schedule;
 use crate::flow::{load_paths, FlowSet, LoadOptions, NodeRef};
 use crate::media::prompts::PromptCache;
@@ -63,6 +64,24 @@ impl Runtime {
                 let (_, hours) = flow.schedules.get(q.hours? as usize)?;
                 Some(hours)
             })
+    }
+
+    /// Whether the flow `flow` has a transfer to the queue `queue` (a
+    /// callback flow must hand the callee to the queue they asked for).
+    pub fn transfers_to(&self, flow: &str, queue: &str) -> bool {
+        let Some(index) = self.flows.flow_index(flow) else {
+            return false;
+        };
+        let f = self.flows.flow(index);
+        f.nodes.iter().any(|n| match &n.kind {
+            NodeKind::Transfer(t) => match t.target {
+                TransferTarget::Queue(q) => {
+                    f.queues.get(q as usize).is_some_and(|d| d.name == queue)
+                }
+                TransferTarget::Uri { .. } => false,
+            },
+            _ => false,
+        })
     }
 
     /// The start of the flow called `name`.

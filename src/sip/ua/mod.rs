@@ -206,6 +206,11 @@ pub struct UserAgent {
     out: VecDeque<UaOutput>,
 }
 
+/// The reason of a [`UaEvent::TransferResult`] when the REFER was accepted
+/// but no final NOTIFY came in time: the transfer's end is unknown, not a
+/// failure the ACD reported.
+pub const NO_FINAL_NOTIFY: &str = "no final NOTIFY in time";
+
 /// Methods we answer, for Allow headers.
 pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, REFER, NOTIFY";
 
@@ -396,10 +401,7 @@ impl UserAgent {
                         .filter(|d| due(d.refer_deadline));
                     if let Some(d) = late {
                         d.refer_deadline = None;
-                        self.event(
-                            call,
-                            UaEvent::TransferResult(Err("no final NOTIFY in time".into())),
-                        );
+                        self.event(call, UaEvent::TransferResult(Err(NO_FINAL_NOTIFY.into())));
                     }
                 }
             }
