@@ -113,39 +113,17 @@ pub(super) async fn run(
                 }
             }
             event = events.recv() => match event {
+                // Our offer's answer: in the ACK after a delayed offer, or in
+                // the 2xx of a call we placed.
                 Some(ToCall::Sip(UaEvent::Confirmed { answer: Some(body) })) => {
-                    // Delayed offer: the ACK carries the answer to our offer.
-                    let t = now();
-                    match sdp::parse(&String::from_utf8_lossy(&body)).map_err(|e| e.to_string())
-                        .and_then(|a| sdp::accept_answer(&a).map_err(|e| e.to_string())) {
-                        Ok(negotiated) => {
-                            call.set_media(negotiated);
-                            call.on_sip(t, UaEvent::Confirmed { answer: None });
-                        }
-                        Err(e) => {
-                            tracing::info!("unusable SDP answer in ACK: {e}");
-                            call.terminate(t, format!("unusable SDP answer: {e}"));
-                        }
-                    }
+                    start_media(&mut call, &body, "ACK");
                 }
                 Some(ToCall::Sip(UaEvent::Answered { answer })) => {
-                    // A call we placed: the 2xx carries the answer to our offer.
-                    let t = now();
                     if let Some(leg) = call.callback() {
                         callbacks.progress(leg.id, wall_now(), AttemptOutcome::Answered);
                     }
-                    match sdp::parse(&String::from_utf8_lossy(&answer)).map_err(|e| e.to_string())
-                        .and_then(|a| sdp::accept_answer(&a).map_err(|e| e.to_string())) {
-                        Ok(negotiated) => {
-                            tracing::info!("callback answered");
-                            call.set_media(negotiated);
-                            call.on_sip(t, UaEvent::Confirmed { answer: None });
-                        }
-                        Err(e) => {
-                            tracing::info!("unusable SDP answer in the 2xx: {e}");
-                            call.terminate(t, format!("unusable SDP answer: {e}"));
-                        }
-                    }
+                    tracing::info!("callback answered");
+                    start_media(&mut call, &answer, "2xx");
                 }
                 Some(ToCall::Sip(UaEvent::DialFailed { status, reason })) => {
                     tracing::info!(status, %reason, "callback not answered");
@@ -196,6 +174,25 @@ pub(super) async fn run(
         }
     }
     let _ = to_sip.send(ToSip::Done(handle, port));
+}
+
+/// Takes the SDP answer to our offer (from `carrier`, for the log) and
+/// starts the flow, or ends the call when the answer is unusable.
+fn start_media(call: &mut Call, body: &[u8], carrier: &str) {
+    let t = now();
+    let negotiated = sdp::parse(&String::from_utf8_lossy(body))
+        .map_err(|e| e.to_string())
+        .and_then(|a| sdp::accept_answer(&a).map_err(|e| e.to_string()));
+    match negotiated {
+        Ok(negotiated) => {
+            call.set_media(negotiated);
+            call.on_sip(t, UaEvent::Confirmed { answer: None });
+        }
+        Err(e) => {
+            tracing::info!("unusable SDP answer in the {carrier}: {e}");
+            call.terminate(t, format!("unusable SDP answer: {e}"));
+        }
+    }
 }
 
 /// How far a call we placed got, beyond what its record says.

@@ -459,24 +459,21 @@ impl Server {
             },
             None => None,
         };
-        let bound = self.shared.ports().bind(self.rtp_ip);
-        let Some((std_socket, port)) = bound else {
-            tracing::warn!("no free RTP port");
-            self.ua.reject(
-                t,
-                handle,
-                503,
-                "Service Unavailable",
-                &[("Retry-After", "5")],
-            );
-            return None;
+        let (socket, local) = match self.open_rtp() {
+            Ok(opened) => opened,
+            Err(e) => {
+                tracing::warn!("{e}");
+                self.ua.reject(
+                    t,
+                    handle,
+                    503,
+                    "Service Unavailable",
+                    &[("Retry-After", "5")],
+                );
+                return None;
+            }
         };
-        let local = LocalMedia {
-            addr: self.rtp_ip,
-            port,
-            session_id: fastrand::u64(1..u64::MAX / 2),
-            session_version: 1,
-        };
+        let port = local.port;
         let (body, negotiated) = match &offer {
             Some(o) => match sdp::answer(o, &local) {
                 Ok((text, n)) => (text, Some(n)),
@@ -496,15 +493,6 @@ impl Server {
             },
             None => (sdp::offer(&local), None),
         };
-        let socket = match tokio_socket(std_socket) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!("RTP socket: {e}");
-                self.ua.reject(t, handle, 503, "Service Unavailable", &[]);
-                self.shared.ports().release(port);
-                return None;
-            }
-        };
         let mut call = Call::new(CallSetup {
             incoming,
             flows: Arc::clone(&runtime.flows),
@@ -512,7 +500,7 @@ impl Server {
             entry,
             started: t,
             started_wall: wall_now(),
-            rtp_seed: (fastrand::u32(..), fastrand::u16(..), fastrand::u32(..)),
+            rtp_seed: rtp_seed(),
             rtp_timeout: self.shared.config.rtp_timeout.0,
             vars: self.shared.waits.as_vars(t),
             callback: None,
@@ -529,6 +517,24 @@ impl Server {
             body,
             offer_in_2xx: offer.is_none(),
         })
+    }
+
+    /// A free RTP port, bound and handed to tokio, and how SDP describes
+    /// it; the port goes back to the pool when the call task ends.
+    fn open_rtp(&self) -> Result<(UdpSocket, LocalMedia), String> {
+        let bound = self.shared.ports().bind(self.rtp_ip);
+        let (std_socket, port) = bound.ok_or("no free RTP port")?;
+        let socket = tokio_socket(std_socket).map_err(|e| {
+            self.shared.ports().release(port);
+            format!("RTP socket: {e}")
+        })?;
+        let local = LocalMedia {
+            addr: self.rtp_ip,
+            port,
+            session_id: fastrand::u64(1..u64::MAX / 2),
+            session_version: 1,
+        };
+        Ok((socket, local))
     }
 
     /// Answers a prepared call and starts its task.
@@ -605,6 +611,11 @@ struct Prepared {
     local: LocalMedia,
     body: String,
     offer_in_2xx: bool,
+}
+
+/// A random SSRC, sequence and timestamp base (RFC 3550 5.1).
+fn rtp_seed() -> (u32, u16, u32) {
+    (fastrand::u32(..), fastrand::u16(..), fastrand::u32(..))
 }
 
 /// A bound RTP socket, handed to tokio.

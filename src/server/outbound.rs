@@ -8,10 +8,10 @@ use std::time::Instant;
 use crate::call::callback_leg::CallbackLeg;
 use crate::call::{Call, CallSetup};
 use crate::callback::{AttemptOutcome, Callback};
-use crate::sip::sdp::{self, LocalMedia};
+use crate::sip::sdp;
 use crate::sip::ua::{IncomingCall, OutgoingCall};
 
-use super::{tokio_socket, wall_now, Server};
+use super::{rtp_seed, wall_now, Server};
 
 impl Server {
     /// Dials `callback`; an attempt that cannot even start is settled as
@@ -31,24 +31,14 @@ impl Server {
             self.attempt_failed(&leg, format!("the callback flow `{flow}` is not loaded"));
             return;
         };
-        let Some((std_socket, port)) = self.shared.ports().bind(self.rtp_ip) else {
-            self.attempt_failed(&leg, "no free RTP port".into());
-            return;
-        };
-        let socket = match tokio_socket(std_socket) {
-            Ok(s) => s,
+        let (socket, local) = match self.open_rtp() {
+            Ok(opened) => opened,
             Err(e) => {
-                self.shared.ports().release(port);
-                self.attempt_failed(&leg, format!("RTP socket: {e}"));
+                self.attempt_failed(&leg, e);
                 return;
             }
         };
-        let local = LocalMedia {
-            addr: self.rtp_ip,
-            port,
-            session_id: fastrand::u64(1..u64::MAX / 2),
-            session_version: 1,
-        };
+        let port = local.port;
         let target = trunk.target(&leg.number);
         let policy = config.dialler.retry_policy();
         let handle = self.ua.originate(
@@ -84,7 +74,7 @@ impl Server {
             entry,
             started: t,
             started_wall: wall_now(),
-            rtp_seed: (fastrand::u32(..), fastrand::u16(..), fastrand::u32(..)),
+            rtp_seed: rtp_seed(),
             rtp_timeout: config.rtp_timeout.0,
             vars,
             callback: Some(leg),
