@@ -12,7 +12,7 @@ use crate::sip::ua::{CallHandle, UaEvent, NO_FINAL_NOTIFY};
 
 use super::{now, sleep_until, wall_now, Shared, ToSip};
 use crate::call::record::CallRecord;
-use crate::callback::{AttemptOutcome, Requested};
+use crate::callback::{AttemptOutcome, Requested, State};
 use crate::flow::interpreter::{Booked, CallbackError};
 
 /// What the SIP task tells a call.
@@ -39,6 +39,11 @@ pub(super) async fn run(
         tokio::sync::oneshot::Receiver<Result<crate::callback::Requested, String>>,
     > = None;
     let mut booked = None;
+    // A call we placed looks now and then whether an admin cancelled its
+    // request (`callflow callbacks cancel`), and if so ends itself.
+    let mut cancel_check = tokio::time::interval(CANCEL_CHECK);
+    cancel_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut state_query: Option<tokio::sync::oneshot::Receiver<Option<State>>> = None;
     let mut progress = Progress::default();
     let mut packet = Vec::with_capacity(256);
     let mut incoming = vec![0u8; 2048];
@@ -170,6 +175,16 @@ pub(super) async fn run(
                 };
                 call.callback_stored(now(), booked);
             }
+            _ = cancel_check.tick(), if call.callback().is_some() && state_query.is_none() => {
+                state_query = call.callback().map(|leg| callbacks.state(leg.id));
+            }
+            state = wait_state(&mut state_query) => {
+                state_query = None;
+                if state == Some(State::Cancelled) {
+                    tracing::info!("callback cancelled by an admin; ending its call");
+                    call.terminate(now(), "callback cancelled by an admin".into());
+                }
+            }
             _ = sleep_until(deadline) => {}
         }
     }
@@ -222,6 +237,19 @@ impl Progress {
             _ if record.answer.is_some() => AttemptOutcome::Answered,
             _ => AttemptOutcome::Failed(record.detail.clone()),
         }
+    }
+}
+
+/// How often a call we placed checks that its request was not cancelled.
+const CANCEL_CHECK: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The store's answer to a state query, when one is out.
+async fn wait_state(
+    pending: &mut Option<tokio::sync::oneshot::Receiver<Option<State>>>,
+) -> Option<State> {
+    match pending {
+        Some(rx) => rx.await.unwrap_or(None),
+        None => std::future::pending().await,
     }
 }
 

@@ -12,7 +12,7 @@ use tokio::sync::{oneshot, Notify};
 
 use crate::callback::scheduler::{RetryPolicy, Window};
 use crate::callback::store::{CallbackStore, StoreError};
-use crate::callback::{AttemptOutcome, Callback, CallbackId, NewCallback, Requested};
+use crate::callback::{AttemptOutcome, Callback, CallbackId, NewCallback, Requested, State};
 use crate::flow::interpreter::CallbackRequest;
 use crate::flow::schedule::Schedule;
 
@@ -38,6 +38,7 @@ enum Job {
         outcome: AttemptOutcome,
     },
     Settle(Settle),
+    State(CallbackId, oneshot::Sender<Option<State>>),
     /// Answered once every job before it is done.
     Flush(oneshot::Sender<()>),
 }
@@ -185,6 +186,15 @@ impl CallbackSink {
         }
     }
 
+    /// The request's state as stored now (`None` if it cannot be read).
+    pub fn state(&self, id: CallbackId) -> oneshot::Receiver<Option<State>> {
+        let (reply, answer) = oneshot::channel();
+        if let Err(mpsc::SendError(Job::State(_, reply))) = self.tx.send(Job::State(id, reply)) {
+            let _ = reply.send(None);
+        }
+        answer
+    }
+
     /// Returns once everything handed to the store before is committed (or
     /// has failed): the last thing `serve` does, so that no settled attempt
     /// is lost to the process exiting.
@@ -250,6 +260,9 @@ fn run(store: &mut CallbackStore, job: Job, changed: &Notify, unsettled: &mut Ve
                 }
             }
             changed.notify_one();
+        }
+        Job::State(id, reply) => {
+            let _ = reply.send(store.get(id).ok().map(|c| c.state));
         }
         Job::Flush(reply) => {
             let _ = reply.send(());

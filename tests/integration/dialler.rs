@@ -262,3 +262,30 @@ fn a_callback_ringing_when_the_engine_is_killed_is_dialled_again_after_the_resta
     assert!(attempts[1].ends_with("completed"), "{shown}");
     assert!(second.stop().success());
 }
+
+#[test]
+fn an_admin_cancel_ends_the_callback_call_that_is_ringing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let trunk_port = free_udp_port();
+    let cfg = config(dir.path(), trunk_port, "ring_timeout: 30s, poll: 100ms");
+    let sipp = trunk(dir.path(), "trunk_no_answer", trunk_port);
+    let server = Server::start_in(dir, &["--route", "8002=cb", "--config", &cfg]);
+    server.call("callback_confirm", &[]);
+    wait_state(&server, "dialling");
+    let db = server.dir.path().join("callbacks.db");
+    assert!(callbacks_cli(&db, &["cancel", "1"]).contains("cancelled"));
+    // The trunk's scenario passes only if a CANCEL comes, long before the
+    // 30 s ring timeout could send one.
+    trunk_passed(&server, sipp, "trunk_no_answer");
+    wait_state(&server, "cancelled");
+    let record = &attempts(&server, 1)[0];
+    assert!(
+        record["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("cancelled by an admin")),
+        "{record}"
+    );
+    let rang = time(record, "end") - time(record, "start");
+    assert!(rang < chrono::TimeDelta::seconds(10), "{rang}");
+    assert!(server.stop().success());
+}
