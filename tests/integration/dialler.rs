@@ -53,6 +53,23 @@ fn trunk(dir: &Path, scenario: &str, port: u16) -> Child {
     child
 }
 
+/// A server in `dir` whose trunk is SIPp playing `scenario` on a port of
+/// its own, with the `dialler` settings; returns the trunk's port too.
+fn with_trunk(dir: tempfile::TempDir, scenario: &str, dialler: &str) -> (Server, Child, u16) {
+    let trunk_port = free_udp_port();
+    let cfg = config(dir.path(), trunk_port, dialler);
+    let sipp = trunk(dir.path(), scenario, trunk_port);
+    let server = Server::start_in(dir, &["--route", "8002=cb", "--config", &cfg]);
+    (server, sipp, trunk_port)
+}
+
+/// [`with_trunk`] in a new directory, after a caller booked a callback.
+fn booked(scenario: &str, dialler: &str) -> (Server, Child, u16) {
+    let (server, sipp, port) = with_trunk(tempfile::tempdir().expect("tempdir"), scenario, dialler);
+    server.call("callback_confirm", &[]);
+    (server, sipp, port)
+}
+
 /// Waits for the trunk's SIPp, which must have passed its one call.
 fn trunk_passed(server: &Server, child: Child, scenario: &str) {
     let out = child.wait_with_output().expect("wait for sipp");
@@ -105,12 +122,7 @@ fn time(record: &Value, field: &str) -> DateTime<Utc> {
 
 #[test]
 fn a_booked_callback_is_dialled_through_a_challenging_trunk_and_handed_to_the_queue() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let trunk_port = free_udp_port();
-    let cfg = config(dir.path(), trunk_port, "poll: 1s");
-    let sipp = trunk(dir.path(), "trunk_auth", trunk_port);
-    let server = Server::start_in(dir, &["--route", "8002=cb", "--config", &cfg]);
-    server.call("callback_confirm", &[]);
+    let (server, sipp, _) = booked("trunk_auth", "poll: 1s");
     trunk_passed(&server, sipp, "trunk_auth");
     wait_state(&server, "completed");
     let record = &attempts(&server, 1)[0];
@@ -142,16 +154,8 @@ fn a_booked_callback_is_dialled_through_a_challenging_trunk_and_handed_to_the_qu
 
 #[test]
 fn a_busy_callee_is_dialled_again_after_the_back_off() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let trunk_port = free_udp_port();
-    let cfg = config(
-        dir.path(),
-        trunk_port,
-        "backoff: [2s], max_attempts: 3, poll: 100ms",
-    );
-    let busy = trunk(dir.path(), "trunk_busy", trunk_port);
-    let server = Server::start_in(dir, &["--route", "8002=cb", "--config", &cfg]);
-    server.call("callback_confirm", &[]);
+    let (server, busy, trunk_port) =
+        booked("trunk_busy", "backoff: [2s], max_attempts: 3, poll: 100ms");
     trunk_passed(&server, busy, "trunk_busy");
     let answer = trunk(server.dir.path(), "trunk_answer", trunk_port);
     trunk_passed(&server, answer, "trunk_answer");
@@ -170,16 +174,10 @@ fn a_busy_callee_is_dialled_again_after_the_back_off() {
 
 #[test]
 fn an_unanswered_callback_is_cancelled_after_the_ring_timeout() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let trunk_port = free_udp_port();
-    let cfg = config(
-        dir.path(),
-        trunk_port,
+    let (server, sipp, _) = booked(
+        "trunk_no_answer",
         "ring_timeout: 2s, max_attempts: 1, poll: 100ms",
     );
-    let sipp = trunk(dir.path(), "trunk_no_answer", trunk_port);
-    let server = Server::start_in(dir, &["--route", "8002=cb", "--config", &cfg]);
-    server.call("callback_confirm", &[]);
     trunk_passed(&server, sipp, "trunk_no_answer");
     let list = wait_state(&server, "failed");
     assert!(list.contains("no-answer"), "{list}");
@@ -215,10 +213,7 @@ fn a_callback_booked_before_a_kill_9_is_dialled_after_the_restart() {
     let _ = first.child.wait();
     let dir = std::mem::replace(&mut first.dir, tempfile::tempdir().expect("tempdir"));
     drop(first);
-    let trunk_port = free_udp_port();
-    let cfg = config(dir.path(), trunk_port, "poll: 100ms");
-    let sipp = trunk(dir.path(), "trunk_answer", trunk_port);
-    let second = Server::start_in(dir, &["--route", "8002=cb", "--config", &cfg]);
+    let (second, sipp, _) = with_trunk(dir, "trunk_answer", "poll: 100ms");
     trunk_passed(&second, sipp, "trunk_answer");
     wait_state(&second, "completed");
     assert!(second.stop().success());
@@ -248,10 +243,7 @@ fn a_callback_ringing_when_the_engine_is_killed_is_dialled_again_after_the_resta
     let _ = first.child.wait();
     let dir = std::mem::replace(&mut first.dir, tempfile::tempdir().expect("tempdir"));
     drop(first);
-    let trunk_port = free_udp_port();
-    let cfg = config(dir.path(), trunk_port, "poll: 100ms");
-    let sipp = trunk(dir.path(), "trunk_answer", trunk_port);
-    let second = Server::start_in(dir, &["--route", "8002=cb", "--config", &cfg]);
+    let (second, sipp, _) = with_trunk(dir, "trunk_answer", "poll: 100ms");
     trunk_passed(&second, sipp, "trunk_answer");
     wait_state(&second, "completed");
     let db = second.dir.path().join("callbacks.db");
@@ -265,12 +257,7 @@ fn a_callback_ringing_when_the_engine_is_killed_is_dialled_again_after_the_resta
 
 #[test]
 fn an_admin_cancel_ends_the_callback_call_that_is_ringing() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let trunk_port = free_udp_port();
-    let cfg = config(dir.path(), trunk_port, "ring_timeout: 30s, poll: 100ms");
-    let sipp = trunk(dir.path(), "trunk_no_answer", trunk_port);
-    let server = Server::start_in(dir, &["--route", "8002=cb", "--config", &cfg]);
-    server.call("callback_confirm", &[]);
+    let (server, sipp, _) = booked("trunk_no_answer", "ring_timeout: 30s, poll: 100ms");
     wait_state(&server, "dialling");
     let db = server.dir.path().join("callbacks.db");
     assert!(callbacks_cli(&db, &["cancel", "1"]).contains("cancelled"));
