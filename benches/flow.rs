@@ -81,6 +81,7 @@ fn bench_interpreter(c: &mut Criterion) {
                     call_id: "bench".into(),
                     started: t0,
                     started_wall: wall,
+                    dialling: Default::default(),
                     vars: Vec::new(),
                 },
             );

@@ -175,6 +175,7 @@ pub fn simulate(
         call_id: "simulated".into(),
         started: start,
         started_wall: options.at,
+        dialling: Default::default(),
         vars: options.vars.clone(),
     };
     let interp = Interpreter::new(Arc::clone(&set), entry, call);

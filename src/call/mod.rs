@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
+use crate::flow::dialling::Dialling;
 use crate::flow::graph::NodeRef;
 use crate::flow::interpreter::{
     Action, Booked, CallInfo, CallbackError, CallbackRequest, Event, Interpreter, PlaybackId,
@@ -75,6 +76,8 @@ pub struct CallSetup {
     pub vars: Vec<(String, String)>,
     /// For a call we placed to keep a callback promise: the request.
     pub callback: Option<CallbackLeg>,
+    /// Which numbers the flow may have dialled.
+    pub dialling: Arc<Dialling>,
 }
 
 /// One call.
@@ -119,6 +122,7 @@ impl Call {
             started: setup.started,
             started_wall: setup.started_wall,
             vars: setup.vars,
+            dialling: setup.dialling,
         };
         Self {
             interp: Interpreter::new(setup.flows, setup.entry, info),
@@ -199,8 +203,14 @@ impl Call {
             UaEvent::TransferResult(Err(reason)) => self.feed(now, Event::TransferFailed(reason)),
             UaEvent::Ended(reason) => {
                 self.sip_ended = true;
-                if matches!(reason, EndReason::LocalBye) {
-                    return;
+                match reason {
+                    EndReason::LocalBye => return,
+                    // The caller never confirmed our answer: a failed call
+                    // (often a proxy that dropped the ACK), not a hang-up.
+                    EndReason::AckTimeout => {
+                        self.forced_end = Some("no ACK for the 200 OK".to_string())
+                    }
+                    _ => {}
                 }
                 self.feed(now, Event::HungUp);
                 self.finish(now);

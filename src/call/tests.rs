@@ -65,6 +65,7 @@ fn call_with_silence_limit(rtp_timeout: Duration) -> (Call, Instant) {
         rtp_timeout,
         vars: Vec::new(),
         callback: None,
+        dialling: Default::default(),
     });
     call.set_media(Negotiated {
         codec: Codec::Pcmu,
@@ -209,5 +210,24 @@ fn no_rtp_from_the_caller_ends_the_call() {
     assert_eq!(
         (r.outcome, r.end.as_str()),
         ("caller_hung_up", "2026-11-25T08:00:02.000Z")
+    );
+}
+
+#[test]
+fn an_ack_that_never_comes_is_a_failed_call_with_that_reason() {
+    let (mut call, t0) = call();
+    call.on_answered(t0);
+    call.on_sip(
+        t0 + Duration::from_secs(32),
+        UaEvent::Ended(EndReason::AckTimeout),
+    );
+    let out = outputs(&mut call);
+    assert_eq!(out.len(), 1, "the UA already sent its BYE: {out:?}");
+    let CallOutput::Finished(r) = &out[0] else {
+        panic!("{out:?}")
+    };
+    assert_eq!(
+        (r.outcome, r.detail.as_str()),
+        ("failed", "no ACK for the 200 OK")
     );
 }

@@ -101,6 +101,9 @@ pub enum AttemptOutcome {
     NoAnswer,
     /// Any other failure, with its reason (e.g. `503`, `timeout`).
     Failed(String),
+    /// The dialling policy refuses the number (e.g. a request stored before
+    /// the policy changed): never dialled, and never retried.
+    Refused(String),
     /// The callee pressed the key and was transferred to the queue.
     Connected,
     /// The transfer was confirmed: the promise is kept.
@@ -116,6 +119,7 @@ impl AttemptOutcome {
             AttemptOutcome::Busy => "busy".into(),
             AttemptOutcome::NoAnswer => "no-answer".into(),
             AttemptOutcome::Failed(reason) => format!("failed: {reason}"),
+            AttemptOutcome::Refused(reason) => format!("refused: {reason}"),
             AttemptOutcome::Connected => "connected".into(),
             AttemptOutcome::Completed => "completed".into(),
         }

@@ -133,6 +133,9 @@ impl RetryPolicy {
     ) -> Next {
         match outcome {
             AttemptOutcome::Connected | AttemptOutcome::Completed => return Next::Complete,
+            AttemptOutcome::Refused(why) => {
+                return Next::Fail(format!("the dialling policy refuses the number: {why}"))
+            }
             AttemptOutcome::Answered
             | AttemptOutcome::Busy
             | AttemptOutcome::NoAnswer

@@ -258,3 +258,17 @@ fn no_opening_before_not_after_or_ever_gives_none() {
     let always = Window::default();
     assert_eq!(always.next_open(friday_night), Some(friday_night));
 }
+
+#[test]
+fn a_number_the_policy_refuses_fails_at_once_and_is_never_retried() {
+    let next = RetryPolicy::default().next_after(
+        1,
+        &AttemptOutcome::Refused("numbers starting with 0900 may not be dialled".into()),
+        utc("2026-06-10 09:00"),
+        &Window::default(),
+    );
+    assert!(
+        matches!(&next, Next::Fail(why) if why.contains("0900")),
+        "{next:?}"
+    );
+}

@@ -4,6 +4,7 @@
 pub mod analysis;
 pub mod compile;
 pub mod condition;
+pub mod dialling;
 pub mod duration;
 pub mod graph;
 pub mod interpreter;

@@ -73,8 +73,10 @@ pub(super) async fn run(
                 }
                 CallOutput::StoreCallback(request) => {
                     tracing::info!(number = %request.number, queue = %request.queue, "callback requested");
+                    // Every number, typed or the caller's own, passes the
+                    // policy before it is stored (toll fraud).
                     match policy.check(&request.number) {
-                        Err(why) if request.entered => {
+                        Err(why) => {
                             tracing::info!(number = %request.number, "callback number refused: {why}");
                             call.callback_stored(now(), Err(CallbackError::Refused(why)));
                         }

@@ -37,7 +37,7 @@ enum Job {
         now: DateTime<Utc>,
         outcome: AttemptOutcome,
     },
-    Settle(Settle),
+    Settle(Box<Settle>),
     State(CallbackId, oneshot::Sender<Option<State>>),
     /// Answered once every job before it is done.
     Flush(oneshot::Sender<()>),
@@ -93,7 +93,12 @@ impl CallbackSink {
                         Err(mpsc::RecvTimeoutError::Disconnected) => break,
                     }
                     for s in std::mem::take(&mut unsettled) {
-                        run(&mut store, Job::Settle(s), &notify, &mut unsettled);
+                        run(
+                            &mut store,
+                            Job::Settle(Box::new(s)),
+                            &notify,
+                            &mut unsettled,
+                        );
                     }
                 }
             })
@@ -171,13 +176,13 @@ impl CallbackSink {
         policy: RetryPolicy,
         hours: Option<Schedule>,
     ) {
-        let job = Job::Settle(Settle {
+        let job = Job::Settle(Box::new(Settle {
             id,
             now,
             outcome,
             policy,
             hours,
-        });
+        }));
         if self.tx.send(job).is_err() {
             tracing::error!(
                 id,
@@ -240,7 +245,7 @@ fn run(store: &mut CallbackStore, job: Job, changed: &Notify, unsettled: &mut Ve
                 outcome,
                 policy,
                 hours,
-            } = &settle;
+            } = &*settle;
             let result = store.get(*id).and_then(|callback| {
                 let window = Window::of(&callback, hours.as_ref());
                 let next = policy.next_after(callback.attempts, outcome, *now, &window);
@@ -256,7 +261,7 @@ fn run(store: &mut CallbackStore, job: Job, changed: &Notify, unsettled: &mut Ve
                 }
                 Err(e) => {
                     tracing::error!(id, %outcome, "cannot settle a callback attempt yet, will retry: {e}");
-                    unsettled.push(settle);
+                    unsettled.push(*settle);
                 }
             }
             changed.notify_one();

@@ -39,8 +39,12 @@ pub struct ServerConfig {
     /// Where each queue's estimated wait comes from (flows read it as the
     /// variable `wait_QUEUE`, in seconds).
     pub queue_status: BTreeMap<String, crate::server::queue_status::WaitSource>,
-    /// Which numbers callers may type in for a callback.
+    /// Which numbers callbacks may dial: the caller's own or one typed in.
     pub dialling: crate::server::policy::DiallingPolicy,
+    /// Which digits a caller may put into a transfer URI's user part
+    /// (`sip:${extension}@pbx`); default: `dialling`'s prefixes, from one
+    /// digit up.
+    pub transfer_dialling: Option<crate::server::policy::DiallingPolicy>,
     /// Ring (180) this long before answering; 0 answers at once.
     pub answer_delay: FlowDuration,
     /// How long calls in progress may go on after SIGTERM before BYE.
@@ -169,6 +173,7 @@ impl Default for ServerConfig {
             call_records: PathBuf::from("calls.jsonl"),
             callbacks: PathBuf::from("callbacks.db"),
             dialling: crate::server::policy::DiallingPolicy::default(),
+            transfer_dialling: None,
             queue_status: BTreeMap::new(),
             answer_delay: FlowDuration(Duration::ZERO),
             drain: FlowDuration(Duration::from_secs(30)),
@@ -254,10 +259,29 @@ impl ServerConfig {
             a.trim().parse().map_err(|_| bad())?,
             b.trim().parse().map_err(|_| bad())?,
         );
-        if a == 0 || b < a {
-            return Err(bad());
+        if a < 1024 || b < a {
+            return Err(ConfigError::Value(format!(
+                "rtp_ports `{}`: the first port must be 1024 or more and not above the last",
+                self.rtp_ports
+            )));
+        }
+        // One even port per call: a range without one would take no call.
+        if a == b && a % 2 == 1 {
+            return Err(ConfigError::Value(format!(
+                "rtp_ports `{}` holds no even port (RTP uses even ports, RFC 3550 11)",
+                self.rtp_ports
+            )));
         }
         Ok((a, b))
+    }
+
+    /// The policies calls apply to the numbers they would have dialled.
+    pub fn dialling_policies(&self) -> crate::server::policy::Dialling {
+        let mut policies = crate::server::policy::Dialling::from_callback(self.dialling.clone());
+        if let Some(transfer) = &self.transfer_dialling {
+            policies.transfer = transfer.clone();
+        }
+        policies
     }
 
     /// The callback flow for `queue`.

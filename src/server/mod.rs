@@ -9,11 +9,13 @@ mod cdr;
 pub mod config;
 mod dialler;
 mod outbound;
-pub mod policy;
 mod ports;
 pub mod queue_status;
 pub mod runtime;
 pub mod stats;
+
+/// The dialling policy lives with the pure flow code, which applies it.
+pub use crate::flow::dialling as policy;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -75,6 +77,8 @@ struct Shared {
     stats: Arc<MediaStats>,
     callbacks: callbacks::CallbackSink,
     waits: Arc<queue_status::QueueWaits>,
+    /// The dialling policies every call applies.
+    dialling: Arc<policy::Dialling>,
 }
 
 impl Shared {
@@ -222,6 +226,7 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
         stats: Arc::new(MediaStats::default()),
         callbacks,
         waits: queue_status::start(&config.queue_status),
+        dialling: Arc::new(config.dialling_policies()),
         config,
     });
     let (control_tx, control_rx) = watch::channel(Control::Running);
@@ -504,6 +509,7 @@ impl Server {
             rtp_timeout: self.shared.config.rtp_timeout.0,
             vars: self.shared.waits.as_vars(t),
             callback: None,
+            dialling: Arc::clone(&self.shared.dialling),
         });
         if let Some(n) = negotiated {
             call.set_media(n);

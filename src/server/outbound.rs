@@ -31,6 +31,14 @@ impl Server {
             self.attempt_failed(&leg, format!("the callback flow `{flow}` is not loaded"));
             return;
         };
+        // The last guard against toll fraud: whatever stored the request,
+        // a number the policy refuses is never dialled.
+        if let Err(why) = self.shared.dialling.callback.check(&leg.number) {
+            tracing::warn!(id = leg.id, number = %leg.number, "callback refused by the dialling policy: {why}");
+            self.shared
+                .settle_callback(&leg, AttemptOutcome::Refused(why));
+            return;
+        }
         let (socket, local) = match self.open_rtp() {
             Ok(opened) => opened,
             Err(e) => {
@@ -78,6 +86,7 @@ impl Server {
             rtp_timeout: config.rtp_timeout.0,
             vars,
             callback: Some(leg),
+            dialling: Arc::clone(&self.shared.dialling),
         });
         drop(_entered);
         self.spawn_call(handle, call, socket, port, span);

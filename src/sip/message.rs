@@ -631,6 +631,17 @@ impl ResponseBuilder {
         }
     }
 
+    /// Copies the request's Record-Route values, in order: a response that
+    /// creates a dialog (a 2xx, or a 101-199 with our To tag, to an INVITE)
+    /// must carry them, or the caller's ACK and BYE bypass every proxy that
+    /// asked to stay on the path (RFC 3261 12.1.1).
+    pub fn record_route(mut self, request: &Message) -> Self {
+        for rr in request.headers_named("Record-Route") {
+            let _ = write!(self.text, "Record-Route: {rr}\r\n");
+        }
+        self
+    }
+
     /// Adds a header.
     pub fn header(mut self, name: &str, value: &str) -> Self {
         let _ = write!(self.text, "{name}: {value}\r\n");

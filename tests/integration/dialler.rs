@@ -276,3 +276,34 @@ fn an_admin_cancel_ends_the_callback_call_that_is_ringing() {
     assert!(rang < chrono::TimeDelta::seconds(10), "{rang}");
     assert!(server.stop().success());
 }
+
+#[test]
+fn a_spoofed_premium_from_is_never_called_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The trunk is a plain socket here: anything callflow dials shows up.
+    let trunk = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    trunk
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .ok();
+    let port = trunk.local_addr().expect("addr").port();
+    let cfg = config(dir.path(), port, "poll: 100ms");
+    let server = Server::start_in(dir, &["--route", "8002=cb", "--config", &cfg]);
+    server.call("callback_spoofed", &[]);
+    let r = &server.records(1)[0];
+    assert_eq!(r["caller"], "0900123456", "{r}");
+    assert_ne!(r["outcome"], "callback_requested", "{r}");
+    let db = server.dir.path().join("callbacks.db");
+    let list = callbacks_cli(&db, &["list"]);
+    assert_eq!(list.lines().count(), 1, "nothing was stored: {list}");
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut buf = [0u8; 2048];
+    while Instant::now() < deadline {
+        if let Ok((n, _)) = trunk.recv_from(&mut buf) {
+            panic!(
+                "callflow dialled out: {}",
+                String::from_utf8_lossy(&buf[..n])
+            );
+        }
+    }
+    assert!(server.stop().success());
+}

@@ -1,10 +1,12 @@
 //! What goes into the interpreter (events) and what comes out (actions).
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
+use crate::flow::dialling::Dialling;
 use crate::flow::graph::{NodeRef, PromptSeq};
 
 /// Identifies one playback, so that a late "finished" from a playback that
@@ -34,6 +36,9 @@ pub struct CallInfo {
     /// the queue's estimated wait in seconds); the flow's own `vars` may
     /// use them.
     pub vars: Vec<(String, String)>,
+    /// Which numbers the call may have dialled (callbacks, caller-filled
+    /// transfer targets).
+    pub dialling: Arc<Dialling>,
 }
 
 /// Something that happened to the call.

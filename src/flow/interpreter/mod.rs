@@ -684,7 +684,16 @@ impl Interpreter {
                 Next::Go(on_decline)
             }
             Choice::CallbackAccept => {
-                let number = normalise(&self.call.caller);
+                let mut number = normalise(&self.call.caller);
+                if !number.is_empty() {
+                    // The From number is only a claim: a spoofed premium or
+                    // foreign number must never be dialled (toll fraud), so
+                    // such a caller is asked for a number instead.
+                    if let Err(why) = self.call.dialling.callback.check(&number) {
+                        self.step(StepKind::CallbackRefused(why), out);
+                        number.clear();
+                    }
+                }
                 if !confirm_number && !number.is_empty() {
                     self.request_callback(number, None, out)
                 } else if number.is_empty() {
@@ -955,6 +964,12 @@ impl Interpreter {
                         out,
                     );
                     return Next::Go(t.on_fail);
+                }
+                if !user.is_literal() {
+                    if let Err(why) = self.call.dialling.transfer.check(&user_value) {
+                        self.step(StepKind::TransferRefused(why), out);
+                        return Next::Go(t.on_fail);
+                    }
                 }
                 let at = if user_value.is_empty() { "" } else { "@" };
                 let host = rest.trim_start_matches('@');

@@ -83,6 +83,7 @@ impl Call {
                 call_id: "test-call".into(),
                 started: now,
                 started_wall: at,
+                dialling: Default::default(),
                 vars: vars
                     .iter()
                     .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -612,6 +613,40 @@ nodes:
         .any(|a| matches!(a, Action::Step(s) if s.what == StepKind::StepLimit)));
     assert!(call.log.contains(&Action::Hangup));
     assert!(matches!(call.outcome(), Some(Outcome::Failed { .. })));
+}
+
+#[test]
+fn a_spoofed_premium_caller_number_is_never_offered_or_requested() {
+    let set = load_ok(&[CALLBACK_FLOW]);
+    // A From header is only a claim: 0900... would bill the company.
+    let mut call = Call::start(&set, "sip:0900123456@evil.example", office_hours());
+    call.press("1");
+    assert!(call
+        .log
+        .iter()
+        .any(|a| matches!(a, Action::Step(s) if matches!(&s.what, StepKind::CallbackRefused(why) if why.contains("0900")))));
+    assert_eq!(
+        call.played().last().unwrap(),
+        "callback-enter-number",
+        "asked for another number, not read back its own"
+    );
+    assert!(!call
+        .log
+        .iter()
+        .any(|a| matches!(a, Action::RequestCallback(_))));
+}
+
+#[test]
+fn a_caller_filled_transfer_target_passes_the_transfer_policy() {
+    let set = load_ok(&[TOLL_FLOW]);
+    let mut call = Call::start(&set, "+37120000001", office_hours());
+    call.press("00441#");
+    assert!(call.transfers().is_empty());
+    assert!(call
+        .log
+        .iter()
+        .any(|a| matches!(a, Action::Step(s) if matches!(&s.what, StepKind::TransferRefused(why) if why.contains("00")))));
+    assert_eq!(call.node(), "bye");
 }
 
 #[test]

@@ -78,11 +78,23 @@ impl Dialog {
     ) -> Vec<u8> {
         self.local_cseq += 1;
         let mut s = String::with_capacity(512);
-        let _ = write!(s, "{} {} SIP/2.0\r\n", method.as_str(), self.remote_target);
+        // A first hop without `lr` is a strict router (RFC 2543): it wants
+        // its own URI as the Request-URI and the remote target as the last
+        // Route (RFC 3261 12.2.1.1).
+        let strict = self.route_set.first().filter(|r| !is_loose(r));
+        let request_uri = match strict {
+            Some(first) => message::uri_of(first),
+            None => self.remote_target.as_str(),
+        };
+        let _ = write!(s, "{} {} SIP/2.0\r\n", method.as_str(), request_uri);
         let _ = write!(s, "Via: SIP/2.0/UDP {advertised};branch={branch};rport\r\n");
         let _ = write!(s, "Max-Forwards: 70\r\n");
-        for route in &self.route_set {
+        let skip = usize::from(strict.is_some());
+        for route in self.route_set.iter().skip(skip) {
             let _ = write!(s, "Route: {route}\r\n");
+        }
+        if strict.is_some() {
+            let _ = write!(s, "Route: <{}>\r\n", self.remote_target);
         }
         let _ = write!(s, "From: {};tag={}\r\n", self.local_party, self.local_tag);
         let _ = write!(s, "To: {}\r\n", self.remote_party);
@@ -102,6 +114,16 @@ impl Dialog {
         out.extend_from_slice(body.1);
         out
     }
+}
+
+/// Whether a Route value names a loose router (`;lr` in its URI).
+fn is_loose(route: &str) -> bool {
+    let uri = message::uri_of(route);
+    uri.split(';').skip(1).any(|p| {
+        p.split('=')
+            .next()
+            .is_some_and(|n| n.trim().eq_ignore_ascii_case("lr"))
+    })
 }
 
 /// A To/From value without its tag parameter.

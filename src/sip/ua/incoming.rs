@@ -12,8 +12,11 @@ use crate::sip::transaction::{
     AckDisposition, InviteServerTransaction, NonInviteServerTransaction, TwoXxRetransmitter,
 };
 
-/// Extensions we support; a Require naming another gets 420 (RFC 3261 8.2.2.3).
-const SUPPORTED: &[&str] = &["timer", "replaces", "norefersub"];
+/// Extensions we implement; a Require naming another gets 420 (RFC 3261
+/// 8.2.2.3). Empty for now: session timers (RFC 4028) and Replaces (RFC
+/// 3891) are not implemented, so neither is advertised nor accepted in a
+/// Require.
+const SUPPORTED: &[&str] = &[];
 
 /// The server-transaction key of a request (RFC 3261 17.2.3): the branch
 /// with the magic cookie plus sent-by and method, ACK matching its INVITE;
@@ -109,11 +112,7 @@ impl UserAgent {
             Method::Invite => self.on_reinvite(now, source, key, m),
             Method::Cancel => self.on_cancel(now, source, key, m),
             Method::Options => {
-                let extra = [
-                    ("Allow", ALLOW),
-                    ("Accept", "application/sdp"),
-                    ("Supported", "timer, replaces"),
-                ];
+                let extra = [("Allow", ALLOW), ("Accept", "application/sdp")];
                 self.respond(now, source, key, &m, 200, "OK", &extra, None);
             }
             Method::Bye | Method::Info | Method::Notify => self.on_in_dialog(now, source, key, m),
@@ -332,12 +331,12 @@ impl UserAgent {
             .header("Server", &self.config.product);
         if (200..300).contains(&status) {
             b = b
+                .record_route(&invite)
                 .header(
                     "Contact",
                     &format!("<sip:callflow@{}>", self.config.advertised),
                 )
-                .header("Allow", ALLOW)
-                .header("Supported", "timer, replaces");
+                .header("Allow", ALLOW);
         }
         for (n, v) in extra {
             b = b.header(n, v);

@@ -94,6 +94,7 @@ impl UserAgent {
             "Ringing",
             Some(&d.local_tag),
         )
+        .record_route(invite)
         .header(
             "Contact",
             &format!("<sip:callflow@{}>", self.config.advertised),

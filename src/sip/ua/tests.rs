@@ -500,6 +500,100 @@ fn unknown_methods_get_501_and_unsupported_extensions_420() {
 }
 
 #[test]
+fn record_route_is_copied_into_the_180_and_200_and_our_requests_follow_it() {
+    let mut rig = Rig::new();
+    let rr = "Record-Route: <sip:10.9.9.1;lr;ftag=x>\r\nRecord-Route: <sip:127.0.0.1:5071;lr>\r\n";
+    rig.recv(&invite("rr1", "z9hG4bK-rr1", rr, OFFER));
+    let call = match rig.events.last() {
+        Some((c, UaEvent::Incoming(_))) => *c,
+        other => panic!("{other:?}"),
+    };
+    rig.ua.ring(rig.now, call);
+    let local = LocalMedia {
+        addr: "127.0.0.1".parse().unwrap(),
+        port: 20000,
+        session_id: 1,
+        session_version: 1,
+    };
+    assert!(rig.ua.accept(rig.now, call, local, b"v=0\r\n", false));
+    rig.drain();
+    assert_eq!(
+        rig.statuses(),
+        [
+            "SIP/2.0 100 Trying",
+            "SIP/2.0 180 Ringing",
+            "SIP/2.0 200 OK"
+        ]
+    );
+    let routes = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| l.starts_with("Record-Route:"))
+            .map(str::to_string)
+            .collect()
+    };
+    let expected = [
+        "Record-Route: <sip:10.9.9.1;lr;ftag=x>",
+        "Record-Route: <sip:127.0.0.1:5071;lr>",
+    ];
+    assert!(routes(&rig.sent[0].2).is_empty(), "100 creates no dialog");
+    assert_eq!(routes(&rig.sent[1].2), expected, "in order, in the 180");
+    assert_eq!(routes(&rig.sent[2].2), expected, "in order, in the 200");
+    // The ACK comes back through the proxy: another source, same dialog.
+    let tag = rig.to_tag();
+    rig.recv(&in_dialog("ACK", "rr1", &tag, 1, "z9hG4bK-rrack", "", ""));
+    assert_eq!(
+        rig.events.last(),
+        Some(&(call, UaEvent::Confirmed { answer: None }))
+    );
+    rig.ua.hangup(rig.now, call);
+    rig.drain();
+    let (_, to, bye) = rig.sent.last().unwrap();
+    assert!(
+        bye.starts_with("BYE sip:sipp@127.0.0.1:5070 SIP/2.0"),
+        "{bye}"
+    );
+    assert_eq!(
+        routes(&bye.replace("Route:", "Record-Route:")),
+        expected,
+        "the route set, in order"
+    );
+    assert_eq!(
+        *to,
+        "10.9.9.1:5060".parse::<SocketAddr>().unwrap(),
+        "to the first route"
+    );
+}
+
+#[test]
+fn a_strict_first_route_becomes_the_request_uri() {
+    let mut rig = Rig::new();
+    let rr = "Record-Route: <sip:127.0.0.1:5071>\r\n";
+    rig.recv(&invite("sr1", "z9hG4bK-sr1", rr, OFFER));
+    let call = match rig.events.last() {
+        Some((c, UaEvent::Incoming(_))) => *c,
+        other => panic!("{other:?}"),
+    };
+    let local = LocalMedia {
+        addr: "127.0.0.1".parse().unwrap(),
+        port: 20000,
+        session_id: 1,
+        session_version: 1,
+    };
+    assert!(rig.ua.accept(rig.now, call, local, b"v=0\r\n", false));
+    rig.drain();
+    let tag = rig.to_tag();
+    rig.recv(&in_dialog("ACK", "sr1", &tag, 1, "z9hG4bK-srack", "", ""));
+    rig.ua.hangup(rig.now, call);
+    rig.drain();
+    let bye = &rig.sent.last().unwrap().2;
+    assert!(bye.starts_with("BYE sip:127.0.0.1:5071 SIP/2.0"), "{bye}");
+    assert!(
+        bye.contains("Route: <sip:sipp@127.0.0.1:5070>\r\n"),
+        "{bye}"
+    );
+}
+
+#[test]
 fn we_hang_up_with_bye_to_the_contact() {
     let mut rig = Rig::new();
     let (call, _) = rig.answered("c9");

@@ -1,11 +1,13 @@
-//! The dialling policy for callback numbers a caller types in: callers must
-//! not be able to make callflow dial anywhere at the company's expense
-//! (toll fraud), so length and prefixes are checked before anything is
-//! stored.
+//! The dialling policy: callers must not be able to make callflow dial
+//! anywhere at the company's expense (toll fraud). Every number callflow
+//! dials passes it, whatever it came from: the caller's own number (a From
+//! header is only a claim), a number typed in, or a caller-filled transfer
+//! target. Length and prefixes are checked before anything is stored or
+//! sent.
 
 use serde::Deserialize;
 
-/// Which typed-in numbers callbacks may dial.
+/// Which numbers may be dialled.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DiallingPolicy {
@@ -30,6 +32,35 @@ impl Default for DiallingPolicy {
                 .map(String::from)
                 .to_vec(),
         }
+    }
+}
+
+/// The policies a call applies: one for callback numbers, one for the
+/// digits a caller puts into a transfer target (extensions are often
+/// shorter than phone numbers, so the two may differ).
+#[derive(Debug, Clone)]
+pub struct Dialling {
+    /// For callback numbers: the caller's own or one they typed.
+    pub callback: DiallingPolicy,
+    /// For caller-filled user parts of transfer URIs.
+    pub transfer: DiallingPolicy,
+}
+
+impl Default for Dialling {
+    fn default() -> Self {
+        Dialling::from_callback(DiallingPolicy::default())
+    }
+}
+
+impl Dialling {
+    /// The transfer policy derived from the callback one: the same
+    /// prefixes, but any length from one digit (extensions are short).
+    pub fn from_callback(callback: DiallingPolicy) -> Self {
+        let transfer = DiallingPolicy {
+            min_digits: 1,
+            ..callback.clone()
+        };
+        Self { callback, transfer }
     }
 }
 
