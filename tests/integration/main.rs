@@ -7,5 +7,6 @@ mod cli;
 mod common;
 mod dialler;
 mod journeys;
+mod kamailio;
 mod shipped_flows;
 mod sipp;
