@@ -123,6 +123,32 @@ pub enum ParseError {
         /// As much as could be read, to build the 400 from.
         partial: Box<Message>,
     },
+    /// A request we can read but must refuse with a status of its own:
+    /// 505 for another SIP version (RFC 3261 8.2.1... 21.5.7), 416 for a
+    /// Request-URI scheme we do not serve (8.2.2.1).
+    #[error("{status} {reason}")]
+    Refuse {
+        /// 505 or 416.
+        status: u16,
+        /// The reason phrase.
+        reason: &'static str,
+        /// The request, to build the answer from.
+        partial: Box<Message>,
+    },
+}
+
+/// Why a request line could not be used.
+enum StartLineError {
+    /// Not SIP at all: dropped.
+    Garbage(String),
+    /// A request line we recognise but cannot accept: the method, and
+    /// whether only the version is wrong (505) or its form (400).
+    Request {
+        method: Method,
+        uri: String,
+        version_only: bool,
+        reason: String,
+    },
 }
 
 /// Compact forms (RFC 3261 7.3.3 and the extension RFCs).
@@ -253,7 +279,21 @@ pub fn parse(datagram: &[u8]) -> Result<Message, ParseError> {
         }
     }
     let first = lines.first().map(String::as_str).unwrap_or("");
-    let start = parse_start_line(first)?;
+    // A broken request line is still answered (400, or 505 for another
+    // version) when the rest of the message says where to: RFC 4475 3.1.2.
+    let (start, line_error) = match parse_start_line(first) {
+        Ok(start) => (start, None),
+        Err(StartLineError::Garbage(reason)) => return Err(ParseError::Garbage(reason)),
+        Err(StartLineError::Request {
+            method,
+            uri,
+            version_only,
+            reason,
+        }) => (
+            StartLine::Request { method, uri },
+            Some((version_only, reason)),
+        ),
+    };
 
     let mut headers = Vec::with_capacity(lines.len());
     let mut bad: Option<String> = None;
@@ -294,6 +334,34 @@ pub fn parse(datagram: &[u8]) -> Result<Message, ParseError> {
     if let Some(reason) = bad {
         return Err(bad_request(reason, message));
     }
+    let has_via = message.header("Via").is_some();
+    match line_error {
+        Some(_) if !has_via => return Err(ParseError::Garbage("bad request line".into())),
+        Some((true, _)) => {
+            return Err(ParseError::Refuse {
+                status: 505,
+                reason: "Version Not Supported",
+                partial: Box::new(message),
+            })
+        }
+        Some((false, reason)) => return Err(bad_request(reason, message)),
+        None => {}
+    }
+    if let Some(reason) = lint_headers(&message) {
+        return Err(bad_request(reason, message));
+    }
+    let conflict = {
+        let mut lengths = message.headers_named("Content-Length");
+        match (lengths.next(), lengths.next()) {
+            (Some(a), Some(b)) if a.trim() != b.trim() => {
+                Some(format!("two Content-Length values, {a} and {b}"))
+            }
+            _ => None,
+        }
+    };
+    if let Some(reason) = conflict {
+        return Err(bad_request(reason, message));
+    }
     if let Some(cl) = message.header("Content-Length") {
         match cl.parse::<usize>() {
             Ok(n) if n <= message.body.len() => message.body.truncate(n),
@@ -316,11 +384,41 @@ pub fn parse(datagram: &[u8]) -> Result<Message, ParseError> {
             return Err(bad_request(format!("missing {required} header"), message));
         }
     }
-    if let Err(reason) = message.cseq() {
-        return Err(bad_request(reason, message));
+    match message.cseq() {
+        Err(reason) => return Err(bad_request(reason, message)),
+        Ok((_, method)) => {
+            // An unknown method is answered 501 whatever its CSeq says
+            // (RFC 4475 3.1.2.18 prefers that to 400).
+            if let StartLine::Request { method: m, .. } = &message.start {
+                if m.as_str() != method && !matches!(m, Method::Other(_)) {
+                    let reason =
+                        format!("CSeq method {method} is not the request's {}", m.as_str());
+                    return Err(bad_request(reason, message));
+                }
+            }
+        }
     }
-    // Let rsip check what it knows: the start line, the URI, the header syntax.
-    if let Err(e) = rsip::SipMessage::try_from(message.to_bytes().as_slice()) {
+    if let StartLine::Request { uri, .. } = &message.start {
+        let scheme = uri.split(':').next().unwrap_or("");
+        if !["sip", "sips", "tel"]
+            .iter()
+            .any(|s| s.eq_ignore_ascii_case(scheme))
+        {
+            return Err(ParseError::Refuse {
+                status: 416,
+                reason: "Unsupported URI Scheme",
+                partial: Box::new(message),
+            });
+        }
+    }
+    // Let rsip check what it knows: the start line and the header syntax.
+    // The Request-URI is ours to judge: rsip refuses a user part holding
+    // `;` (valid, RFC 4475 3.1.1.9), and the scheme was checked above.
+    let mut checked = message.clone();
+    if let StartLine::Request { uri, .. } = &mut checked.start {
+        *uri = "sip:check@invalid".into();
+    }
+    if let Err(e) = rsip::SipMessage::try_from(checked.to_bytes().as_slice()) {
         if !matches!(
             &message.start,
             StartLine::Request {
@@ -340,12 +438,54 @@ pub fn parse(datagram: &[u8]) -> Result<Message, ParseError> {
     Ok(message)
 }
 
+/// Headers that appear once (RFC 3261 7.3.1: only list headers may repeat).
+const SINGLE: &[&str] = &["From", "To", "Call-ID", "CSeq", "Max-Forwards"];
+
+/// Header faults rsip lets through but RFC 4475 3.1.2 and 3.3.8 want
+/// answered with 400: repeated single headers, empty Via parameters, an
+/// unterminated quoted string in From or To.
+fn lint_headers(m: &Message) -> Option<String> {
+    for name in SINGLE {
+        if m.headers_named(name).nth(1).is_some() {
+            return Some(format!("more than one {name}"));
+        }
+    }
+    for via in m.headers_named("Via") {
+        if via.split(';').skip(1).any(|p| p.trim().is_empty()) {
+            return Some("an empty Via parameter".into());
+        }
+    }
+    for name in ["From", "To"] {
+        if let Some(v) = m.header(name) {
+            let mut quoted = false;
+            let mut escaped = false;
+            for c in v.chars() {
+                match c {
+                    _ if escaped => escaped = false,
+                    '\\' if quoted => escaped = true,
+                    '"' => quoted = !quoted,
+                    _ => {}
+                }
+            }
+            if quoted {
+                return Some(format!("an unterminated quoted string in {name}"));
+            }
+        }
+    }
+    None
+}
+
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-fn parse_start_line(line: &str) -> Result<StartLine, ParseError> {
-    let garbage = || ParseError::Garbage(format!("bad start line `{line}`"));
+/// The characters of an RFC 3261 `token` (25.1), which a method is.
+fn is_token_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b)
+}
+
+fn parse_start_line(line: &str) -> Result<StartLine, StartLineError> {
+    let garbage = || StartLineError::Garbage(format!("bad start line `{line}`"));
     if let Some(rest) = line.strip_prefix("SIP/2.0 ") {
         let (code, reason) = rest.split_once(' ').unwrap_or((rest, ""));
         let status: u16 = code.parse().map_err(|_| garbage())?;
@@ -357,19 +497,37 @@ fn parse_start_line(line: &str) -> Result<StartLine, ParseError> {
             reason: reason.to_string(),
         });
     }
-    let mut parts = line.split(' ');
-    let (Some(method), Some(uri), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
+    let method = line.split(' ').next().unwrap_or("");
+    if method.is_empty() || !method.bytes().all(is_token_char) {
         return Err(garbage());
-    };
-    if version != "SIP/2.0" || method.is_empty() || !method.bytes().all(|b| b.is_ascii_alphabetic())
+    }
+    let rest = &line[method.len()..];
+    let words: Vec<&str> = rest.split_whitespace().collect();
+    let version = words.last().copied().unwrap_or("");
+    if !version
+        .get(..4)
+        .is_some_and(|v| v.eq_ignore_ascii_case("SIP/"))
     {
         return Err(garbage());
     }
+    let uri = words.first().copied().unwrap_or("").to_string();
+    let refuse = |version_only: bool, reason: &str| StartLineError::Request {
+        method: Method::parse(method),
+        uri: uri.clone(),
+        version_only,
+        reason: reason.to_string(),
+    };
+    // Exactly `METHOD SP Request-URI SP SIP-Version` (RFC 3261 7.1): extra
+    // spaces, or spaces inside the URI, are malformed (RFC 4475 3.1.2.8-10).
+    if words.len() != 2 || rest != format!(" {uri} {version}") {
+        return Err(refuse(false, "malformed request line"));
+    }
+    if version != "SIP/2.0" {
+        return Err(refuse(true, "SIP version not supported"));
+    }
     Ok(StartLine::Request {
         method: Method::parse(method),
-        uri: uri.to_string(),
+        uri,
     })
 }
 

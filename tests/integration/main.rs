@@ -8,5 +8,6 @@ mod common;
 mod dialler;
 mod journeys;
 mod kamailio;
+mod rfc4475;
 mod shipped_flows;
 mod sipp;

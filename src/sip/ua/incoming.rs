@@ -43,6 +43,35 @@ pub(super) fn transaction_key(m: &Message, method: &Method) -> String {
     }
 }
 
+/// The option tags of Require that we do not implement.
+fn unsupported_extensions(m: &Message) -> Vec<&str> {
+    m.headers_named("Require")
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|e| !e.is_empty() && !SUPPORTED.iter().any(|s| s.eq_ignore_ascii_case(e)))
+        .collect()
+}
+
+/// Whether the request's Accept (if any) allows an `application/sdp` body.
+fn accepts_sdp(m: &Message) -> bool {
+    let mut values = m
+        .headers_named("Accept")
+        .flat_map(|v| v.split(','))
+        .map(|t| {
+            t.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .filter(|t| !t.is_empty())
+        .peekable();
+    if values.peek().is_none() {
+        return true; // no Accept: application/sdp is assumed (21.4.7... 20.1)
+    }
+    values.any(|t| matches!(t.as_str(), "application/sdp" | "application/*" | "*/*"))
+}
+
 /// A key typed as a DTMF digit.
 fn dtmf_char(s: &str) -> Option<char> {
     let s = s.trim();
@@ -103,6 +132,26 @@ impl UserAgent {
             };
             self.drain_server(&key);
             if !pass_ack {
+                return;
+            }
+        }
+        // RFC 3261 8.2.2.3: an extension we lack in Require is refused
+        // with 420, for every request but ACK and CANCEL (and INVITE, whose
+        // own transaction answers it below).
+        if !matches!(method, Method::Ack | Method::Cancel | Method::Invite) {
+            let unsupported = unsupported_extensions(&m);
+            if !unsupported.is_empty() {
+                let list = unsupported.join(", ");
+                self.respond(
+                    now,
+                    source,
+                    key,
+                    &m,
+                    420,
+                    "Bad Extension",
+                    &[("Unsupported", &list)],
+                    None,
+                );
                 return;
             }
         }
@@ -219,12 +268,11 @@ impl UserAgent {
             }
             b.build()
         };
-        let unsupported: Vec<&str> = m
-            .headers_named("Require")
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .filter(|e| !e.is_empty() && !SUPPORTED.iter().any(|s| s.eq_ignore_ascii_case(e)))
-            .collect();
+        let unsupported = unsupported_extensions(&m);
+        let content_type = m
+            .header("Content-Type")
+            .and_then(|c| c.split(';').next())
+            .map(|c| c.trim().to_ascii_lowercase());
         let refusal = if !self.accepting {
             Some((
                 503,
@@ -237,6 +285,30 @@ impl UserAgent {
                     420,
                     "Bad Extension",
                     &[("Unsupported", &unsupported.join(", "))],
+                ),
+            ))
+        } else if !m.body.is_empty() && content_type.as_deref() != Some("application/sdp") {
+            // RFC 3261 21.4.13: a body we cannot read is refused with what
+            // we do read.
+            Some((
+                415,
+                answer(
+                    415,
+                    "Unsupported Media Type",
+                    &[("Accept", "application/sdp")],
+                ),
+            ))
+        } else if !accepts_sdp(&m) {
+            // The caller cannot take our SDP answer (RFC 3261 21.4.7).
+            Some((
+                406,
+                answer(
+                    406,
+                    "Not Acceptable",
+                    &[(
+                        "Warning",
+                        "399 callflow \"the answer can only be application/sdp\"",
+                    )],
                 ),
             ))
         } else {

@@ -284,6 +284,16 @@ impl UserAgent {
                     );
                 }
             }
+            Err(ParseError::Refuse {
+                status,
+                reason,
+                partial,
+            }) => {
+                tracing::debug!(%source, status, "refused a request");
+                if partial.method() != Method::Ack {
+                    self.respond_stateless(&partial, source, status, reason, &[]);
+                }
+            }
             Err(ParseError::KeepAlive) => {}
             Err(ParseError::Garbage(reason)) => {
                 tracing::debug!(%source, %reason, "dropped a datagram that is not SIP");
