@@ -26,6 +26,7 @@ use crate::flow::interpreter::{
 use crate::flow::FlowSet;
 use crate::media::dtmf::DtmfReceiver;
 use crate::media::g711::Codec as MediaCodec;
+use crate::media::latch::RtpLatch;
 use crate::media::prompts::PromptCache;
 use crate::media::rtp::RtpSender;
 use crate::sip::sdp::{Codec, Negotiated};
@@ -78,6 +79,9 @@ pub struct CallSetup {
     pub callback: Option<CallbackLeg>,
     /// Which numbers the flow may have dialled.
     pub dialling: Arc<Dialling>,
+    /// Latch inbound RTP to the first source seen rather than the SDP's
+    /// address (a peer behind NAT).
+    pub rtp_latch_first: bool,
 }
 
 /// One call.
@@ -90,6 +94,8 @@ pub struct Call {
     media: Option<Negotiated>,
     sender: Option<RtpSender>,
     dtmf: Option<DtmfReceiver>,
+    /// Which inbound RTP counts (the caller's, not a stranger's).
+    latch: RtpLatch,
     /// The interpreter's playback the sender is playing.
     playing: Option<PlaybackId>,
     timer: Option<(TimerId, Instant)>,
@@ -133,6 +139,7 @@ impl Call {
             media: None,
             sender: None,
             dtmf: None,
+            latch: RtpLatch::new(setup.rtp_latch_first),
             playing: None,
             timer: None,
             last_rtp: setup.started,
@@ -163,6 +170,8 @@ impl Call {
             self.sender = Some(RtpSender::new(ssrc, negotiated.payload_type, seq, ts));
         }
         self.dtmf = negotiated.dtmf_payload_type.map(DtmfReceiver::new);
+        self.latch
+            .expect(negotiated.remote, negotiated.dtmf_payload_type);
         self.media = Some(negotiated);
     }
 
@@ -257,8 +266,12 @@ impl Call {
         self.feed(now, Event::CallbackRecorded(result));
     }
 
-    /// An RTP packet from the caller.
-    pub fn on_rtp(&mut self, now: Instant, packet: &[u8]) {
+    /// An RTP packet that reached the call's port from `from`; counted
+    /// (as a key, or as a sign of life) only when it is the caller's.
+    pub fn on_rtp(&mut self, now: Instant, from: std::net::SocketAddr, packet: &[u8]) {
+        if !self.latch.accept(from, packet) {
+            return;
+        }
         self.last_rtp = now;
         let key = self.dtmf.as_mut().and_then(|d| d.on_rtp(packet));
         if let Some(k) = key {

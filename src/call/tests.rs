@@ -66,6 +66,7 @@ fn call_with_silence_limit(rtp_timeout: Duration) -> (Call, Instant) {
         vars: Vec::new(),
         callback: None,
         dialling: Default::default(),
+        rtp_latch_first: false,
     });
     call.set_media(Negotiated {
         codec: Codec::Pcmu,
@@ -76,6 +77,11 @@ fn call_with_silence_limit(rtp_timeout: Duration) -> (Call, Instant) {
         direction: Direction::SendRecv,
     });
     (call, started)
+}
+
+/// Where the caller's SDP said its RTP is.
+fn caller_rtp() -> std::net::SocketAddr {
+    "127.0.0.1:6000".parse().unwrap()
 }
 
 /// Sends every packet due until `until`; returns (time, packet) pairs.
@@ -144,7 +150,7 @@ fn an_rfc4733_key_transfers_with_context_and_a_2xx_ends_the_call() {
     pump(&mut call, t0, t1);
     // The key barges into the greeting and is kept for the menu.
     for (i, end) in [(0u16, false), (1, false), (2, true), (3, true), (4, true)] {
-        call.on_rtp(t1, &dtmf_packet(i, 8000, 1, end));
+        call.on_rtp(t1, caller_rtp(), &dtmf_packet(i, 8000, 1, end));
     }
     let out = outputs(&mut call);
     assert_eq!(
@@ -199,6 +205,7 @@ fn no_rtp_from_the_caller_ends_the_call() {
     call.on_sip(t0, UaEvent::Confirmed { answer: None });
     call.on_rtp(
         t0 + Duration::from_secs(1),
+        caller_rtp(),
         &[0x80, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1],
     );
     pump(&mut call, t0, t0 + Duration::from_secs(120));
@@ -229,5 +236,34 @@ fn an_ack_that_never_comes_is_a_failed_call_with_that_reason() {
     assert_eq!(
         (r.outcome, r.detail.as_str()),
         ("failed", "no ACK for the 200 OK")
+    );
+}
+
+#[test]
+fn keys_from_a_stranger_or_another_ssrc_are_ignored() {
+    let (mut call, t0) = call();
+    call.on_sip(t0, UaEvent::Confirmed { answer: None });
+    let t1 = t0 + Duration::from_millis(300);
+    pump(&mut call, t0, t1);
+    let stranger: std::net::SocketAddr = "127.0.0.1:6002".parse().unwrap();
+    for (i, end) in [(0u16, false), (1, true), (2, true), (3, true)] {
+        call.on_rtp(t1, stranger, &dtmf_packet(i, 8000, 1, end));
+    }
+    // The caller's own events latch their SSRC; a second stream is not theirs.
+    call.on_rtp(t1, caller_rtp(), &dtmf_packet(10, 4000, 5, false));
+    let mut other = dtmf_packet(11, 9000, 1, true);
+    other[8..12].copy_from_slice(&0xdead_beef_u32.to_be_bytes());
+    call.on_rtp(t1, caller_rtp(), &other);
+    pump(&mut call, t1, t1 + Duration::from_millis(100));
+    let out = outputs(&mut call);
+    assert!(
+        !out.iter()
+            .any(|o| matches!(o, CallOutput::Sip(CallCommand::Refer(_)))),
+        "{out:?}"
+    );
+    assert!(
+        !call.digits.contains('1'),
+        "only the caller's 5: {}",
+        call.digits
     );
 }

@@ -8,9 +8,11 @@
 //!   load so that a call only shares references to them.
 //! - [`rtp`]: RTP packetisation and 20 ms pacing of prompts (RFC 3550).
 //! - [`dtmf`]: RFC 4733 telephone-event reception.
+//! - [`latch`]: which inbound RTP a call accepts (RFC 4961 latching).
 
 pub mod dtmf;
 pub mod g711;
+pub mod latch;
 pub mod prompts;
 mod resample;
 pub mod rtp;

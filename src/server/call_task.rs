@@ -115,8 +115,8 @@ pub(super) async fn run(
         let deadline = call.poll_timeout();
         tokio::select! {
             received = socket.recv_from(&mut incoming) => {
-                if let Ok((n, _)) = received {
-                    call.on_rtp(now(), &incoming[..n]);
+                if let Ok((n, from)) = received {
+                    call.on_rtp(now(), from, &incoming[..n]);
                 }
             }
             event = events.recv() => match event {

@@ -51,6 +51,10 @@ pub struct ServerConfig {
     pub drain: FlowDuration,
     /// End a call after this long without RTP from the caller.
     pub rtp_timeout: FlowDuration,
+    /// Accept a call's RTP from the first address it comes from, rather
+    /// than only from the address its SDP names: for peers behind NAT
+    /// (RFC 4961 latching). Off: a stranger's datagrams never count.
+    pub rtp_latch_first: bool,
     /// How long to wait for the final NOTIFY of a transfer.
     pub transfer_timeout: FlowDuration,
     /// The SIP trunk callbacks are dialled through; without one, callback
@@ -178,6 +182,7 @@ impl Default for ServerConfig {
             answer_delay: FlowDuration(Duration::ZERO),
             drain: FlowDuration(Duration::from_secs(30)),
             rtp_timeout: FlowDuration(Duration::from_secs(60)),
+            rtp_latch_first: false,
             transfer_timeout: FlowDuration(Duration::from_secs(30)),
             trunk: None,
             dialler: DiallerConfig::default(),

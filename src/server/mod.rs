@@ -510,6 +510,7 @@ impl Server {
             vars: self.shared.waits.as_vars(t),
             callback: None,
             dialling: Arc::clone(&self.shared.dialling),
+            rtp_latch_first: self.shared.config.rtp_latch_first,
         });
         if let Some(n) = negotiated {
             call.set_media(n);

@@ -87,6 +87,7 @@ impl Server {
             vars,
             callback: Some(leg),
             dialling: Arc::clone(&self.shared.dialling),
+            rtp_latch_first: self.shared.config.rtp_latch_first,
         });
         drop(_entered);
         self.spawn_call(handle, call, socket, port, span);

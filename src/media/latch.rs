@@ -1,0 +1,150 @@
+//! Which RTP a call accepts: symmetric RTP with latching (RFC 4961). A
+//! datagram that reaches a call's port is a claim, not a fact: anyone who
+//! finds the port could press keys in someone else's call. So RTP counts
+//! only from the address the caller's SDP gave (or, for a peer behind NAT,
+//! the first address seen), and only for the SSRC first seen from it: one
+//! for audio and one for RFC 4733 events, since some gateways send the two
+//! as separate streams.
+
+use std::net::SocketAddr;
+
+/// The latch of one call's inbound RTP.
+#[derive(Debug, Clone)]
+pub struct RtpLatch {
+    /// The SDP's address and port; `None` until media is negotiated.
+    expected: Option<SocketAddr>,
+    /// Latch the first source whatever the SDP says (a peer behind NAT,
+    /// whose SDP names its private address).
+    latch_first: bool,
+    source: Option<SocketAddr>,
+    audio_ssrc: Option<u32>,
+    event_ssrc: Option<u32>,
+    event_payload_type: Option<u8>,
+    dropped: u64,
+}
+
+impl RtpLatch {
+    /// A latch that accepts nothing until [`RtpLatch::expect`].
+    pub fn new(latch_first: bool) -> Self {
+        Self {
+            expected: None,
+            latch_first,
+            source: None,
+            audio_ssrc: None,
+            event_ssrc: None,
+            event_payload_type: None,
+            dropped: 0,
+        }
+    }
+
+    /// New media was negotiated (answer, ACK, re-INVITE): latch afresh to
+    /// `remote`, whose RFC 4733 events use `event_payload_type`.
+    pub fn expect(&mut self, remote: SocketAddr, event_payload_type: Option<u8>) {
+        if self.expected != Some(remote) {
+            self.source = None;
+            self.audio_ssrc = None;
+            self.event_ssrc = None;
+        }
+        self.expected = Some(remote);
+        self.event_payload_type = event_payload_type;
+    }
+
+    /// Whether `packet` from `from` belongs to the call.
+    pub fn accept(&mut self, from: SocketAddr, packet: &[u8]) -> bool {
+        let ok = self.check(from, packet);
+        if !ok {
+            self.dropped += 1;
+        }
+        ok
+    }
+
+    fn check(&mut self, from: SocketAddr, packet: &[u8]) -> bool {
+        let Some(expected) = self.expected else {
+            return false;
+        };
+        if packet.len() < 12 || packet[0] >> 6 != 2 {
+            return false;
+        }
+        match self.source {
+            Some(source) if source != from => return false,
+            Some(_) => {}
+            None if from == expected || self.latch_first => self.source = Some(from),
+            None => return false,
+        }
+        let ssrc = u32::from_be_bytes([packet[8], packet[9], packet[10], packet[11]]);
+        let is_event = self.event_payload_type == Some(packet[1] & 0x7f);
+        let latched = if is_event {
+            &mut self.event_ssrc
+        } else {
+            &mut self.audio_ssrc
+        };
+        *latched.get_or_insert(ssrc) == ssrc
+    }
+
+    /// Datagrams refused so far.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rtp(pt: u8, ssrc: u32) -> Vec<u8> {
+        let mut p = vec![0x80, pt, 0, 1, 0, 0, 0, 160];
+        p.extend_from_slice(&ssrc.to_be_bytes());
+        p.extend_from_slice(&[0xff; 4]);
+        p
+    }
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn only_the_sdp_address_and_its_first_ssrcs_are_accepted() {
+        let mut latch = RtpLatch::new(false);
+        assert!(
+            !latch.accept(addr("192.0.2.1:6000"), &rtp(0, 1)),
+            "no media yet"
+        );
+        latch.expect(addr("192.0.2.1:6000"), Some(101));
+        assert!(
+            !latch.accept(addr("198.51.100.9:6000"), &rtp(101, 1)),
+            "another host"
+        );
+        assert!(
+            !latch.accept(addr("192.0.2.1:6001"), &rtp(101, 1)),
+            "another port"
+        );
+        assert!(latch.accept(addr("192.0.2.1:6000"), &rtp(0, 7)));
+        assert!(
+            latch.accept(addr("192.0.2.1:6000"), &rtp(101, 8)),
+            "events may have their own SSRC"
+        );
+        assert!(
+            !latch.accept(addr("192.0.2.1:6000"), &rtp(101, 9)),
+            "but only one"
+        );
+        assert!(!latch.accept(addr("192.0.2.1:6000"), &rtp(0, 9)));
+        assert!(
+            !latch.accept(addr("192.0.2.1:6000"), &[0x80, 0]),
+            "too short"
+        );
+        assert_eq!(latch.dropped(), 6);
+        latch.expect(addr("192.0.2.2:7000"), Some(101));
+        assert!(
+            latch.accept(addr("192.0.2.2:7000"), &rtp(0, 9)),
+            "a re-INVITE latches anew"
+        );
+    }
+
+    #[test]
+    fn behind_nat_the_first_source_is_latched() {
+        let mut latch = RtpLatch::new(true);
+        latch.expect(addr("10.0.0.5:6000"), None);
+        assert!(latch.accept(addr("203.0.113.5:40000"), &rtp(0, 1)));
+        assert!(!latch.accept(addr("203.0.113.6:40000"), &rtp(0, 1)));
+    }
+}
