@@ -57,6 +57,16 @@ Content-Length: {}\r\n\r\n{body}",
     )
 }
 
+/// Our media for an answer.
+fn media() -> LocalMedia {
+    LocalMedia {
+        addr: "127.0.0.1".parse().unwrap(),
+        port: 20000,
+        session_id: 1,
+        session_version: 1,
+    }
+}
+
 impl Rig {
     fn new() -> Self {
         #[allow(clippy::disallowed_methods)] // a fake clock needs a base
@@ -133,12 +143,7 @@ impl Rig {
 
     fn answered(&mut self, call_id: &str) -> (CallHandle, String) {
         let call = self.incoming(call_id);
-        let local = LocalMedia {
-            addr: "127.0.0.1".parse().unwrap(),
-            port: 20000,
-            session_id: 1,
-            session_version: 1,
-        };
+        let local = media();
         assert!(self.ua.accept(self.now, call, local, b"v=0\r\n", false));
         self.drain();
         let tag = self.to_tag();
@@ -193,12 +198,7 @@ fn retransmitted_invite_never_creates_a_second_call() {
 fn two_xx_is_retransmitted_until_t2_and_abandoned_with_bye_after_64_t1() {
     let mut rig = Rig::new();
     let call = rig.incoming("c3");
-    let local = LocalMedia {
-        addr: "127.0.0.1".parse().unwrap(),
-        port: 20000,
-        session_id: 1,
-        session_version: 1,
-    };
+    let local = media();
     rig.ua.accept(rig.now, call, local, b"v=0\r\n", false);
     rig.drain();
     rig.run_until(Duration::from_secs(33));
@@ -509,12 +509,7 @@ fn record_route_is_copied_into_the_180_and_200_and_our_requests_follow_it() {
         other => panic!("{other:?}"),
     };
     rig.ua.ring(rig.now, call);
-    let local = LocalMedia {
-        addr: "127.0.0.1".parse().unwrap(),
-        port: 20000,
-        session_id: 1,
-        session_version: 1,
-    };
+    let local = media();
     assert!(rig.ua.accept(rig.now, call, local, b"v=0\r\n", false));
     rig.drain();
     assert_eq!(
@@ -573,12 +568,7 @@ fn a_strict_first_route_becomes_the_request_uri() {
         Some((c, UaEvent::Incoming(_))) => *c,
         other => panic!("{other:?}"),
     };
-    let local = LocalMedia {
-        addr: "127.0.0.1".parse().unwrap(),
-        port: 20000,
-        session_id: 1,
-        session_version: 1,
-    };
+    let local = media();
     assert!(rig.ua.accept(rig.now, call, local, b"v=0\r\n", false));
     rig.drain();
     let tag = rig.to_tag();
