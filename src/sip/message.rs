@@ -414,11 +414,8 @@ pub fn parse(datagram: &[u8]) -> Result<Message, ParseError> {
     // Let rsip check what it knows: the start line and the header syntax.
     // The Request-URI is ours to judge: rsip refuses a user part holding
     // `;` (valid, RFC 4475 3.1.1.9), and the scheme was checked above.
-    let mut checked = message.clone();
-    if let StartLine::Request { uri, .. } = &mut checked.start {
-        *uri = "sip:check@invalid".into();
-    }
-    if let Err(e) = rsip::SipMessage::try_from(checked.to_bytes().as_slice()) {
+    let checked = message.write_bytes(Some("sip:check@invalid"));
+    if let Err(e) = rsip::SipMessage::try_from(checked.as_slice()) {
         if !matches!(
             &message.start,
             StartLine::Request {
@@ -604,9 +601,16 @@ impl Message {
 
     /// Writes the message back as bytes (normalised form).
     pub fn to_bytes(&self) -> Vec<u8> {
+        self.write_bytes(None)
+    }
+
+    /// [`Message::to_bytes`], with `request_uri` in place of a request's
+    /// own (so the parser can have rsip check the rest without a copy).
+    fn write_bytes(&self, request_uri: Option<&str>) -> Vec<u8> {
         let mut s = String::with_capacity(256 + self.headers.len() * 40);
         match &self.start {
             StartLine::Request { method, uri } => {
+                let uri = request_uri.unwrap_or(uri);
                 let _ = write!(s, "{} {} SIP/2.0\r\n", method.as_str(), uri);
             }
             StartLine::Response { status, reason } => {
