@@ -130,7 +130,12 @@ impl Rig {
     }
 
     fn incoming(&mut self, call_id: &str) -> CallHandle {
-        self.recv(&invite(call_id, "z9hG4bK-inv1", "", OFFER));
+        self.incoming_with(call_id, "")
+    }
+
+    /// A new INVITE with `extra` header lines; returns its call.
+    fn incoming_with(&mut self, call_id: &str, extra: &str) -> CallHandle {
+        self.recv(&invite(call_id, "z9hG4bK-inv1", extra, OFFER));
         match self.events.last() {
             Some((c, UaEvent::Incoming(i))) => {
                 assert_eq!(i.caller, "+37120000000");
@@ -503,14 +508,9 @@ fn unknown_methods_get_501_and_unsupported_extensions_420() {
 fn record_route_is_copied_into_the_180_and_200_and_our_requests_follow_it() {
     let mut rig = Rig::new();
     let rr = "Record-Route: <sip:10.9.9.1;lr;ftag=x>\r\nRecord-Route: <sip:127.0.0.1:5071;lr>\r\n";
-    rig.recv(&invite("rr1", "z9hG4bK-rr1", rr, OFFER));
-    let call = match rig.events.last() {
-        Some((c, UaEvent::Incoming(_))) => *c,
-        other => panic!("{other:?}"),
-    };
+    let call = rig.incoming_with("rr1", rr);
     rig.ua.ring(rig.now, call);
-    let local = media();
-    assert!(rig.ua.accept(rig.now, call, local, b"v=0\r\n", false));
+    assert!(rig.ua.accept(rig.now, call, media(), b"v=0\r\n", false));
     rig.drain();
     assert_eq!(
         rig.statuses(),
@@ -563,13 +563,8 @@ fn record_route_is_copied_into_the_180_and_200_and_our_requests_follow_it() {
 fn a_strict_first_route_becomes_the_request_uri() {
     let mut rig = Rig::new();
     let rr = "Record-Route: <sip:127.0.0.1:5071>\r\n";
-    rig.recv(&invite("sr1", "z9hG4bK-sr1", rr, OFFER));
-    let call = match rig.events.last() {
-        Some((c, UaEvent::Incoming(_))) => *c,
-        other => panic!("{other:?}"),
-    };
-    let local = media();
-    assert!(rig.ua.accept(rig.now, call, local, b"v=0\r\n", false));
+    let call = rig.incoming_with("sr1", rr);
+    assert!(rig.ua.accept(rig.now, call, media(), b"v=0\r\n", false));
     rig.drain();
     let tag = rig.to_tag();
     rig.recv(&in_dialog("ACK", "sr1", &tag, 1, "z9hG4bK-srack", "", ""));
