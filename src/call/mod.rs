@@ -82,6 +82,10 @@ pub struct CallSetup {
     /// Latch inbound RTP to the first source seen rather than the SDP's
     /// address (a peer behind NAT).
     pub rtp_latch_first: bool,
+    /// End a held call (media not both ways) after this long without RTP.
+    pub hold_timeout: Duration,
+    /// End the call this long after it started, whatever it is doing.
+    pub max_duration: Duration,
 }
 
 /// One call.
@@ -101,6 +105,11 @@ pub struct Call {
     timer: Option<(TimerId, Instant)>,
     last_rtp: Instant,
     rtp_timeout: Duration,
+    hold_timeout: Duration,
+    max_duration: Duration,
+    /// The peer asked for media somewhere its trunk may not have RTP sent:
+    /// the call ends at the next timeout.
+    media_refused: bool,
     started: Instant,
     started_wall: DateTime<Utc>,
     answered: Option<Instant>,
@@ -120,6 +129,7 @@ pub struct Call {
 impl Call {
     /// A call that has been accepted but not yet confirmed.
     pub fn new(setup: CallSetup) -> Self {
+        let latch = RtpLatch::new(setup.rtp_latch_first, setup.incoming.media_networks.clone());
         let flow_name = setup.flows.flow(setup.entry.flow).name.clone();
         let info = CallInfo {
             caller: setup.incoming.caller.clone(),
@@ -139,11 +149,14 @@ impl Call {
             media: None,
             sender: None,
             dtmf: None,
-            latch: RtpLatch::new(setup.rtp_latch_first),
+            latch,
             playing: None,
             timer: None,
             last_rtp: setup.started,
             rtp_timeout: setup.rtp_timeout,
+            hold_timeout: setup.hold_timeout,
+            max_duration: setup.max_duration,
+            media_refused: false,
             started: setup.started,
             started_wall: setup.started_wall,
             answered: None,
@@ -159,7 +172,19 @@ impl Call {
     }
 
     /// The negotiated media (at answer, from the ACK, or after a re-INVITE).
+    /// Media at an address outside the trunk's media networks is never
+    /// used: the call ends instead, since a stranger's INVITE must not make
+    /// us stream at a host of its choosing.
     pub fn set_media(&mut self, negotiated: Negotiated) {
+        let ip = negotiated.remote.ip();
+        if !ip.is_unspecified() && !self.incoming.media_networks.contains(ip) {
+            tracing::warn!(call_id = %self.incoming.call_id, remote = %negotiated.remote,
+                trunk = %self.incoming.trunk, "media outside the trunk's media networks; ending the call");
+            self.media_refused = true;
+            self.media = None;
+            self.sender = None;
+            return;
+        }
         let same_type = self
             .media
             .is_some_and(|m| m.payload_type == negotiated.payload_type);
@@ -205,7 +230,11 @@ impl Call {
                 self.last_rtp = now;
                 self.feed(now, Event::Start);
             }
-            UaEvent::MediaChanged(n) => self.set_media(n),
+            UaEvent::MediaChanged(n) => {
+                // Silence is measured afresh from a hold or an unhold.
+                self.last_rtp = now;
+                self.set_media(n)
+            }
             UaEvent::Digit(d) => self.on_digit(now, d),
             UaEvent::TransferAccepted => {}
             UaEvent::TransferResult(Ok(())) => self.feed(now, Event::TransferSucceeded),
@@ -286,9 +315,28 @@ impl Call {
         }
         let packet = self.sender.as_ref().and_then(|s| s.poll_timeout());
         let timer = self.timer.map(|(_, at)| at);
-        let silence = (self.answered.is_some() && self.media.is_some_and(|m| m.receives_rtp()))
-            .then_some(self.last_rtp + self.rtp_timeout);
-        [packet, timer, silence].into_iter().flatten().min()
+        let silence = self.silence_deadline();
+        let refused = self.media_refused.then_some(self.started);
+        let longest = self.started.checked_add(self.max_duration);
+        [packet, timer, silence, refused, longest]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// When the call ends for want of RTP: after `rtp_timeout`, or the
+    /// longer `hold_timeout` while media does not flow both ways (on hold
+    /// many phones send nothing at all).
+    fn silence_deadline(&self) -> Option<Instant> {
+        self.answered?;
+        let media = self.media?;
+        let held = media.direction != crate::sip::sdp::Direction::SendRecv;
+        let limit = if held {
+            self.hold_timeout
+        } else {
+            self.rtp_timeout
+        };
+        Some(self.last_rtp + limit)
     }
 
     /// Runs the flow's timer and the silence check.
@@ -299,10 +347,27 @@ impl Call {
                 self.feed(now, Event::Timer(id));
             }
         }
-        let silent = self.media.is_some_and(|m| m.receives_rtp())
-            && self.answered.is_some()
-            && now >= self.last_rtp + self.rtp_timeout;
-        if silent && !self.finished {
+        if self.finished {
+            return;
+        }
+        if self.media_refused {
+            self.terminate(
+                now,
+                "the SDP names an address outside the trunk's media networks".into(),
+            );
+            return;
+        }
+        if self
+            .started
+            .checked_add(self.max_duration)
+            .is_some_and(|end| now >= end)
+        {
+            tracing::info!(call_id = %self.incoming.call_id, "the call reached its maximum duration; ending it");
+            self.terminate(now, "maximum call duration reached".into());
+            return;
+        }
+        let silent = self.silence_deadline().is_some_and(|at| now >= at);
+        if silent {
             tracing::info!(call_id = %self.incoming.call_id, "no RTP from the caller; ending the call");
             self.feed(now, Event::HungUp);
             self.hang_up_if_needed();

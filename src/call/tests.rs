@@ -33,6 +33,39 @@ fn call() -> (Call, Instant) {
 }
 
 fn call_with_silence_limit(rtp_timeout: Duration) -> (Call, Instant) {
+    call_with(Limits {
+        rtp_timeout,
+        ..Limits::default()
+    })
+}
+
+/// What a test call may vary.
+struct Limits {
+    rtp_timeout: Duration,
+    hold_timeout: Duration,
+    max_duration: Duration,
+    /// Where the caller's SDP puts its RTP.
+    remote: &'static str,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            rtp_timeout: Duration::from_secs(60),
+            hold_timeout: Duration::from_secs(600),
+            max_duration: Duration::from_secs(4 * 3600),
+            remote: "127.0.0.1:6000",
+        }
+    }
+}
+
+fn call_with(limits: Limits) -> (Call, Instant) {
+    let Limits {
+        rtp_timeout,
+        hold_timeout,
+        max_duration,
+        remote,
+    } = limits;
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let loaded = load_sources(
         &[(root.join("flows/t.yaml"), FLOW.to_string())],
@@ -53,6 +86,8 @@ fn call_with_silence_limit(rtp_timeout: Duration) -> (Call, Instant) {
         to: "<sip:8000@y>".into(),
         offer: None,
         source: "127.0.0.1:5070".parse().unwrap(),
+        trunk: "local".into(),
+        media_networks: crate::sip::admission::Networks::loopback(),
     };
     let mut call = Call::new(CallSetup {
         incoming,
@@ -67,11 +102,13 @@ fn call_with_silence_limit(rtp_timeout: Duration) -> (Call, Instant) {
         callback: None,
         dialling: Default::default(),
         rtp_latch_first: false,
+        hold_timeout,
+        max_duration,
     });
     call.set_media(Negotiated {
         codec: Codec::Pcmu,
         payload_type: 0,
-        remote: "127.0.0.1:6000".parse().unwrap(),
+        remote: remote.parse().unwrap(),
         dtmf_payload_type: Some(101),
         ptime_ms: 20,
         direction: Direction::SendRecv,
@@ -266,4 +303,94 @@ fn keys_from_a_stranger_or_another_ssrc_are_ignored() {
         "only the caller's 5: {}",
         call.digits
     );
+}
+
+/// The last output's record, after the call finished.
+fn record_of(out: &[CallOutput]) -> &crate::call::record::CallRecord {
+    out.iter()
+        .find_map(|o| match o {
+            CallOutput::Finished(r) => Some(&**r),
+            _ => None,
+        })
+        .expect("the call finished")
+}
+
+#[test]
+fn media_outside_the_trunks_networks_is_never_sent_to_and_ends_the_call() {
+    let (mut call, t0) = call_with(Limits {
+        remote: "198.51.100.7:6000",
+        ..Limits::default()
+    });
+    assert_eq!(call.rtp_destination(), None);
+    call.on_sip(t0, UaEvent::Confirmed { answer: None });
+    let sent = pump(&mut call, t0, t0 + Duration::from_secs(1));
+    assert!(sent.is_empty(), "no RTP at all");
+    let out = outputs(&mut call);
+    assert!(
+        out.contains(&CallOutput::Sip(CallCommand::Hangup)),
+        "{out:?}"
+    );
+    let r = record_of(&out);
+    assert_eq!(r.outcome, "failed");
+    assert!(r.detail.contains("media networks"), "{}", r.detail);
+}
+
+/// Presses `1` at `t` from the caller's address: the flow transfers and
+/// then waits for the ACD, so only a timeout can end the call.
+fn press_one_to_transfer(call: &mut Call, t: Instant) -> Instant {
+    pump(call, t, t + Duration::from_millis(300));
+    let t = t + Duration::from_millis(300);
+    for (i, end) in [(0u16, false), (1, true), (2, true), (3, true)] {
+        call.on_rtp(t, caller_rtp(), &dtmf_packet(i, 8000, 1, end));
+    }
+    pump(call, t, t + Duration::from_millis(200));
+    let out = outputs(call);
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, CallOutput::Sip(CallCommand::Refer(_)))),
+        "{out:?}"
+    );
+    t + Duration::from_millis(200)
+}
+
+#[test]
+fn a_held_call_gets_the_longer_silence_limit_and_then_ends() {
+    let (mut call, t0) = call_with(Limits {
+        rtp_timeout: Duration::from_secs(5),
+        hold_timeout: Duration::from_secs(30),
+        ..Limits::default()
+    });
+    call.on_sip(t0, UaEvent::Confirmed { answer: None });
+    let t1 = press_one_to_transfer(&mut call, t0);
+    call.on_sip(
+        t1,
+        UaEvent::MediaChanged(Negotiated {
+            codec: Codec::Pcmu,
+            payload_type: 0,
+            remote: caller_rtp(),
+            dtmf_payload_type: Some(101),
+            ptime_ms: 20,
+            direction: Direction::RecvOnly,
+        }),
+    );
+    pump(&mut call, t1, t1 + Duration::from_secs(20));
+    assert!(!call.is_finished(), "held: 5 s of silence is normal");
+    pump(&mut call, t1, t1 + Duration::from_secs(31));
+    assert!(call.is_finished(), "but not half a minute");
+}
+
+#[test]
+fn a_call_ends_at_its_maximum_duration() {
+    let (mut call, t0) = call_with(Limits {
+        max_duration: Duration::from_secs(3),
+        ..Limits::default()
+    });
+    call.on_sip(t0, UaEvent::Confirmed { answer: None });
+    let t1 = press_one_to_transfer(&mut call, t0);
+    pump(&mut call, t1, t0 + Duration::from_millis(2900));
+    assert!(!call.is_finished());
+    pump(&mut call, t1, t0 + Duration::from_secs(4));
+    let out = outputs(&mut call);
+    let r = record_of(&out);
+    assert_eq!(r.detail, "maximum call duration reached");
 }

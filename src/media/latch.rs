@@ -8,6 +8,8 @@
 
 use std::net::SocketAddr;
 
+use crate::sip::admission::Networks;
+
 /// The latch of one call's inbound RTP.
 #[derive(Debug, Clone)]
 pub struct RtpLatch {
@@ -16,6 +18,9 @@ pub struct RtpLatch {
     /// Latch the first source whatever the SDP says (a peer behind NAT,
     /// whose SDP names its private address).
     latch_first: bool,
+    /// Where a first source may be latched from (the trunk's media
+    /// networks): NAT latching never takes a stranger's address.
+    media: Networks,
     source: Option<SocketAddr>,
     audio_ssrc: Option<u32>,
     event_ssrc: Option<u32>,
@@ -25,10 +30,11 @@ pub struct RtpLatch {
 
 impl RtpLatch {
     /// A latch that accepts nothing until [`RtpLatch::expect`].
-    pub fn new(latch_first: bool) -> Self {
+    pub fn new(latch_first: bool, media: Networks) -> Self {
         Self {
             expected: None,
             latch_first,
+            media,
             source: None,
             audio_ssrc: None,
             event_ssrc: None,
@@ -68,7 +74,9 @@ impl RtpLatch {
         match self.source {
             Some(source) if source != from => return false,
             Some(_) => {}
-            None if from == expected || self.latch_first => self.source = Some(from),
+            None if from == expected || (self.latch_first && self.media.contains(from.ip())) => {
+                self.source = Some(from)
+            }
             None => return false,
         }
         let ssrc = u32::from_be_bytes([packet[8], packet[9], packet[10], packet[11]]);
@@ -104,7 +112,7 @@ mod tests {
 
     #[test]
     fn only_the_sdp_address_and_its_first_ssrcs_are_accepted() {
-        let mut latch = RtpLatch::new(false);
+        let mut latch = RtpLatch::new(false, Networks::default());
         assert!(
             !latch.accept(addr("192.0.2.1:6000"), &rtp(0, 1)),
             "no media yet"
@@ -140,11 +148,23 @@ mod tests {
         );
     }
 
+    fn nets(net: &str) -> Networks {
+        Networks::new(vec![net.parse().unwrap()])
+    }
+
     #[test]
     fn behind_nat_the_first_source_is_latched() {
-        let mut latch = RtpLatch::new(true);
+        let mut latch = RtpLatch::new(true, nets("203.0.113.0/24"));
         latch.expect(addr("10.0.0.5:6000"), None);
         assert!(latch.accept(addr("203.0.113.5:40000"), &rtp(0, 1)));
         assert!(!latch.accept(addr("203.0.113.6:40000"), &rtp(0, 1)));
+    }
+
+    #[test]
+    fn behind_nat_a_first_source_outside_the_media_networks_is_not_latched() {
+        let mut latch = RtpLatch::new(true, nets("203.0.113.0/24"));
+        latch.expect(addr("10.0.0.5:6000"), None);
+        assert!(!latch.accept(addr("198.51.100.7:40000"), &rtp(0, 1)));
+        assert!(latch.accept(addr("203.0.113.5:40000"), &rtp(0, 1)));
     }
 }

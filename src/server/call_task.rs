@@ -30,7 +30,7 @@ pub(super) async fn run(
     mut call: Call,
     socket: UdpSocket,
     port: u16,
-    mut events: mpsc::UnboundedReceiver<ToCall>,
+    mut events: mpsc::Receiver<ToCall>,
     to_sip: mpsc::UnboundedSender<ToSip>,
     shared: Arc<Shared>,
 ) {

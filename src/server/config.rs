@@ -9,6 +9,9 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::flow::duration::FlowDuration;
+use crate::sip::admission::{
+    AdmissionConfig, InboundDigest, Networks, Rate, TrunkPolicy, UnknownSources,
+};
 
 /// Where and how `callflow serve` runs.
 #[derive(Debug, Clone, Deserialize)]
@@ -57,6 +60,18 @@ pub struct ServerConfig {
     pub rtp_latch_first: bool,
     /// How long to wait for the final NOTIFY of a transfer.
     pub transfer_timeout: FlowDuration,
+    /// Where calls may come from, by name: each trunk's source networks,
+    /// media networks, credentials and limits. Without any, only loopback
+    /// is served.
+    pub trunks: BTreeMap<String, InboundTrunk>,
+    /// What a request from outside every trunk gets: `drop` (nothing, the
+    /// default) or `reject` (403, at a bounded rate).
+    pub unknown_sources: UnknownSourcesConfig,
+    /// End any call this long after it started.
+    pub max_call_duration: FlowDuration,
+    /// End a held call (media not both ways) after this long without RTP;
+    /// longer than `rtp_timeout`, since held phones often send nothing.
+    pub hold_timeout: FlowDuration,
     /// The SIP trunk callbacks are dialled through; without one, callback
     /// requests are stored but not dialled.
     pub trunk: Option<TrunkConfig>,
@@ -64,6 +79,70 @@ pub struct ServerConfig {
     pub dialler: DiallerConfig,
     /// Per-queue callback settings (queues not listed get the defaults).
     pub queues: BTreeMap<String, QueueConfig>,
+}
+
+/// `unknown_sources` in the config.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownSourcesConfig {
+    /// Say nothing.
+    #[default]
+    Drop,
+    /// 403 Forbidden.
+    Reject,
+}
+
+/// One trunk calls may come from (a carrier, an SBC, a PBX, a phone).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InboundTrunk {
+    /// The addresses or networks it sends SIP from (`192.0.2.10`,
+    /// `192.0.2.0/24`).
+    #[serde(deserialize_with = "one_or_many")]
+    pub sources: Vec<ipnet::IpNet>,
+    /// The networks its calls may ask for RTP to be sent to; default: its
+    /// sources.
+    #[serde(default, deserialize_with = "one_or_many_opt")]
+    pub media: Option<Vec<ipnet::IpNet>>,
+    /// Credentials its INVITEs must carry (we challenge with 401).
+    #[serde(default)]
+    pub digest: Option<InboundDigestConfig>,
+    /// At most this many of its calls at once.
+    #[serde(default = "default_max_calls")]
+    pub max_calls: usize,
+    /// At most this many new calls a second.
+    #[serde(default = "default_cps")]
+    pub calls_per_second: f64,
+    /// What one of its source addresses may send a second, requests and
+    /// responses together, before it is blocked for a while; default: ten
+    /// times `calls_per_second`.
+    #[serde(default)]
+    pub requests_per_second: Option<f64>,
+}
+
+fn default_max_calls() -> usize {
+    500
+}
+
+fn default_cps() -> f64 {
+    20.0
+}
+
+/// A trunk's inbound credentials.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InboundDigestConfig {
+    /// The realm in our challenge; default: `callflow`.
+    #[serde(default = "default_realm")]
+    pub realm: String,
+    /// The username it must present.
+    pub username: String,
+    /// Its password.
+    pub password: String,
+}
+
+fn default_realm() -> String {
+    "callflow".into()
 }
 
 /// The trunk (or outbound proxy) that outbound calls go through.
@@ -184,6 +263,10 @@ impl Default for ServerConfig {
             rtp_timeout: FlowDuration(Duration::from_secs(60)),
             rtp_latch_first: false,
             transfer_timeout: FlowDuration(Duration::from_secs(30)),
+            trunks: BTreeMap::new(),
+            unknown_sources: UnknownSourcesConfig::Drop,
+            max_call_duration: FlowDuration(Duration::from_secs(4 * 3600)),
+            hold_timeout: FlowDuration(Duration::from_secs(3600)),
             trunk: None,
             dialler: DiallerConfig::default(),
             queues: BTreeMap::new(),
@@ -192,17 +275,28 @@ impl Default for ServerConfig {
 }
 
 /// `listen: 127.0.0.1:5060` and `listen: [a, b]` both work.
-fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, D::Error> {
+fn one_or_many<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
     #[derive(Deserialize)]
     #[serde(untagged)]
-    enum OneOrMany {
-        One(SocketAddr),
-        Many(Vec<SocketAddr>),
+    enum OneOrMany<T> {
+        One(T),
+        Many(Vec<T>),
     }
     Ok(match OneOrMany::deserialize(d)? {
         OneOrMany::One(a) => vec![a],
         OneOrMany::Many(v) => v,
     })
+}
+
+/// `media: 192.0.2.0/24` and `media: [a, b]` both work.
+fn one_or_many_opt<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Vec<ipnet::IpNet>>, D::Error> {
+    one_or_many(d).map(Some)
 }
 
 /// Why the configuration cannot be used.
@@ -287,6 +381,77 @@ impl ServerConfig {
             policies.transfer = transfer.clone();
         }
         policies
+    }
+
+    /// Admission control as the user agent takes it: the trunks, or
+    /// loopback only when there are none.
+    pub fn admission(&self) -> Result<AdmissionConfig, ConfigError> {
+        let mut config = if self.trunks.is_empty() {
+            AdmissionConfig::loopback_only()
+        } else {
+            AdmissionConfig::default()
+        };
+        for (name, t) in &self.trunks {
+            if t.sources.is_empty() {
+                return Err(ConfigError::Value(format!(
+                    "trunk {name} has no sources: it could never send a call"
+                )));
+            }
+            let positive = |what: &str, v: f64| {
+                if v > 0.0 && v.is_finite() {
+                    Ok(v)
+                } else {
+                    Err(ConfigError::Value(format!(
+                        "trunk {name}: {what} must be a positive number, not {v}"
+                    )))
+                }
+            };
+            let cps = positive("calls_per_second", t.calls_per_second)?;
+            let rps = positive(
+                "requests_per_second",
+                t.requests_per_second.unwrap_or(10.0 * cps),
+            )?;
+            let media = t.media.clone().unwrap_or_else(|| t.sources.clone());
+            config.trunks.push(TrunkPolicy {
+                name: name.clone(),
+                sources: Networks::new(t.sources.clone()),
+                media: Networks::new(media),
+                digest: t.digest.as_ref().map(|d| InboundDigest {
+                    realm: d.realm.clone(),
+                    username: d.username.clone(),
+                    password: d.password.clone(),
+                }),
+                max_calls: t.max_calls,
+                calls_per_second: Rate::per_second(cps),
+                source_rate: Rate::per_second(rps),
+            });
+        }
+        config.unknown = match self.unknown_sources {
+            UnknownSourcesConfig::Drop => UnknownSources::Drop,
+            UnknownSourcesConfig::Reject => UnknownSources::Reject,
+        };
+        if let Some(out) = &self.trunk {
+            let ip = out.address.ip();
+            if !config.trunks.iter().any(|t| t.sources.contains(ip)) {
+                config.also_from.push(ip);
+            }
+        }
+        Ok(config)
+    }
+
+    /// Where calls we place may have RTP sent: the media networks of the
+    /// trunk the outbound trunk's address belongs to, else that address.
+    pub fn outbound_media(&self, admission: &AdmissionConfig) -> Networks {
+        let Some(out) = &self.trunk else {
+            return Networks::default();
+        };
+        let ip = out.address.ip();
+        admission
+            .trunks
+            .iter()
+            .find(|t| t.sources.contains(ip))
+            .map(|t| t.media.clone())
+            .unwrap_or_else(|| Networks::new(vec![ipnet::IpNet::from(ip)]))
     }
 
     /// The callback flow for `queue`.

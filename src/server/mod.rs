@@ -37,6 +37,11 @@ use ports::PortPool;
 use runtime::Runtime;
 use stats::MediaStats;
 
+/// Events waiting for one call task at most: a call gets a handful of SIP
+/// events in its life, so only a peer flooding in-dialog requests (or a
+/// stuck task) reaches this, and then events are dropped and counted.
+const CALL_QUEUE: usize = 256;
+
 /// What call tasks tell the SIP task.
 #[derive(Debug)]
 pub enum ToSip {
@@ -79,6 +84,10 @@ struct Shared {
     waits: Arc<queue_status::QueueWaits>,
     /// The dialling policies every call applies.
     dialling: Arc<policy::Dialling>,
+    /// Who may call, and how much.
+    admission: crate::sip::admission::AdmissionConfig,
+    /// Where calls we place may have RTP sent.
+    outbound_media: crate::sip::admission::Networks,
 }
 
 impl Shared {
@@ -146,7 +155,12 @@ struct Server {
     rtp_ip: IpAddr,
     /// The address in our Via and Contact.
     ua_advertised: std::net::SocketAddr,
-    calls: HashMap<CallHandle, mpsc::UnboundedSender<ToCall>>,
+    calls: HashMap<CallHandle, mpsc::Sender<ToCall>>,
+    /// Events dropped because a call's queue was full (a call task far
+    /// behind, or a peer sending in-dialog requests faster than it reads).
+    call_events_dropped: u64,
+    /// When the counters were last logged.
+    last_report: Instant,
     /// Calls that ring until their answer time.
     ringing: Vec<(Instant, Prepared, tracing::Span)>,
     to_sip: mpsc::UnboundedSender<ToSip>,
@@ -191,6 +205,21 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
             "the dialler's callback flow is not loaded: callbacks of queues without their own wait"
         );
     }
+    let admission = config.admission()?;
+    if config.trunks.is_empty() {
+        tracing::info!(
+            "no trunks configured: taking SIP only from loopback (127.0.0.0/8, ::1); add `trunks` to take calls from elsewhere"
+        );
+    } else {
+        for t in &admission.trunks {
+            tracing::info!(
+                trunk = %t.name, sources = %t.sources, media = %t.media,
+                max_calls = t.max_calls, calls_per_second = t.calls_per_second.per_second,
+                digest = t.digest.is_some(), "trunk"
+            );
+        }
+    }
+    let outbound_media = config.outbound_media(&admission);
     let mut sockets = Vec::new();
     for addr in &config.listen {
         let socket = UdpSocket::bind(addr)
@@ -227,6 +256,8 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
         callbacks,
         waits: queue_status::start(&config.queue_status),
         dialling: Arc::new(config.dialling_policies()),
+        admission,
+        outbound_media,
         config,
     });
     let (control_tx, control_rx) = watch::channel(Control::Running);
@@ -289,6 +320,7 @@ impl Server {
     ) -> (Self, mpsc::UnboundedReceiver<ToSip>) {
         let mut ua_config = UaConfig::new(advertised);
         ua_config.transfer_timeout = shared.config.transfer_timeout.0;
+        ua_config.admission = shared.admission.clone();
         let rtp_ip = shared.config.rtp_address.unwrap_or(advertised.ip());
         let (to_sip, from_calls) = mpsc::unbounded_channel();
         let server = Server {
@@ -298,6 +330,8 @@ impl Server {
             rtp_ip,
             ua_advertised: advertised,
             calls: HashMap::new(),
+            call_events_dropped: 0,
+            last_report: now(),
             ringing: Vec::new(),
             to_sip,
         };
@@ -319,6 +353,9 @@ impl Server {
             };
             if let Some(until) = drain_until {
                 server.ua.set_accepting(false);
+                // Calls still ringing are not answered now only to be cut
+                // off: another node (or a later try) can take them.
+                server.refuse_ringing(now());
                 if server.calls.is_empty() && server.ua.active_calls() == 0 {
                     break;
                 }
@@ -328,7 +365,7 @@ impl Server {
                         "drain time is over; ending the remaining calls"
                     );
                     for tx in server.calls.values() {
-                        let _ = tx.send(ToCall::Shutdown);
+                        let _ = tx.try_send(ToCall::Shutdown);
                     }
                     shutdown_sent = true;
                 }
@@ -338,7 +375,16 @@ impl Server {
                 }
             }
             let ring_due = server.ringing.iter().map(|(at, _, _)| *at).min();
-            let timeout = [server.ua.poll_timeout(), drain_until, ring_due]
+            // Past the drain deadline the next thing to wait for is the end
+            // of the BYEs' grace, not the deadline itself (already gone).
+            let drain_wake = drain_until.map(|until| {
+                if now() >= until {
+                    until + Duration::from_secs(5)
+                } else {
+                    until
+                }
+            });
+            let timeout = [server.ua.poll_timeout(), drain_wake, ring_due]
                 .into_iter()
                 .flatten()
                 .min();
@@ -361,6 +407,36 @@ impl Server {
                 }
             }
             server.flush().await;
+            server.report();
+        }
+    }
+
+    /// Logs what admission control and the table bounds turned away, once
+    /// a minute when anything was.
+    fn report(&mut self) {
+        let t = now();
+        if t < self.last_report + Duration::from_secs(60) {
+            return;
+        }
+        self.last_report = t;
+        let a = self.ua.admission_counters();
+        let u = self.ua.counters();
+        if a != Default::default() || u != Default::default() || self.call_events_dropped > 0 {
+            tracing::info!(
+                unknown_dropped = a.unknown_dropped,
+                unknown_forbidden = a.unknown_forbidden,
+                rate_limited = a.rate_limited,
+                sources_blocked = a.sources_blocked,
+                source_table_full = a.source_table_full,
+                over_calls = a.over_calls,
+                over_rate = a.over_rate,
+                challenged = a.challenged,
+                bad_credentials = a.bad_credentials,
+                transactions_full = u.transactions_full,
+                dialogs_full = u.dialogs_full,
+                call_events_dropped = self.call_events_dropped,
+                "turned away so far"
+            );
         }
     }
 }
@@ -397,7 +473,7 @@ impl Server {
                     }
                 }
                 UaOutput::Event(call, UaEvent::Incoming(incoming)) => {
-                    self.on_incoming(call, incoming)
+                    self.on_incoming(call, *incoming)
                 }
                 UaOutput::Event(call, UaEvent::Ended(reason))
                     if !self.calls.contains_key(&call) =>
@@ -416,7 +492,15 @@ impl Server {
                 }
                 UaOutput::Event(call, event) => {
                     if let Some(tx) = self.calls.get(&call) {
-                        let _ = tx.send(ToCall::Sip(event));
+                        if let Err(mpsc::error::TrySendError::Full(_)) =
+                            tx.try_send(ToCall::Sip(event))
+                        {
+                            self.call_events_dropped += 1;
+                            tracing::warn!(
+                                call = call.0,
+                                "a call's event queue is full; event dropped"
+                            );
+                        }
                     }
                 }
             }
@@ -464,24 +548,18 @@ impl Server {
             },
             None => None,
         };
-        let (socket, local) = match self.open_rtp() {
-            Ok(opened) => opened,
-            Err(e) => {
-                tracing::warn!("{e}");
-                self.ua.reject(
-                    t,
-                    handle,
-                    503,
-                    "Service Unavailable",
-                    &[("Retry-After", "5")],
-                );
-                return None;
-            }
+        // Negotiated now, against a placeholder port, so that an offer we
+        // cannot take is refused before the call rings; the RTP port is
+        // only taken when the call is answered.
+        let placeholder = LocalMedia {
+            addr: self.rtp_ip,
+            port: 0,
+            session_id: 0,
+            session_version: 1,
         };
-        let port = local.port;
-        let (body, negotiated) = match &offer {
-            Some(o) => match sdp::answer(o, &local) {
-                Ok((text, n)) => (text, Some(n)),
+        let negotiated = match &offer {
+            Some(o) => match sdp::answer(o, &placeholder) {
+                Ok((_, n)) => Some(n),
                 Err(e) => {
                     tracing::info!("offer refused: {e}");
                     let warning = format!("{} callflow \"{e}\"", e.warning_code());
@@ -492,12 +570,29 @@ impl Server {
                         "Not Acceptable Here",
                         &[("Warning", &warning)],
                     );
-                    self.shared.ports().release(port);
                     return None;
                 }
             },
-            None => (sdp::offer(&local), None),
+            None => None,
         };
+        if let Some(n) = &negotiated {
+            let ip = n.remote.ip();
+            if !ip.is_unspecified() && !incoming.media_networks.contains(ip) {
+                tracing::warn!(remote = %n.remote, trunk = %incoming.trunk,
+                    "offer refused: its media address is outside the trunk's media networks");
+                self.ua.reject(
+                    t,
+                    handle,
+                    488,
+                    "Not Acceptable Here",
+                    &[(
+                        "Warning",
+                        "305 callflow \"the media address is not allowed for this trunk\"",
+                    )],
+                );
+                return None;
+            }
+        }
         let mut call = Call::new(CallSetup {
             incoming,
             flows: Arc::clone(&runtime.flows),
@@ -511,6 +606,8 @@ impl Server {
             callback: None,
             dialling: Arc::clone(&self.shared.dialling),
             rtp_latch_first: self.shared.config.rtp_latch_first,
+            hold_timeout: self.shared.config.hold_timeout.0,
+            max_duration: self.shared.config.max_call_duration.0,
         });
         if let Some(n) = negotiated {
             call.set_media(n);
@@ -518,11 +615,7 @@ impl Server {
         Some(Prepared {
             handle,
             call,
-            socket,
-            port,
-            local,
-            body,
-            offer_in_2xx: offer.is_none(),
+            offer,
         })
     }
 
@@ -544,17 +637,45 @@ impl Server {
         Ok((socket, local))
     }
 
-    /// Answers a prepared call and starts its task.
+    /// Takes an RTP port for a prepared call, answers it and starts its
+    /// task; 503 when no port is free.
     fn start_call(&mut self, t: Instant, p: Prepared, span: tracing::Span) {
         let Prepared {
             handle,
             mut call,
-            socket,
-            port,
-            local,
-            body,
-            offer_in_2xx,
+            offer,
         } = p;
+        let _entered = span.enter();
+        let (socket, local) = match self.open_rtp() {
+            Ok(opened) => opened,
+            Err(e) => {
+                tracing::warn!("{e}");
+                self.ua.reject(
+                    t,
+                    handle,
+                    503,
+                    "Service Unavailable",
+                    &[("Retry-After", "5")],
+                );
+                return;
+            }
+        };
+        let port = local.port;
+        let body = match &offer {
+            Some(o) => match sdp::answer(o, &local) {
+                Ok((text, _)) => text,
+                Err(e) => {
+                    // It was answerable a moment ago with another port.
+                    tracing::warn!("offer refused at answer: {e}");
+                    self.ua.reject(t, handle, 488, "Not Acceptable Here", &[]);
+                    self.shared.ports().release(port);
+                    return;
+                }
+            },
+            None => sdp::offer(&local),
+        };
+        let offer_in_2xx = offer.is_none();
+        drop(_entered);
         if !self
             .ua
             .accept(t, handle, local, body.as_bytes(), offer_in_2xx)
@@ -575,7 +696,7 @@ impl Server {
         port: u16,
         span: tracing::Span,
     ) {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(CALL_QUEUE);
         self.calls.insert(handle, tx);
         let task = call_task::run(
             handle,
@@ -600,24 +721,33 @@ impl Server {
         }
     }
 
-    /// A ringing call was cancelled: forget it and free its port.
-    fn drop_ringing(&mut self, call: CallHandle) {
-        if let Some(i) = self.ringing.iter().position(|(_, p, _)| p.handle == call) {
-            let (_, p, _) = self.ringing.remove(i);
-            self.shared.ports().release(p.port);
+    /// Refuses every call still ringing (for a drain): 503 with
+    /// Retry-After, which tells a proxy to try elsewhere.
+    fn refuse_ringing(&mut self, t: Instant) {
+        for (_, p, _) in std::mem::take(&mut self.ringing) {
+            self.ua.reject(
+                t,
+                p.handle,
+                503,
+                "Service Unavailable (shutting down)",
+                &[("Retry-After", "30")],
+            );
         }
+    }
+
+    /// A ringing call was cancelled: forget it (it holds no port yet).
+    fn drop_ringing(&mut self, call: CallHandle) {
+        self.ringing.retain(|(_, p, _)| p.handle != call);
     }
 }
 
-/// A call routed and negotiated, not yet answered.
+/// A call routed and its offer checked, not yet answered: it holds no RTP
+/// port, so calls that ring (or are never answered) cost none.
 struct Prepared {
     handle: CallHandle,
     call: Call,
-    socket: UdpSocket,
-    port: u16,
-    local: LocalMedia,
-    body: String,
-    offer_in_2xx: bool,
+    /// The caller's offer, answered once the port is known.
+    offer: Option<sdp::SessionDescription>,
 }
 
 /// A random SSRC, sequence and timestamp base (RFC 3550 5.1).

@@ -76,6 +76,8 @@ impl Server {
                 to: format!("<{target}>"),
                 offer: None,
                 source: trunk.address,
+                trunk: "outbound".into(),
+                media_networks: self.shared.outbound_media.clone(),
             },
             flows: Arc::clone(&runtime.flows),
             prompts: Arc::clone(&runtime.prompts),
@@ -88,6 +90,8 @@ impl Server {
             callback: Some(leg),
             dialling: Arc::clone(&self.shared.dialling),
             rtp_latch_first: self.shared.config.rtp_latch_first,
+            hold_timeout: config.hold_timeout.0,
+            max_duration: config.max_call_duration.0,
         });
         drop(_entered);
         self.spawn_call(handle, call, socket, port, span);

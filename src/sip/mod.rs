@@ -1,5 +1,6 @@
 //! SIP: messages, transactions, dialogs (the user agent), SDP and digest authentication.
 
+pub mod admission;
 pub mod auth;
 pub mod message;
 pub mod sdp;

@@ -11,3 +11,4 @@ mod kamailio;
 mod rfc4475;
 mod shipped_flows;
 mod sipp;
+mod trunks;

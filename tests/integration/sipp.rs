@@ -112,25 +112,44 @@ impl Server {
 
     /// Runs a SIPp scenario against one of the server's ports.
     pub(crate) fn sipp_to(&self, port: u16, scenario: &str, args: &[&str]) -> Output {
+        self.sipp_from("127.0.0.1", port, scenario, args)
+    }
+
+    /// Runs a SIPp scenario from the loopback address `ip` (each test
+    /// source of a trunk has its own: 127.0.0.2, 127.0.0.3, ...).
+    pub(crate) fn sipp_from(&self, ip: &str, port: u16, scenario: &str, args: &[&str]) -> Output {
+        self.sipp_command(ip, port, scenario, args)
+            .output()
+            .expect("run sipp (apt-get install -y sip-tester)")
+    }
+
+    /// The SIPp command line for `scenario` from `ip`, not yet started.
+    pub(crate) fn sipp_command(
+        &self,
+        ip: &str,
+        port: u16,
+        scenario: &str,
+        args: &[&str],
+    ) -> Command {
         let sipp_port = free_udp_port().to_string();
         let media_port = (free_udp_port() & !1).to_string();
         let errors = self.dir.path().join(format!("{scenario}-errors.log"));
         let messages = self.dir.path().join(format!("{scenario}-messages.log"));
-        Command::new("sipp")
+        let mut command = Command::new("sipp");
+        command
             .current_dir(self.dir.path())
             .arg(format!("127.0.0.1:{port}"))
             .arg("-sf")
             .arg(repo(&format!("tests/sipp/{scenario}.xml")))
-            .args(["-i", "127.0.0.1", "-p", &sipp_port, "-mp", &media_port])
+            .args(["-i", ip, "-p", &sipp_port, "-mp", &media_port])
             .args(["-nostdin", "-timeout", "60s", "-timeout_error"])
             .args(["-trace_err", "-trace_msg"])
             .arg("-error_file")
             .arg(&errors)
             .arg("-message_file")
             .arg(&messages)
-            .args(args)
-            .output()
-            .expect("run sipp (apt-get install -y sip-tester)")
+            .args(args);
+        command
     }
 
     /// The call records written so far, waiting up to 5 s for `n` of them.

@@ -47,6 +47,9 @@ pub(super) struct Dialog {
     pub offer_in_2xx: bool,
     /// A REFER is under way and the final NOTIFY is due by then.
     pub refer_deadline: Option<Instant>,
+    /// The trunk an incoming call came through: it counts against that
+    /// trunk's limits until the dialog is forgotten.
+    pub trunk: Option<super::TrunkId>,
 }
 
 impl Dialog {

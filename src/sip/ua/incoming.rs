@@ -5,7 +5,8 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use super::dialog::{user_of, without_tag, Dialog, DialogState};
-use super::{CallHandle, EndReason, IncomingCall, ServerTx, UaEvent, UserAgent, ALLOW};
+use super::{CallHandle, EndReason, IncomingCall, ServerTx, TrunkId, UaEvent, UserAgent, ALLOW};
+use crate::sip::admission::DigestVerdict;
 use crate::sip::message::{self, Message, Method, ResponseBuilder};
 use crate::sip::sdp;
 use crate::sip::transaction::{
@@ -17,6 +18,9 @@ use crate::sip::transaction::{
 /// 3891) are not implemented, so neither is advertised nor accepted in a
 /// Require.
 const SUPPORTED: &[&str] = &[];
+
+/// A new INVITE turned away: status, reason phrase, extra headers.
+type Refusal = (u16, &'static str, Vec<(&'static str, String)>);
 
 /// The server-transaction key of a request (RFC 3261 17.2.3): the branch
 /// with the magic cookie plus sent-by and method, ACK matching its INVITE;
@@ -111,7 +115,13 @@ pub(super) fn info_digit(content_type: &str, body: &[u8]) -> Option<char> {
 }
 
 impl UserAgent {
-    pub(super) fn on_request(&mut self, now: Instant, source: SocketAddr, m: Message) {
+    pub(super) fn on_request(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        m: Message,
+        trunk: Option<TrunkId>,
+    ) {
         let method = m.method();
         let key = transaction_key(&m, &method);
         if let Some(s) = self.server.get_mut(&key) {
@@ -134,6 +144,18 @@ impl UserAgent {
             if !pass_ack {
                 return;
             }
+        } else if self.server.len() >= self.config.max_transactions && method != Method::Ack {
+            // A full table cannot take another transaction: say so without
+            // one, and let the sender retry later.
+            self.counters.transactions_full += 1;
+            self.respond_stateless(
+                &m,
+                source,
+                503,
+                "Service Unavailable",
+                &[("Retry-After", "5")],
+            );
+            return;
         }
         // RFC 3261 8.2.2.3: an extension we lack in Require is refused
         // with 420, for every request but ACK and CANCEL (and INVITE, whose
@@ -157,7 +179,9 @@ impl UserAgent {
         }
         match method {
             Method::Ack => self.on_ack(now, &m),
-            Method::Invite if m.to_tag().is_none() => self.on_new_invite(now, source, key, m),
+            Method::Invite if m.to_tag().is_none() => {
+                self.on_new_invite(now, source, key, m, trunk)
+            }
             Method::Invite => self.on_reinvite(now, source, key, m),
             Method::Cancel => self.on_cancel(now, source, key, m),
             Method::Options => {
@@ -253,16 +277,24 @@ impl UserAgent {
             .copied()
     }
 
-    fn on_new_invite(&mut self, now: Instant, source: SocketAddr, key: String, m: Message) {
+    fn on_new_invite(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        key: String,
+        m: Message,
+        trunk: Option<TrunkId>,
+    ) {
         let Some(via) = m.top_via() else {
             return;
         };
         let to = message::response_destination(&via, source);
         let mut tx = InviteServerTransaction::new(self.config.timers, false);
         let tag = self.unique();
+        let product = self.config.product.clone();
         let answer = |status: u16, reason: &str, extra: &[(&str, &str)]| {
             let mut b = ResponseBuilder::new(&m, source, status, reason, Some(&tag))
-                .header("Server", &self.config.product);
+                .header("Server", &product);
             for (n, v) in extra {
                 b = b.header(n, v);
             }
@@ -314,6 +346,16 @@ impl UserAgent {
         } else {
             None
         };
+        let refusal = match refusal {
+            Some(r) => Some(r),
+            None => self
+                .admit(now, source, trunk, &m)
+                .map(|(status, reason, headers)| {
+                    let headers: Vec<(&str, &str)> =
+                        headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+                    (status, answer(status, reason, &headers))
+                }),
+        };
         if let Some((status, bytes)) = refusal {
             if tx.send_final(now, status, bytes.into()).is_ok() {
                 self.server
@@ -362,8 +404,10 @@ impl UserAgent {
             local_media: None,
             offer_in_2xx: false,
             refer_deadline: None,
+            trunk,
         };
         self.by_tags.insert((dialog.call_id.clone(), tag), call);
+        let policy = trunk.and_then(|t| self.admission.trunk(t));
         let incoming = IncomingCall {
             call_id: dialog.call_id.clone(),
             caller: user_of(message::uri_of(&from)),
@@ -372,11 +416,50 @@ impl UserAgent {
             to: to_header,
             offer: (!m.body.is_empty()).then(|| m.body.clone()),
             source,
+            trunk: policy.map(|p| p.name.clone()).unwrap_or_default(),
+            media_networks: policy.map(|p| p.media.clone()).unwrap_or_default(),
         };
         let mut dialog = dialog;
         dialog.invite = Some((m, key));
         self.dialogs.insert(call, dialog);
-        self.event(call, UaEvent::Incoming(incoming));
+        self.event(call, UaEvent::Incoming(Box::new(incoming)));
+    }
+
+    /// Admission control's word on a new INVITE that is otherwise fine: a
+    /// refusal (status, reason phrase, headers) or `None` to take it, in
+    /// which case it now counts against its trunk's limits.
+    fn admit(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        trunk: Option<TrunkId>,
+        m: &Message,
+    ) -> Option<Refusal> {
+        let Some(trunk) = trunk else {
+            // An address that may answer our calls, but is no trunk.
+            return Some((403, "Forbidden (not a trunk)", Vec::new()));
+        };
+        if self.dialogs.len() >= self.config.max_dialogs {
+            self.counters.dialogs_full += 1;
+            return Some((
+                503,
+                "Service Unavailable",
+                vec![("Retry-After", "5".into())],
+            ));
+        }
+        if let DigestVerdict::Challenge(value) =
+            self.admission.check_digest(now, trunk, source.ip(), m)
+        {
+            return Some((401, "Unauthorized", vec![("WWW-Authenticate", value)]));
+        }
+        if let Err(refusal) = self.admission.admit_call(now, trunk) {
+            return Some((
+                503,
+                refusal.phrase(),
+                vec![("Retry-After", refusal.retry_after().into())],
+            ));
+        }
+        None
     }
 
     /// Sends the final response to a dialog's pending INVITE.
@@ -526,6 +609,16 @@ impl UserAgent {
             self.drain_server(&key);
             return;
         };
+        let media_networks = self
+            .dialogs
+            .get(&call)
+            .and_then(|d| d.trunk)
+            .and_then(|t| self.admission.trunk(t))
+            .map(|p| p.media.clone());
+        let allowed = |n: &sdp::Negotiated| {
+            let ip = n.remote.ip();
+            ip.is_unspecified() || media_networks.as_ref().is_none_or(|m| m.contains(ip))
+        };
         let Some(d) = self.dialogs.get_mut(&call) else {
             return;
         };
@@ -555,6 +648,10 @@ impl UserAgent {
                         .map_err(|e| e.to_string())
                         .and_then(|offer| sdp::answer(&offer, &local).map_err(|e| e.to_string()))
                     {
+                        // Media may only move within the trunk's networks.
+                        Ok((_, negotiated)) if !allowed(&negotiated) => {
+                            (488, "Not Acceptable Here", None, None)
+                        }
                         Ok((answer, negotiated)) => {
                             d.local_media = Some(local);
                             (200, "OK", Some(answer.into_bytes()), Some(negotiated))

@@ -27,6 +27,7 @@ pub use dialog::DialogState;
 pub use outgoing::OutgoingCall;
 pub use refer::{refer_to, sipfrag_status};
 
+use super::admission::{Admission, AdmissionConfig, AdmissionCounters, Networks, TrunkId, Verdict};
 use super::message::{self, Message, Method, ParseError, ResponseBuilder};
 use super::sdp::Negotiated;
 use super::transaction::{
@@ -50,6 +51,14 @@ pub struct UaConfig {
     pub timers: Timers,
     /// How long to wait for the final NOTIFY after a REFER was accepted.
     pub transfer_timeout: Duration,
+    /// Who may send us what (trunks, rates, limits).
+    pub admission: AdmissionConfig,
+    /// At most this many server transactions at once; past it, new
+    /// requests get a stateless 503 (and are counted).
+    pub max_transactions: usize,
+    /// At most this many dialogs (calls answered, ringing or placed) at
+    /// once; past it, new INVITEs get 503.
+    pub max_dialogs: usize,
 }
 
 impl UaConfig {
@@ -60,6 +69,9 @@ impl UaConfig {
             product: concat!("callflow/", env!("CARGO_PKG_VERSION")).to_string(),
             timers: Timers::default(),
             transfer_timeout: Duration::from_secs(30),
+            admission: AdmissionConfig::loopback_only(),
+            max_transactions: 100_000,
+            max_dialogs: 50_000,
         }
     }
 }
@@ -81,6 +93,10 @@ pub struct IncomingCall {
     pub offer: Option<Vec<u8>>,
     /// Where the INVITE came from.
     pub source: SocketAddr,
+    /// The trunk it came through.
+    pub trunk: String,
+    /// Where that trunk lets us send RTP.
+    pub media_networks: Networks,
 }
 
 /// Why a call ended on the SIP side.
@@ -103,7 +119,7 @@ pub enum EndReason {
 pub enum UaEvent {
     /// A new INVITE: answer with [`UserAgent::accept`] or
     /// [`UserAgent::reject`].
-    Incoming(IncomingCall),
+    Incoming(Box<IncomingCall>),
     /// The ACK arrived: media may flow. With a delayed offer, the SDP
     /// answer is in it.
     Confirmed {
@@ -204,6 +220,19 @@ pub struct UserAgent {
     /// Deadlines of all of the above, earliest first.
     timers: BinaryHeap<Reverse<(Instant, TimerOwner)>>,
     out: VecDeque<UaOutput>,
+    admission: Admission,
+    counters: UaCounters,
+}
+
+/// What the user agent's own bounds turned away, since the start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UaCounters {
+    /// Requests answered 503 because the transaction table was full.
+    pub transactions_full: u64,
+    /// INVITEs answered 503 because the dialog table was full.
+    pub dialogs_full: u64,
+    /// Stale timer entries dropped to keep the heap bounded.
+    pub timers_compacted: u64,
 }
 
 /// The reason of a [`UaEvent::TransferResult`] when the REFER was accepted
@@ -217,7 +246,11 @@ pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, REFER, NOTIFY"
 impl UserAgent {
     /// A user agent that accepts calls.
     pub fn new(config: UaConfig) -> Self {
+        let mut secret = [0u8; 16];
+        secret.iter_mut().for_each(|b| *b = fastrand::u8(..));
         Self {
+            admission: Admission::new(config.admission.clone(), secret),
+            counters: UaCounters::default(),
             config,
             accepting: true,
             next_call: 0,
@@ -248,6 +281,26 @@ impl UserAgent {
         self.dialogs.len()
     }
 
+    /// What admission control turned away.
+    pub fn admission_counters(&self) -> AdmissionCounters {
+        self.admission.counters()
+    }
+
+    /// What the user agent's table bounds turned away.
+    pub fn counters(&self) -> UaCounters {
+        self.counters
+    }
+
+    /// Calls of the trunk named `name` in progress.
+    pub fn trunk_calls(&self, name: &str) -> usize {
+        self.admission
+            .config()
+            .trunks
+            .iter()
+            .position(|t| t.name == name)
+            .map_or(0, |i| self.admission.calls(TrunkId(i)))
+    }
+
     /// The next output to act on.
     pub fn poll_output(&mut self) -> Option<UaOutput> {
         self.out.pop_front()
@@ -268,8 +321,21 @@ impl UserAgent {
 
     /// Feeds one datagram from `source`.
     pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, datagram: &[u8]) {
+        let trunk = match self.admission.on_datagram(now, source.ip()) {
+            Verdict::Trunk(t) => Some(t),
+            Verdict::Known => None,
+            Verdict::Drop => return,
+            Verdict::Forbid => {
+                if let Ok(m) = message::parse(datagram) {
+                    if m.is_request() && m.method() != Method::Ack {
+                        self.respond_stateless(&m, source, 403, "Forbidden", &[]);
+                    }
+                }
+                return;
+            }
+        };
         match message::parse(datagram) {
-            Ok(m) if m.is_request() => self.on_request(now, source, m),
+            Ok(m) if m.is_request() => self.on_request(now, source, m, trunk),
             Ok(m) => self.on_response(now, m),
             Err(ParseError::BadRequest { reason, partial }) => {
                 tracing::debug!(%source, %reason, "malformed request");
@@ -338,6 +404,38 @@ impl UserAgent {
         if let Some(at) = at {
             self.timers.push(Reverse((at, owner)));
         }
+        if self.timers.len() > 4 * self.live_timer_owners() + 4096 {
+            self.compact_timers();
+        }
+    }
+
+    fn live_timer_owners(&self) -> usize {
+        self.server.len()
+            + self.client.len()
+            + self.two_xx.len()
+            + self.invites.len()
+            + self.dialogs.len()
+    }
+
+    /// Drops heap entries whose owner is gone, so that a burst of stale
+    /// entries cannot grow the heap without bound.
+    fn compact_timers(&mut self) {
+        let before = self.timers.len();
+        let (server, client, two_xx, invites, dialogs) = (
+            &self.server,
+            &self.client,
+            &self.two_xx,
+            &self.invites,
+            &self.dialogs,
+        );
+        self.timers.retain(|Reverse((_, owner))| match owner {
+            TimerOwner::Server(k) => server.contains_key(k),
+            TimerOwner::Client(k) => client.contains_key(k),
+            TimerOwner::TwoXx(c) => two_xx.contains_key(c),
+            TimerOwner::Invite(k) => invites.contains_key(k),
+            TimerOwner::Refer(c) | TimerOwner::Ring(c) => dialogs.contains_key(c),
+        });
+        self.counters.timers_compacted += (before - self.timers.len()) as u64;
     }
 
     /// Runs every timer due at `now`.
@@ -520,6 +618,9 @@ impl UserAgent {
         if let Some(d) = self.dialogs.remove(&call) {
             self.by_tags
                 .remove(&(d.call_id.clone(), d.local_tag.clone()));
+            if let Some(trunk) = d.trunk {
+                self.admission.call_ended(trunk);
+            }
         }
         self.two_xx.remove(&call);
     }

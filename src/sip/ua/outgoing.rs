@@ -111,6 +111,7 @@ impl UserAgent {
             local_media: None,
             offer_in_2xx: false,
             refer_deadline: None,
+            trunk: None,
         };
         self.by_tags
             .insert((dialog.call_id.clone(), local_tag), handle);

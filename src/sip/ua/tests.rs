@@ -9,6 +9,8 @@ use crate::sip::sdp::LocalMedia;
 
 const PEER: &str = "127.0.0.1:5070";
 
+mod admission;
+
 struct Rig {
     ua: UserAgent,
     now: Instant,
@@ -69,10 +71,14 @@ fn media() -> LocalMedia {
 
 impl Rig {
     fn new() -> Self {
+        Self::with(UaConfig::new("127.0.0.1:5060".parse().unwrap()))
+    }
+
+    fn with(config: UaConfig) -> Self {
         #[allow(clippy::disallowed_methods)] // a fake clock needs a base
         let now = Instant::now();
         Self {
-            ua: UserAgent::new(UaConfig::new("127.0.0.1:5060".parse().unwrap())),
+            ua: UserAgent::new(config),
             now,
             start: now,
             sent: Vec::new(),
