@@ -123,16 +123,18 @@ impl Shared {
     async fn reload(&self) {
         let (flows, prompts) = (self.config.flows.clone(), self.config.prompts.clone());
         match tokio::task::spawn_blocking(move || Runtime::load(&flows, &prompts)).await {
-            Ok(Ok(runtime)) if runtime.entry(&self.config.default_flow).is_some() => {
-                tracing::info!(flows = runtime.flows.flows.len(), "flows reloaded");
-                match self.runtime.write() {
-                    Ok(mut r) => *r = Arc::new(runtime),
-                    Err(poisoned) => *poisoned.into_inner() = Arc::new(runtime),
+            Ok(Ok(runtime)) => match check_runtime(&self.config, &runtime) {
+                Ok(()) => {
+                    tracing::info!(flows = runtime.flows.flows.len(), "flows reloaded");
+                    match self.runtime.write() {
+                        Ok(mut r) => *r = Arc::new(runtime),
+                        Err(poisoned) => *poisoned.into_inner() = Arc::new(runtime),
+                    }
                 }
-            }
-            Ok(Ok(_)) => {
-                tracing::error!(flow = %self.config.default_flow, "reload refused: the default flow is gone; keeping the last good flows")
-            }
+                Err(why) => {
+                    tracing::error!("reload refused, keeping the last good flows: {why}")
+                }
+            },
             Ok(Err(e)) => tracing::error!("reload refused, keeping the last good flows: {e}"),
             Err(e) => tracing::error!("reload failed: {e}"),
         }
@@ -170,35 +172,7 @@ struct Server {
 pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
     let (first, last) = config.rtp_port_range()?;
     let runtime = Runtime::load(&config.flows, &config.prompts)?;
-    if runtime.entry(&config.default_flow).is_none() {
-        return Err(ServeError::Io(format!(
-            "the default flow `{}` is not among the flows in {}; set default_flow",
-            config.default_flow,
-            config.flows.display()
-        )));
-    }
-    for (number, flow) in &config.routes {
-        if runtime.entry(flow).is_none() {
-            return Err(ServeError::Io(format!(
-                "route {number} names flow `{flow}`, which is not loaded"
-            )));
-        }
-    }
-    for (queue, q) in &config.queues {
-        if let Some(flow) = &q.callback_flow {
-            if runtime.entry(flow).is_none() {
-                return Err(ServeError::Io(format!(
-                    "queue {queue} names callback flow `{flow}`, which is not loaded"
-                )));
-            }
-        }
-        let flow = config.callback_flow_for(queue);
-        if runtime.entry(flow).is_some() && !runtime.transfers_to(flow, queue) {
-            return Err(ServeError::Io(format!(
-                "queue {queue}'s callback flow `{flow}` has no transfer to queue {queue}; callbacks would reach the wrong agents"
-            )));
-        }
-    }
+    check_runtime(&config, &runtime).map_err(ServeError::Io)?;
     if config.trunk.is_some() && runtime.entry(&config.dialler.callback_flow).is_none() {
         tracing::warn!(
             flow = %config.dialler.callback_flow,
@@ -302,6 +276,43 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
     // Attempts settled by the last calls are committed before we exit.
     shared.callbacks.flush().await;
     tracing::info!(media = %shared.stats.summary(), "callflow stopped");
+    Ok(())
+}
+
+/// What start-up and every reload demand of the flows: the default flow,
+/// every routed flow and every queue's callback flow are loaded, and each
+/// callback flow transfers to its own queue. A reload that fails these
+/// keeps the last good flows, so that no routed number starts getting 404.
+fn check_runtime(config: &ServerConfig, runtime: &Runtime) -> Result<(), String> {
+    if runtime.entry(&config.default_flow).is_none() {
+        return Err(format!(
+            "the default flow `{}` is not among the flows in {}; set default_flow",
+            config.default_flow,
+            config.flows.display()
+        ));
+    }
+    for (number, flow) in &config.routes {
+        if runtime.entry(flow).is_none() {
+            return Err(format!(
+                "route {number} names flow `{flow}`, which is not loaded"
+            ));
+        }
+    }
+    for (queue, q) in &config.queues {
+        if let Some(flow) = &q.callback_flow {
+            if runtime.entry(flow).is_none() {
+                return Err(format!(
+                    "queue {queue} names callback flow `{flow}`, which is not loaded"
+                ));
+            }
+        }
+        let flow = config.callback_flow_for(queue);
+        if runtime.entry(flow).is_some() && !runtime.transfers_to(flow, queue) {
+            return Err(format!(
+                "queue {queue}'s callback flow `{flow}` has no transfer to queue {queue}; callbacks would reach the wrong agents"
+            ));
+        }
+    }
     Ok(())
 }
 
@@ -765,4 +776,39 @@ fn tokio_socket(socket: std::net::UdpSocket) -> std::io::Result<UdpSocket> {
 #[allow(clippy::disallowed_methods)]
 pub(crate) fn wall_now() -> chrono::DateTime<Utc> {
     Utc::now()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shipped() -> (ServerConfig, Runtime) {
+        let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let config = ServerConfig {
+            flows: root.join("tests/sipp/flows"),
+            prompts: root.join("prompts"),
+            default_flow: "e2e".into(),
+            ..ServerConfig::default()
+        };
+        let runtime = Runtime::load(&config.flows, &config.prompts).unwrap();
+        (config, runtime)
+    }
+
+    #[test]
+    fn flows_that_serve_every_route_pass() {
+        let (mut config, runtime) = shipped();
+        config.routes.insert("8002".into(), "cb".into());
+        assert_eq!(check_runtime(&config, &runtime), Ok(()));
+    }
+
+    #[test]
+    fn a_reload_that_drops_a_routed_flow_is_refused() {
+        let (mut config, runtime) = shipped();
+        config.routes.insert("8001".into(), "closed".into());
+        let why = check_runtime(&config, &runtime).unwrap_err();
+        assert!(why.contains("route 8001"), "{why}");
+        config.routes.clear();
+        config.default_flow = "gone".into();
+        assert!(check_runtime(&config, &runtime).is_err());
+    }
 }

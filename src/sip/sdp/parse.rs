@@ -286,6 +286,11 @@ pub fn parse(text: &str) -> Result<SessionDescription, SdpError> {
             ("c", None) => connection = Some(parse_connection(line, value)?),
             ("c", Some(section)) => section.connection = Some(parse_connection(line, value)?),
             ("m", _) => media.push(parse_media(line, value)?),
+            // Only audio is negotiated; other streams are refused in the
+            // answer (port 0), so an attribute there we cannot read (RFC
+            // 4475 3.1.1.1's `a=rtpmap:31 LPC` on video) must not cost the
+            // caller the audio.
+            ("a", Some(section)) if !section.media.eq_ignore_ascii_case("audio") => {}
             ("a", Some(section)) => parse_media_attribute(line, value, section)?,
             // At session level only a direction matters: rtpmap and friends
             // are media-level attributes (RFC 8866 section 6).

@@ -526,3 +526,28 @@ fn no_input_panics_parse_or_answer() {
         }
     }
 }
+
+/// RFC 4475 3.1.1.1's offer: its video rtpmap has no clock rate.
+const RFC4475_WSINV: &str = "v=0
+o=mhandley 29739 7272939 IN IP4 192.0.2.3
+s=-
+c=IN IP4 192.0.2.4
+t=0 0
+m=audio 49217 RTP/AVP 0 12
+m=video 3227 RTP/AVP 31
+a=rtpmap:31 LPC
+";
+
+#[test]
+fn an_unreadable_line_in_a_video_stream_does_not_cost_the_audio() {
+    let (text, negotiated) = answer_to(RFC4475_WSINV).expect("answered for its audio");
+    assert_eq!(negotiated.codec, Codec::Pcmu);
+    assert_eq!(
+        negotiated.remote,
+        "192.0.2.4:49217".parse::<SocketAddr>().unwrap()
+    );
+    assert!(text.contains("m=video 0 RTP/AVP 31\r\n"), "{text}");
+    // The same line in the audio stream is still an error naming it.
+    let broken = RFC4475_WSINV.replace("m=video 3227 RTP/AVP 31\n", "");
+    assert!(parse(&crlf(&broken)).is_err());
+}

@@ -33,6 +33,11 @@ pub struct OutgoingCall {
     pub ring_timeout: Duration,
 }
 
+/// Challenges answered for one call at most: a proxy and a trunk, each
+/// with a stale nonce or two, fit; a peer that never stops challenging
+/// does not keep us dialling.
+const MAX_CHALLENGES: usize = 6;
+
 /// One INVITE in flight (a new one after each challenge).
 pub(super) struct Invite {
     pub tx: InviteClientTransaction,
@@ -339,15 +344,26 @@ impl UserAgent {
             );
             return;
         };
-        if nonces.contains(&challenge.nonce) {
-            self.dial_failed(call, status, "the trunk refused our credentials");
-            return;
-        }
         let header = if status == 401 {
             "Authorization"
         } else {
             "Proxy-Authorization"
         };
+        // A realm we answered already challenges again: the credentials
+        // were refused, unless it says our nonce merely went stale (RFC
+        // 7616 3.3). A trunk that keeps sending new nonces is given up on
+        // instead of being answered until the ring timeout.
+        let answered_before = credentials
+            .iter()
+            .any(|a| a.header == header && a.challenge.realm == challenge.realm);
+        if nonces.contains(&challenge.nonce) || (answered_before && !challenge.stale) {
+            self.dial_failed(call, status, "the trunk refused our credentials");
+            return;
+        }
+        if nonces.len() >= MAX_CHALLENGES {
+            self.dial_failed(call, status, "challenged too many times");
+            return;
+        }
         credentials.retain(|a| !(a.header == header && a.challenge.realm == challenge.realm));
         let mut nonces = nonces;
         nonces.push(challenge.nonce.clone());

@@ -788,6 +788,60 @@ fn a_proxy_then_a_trunk_challenge_are_both_answered_on_the_last_retry() {
 }
 
 #[test]
+fn a_new_nonce_for_the_same_realm_is_a_refusal_unless_it_is_stale() {
+    let mut rig = Rig::new();
+    let call = originate(&mut rig, Some("s3cret"));
+    let challenge = |nonce: &str, stale: bool| {
+        format!(
+            "WWW-Authenticate: Digest realm=\"trunk\", nonce=\"{nonce}\"{}\r\n",
+            if stale { ", stale=true" } else { "" }
+        )
+    };
+    answer_last(&mut rig, "401 Unauthorized", &challenge("n1", false));
+    answer_last(&mut rig, "401 Unauthorized", &challenge("n2", true));
+    let invites = |rig: &Rig| {
+        rig.sent
+            .iter()
+            .filter(|(_, _, t)| t.starts_with("INVITE "))
+            .count()
+    };
+    assert_eq!(invites(&rig), 3, "a stale nonce is answered again");
+    assert!(!rig
+        .events
+        .iter()
+        .any(|(_, e)| matches!(e, UaEvent::DialFailed { .. })));
+    answer_last(&mut rig, "401 Unauthorized", &challenge("n3", false));
+    assert_eq!(invites(&rig), 3, "a fresh nonce that is not stale: refused");
+    assert!(matches!(
+        rig.events.last(),
+        Some((c, UaEvent::DialFailed { status: 401, reason })) if *c == call && reason.contains("refused")
+    ));
+}
+
+#[test]
+fn a_trunk_that_only_ever_says_stale_is_given_up_on() {
+    let mut rig = Rig::new();
+    let call = originate(&mut rig, Some("s3cret"));
+    for i in 0..10 {
+        let challenge =
+            format!("WWW-Authenticate: Digest realm=\"trunk\", nonce=\"s{i}\", stale=true\r\n");
+        answer_last(&mut rig, "401 Unauthorized", &challenge);
+    }
+    let invites = rig
+        .sent
+        .iter()
+        .filter(|(_, _, t)| t.starts_with("INVITE "))
+        .count();
+    assert_eq!(invites, 1 + MAX_CHALLENGES_FOR_TESTS);
+    assert!(matches!(
+        rig.events.last(),
+        Some((c, UaEvent::DialFailed { status: 401, .. })) if *c == call
+    ));
+}
+
+const MAX_CHALLENGES_FOR_TESTS: usize = 6;
+
+#[test]
 fn busy_is_a_failure_with_its_status() {
     let mut rig = Rig::new();
     let call = originate(&mut rig, None);
