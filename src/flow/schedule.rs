@@ -168,7 +168,12 @@ impl Schedule {
     }
 
     /// The first instant in `start..=end` when the schedule is open:
-    /// `start` itself if open, else the first open minute after it.
+    /// `start` itself if open, else the first open whole minute after it.
+    ///
+    /// Computed from the schedule, not by trying minutes: a closed spell
+    /// can only end where a span starts or at a local midnight (a closed
+    /// date ending), so those instants, a few per day, are the only ones
+    /// to look at, and a year ahead costs a few hundred checks.
     pub fn next_open_between(
         &self,
         start: DateTime<Utc>,
@@ -180,19 +185,42 @@ impl Schedule {
         if self.is_open(start) {
             return Some(start);
         }
-        // Opening hours change only at whole local minutes, and every local
-        // minute is some UTC minute, so a minute scan is exact across
-        // midnight, DST gaps and repeats; a coarser step or a bisection
-        // could jump over a short opening.
         let minute = chrono::TimeDelta::minutes(1);
-        let mut at = chrono::DurationRound::duration_trunc(start, minute).ok()? + minute;
-        while at <= end {
-            if self.is_open(at) {
-                return Some(at);
+        let first = chrono::DurationRound::duration_trunc(start, minute).ok()? + minute;
+        let mut date = start.with_timezone(&self.tz).date_naive();
+        let last = end.with_timezone(&self.tz).date_naive();
+        while date <= last {
+            let openings = std::iter::once(0)
+                .chain(self.hours_on(date).iter().map(|s| s.start))
+                .filter(|m| *m < DAY);
+            let found = openings
+                .filter_map(|m| self.first_instant_from(date, m))
+                .filter(|at| *at >= first && *at <= end && self.is_open(*at))
+                .min();
+            if found.is_some() {
+                return found;
             }
-            at += minute;
+            date = date.succ_opt()?;
         }
         None
+    }
+
+    /// The first instant whose local time is `date` at `minute` or later:
+    /// a time skipped by a DST change opens at the first one that exists.
+    fn first_instant_from(&self, date: NaiveDate, minute: u16) -> Option<DateTime<Utc>> {
+        use chrono::{LocalResult, TimeZone};
+        let naive = date.and_hms_opt(u32::from(minute / 60), u32::from(minute % 60), 0)?;
+        // No zone skips more than a few hours.
+        (0..=240).find_map(|k| {
+            match self
+                .tz
+                .from_local_datetime(&(naive + chrono::TimeDelta::minutes(k)))
+            {
+                LocalResult::Single(t) => Some(t.to_utc()),
+                LocalResult::Ambiguous(earlier, _) => Some(earlier.to_utc()),
+                LocalResult::None => None,
+            }
+        })
     }
 
     /// The time zone (for transcripts).
@@ -561,6 +589,69 @@ mod tests {
         assert_eq!(got.len(), expected.len(), "{got:?}");
         for (message, start) in got.iter().zip(expected) {
             assert!(message.starts_with(start), "{message}");
+        }
+    }
+
+    /// The old minute-by-minute search, as the oracle for the computed one.
+    fn next_open_by_minutes(
+        s: &Schedule,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
+        if start > end {
+            return None;
+        }
+        if s.is_open(start) {
+            return Some(start);
+        }
+        let minute = chrono::TimeDelta::minutes(1);
+        let mut at = chrono::DurationRound::duration_trunc(start, minute).ok()? + minute;
+        while at <= end {
+            if s.is_open(at) {
+                return Some(at);
+            }
+            at += minute;
+        }
+        None
+    }
+
+    #[test]
+    fn the_next_opening_is_the_one_a_minute_scan_finds() {
+        let schedules = [
+            riga(&[("mon-fri", "09:00-17:00"), ("sat,sun", "closed")]),
+            sched(
+                "Europe/Riga",
+                &[
+                    ("mon-fri", "02:30-03:30, 22:00-02:00"),
+                    ("sat", "03:15-03:45"),
+                ],
+                &["2026-12-25", "2027-03-29"],
+                &[("2026-12-24", "10:00-12:00"), ("2027-03-28", "03:00-04:00")],
+            ),
+            sched(
+                "America/New_York",
+                &[("mon-sun", "01:30-02:30")],
+                &["2026-11-02"],
+                &[],
+            ),
+            sched("Asia/Kolkata", &[("wed", "00:00-00:01")], &[], &[]),
+            sched("UTC", &[("mon", "closed")], &[], &[]),
+        ];
+        let mut rng = fastrand::Rng::with_seed(7);
+        let base = NaiveDateTime::parse_from_str("2026-10-20 00:00", "%Y-%m-%d %H:%M")
+            .unwrap()
+            .and_utc();
+        for s in &schedules {
+            for _ in 0..150 {
+                let start = base + chrono::TimeDelta::seconds(rng.i64(0..200 * 86400));
+                let end = start + chrono::TimeDelta::minutes(rng.i64(0..20 * 1440));
+                assert_eq!(
+                    s.next_open_between(start, end),
+                    next_open_by_minutes(s, start, end),
+                    "{start} .. {end} in {}",
+                    s.timezone()
+                );
+            }
         }
     }
 }
