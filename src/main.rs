@@ -325,12 +325,17 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
 }
 
 fn main() -> ExitCode {
+    // Log lines go to stderr from a thread of their own: a slow terminal,
+    // pipe or journal must never stall the tasks that pace RTP. When that
+    // thread falls 128k lines behind, lines are dropped rather than block.
+    // The guard flushes what is queued when main returns.
+    let (writer, _flush_on_exit) = tracing_appender::non_blocking(std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match run(Cli::parse()) {

@@ -273,6 +273,11 @@ impl Call {
         self.finish(now);
     }
 
+    /// Where the call's INVITE came from (for a call we placed, the trunk).
+    pub fn source(&self) -> std::net::SocketAddr {
+        self.incoming.source
+    }
+
     /// The request this call serves, if it is a callback we placed.
     pub fn callback(&self) -> Option<&CallbackLeg> {
         self.callback.as_ref()

@@ -20,6 +20,7 @@
 //!                           after a crash)        cancel() ─> cancelled
 //! ```
 
+pub mod limits;
 pub mod scheduler;
 pub mod store;
 

@@ -12,6 +12,7 @@ use crate::sip::ua::{CallHandle, UaEvent, NO_FINAL_NOTIFY};
 
 use super::{now, sleep_until, wall_now, Shared, ToSip};
 use crate::call::record::CallRecord;
+use crate::callback::limits::BookingRefusal;
 use crate::callback::{AttemptOutcome, Requested, State};
 use crate::flow::interpreter::{Booked, CallbackError};
 
@@ -80,10 +81,25 @@ pub(super) async fn run(
                             tracing::info!(number = %request.number, "callback number refused: {why}");
                             call.callback_stored(now(), Err(CallbackError::Refused(why)));
                         }
-                        _ => {
-                            let priority = request.priority.unwrap_or(0);
-                            stored = Some(callbacks.request(request, priority, wall_now()));
-                        }
+                        _ => match shared.book(&request.number, call.source().ip()) {
+                            Ok(()) => {
+                                let priority = request.priority.unwrap_or(0);
+                                stored = Some(callbacks.request(request, priority, wall_now()));
+                            }
+                            Err(refusal) => {
+                                tracing::warn!(number = %request.number, source = %call.source(), ?refusal,
+                                    "callback refused: over the booking limit");
+                                let error = match refusal {
+                                    BookingRefusal::Number => CallbackError::Refused(
+                                        "this number has had its callbacks for now".into(),
+                                    ),
+                                    BookingRefusal::Source => CallbackError::Failed(
+                                        "too many callbacks booked from this source".into(),
+                                    ),
+                                };
+                                call.callback_stored(now(), Err(error));
+                            }
+                        },
                     }
                 }
                 CallOutput::Finished(mut record) => {

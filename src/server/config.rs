@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::callback::limits::BookingRules;
 use crate::flow::duration::FlowDuration;
 use crate::sip::admission::{
     AdmissionConfig, InboundDigest, Networks, Rate, TrunkPolicy, UnknownSources,
@@ -67,6 +68,9 @@ pub struct ServerConfig {
     /// What a request from outside every trunk gets: `drop` (nothing, the
     /// default) or `reject` (403, at a bounded rate).
     pub unknown_sources: UnknownSourcesConfig,
+    /// How many callbacks one number, and one source address, may book
+    /// within a window.
+    pub booking_limits: BookingLimitsConfig,
     /// End any call this long after it started.
     pub max_call_duration: FlowDuration,
     /// End a held call (media not both ways) after this long without RTP;
@@ -79,6 +83,41 @@ pub struct ServerConfig {
     pub dialler: DiallerConfig,
     /// Per-queue callback settings (queues not listed get the defaults).
     pub queues: BTreeMap<String, QueueConfig>,
+}
+
+/// `booking_limits` in the config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BookingLimitsConfig {
+    /// Bookings for one number within the window.
+    pub per_number: usize,
+    /// Bookings from one signalling source address within the window.
+    pub per_source: usize,
+    /// The window.
+    pub window: FlowDuration,
+}
+
+impl Default for BookingLimitsConfig {
+    fn default() -> Self {
+        let rules = BookingRules::default();
+        Self {
+            per_number: rules.per_number,
+            per_source: rules.per_source,
+            window: FlowDuration(rules.window),
+        }
+    }
+}
+
+impl BookingLimitsConfig {
+    /// The rules as the limiter takes them.
+    pub fn rules(&self) -> BookingRules {
+        BookingRules {
+            per_number: self.per_number,
+            per_source: self.per_source,
+            window: self.window.0,
+            ..BookingRules::default()
+        }
+    }
 }
 
 /// `unknown_sources` in the config.
@@ -265,6 +304,7 @@ impl Default for ServerConfig {
             transfer_timeout: FlowDuration(Duration::from_secs(30)),
             trunks: BTreeMap::new(),
             unknown_sources: UnknownSourcesConfig::Drop,
+            booking_limits: BookingLimitsConfig::default(),
             max_call_duration: FlowDuration(Duration::from_secs(4 * 3600)),
             hold_timeout: FlowDuration(Duration::from_secs(3600)),
             trunk: None,

@@ -88,6 +88,8 @@ struct Shared {
     admission: crate::sip::admission::AdmissionConfig,
     /// Where calls we place may have RTP sent.
     outbound_media: crate::sip::admission::Networks,
+    /// Recent callback bookings, by number and by source.
+    bookings: Mutex<crate::callback::limits::BookingLimits>,
 }
 
 impl Shared {
@@ -114,6 +116,19 @@ impl Shared {
             self.config.dialler.retry_policy(),
             hours,
         );
+    }
+
+    /// Books a callback for `number` asked for from `source`, within the
+    /// booking limits.
+    fn book(
+        &self,
+        number: &str,
+        source: IpAddr,
+    ) -> Result<(), crate::callback::limits::BookingRefusal> {
+        self.bookings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .book(now(), number, source)
     }
 
     fn ports(&self) -> std::sync::MutexGuard<'_, PortPool> {
@@ -232,6 +247,9 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
         dialling: Arc::new(config.dialling_policies()),
         admission,
         outbound_media,
+        bookings: Mutex::new(crate::callback::limits::BookingLimits::new(
+            config.booking_limits.rules(),
+        )),
         config,
     });
     let (control_tx, control_rx) = watch::channel(Control::Running);

@@ -276,3 +276,35 @@ fn rtp_from_a_second_address_cannot_press_keys_in_a_call() {
         server.log()
     );
 }
+
+#[test]
+fn a_number_booked_as_often_as_the_limit_allows_is_refused_the_next_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("callflow.yaml");
+    std::fs::write(
+        &config,
+        "routes: { \"8002\": cb }\nbooking_limits: { per_number: 1, per_source: 10, window: 1h }\n",
+    )
+    .expect("config");
+    let path = config.to_string_lossy().into_owned();
+    let server = Server::start_in(dir, &["--config", &path]);
+    server.call("callback_confirm", &[]);
+    let _ = server.sipp("callback_confirm", &["-m", "1"]);
+    let records = server.records(2);
+    assert_eq!(records.len(), 2, "{}", server.log());
+    assert_eq!(
+        records[0]["outcome"], "callback_requested",
+        "{}",
+        records[0]
+    );
+    assert_ne!(
+        records[1]["outcome"], "callback_requested",
+        "{}",
+        records[1]
+    );
+    assert!(
+        server.log().contains("over the booking limit"),
+        "{}",
+        server.log()
+    );
+}
