@@ -12,6 +12,8 @@ pub mod call;
 pub mod callback;
 pub mod diagnostic;
 pub mod flow;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod media;
 pub mod server;
 pub mod simulate;

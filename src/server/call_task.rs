@@ -32,7 +32,7 @@ pub(super) async fn run(
     socket: UdpSocket,
     port: u16,
     mut events: mpsc::Receiver<ToCall>,
-    to_sip: mpsc::UnboundedSender<ToSip>,
+    to_sip: mpsc::Sender<ToSip>,
     shared: Arc<Shared>,
 ) {
     let (stats, callbacks, policy) = (&shared.stats, &shared.callbacks, &shared.config.dialling);
@@ -70,7 +70,7 @@ pub(super) async fn run(
         while let Some(output) = call.poll_output() {
             match output {
                 CallOutput::Sip(command) => {
-                    let _ = to_sip.send(ToSip::Command(handle, command));
+                    let _ = to_sip.send(ToSip::Command(handle, command)).await;
                 }
                 CallOutput::StoreCallback(request) => {
                     tracing::info!(number = %request.number, queue = %request.queue, "callback requested");
@@ -206,7 +206,7 @@ pub(super) async fn run(
             _ = sleep_until(deadline) => {}
         }
     }
-    let _ = to_sip.send(ToSip::Done(handle, port));
+    let _ = to_sip.send(ToSip::Done(handle, port)).await;
 }
 
 /// Takes the SDP answer to our offer (from `carrier`, for the log) and

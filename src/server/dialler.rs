@@ -23,7 +23,7 @@ const CLAIM_BATCH: usize = 50;
 /// places the calls.
 pub(super) async fn run(
     shared: Arc<Shared>,
-    listener: mpsc::UnboundedSender<ToSip>,
+    listener: mpsc::Sender<ToSip>,
     mut control: watch::Receiver<Control>,
 ) {
     if shared.config.trunk.is_none() {
@@ -47,7 +47,11 @@ pub(super) async fn run(
         match shared.callbacks.claim(now, limit, CLAIM_BATCH).await {
             Ok(claimed) => {
                 for callback in claimed {
-                    if listener.send(ToSip::Dial(Box::new(callback))).is_err() {
+                    if listener
+                        .send(ToSip::Dial(Box::new(callback)))
+                        .await
+                        .is_err()
+                    {
                         // The listener is gone; the claim is undone by the
                         // recovery at the next start.
                         return;

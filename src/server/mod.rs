@@ -42,6 +42,9 @@ use stats::MediaStats;
 /// stuck task) reaches this, and then events are dropped and counted.
 const CALL_QUEUE: usize = 256;
 
+/// Messages from call tasks (and the dialler) waiting for a SIP task.
+const TO_SIP_QUEUE: usize = 4096;
+
 /// What call tasks tell the SIP task.
 #[derive(Debug)]
 pub enum ToSip {
@@ -180,7 +183,7 @@ struct Server {
     last_report: Instant,
     /// Calls that ring until their answer time.
     ringing: Vec<(Instant, Prepared, tracing::Span)>,
-    to_sip: mpsc::UnboundedSender<ToSip>,
+    to_sip: mpsc::Sender<ToSip>,
 }
 
 /// Runs the server until SIGTERM/SIGINT and the drain are over.
@@ -346,12 +349,15 @@ impl Server {
         shared: Arc<Shared>,
         socket: UdpSocket,
         advertised: std::net::SocketAddr,
-    ) -> (Self, mpsc::UnboundedReceiver<ToSip>) {
+    ) -> (Self, mpsc::Receiver<ToSip>) {
         let mut ua_config = UaConfig::new(advertised);
         ua_config.transfer_timeout = shared.config.transfer_timeout.0;
         ua_config.admission = shared.admission.clone();
         let rtp_ip = shared.config.rtp_address.unwrap_or(advertised.ip());
-        let (to_sip, from_calls) = mpsc::unbounded_channel();
+        // Call tasks wait when the SIP task is this far behind; it never
+        // waits on them (their own queues are try_send), so this cannot
+        // deadlock, and a burst of hang-ups cannot grow memory unseen.
+        let (to_sip, from_calls) = mpsc::channel(TO_SIP_QUEUE);
         let server = Server {
             ua: UserAgent::new(ua_config),
             shared,
@@ -369,7 +375,7 @@ impl Server {
 
     /// The listener's loop, until drained.
     async fn run(
-        self_and_rx: (Self, mpsc::UnboundedReceiver<ToSip>),
+        self_and_rx: (Self, mpsc::Receiver<ToSip>),
         mut control: watch::Receiver<Control>,
     ) {
         let (mut server, mut from_calls) = self_and_rx;
@@ -436,15 +442,16 @@ impl Server {
                 }
             }
             server.flush().await;
-            server.report();
+            server.report(false);
         }
+        server.report(true);
     }
 
     /// Logs what admission control and the table bounds turned away, once
-    /// a minute when anything was.
-    fn report(&mut self) {
+    /// a minute (and at the end, `last`) when anything was.
+    fn report(&mut self, last: bool) {
         let t = now();
-        if t < self.last_report + Duration::from_secs(60) {
+        if !last && t < self.last_report + Duration::from_secs(60) {
             return;
         }
         self.last_report = t;

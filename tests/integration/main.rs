@@ -6,6 +6,7 @@ mod broken_corpus;
 mod cli;
 mod common;
 mod dialler;
+mod fuzz_corpus;
 mod journeys;
 mod kamailio;
 mod rfc4475;

@@ -79,6 +79,27 @@ impl Server {
         server
     }
 
+    /// Whether the server answers an OPTIONS ping within 10 s.
+    pub(crate) fn answers_options(&self) -> bool {
+        let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        s.set_read_timeout(Some(Duration::from_millis(100))).ok();
+        let me = s.local_addr().expect("addr");
+        let mut buf = [0u8; 4096];
+        for n in 0..100 {
+            let ping = format!(
+                "OPTIONS sip:ping@127.0.0.1:{p} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-alive{n}\r\nFrom: <sip:t@{me}>;tag=1\r\nTo: <sip:ping@127.0.0.1:{p}>\r\nCall-ID: alive-{n}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+                p = self.port
+            );
+            let _ = s.send_to(ping.as_bytes(), ("127.0.0.1", self.port));
+            while let Ok((len, _)) = s.recv_from(&mut buf) {
+                if buf[..len].starts_with(b"SIP/2.0 200") {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
     /// Waits until the server answers an OPTIONS ping.
     fn wait_ready(&self) {
         let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
