@@ -534,14 +534,14 @@ impl Admission {
             self.counters.challenged += 1;
             return DigestVerdict::Challenge(self.challenge(now, source, &digest.realm, false));
         };
-        let uri_matches = match &request.start {
-            super::message::StartLine::Request { uri, .. } => *uri == auth.uri,
-            super::message::StartLine::Response { .. } => false,
-        };
-        let right = uri_matches
-            && auth
-                .verify_as(&digest.username, &digest.password, "INVITE", &request.body)
-                .unwrap_or(false);
+        // The digest-uri is not compared with the Request-URI: SIPp and
+        // some phones put our address there instead (RFC 3261 22.4 asks for
+        // the Request-URI), and what it would protect, a replay against
+        // another URI, is covered by the nonce, which is bound to the
+        // sender's address and expires.
+        let right = auth
+            .verify_as(&digest.username, &digest.password, "INVITE", &request.body)
+            .unwrap_or(false);
         match self.nonce_state(now, source, &auth.nonce) {
             NonceState::Fresh if right => DigestVerdict::Pass,
             // Right credentials on an old nonce of ours: ask again with

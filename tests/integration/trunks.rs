@@ -308,3 +308,33 @@ fn a_number_booked_as_often_as_the_limit_allows_is_refused_the_next_time() {
         server.log()
     );
 }
+
+#[test]
+fn a_trunk_with_credentials_is_challenged_and_sipps_answer_is_accepted() {
+    let server = server_with(
+        "  pbx:\n    sources: 127.0.0.3/32\n    media: 127.0.0.0/8\n    \
+         digest: { realm: callflow, username: pbx, password: s3cret }\n",
+    );
+    let out = server.sipp_from(
+        "127.0.0.3",
+        server.port,
+        "inbound_auth",
+        &["-m", "1", "-au", "pbx", "-ap", "s3cret"],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        server.explain("inbound_auth", &out)
+    );
+    assert_eq!(calls_from(&server, 1, "127.0.0.3"), 1);
+    // The wrong password: challenged again, never a call.
+    let out = server.sipp_from(
+        "127.0.0.3",
+        server.port,
+        "inbound_auth",
+        &["-m", "1", "-au", "pbx", "-ap", "guess", "-timeout", "5s"],
+    );
+    assert_ne!(out.status.code(), Some(0));
+    assert_eq!(calls_from(&server, 2, "127.0.0.3"), 1, "{}", server.log());
+}

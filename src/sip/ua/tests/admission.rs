@@ -96,14 +96,9 @@ fn unknown_sources_may_be_told_403_but_never_get_a_call() {
     assert_eq!(rig.ua.admission_counters().unknown_forbidden, 1);
 }
 
-#[test]
-fn a_trunk_at_its_call_limit_gets_503_with_retry_after_while_another_trunk_works() {
-    let mut carrier = trunk("carrier", "192.0.2.0/24");
-    carrier.max_calls = 2;
-    let mut rig = rig_with(
-        vec![carrier, trunk("pbx", "198.51.100.0/24")],
-        UnknownSources::Drop,
-    );
+/// Three INVITEs from the carrier: two calls, then a 503 with this
+/// Retry-After.
+fn three_calls_and_the_third_is_refused(rig: &mut Rig, retry_after: &str) {
     for i in 0..3 {
         rig.recv_from(
             CARRIER,
@@ -113,7 +108,19 @@ fn a_trunk_at_its_call_limit_gets_503_with_retry_after_while_another_trunk_works
     assert_eq!(rig.incoming_count(), 2);
     let refusal = rig.sent.last().unwrap().2.clone();
     assert!(refusal.starts_with("SIP/2.0 503 "), "{refusal}");
-    assert!(refusal.contains("\r\nRetry-After: 5\r\n"), "{refusal}");
+    let header = format!("\r\nRetry-After: {retry_after}\r\n");
+    assert!(refusal.contains(&header), "{refusal}");
+}
+
+#[test]
+fn a_trunk_at_its_call_limit_gets_503_with_retry_after_while_another_trunk_works() {
+    let mut carrier = trunk("carrier", "192.0.2.0/24");
+    carrier.max_calls = 2;
+    let mut rig = rig_with(
+        vec![carrier, trunk("pbx", "198.51.100.0/24")],
+        UnknownSources::Drop,
+    );
+    three_calls_and_the_third_is_refused(&mut rig, "5");
     assert_eq!(rig.ua.trunk_calls("carrier"), 2);
 
     rig.recv_from(PBX, &invite("p1", "z9hG4bK-p1", "", OFFER));
@@ -136,16 +143,7 @@ fn a_trunk_over_its_call_rate_gets_503_until_the_next_second() {
     let mut carrier = trunk("carrier", "192.0.2.0/24");
     carrier.calls_per_second = Rate::per_second(2.0);
     let mut rig = rig_with(vec![carrier], UnknownSources::Drop);
-    for i in 0..3 {
-        rig.recv_from(
-            CARRIER,
-            &invite(&format!("c{i}"), &format!("z9hG4bK-c{i}"), "", OFFER),
-        );
-    }
-    assert_eq!(rig.incoming_count(), 2);
-    let refusal = rig.sent.last().unwrap().2.clone();
-    assert!(refusal.starts_with("SIP/2.0 503 "), "{refusal}");
-    assert!(refusal.contains("\r\nRetry-After: 1\r\n"), "{refusal}");
+    three_calls_and_the_third_is_refused(&mut rig, "1");
     rig.now += Duration::from_millis(600);
     rig.recv_from(CARRIER, &invite("c9", "z9hG4bK-c9", "", OFFER));
     assert_eq!(rig.incoming_count(), 3);
