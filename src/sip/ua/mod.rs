@@ -70,7 +70,7 @@ impl UaConfig {
             timers: Timers::default(),
             transfer_timeout: Duration::from_secs(30),
             admission: AdmissionConfig::loopback_only(),
-            max_transactions: 100_000,
+            max_transactions: 200_000,
             max_dialogs: 50_000,
         }
     }
