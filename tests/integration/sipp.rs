@@ -33,6 +33,8 @@ pub(crate) struct Server {
     pub(crate) child: Child,
     pub(crate) port: u16,
     pub(crate) dir: tempfile::TempDir,
+    /// The server's RTP ports, first and last.
+    pub(crate) rtp_ports: (u16, u16),
 }
 
 impl Server {
@@ -74,7 +76,12 @@ impl Server {
             .stdout(Stdio::null())
             .stderr(log);
         let child = cmd.spawn().expect("start callflow serve");
-        let server = Server { child, port, dir };
+        let server = Server {
+            child,
+            port,
+            dir,
+            rtp_ports: (base, base + 599),
+        };
         server.wait_ready();
         server
     }

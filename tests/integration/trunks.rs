@@ -338,3 +338,62 @@ fn a_trunk_with_credentials_is_challenged_and_sipps_answer_is_accepted() {
     assert_ne!(out.status.code(), Some(0));
     assert_eq!(calls_from(&server, 2, "127.0.0.3"), 1, "{}", server.log());
 }
+
+/// Sprays RFC 4733 key `0` (the agent key) at every even port of the
+/// server's RTP range from a socket of our own, three times over.
+fn spray_agent_key(server: &Server) {
+    let stranger = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let (first, last) = server.rtp_ports;
+    for round in 0..3u16 {
+        for port in (first..=last).step_by(2) {
+            for (i, end) in [(0u16, false), (1, true), (2, true), (3, true)] {
+                let mut p = vec![0x80, 101];
+                p.extend_from_slice(&(round * 4 + i).to_be_bytes());
+                p.extend_from_slice(&(8000u32 * u32::from(round + 1)).to_be_bytes());
+                p.extend_from_slice(&0xbad5_eed5_u32.to_be_bytes());
+                p.extend_from_slice(&[0, if end { 0x8a } else { 0x0a }, 0x03, 0x20]);
+                let _ = stranger.send_to(&p, ("127.0.0.1", port));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(400));
+    }
+}
+
+/// A SIPp caller who presses nothing while `spray_agent_key` runs; whether
+/// SIPp saw the call through without a REFER.
+fn sipp_call_while_a_stranger_sprays_keys(server: &Server) -> bool {
+    let caller = server
+        .sipp_command("127.0.0.1", server.port, "stranger_keys", &["-m", "1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("sipp");
+    std::thread::sleep(Duration::from_millis(600));
+    spray_agent_key(server);
+    let out = caller.wait_with_output().expect("sipp");
+    out.status.code() == Some(0)
+}
+
+#[test]
+fn rtp_from_a_second_address_cannot_press_keys_in_a_sipp_call() {
+    let server = Server::start(&[]);
+    assert!(
+        sipp_call_while_a_stranger_sprays_keys(&server),
+        "a stranger's keys reached the flow:\n{}",
+        server.log()
+    );
+    let r = &server.records(1)[0];
+    assert_ne!(r["outcome"], "transferred", "{r}");
+    assert!(!r["digits"].as_str().unwrap_or("").contains('0'), "{r}");
+    // The spray does reach the call's port: with first-source latching
+    // (for callers behind NAT) the stranger, first to send, is taken.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("callflow.yaml");
+    std::fs::write(&config, "rtp_latch_first: true\n").expect("config");
+    let path = config.to_string_lossy().into_owned();
+    let nat = Server::start_in(dir, &["--config", &path]);
+    assert!(
+        !sipp_call_while_a_stranger_sprays_keys(&nat),
+        "the spray never reached the call, so the first check proved nothing"
+    );
+}
