@@ -390,7 +390,11 @@ impl Server {
                 server.ua.set_accepting(false);
                 // Calls still ringing are not answered now only to be cut
                 // off: another node (or a later try) can take them.
-                server.refuse_ringing(now());
+                if !server.ringing.is_empty() {
+                    server.refuse_ringing(now());
+                    // Out before the loop may end for want of calls.
+                    server.flush().await;
+                }
                 if server.calls.is_empty() && server.ua.active_calls() == 0 {
                     break;
                 }

@@ -525,6 +525,14 @@ fn load_100_concurrent_calls_500_in_all_none_failed() {
 fn raw_invite(port: u16, call_id: &str) -> String {
     let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
     s.set_read_timeout(Some(Duration::from_millis(1000))).ok();
+    send_raw_invite(&s, port, call_id);
+    let mut buf = [0u8; 4096];
+    let n = s.recv(&mut buf).expect("an answer");
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+/// Sends one INVITE for `call_id` from `s`.
+fn send_raw_invite(s: &UdpSocket, port: u16, call_id: &str) {
     let me = s.local_addr().expect("addr");
     let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 9 RTP/AVP 0\r\n";
     let invite = format!(
@@ -533,9 +541,45 @@ fn raw_invite(port: u16, call_id: &str) -> String {
     );
     s.send_to(invite.as_bytes(), ("127.0.0.1", port))
         .expect("send");
+}
+
+#[test]
+fn a_call_still_ringing_at_sigterm_is_refused_with_503_not_answered() {
+    let server = Server::start(&["--answer-delay", "3s", "--drain", "1s"]);
+    let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    s.set_read_timeout(Some(Duration::from_millis(500))).ok();
+    send_raw_invite(&s, server.port, "ringing-at-sigterm");
     let mut buf = [0u8; 4096];
-    let n = s.recv(&mut buf).expect("an answer");
-    String::from_utf8_lossy(&buf[..n]).into_owned()
+    let mut seen = Vec::new();
+    let mut terminated = false;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if let Ok(n) = s.recv(&mut buf) {
+            let line = String::from_utf8_lossy(&buf[..n])
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string();
+            if line.starts_with("SIP/2.0 180") && !terminated {
+                server.terminate();
+                terminated = true;
+            }
+            let last = !line.starts_with("SIP/2.0 1");
+            seen.push(line);
+            if last {
+                break;
+            }
+        }
+    }
+    assert!(
+        seen.iter().any(|l| l.starts_with("SIP/2.0 180")),
+        "{seen:?}"
+    );
+    assert!(
+        seen.last().is_some_and(|l| l.starts_with("SIP/2.0 503")),
+        "refused, not answered: {seen:?}\n{}",
+        server.log()
+    );
 }
 
 #[test]
