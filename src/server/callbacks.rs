@@ -57,10 +57,20 @@ struct Settle {
 /// and holds one of its queue's places.
 const SETTLE_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// Jobs waiting for the store thread at most. Only a store that stopped
+/// answering (a disk that hangs) fills it; then new requests are refused
+/// with an error the caller hears (so nothing is promised that is not
+/// stored), claims and state reads fail and are tried again, progress notes
+/// are dropped, and settles wait in `overflow`, which holds at most one per
+/// attempt in flight.
+const JOB_QUEUE: usize = 65_536;
+
 /// Hands requests to the store thread.
 #[derive(Clone)]
 pub struct CallbackSink {
-    tx: mpsc::Sender<Job>,
+    tx: mpsc::SyncSender<Job>,
+    /// Settles that found the queue full; the thread takes them next.
+    overflow: Arc<std::sync::Mutex<Vec<Settle>>>,
     /// Woken when a request is stored or an attempt settles, so that the
     /// dialler looks at once instead of at its next poll.
     changed: Arc<Notify>,
@@ -80,14 +90,29 @@ impl CallbackSink {
             tracing::warn!(recovered, "callbacks interrupted by a crash are due again");
         }
         let changed = Arc::new(Notify::new());
-        let (tx, rx) = mpsc::channel::<Job>();
+        let (tx, rx) = mpsc::sync_channel::<Job>(JOB_QUEUE);
         let notify = Arc::clone(&changed);
+        let overflow: Arc<std::sync::Mutex<Vec<Settle>>> = Arc::default();
+        let overflowed = Arc::clone(&overflow);
         std::thread::Builder::new()
             .name("callbacks".into())
             .spawn(move || {
                 let mut unsettled: Vec<Settle> = Vec::new();
                 loop {
-                    match rx.recv_timeout(SETTLE_RETRY) {
+                    let next = rx.recv_timeout(SETTLE_RETRY);
+                    // Settles that found the queue full were handed over
+                    // before whatever came next (a flush, say): first.
+                    let waiting =
+                        std::mem::take(&mut *overflowed.lock().unwrap_or_else(|p| p.into_inner()));
+                    for s in waiting {
+                        run(
+                            &mut store,
+                            Job::Settle(Box::new(s)),
+                            &notify,
+                            &mut unsettled,
+                        );
+                    }
+                    match next {
                         Ok(job) => run(&mut store, job, &notify, &mut unsettled),
                         Err(mpsc::RecvTimeoutError::Timeout) => {}
                         Err(mpsc::RecvTimeoutError::Disconnected) => break,
@@ -103,7 +128,11 @@ impl CallbackSink {
                 }
             })
             .map_err(|e| e.to_string())?;
-        Ok(Self { tx, changed })
+        Ok(Self {
+            tx,
+            overflow,
+            changed,
+        })
     }
 
     /// What the dialler waits on between polls.
@@ -128,10 +157,16 @@ impl CallbackSink {
             context: request.context,
             not_after: None,
         };
-        if let Err(mpsc::SendError(Job::Request(_, _, reply))) =
-            self.tx.send(Job::Request(new, at, reply))
-        {
-            let _ = reply.send(Err("the callback store is not running".into()));
+        match self.tx.try_send(Job::Request(new, at, reply)) {
+            Ok(()) => {}
+            Err(mpsc::TrySendError::Full(Job::Request(_, _, reply))) => {
+                tracing::error!("the callback store is {JOB_QUEUE} jobs behind; request refused");
+                let _ = reply.send(Err("the callback store is too busy".into()));
+            }
+            Err(mpsc::TrySendError::Disconnected(Job::Request(_, _, reply))) => {
+                let _ = reply.send(Err("the callback store is not running".into()));
+            }
+            Err(_) => {}
         }
         answer
     }
@@ -146,13 +181,18 @@ impl CallbackSink {
     ) -> Result<Vec<Callback>, String> {
         let (reply, answer) = oneshot::channel();
         self.tx
-            .send(Job::Claim {
+            .try_send(Job::Claim {
                 now,
                 limit,
                 max,
                 reply,
             })
-            .map_err(|_| "the callback store is not running".to_string())?;
+            .map_err(|e| match e {
+                mpsc::TrySendError::Full(_) => "the callback store is too busy".to_string(),
+                mpsc::TrySendError::Disconnected(_) => {
+                    "the callback store is not running".to_string()
+                }
+            })?;
         answer
             .await
             .unwrap_or_else(|_| Err("the callback store stopped".into()))
@@ -161,7 +201,14 @@ impl CallbackSink {
     /// Records how an attempt is going (answered, connected), leaving the
     /// request in flight.
     pub fn progress(&self, id: CallbackId, now: DateTime<Utc>, outcome: AttemptOutcome) {
-        let _ = self.tx.send(Job::Progress { id, now, outcome });
+        if let Err(mpsc::TrySendError::Full(_)) =
+            self.tx.try_send(Job::Progress { id, now, outcome })
+        {
+            tracing::warn!(
+                id,
+                "the callback store is too busy; a progress note is dropped"
+            );
+        }
     }
 
     /// Records an attempt's last word and applies the retry rules to it in
@@ -183,18 +230,27 @@ impl CallbackSink {
             policy,
             hours,
         }));
-        if self.tx.send(job).is_err() {
-            tracing::error!(
+        match self.tx.try_send(job) {
+            Ok(()) => {}
+            Err(mpsc::TrySendError::Full(Job::Settle(settle))) => self
+                .overflow
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(*settle),
+            Err(_) => tracing::error!(
                 id,
                 "the callback store is not running; the attempt is settled at the next start"
-            );
+            ),
         }
     }
 
     /// The request's state as stored now (`None` if it cannot be read).
     pub fn state(&self, id: CallbackId) -> oneshot::Receiver<Option<State>> {
         let (reply, answer) = oneshot::channel();
-        if let Err(mpsc::SendError(Job::State(_, reply))) = self.tx.send(Job::State(id, reply)) {
+        if let Err(mpsc::TrySendError::Full(Job::State(_, reply)))
+        | Err(mpsc::TrySendError::Disconnected(Job::State(_, reply))) =
+            self.tx.try_send(Job::State(id, reply))
+        {
             let _ = reply.send(None);
         }
         answer
@@ -205,7 +261,10 @@ impl CallbackSink {
     /// is lost to the process exiting.
     pub async fn flush(&self) {
         let (reply, done) = oneshot::channel();
-        if self.tx.send(Job::Flush(reply)).is_ok() {
+        // May wait for room in the queue, so off the runtime's threads.
+        let tx = self.tx.clone();
+        let sent = tokio::task::spawn_blocking(move || tx.send(Job::Flush(reply)).is_ok()).await;
+        if sent.unwrap_or(false) {
             let _ = done.await;
         }
     }

@@ -7,10 +7,16 @@ use std::sync::mpsc;
 
 use crate::call::record::CallRecord;
 
+/// Records waiting for the writer thread at most: only a disk that stopped
+/// answering fills it, and then records are dropped with an error rather
+/// than held in memory without end.
+const RECORD_QUEUE: usize = 65_536;
+
 /// Sends records to the writer thread.
 #[derive(Clone)]
 pub struct RecordSink {
-    tx: mpsc::Sender<Box<CallRecord>>,
+    tx: mpsc::SyncSender<Box<CallRecord>>,
+    dropped: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl RecordSink {
@@ -20,7 +26,7 @@ impl RecordSink {
             .create(true)
             .append(true)
             .open(&path)?;
-        let (tx, rx) = mpsc::channel::<Box<CallRecord>>();
+        let (tx, rx) = mpsc::sync_channel::<Box<CallRecord>>(RECORD_QUEUE);
         let handle = std::thread::Builder::new()
             .name("call-records".into())
             .spawn(move || {
@@ -31,11 +37,25 @@ impl RecordSink {
                     }
                 }
             })?;
-        Ok((Self { tx }, handle))
+        Ok((
+            Self {
+                tx,
+                dropped: Default::default(),
+            },
+            handle,
+        ))
     }
 
-    /// Queues a record.
+    /// Queues a record; never waits.
     pub fn write(&self, record: Box<CallRecord>) {
-        let _ = self.tx.send(record);
+        if let Err(mpsc::TrySendError::Full(record)) = self.tx.try_send(record) {
+            let dropped = 1 + self
+                .dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::error!(
+                call_id = %record.call_id, dropped,
+                "the call-record file is {RECORD_QUEUE} records behind; this record is lost"
+            );
+        }
     }
 }
