@@ -15,13 +15,16 @@ use crate::sipp::Server;
 /// A server whose trunks are `trunks` (YAML, indented under `trunks:`);
 /// 127.0.0.1 is always a trunk of its own, for the readiness probe.
 fn server_with(trunks: &str) -> Server {
+    server_with_config(&format!(
+        "trunks:\n  probe: {{ sources: 127.0.0.1/32 }}\n{trunks}"
+    ))
+}
+
+/// A server started with `yaml` as its configuration file.
+fn server_with_config(yaml: &str) -> Server {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("callflow.yaml");
-    std::fs::write(
-        &config,
-        format!("trunks:\n  probe: {{ sources: 127.0.0.1/32 }}\n{trunks}"),
-    )
-    .expect("config");
+    std::fs::write(&config, yaml).expect("config");
     let path = config.to_string_lossy().into_owned();
     Server::start_in(dir, &["--config", &path])
 }
@@ -279,15 +282,9 @@ fn rtp_from_a_second_address_cannot_press_keys_in_a_call() {
 
 #[test]
 fn a_number_booked_as_often_as_the_limit_allows_is_refused_the_next_time() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("callflow.yaml");
-    std::fs::write(
-        &config,
+    let server = server_with_config(
         "routes: { \"8002\": cb }\nbooking_limits: { per_number: 1, per_source: 10, window: 1h }\n",
-    )
-    .expect("config");
-    let path = config.to_string_lossy().into_owned();
-    let server = Server::start_in(dir, &["--config", &path]);
+    );
     server.call("callback_confirm", &[]);
     let _ = server.sipp("callback_confirm", &["-m", "1"]);
     let records = server.records(2);
@@ -387,11 +384,7 @@ fn rtp_from_a_second_address_cannot_press_keys_in_a_sipp_call() {
     assert!(!r["digits"].as_str().unwrap_or("").contains('0'), "{r}");
     // The spray does reach the call's port: with first-source latching
     // (for callers behind NAT) the stranger, first to send, is taken.
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("callflow.yaml");
-    std::fs::write(&config, "rtp_latch_first: true\n").expect("config");
-    let path = config.to_string_lossy().into_owned();
-    let nat = Server::start_in(dir, &["--config", &path]);
+    let nat = server_with_config("rtp_latch_first: true\n");
     assert!(
         !sipp_call_while_a_stranger_sprays_keys(&nat),
         "the spray never reached the call, so the first check proved nothing"
