@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::common::repo;
-use crate::sipp::{callbacks_cli, free_udp_port, Server};
+use crate::sipp::{callbacks_cli, free_udp_port, sipp_media_port, Server};
 
 /// The number the caller books (SIPp's From, as the dialling policy keeps it).
 const NUMBER: &str = "37120000000";
@@ -32,7 +32,7 @@ fn config(dir: &Path, trunk_port: u16, dialler: &str) -> String {
 
 /// SIPp as the trunk: one call of `scenario`, listening on `port`.
 fn trunk(dir: &Path, scenario: &str, port: u16) -> Child {
-    let media = (free_udp_port() & !1).to_string();
+    let media = sipp_media_port().to_string();
     let child = Command::new("sipp")
         .current_dir(dir)
         .arg("-sf")

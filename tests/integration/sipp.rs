@@ -24,6 +24,24 @@ use crate::common::repo;
 // and SIPp's media ports come from, so the two can never collide.
 static NEXT_RTP_BASE: AtomicU16 = AtomicU16::new(20000);
 
+/// SIPp media ports come from a range of their own, 10 apart, so two SIPp
+/// processes (or SIPp and any socket on an ephemeral port) never want the
+/// same one: SIPp binds its `-mp` port and the one two above it, and exits
+/// if either is taken.
+static NEXT_SIPP_MEDIA: AtomicU16 = AtomicU16::new(0);
+
+/// A SIPp `-mp` port whose audio and video sockets are both free now.
+pub(crate) fn sipp_media_port() -> u16 {
+    loop {
+        let n = NEXT_SIPP_MEDIA.fetch_add(1, Ordering::SeqCst);
+        let port = 10000 + (n % 990) * 10;
+        let free = |p: u16| UdpSocket::bind(("127.0.0.1", p)).is_ok();
+        if free(port) && free(port + 1) && free(port + 2) && free(port + 3) {
+            return port;
+        }
+    }
+}
+
 pub(crate) fn free_udp_port() -> u16 {
     let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
     s.local_addr().expect("addr").port()
@@ -160,7 +178,7 @@ impl Server {
         args: &[&str],
     ) -> Command {
         let sipp_port = free_udp_port().to_string();
-        let media_port = (free_udp_port() & !1).to_string();
+        let media_port = sipp_media_port().to_string();
         let errors = self.dir.path().join(format!("{scenario}-errors.log"));
         let messages = self.dir.path().join(format!("{scenario}-messages.log"));
         let mut command = Command::new("sipp");
