@@ -7,7 +7,9 @@
 //! (REFER, BYE) and, at the end, the call record.
 
 pub mod callback_leg;
+pub mod endpoint;
 pub mod record;
+pub mod runtime;
 #[cfg(test)]
 mod tests;
 
@@ -32,7 +34,7 @@ use crate::media::rtp::RtpSender;
 use crate::sip::sdp::{Codec, Negotiated};
 use crate::sip::ua::{refer_to, EndReason, IncomingCall, UaEvent};
 use callback_leg::CallbackLeg;
-use record::{outcome_fields, timestamp, CallRecord};
+use record::{outcome_fields, timestamp, CallOutcome, CallRecord};
 
 /// What the SIP side must do for this call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,7 +123,7 @@ pub struct Call {
     /// The request a call we placed serves.
     callback: Option<CallbackLeg>,
     /// How placing the call failed, as the record's outcome and detail.
-    dial_failure: Option<(&'static str, String)>,
+    dial_failure: Option<(CallOutcome, String)>,
     actions: Vec<Action>,
     out: VecDeque<CallOutput>,
 }
@@ -266,9 +268,9 @@ impl Call {
     pub fn dial_failed(&mut self, now: Instant, status: u16, reason: &str) {
         self.sip_ended = true;
         self.dial_failure = Some(match status {
-            486 | 600 | 603 => ("busy", format!("{status} {reason}")),
-            487 if reason == "no answer" => ("no_answer", "ring timeout".to_string()),
-            _ => ("dial_failed", format!("{status} {reason}")),
+            486 | 600 | 603 => (CallOutcome::Busy, format!("{status} {reason}")),
+            487 if reason == "no answer" => (CallOutcome::NoAnswer, "ring timeout".to_string()),
+            _ => (CallOutcome::DialFailed, format!("{status} {reason}")),
         });
         self.finish(now);
     }
@@ -504,14 +506,18 @@ impl Call {
             .iter()
             .map(|n| set.qualified_name(*n))
             .collect();
-        let forced = self
-            .dial_failure
-            .take()
-            .or_else(|| self.forced_end.take().map(|reason| ("failed", reason)));
+        let forced = self.dial_failure.take().or_else(|| {
+            self.forced_end
+                .take()
+                .map(|reason| (CallOutcome::Failed, reason))
+        });
         let (outcome, detail) = match (forced, self.interp.outcome()) {
             (Some(end), _) => end,
             (None, Some(o)) => outcome_fields(o),
-            (None, None) => ("caller_hung_up", "before the flow started".to_string()),
+            (None, None) => (
+                CallOutcome::CallerHungUp,
+                "before the flow started".to_string(),
+            ),
         };
         let record = CallRecord {
             call_id: self.incoming.call_id.clone(),

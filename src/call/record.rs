@@ -30,10 +30,9 @@ pub struct CallRecord {
     pub nodes: Vec<String>,
     /// Every key the caller pressed, in order.
     pub digits: String,
-    /// `completed`, `transferred`, `callback_requested`, `caller_hung_up`
-    /// or `failed`; for calls we placed also `busy`, `no_answer` and
-    /// `dial_failed`.
-    pub outcome: &'static str,
+    /// How the call ended, serialised by name (`completed`,
+    /// `transferred`, ...).
+    pub outcome: CallOutcome,
     /// The node, queue or reason that goes with the outcome.
     pub detail: String,
     /// For a call placed to keep a callback promise: which request and
@@ -46,19 +45,64 @@ pub struct CallRecord {
     pub callback_id: Option<crate::callback::CallbackId>,
 }
 
+/// How a call ended: written by name (snake_case) in the call records, and
+/// matched on, never compared as text, by what reads them back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallOutcome {
+    /// The flow reached its end.
+    Completed,
+    /// The call was handed to the ACD (a confirmed transfer).
+    Transferred,
+    /// The caller booked a callback.
+    CallbackRequested,
+    /// The caller hung up (or went silent) before the flow's end.
+    CallerHungUp,
+    /// The call ended for a reason of ours: see the detail.
+    Failed,
+    /// A call we placed: the callee was busy (486, 600, 603).
+    Busy,
+    /// A call we placed: it rang out.
+    NoAnswer,
+    /// A call we placed failed otherwise (a refusal, no response).
+    DialFailed,
+}
+
+impl CallOutcome {
+    /// The name written in the records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallOutcome::Completed => "completed",
+            CallOutcome::Transferred => "transferred",
+            CallOutcome::CallbackRequested => "callback_requested",
+            CallOutcome::CallerHungUp => "caller_hung_up",
+            CallOutcome::Failed => "failed",
+            CallOutcome::Busy => "busy",
+            CallOutcome::NoAnswer => "no_answer",
+            CallOutcome::DialFailed => "dial_failed",
+        }
+    }
+}
+
+impl std::fmt::Display for CallOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// RFC 3339 with milliseconds, UTC.
 pub fn timestamp(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
 /// The outcome's kind and detail for the record.
-pub fn outcome_fields(outcome: &Outcome) -> (&'static str, String) {
+pub fn outcome_fields(outcome: &Outcome) -> (CallOutcome, String) {
     match outcome {
-        Outcome::Completed { node } => ("completed", node.clone()),
-        Outcome::Transferred { target } => ("transferred", target.clone()),
-        Outcome::CallbackRequested { queue } => ("callback_requested", queue.clone()),
-        Outcome::CallerHungUp { node } => ("caller_hung_up", node.clone()),
-        Outcome::Failed { reason } => ("failed", reason.clone()),
+        Outcome::Completed { node } => (CallOutcome::Completed, node.clone()),
+        Outcome::Transferred { target } => (CallOutcome::Transferred, target.clone()),
+        Outcome::CallbackRequested { queue } => (CallOutcome::CallbackRequested, queue.clone()),
+        Outcome::CallerHungUp { node } => (CallOutcome::CallerHungUp, node.clone()),
+        Outcome::Failed { reason } => (CallOutcome::Failed, reason.clone()),
     }
 }
 

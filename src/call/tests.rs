@@ -208,7 +208,7 @@ fn an_rfc4733_key_transfers_with_context_and_a_2xx_ends_the_call() {
     let CallOutput::Finished(record) = &out[1] else {
         panic!("{out:?}")
     };
-    assert_eq!(record.outcome, "transferred");
+    assert_eq!(record.outcome, CallOutcome::Transferred);
     assert_eq!(record.detail, "support");
     assert_eq!(record.digits, "1");
     assert_eq!(record.nodes, ["t.hello", "t.menu", "t.agent"]);
@@ -232,7 +232,7 @@ fn a_caller_who_hangs_up_mid_prompt_is_recorded_at_that_node() {
     };
     assert_eq!(
         (record.outcome, record.detail.as_str()),
-        ("caller_hung_up", "t.hello")
+        (CallOutcome::CallerHungUp, "t.hello")
     );
 }
 
@@ -253,7 +253,7 @@ fn no_rtp_from_the_caller_ends_the_call() {
     };
     assert_eq!(
         (r.outcome, r.end.as_str()),
-        ("caller_hung_up", "2026-11-25T08:00:02.000Z")
+        (CallOutcome::CallerHungUp, "2026-11-25T08:00:02.000Z")
     );
 }
 
@@ -272,7 +272,7 @@ fn an_ack_that_never_comes_is_a_failed_call_with_that_reason() {
     };
     assert_eq!(
         (r.outcome, r.detail.as_str()),
-        ("failed", "no ACK for the 200 OK")
+        (CallOutcome::Failed, "no ACK for the 200 OK")
     );
 }
 
@@ -331,7 +331,7 @@ fn media_outside_the_trunks_networks_is_never_sent_to_and_ends_the_call() {
         "{out:?}"
     );
     let r = record_of(&out);
-    assert_eq!(r.outcome, "failed");
+    assert_eq!(r.outcome, CallOutcome::Failed);
     assert!(r.detail.contains("media networks"), "{}", r.detail);
 }
 

@@ -202,11 +202,13 @@ pub struct TrunkConfig {
 }
 
 impl TrunkConfig {
-    /// The Request-URI for dialling `number`.
-    pub fn target(&self, number: &str) -> String {
-        match &self.domain {
-            Some(d) => format!("sip:{number}@{d}"),
-            None => format!("sip:{number}@{}", self.address),
+    /// The trunk as the endpoint dials through it.
+    pub fn outbound(&self) -> crate::call::endpoint::OutboundTrunk {
+        crate::call::endpoint::OutboundTrunk {
+            address: self.address,
+            domain: self.domain.clone(),
+            from: self.from.clone(),
+            credentials: self.credentials(),
         }
     }
 
@@ -510,10 +512,47 @@ impl ServerConfig {
             .unwrap_or(self.dialler.max_in_progress)
     }
 
-    /// The flow for a dialled number.
-    pub fn flow_for(&self, called: &str) -> &str {
-        self.routes
-            .get(called)
-            .map_or(self.default_flow.as_str(), String::as_str)
+    /// Which flow each call runs, for the endpoint.
+    pub fn routing(&self) -> crate::call::endpoint::Routing {
+        crate::call::endpoint::Routing {
+            routes: self.routes.clone(),
+            default_flow: self.default_flow.clone(),
+            callback_flows: self
+                .queues
+                .iter()
+                .filter_map(|(q, c)| Some((q.clone(), c.callback_flow.clone()?)))
+                .collect(),
+            default_callback_flow: self.dialler.callback_flow.clone(),
+        }
+    }
+
+    /// The configuration of a listener's endpoint advertising `advertised`.
+    pub fn endpoint_config(
+        &self,
+        advertised: SocketAddr,
+        admission: AdmissionConfig,
+        outbound_media: Networks,
+        dialling: std::sync::Arc<crate::flow::dialling::Dialling>,
+        bookings: std::sync::Arc<std::sync::Mutex<crate::callback::limits::BookingLimits>>,
+    ) -> crate::call::endpoint::EndpointConfig {
+        let mut ua = crate::sip::ua::UaConfig::new(advertised);
+        ua.transfer_timeout = self.transfer_timeout.0;
+        ua.admission = admission;
+        crate::call::endpoint::EndpointConfig {
+            ua,
+            rtp_ip: self.rtp_address.unwrap_or(advertised.ip()),
+            answer_delay: self.answer_delay.0,
+            rtp_timeout: self.rtp_timeout.0,
+            hold_timeout: self.hold_timeout.0,
+            max_call_duration: self.max_call_duration.0,
+            rtp_latch_first: self.rtp_latch_first,
+            routing: self.routing(),
+            trunk: self.trunk.as_ref().map(TrunkConfig::outbound),
+            ring_timeout: self.dialler.retry_policy().ring_timeout,
+            priority_boost: self.dialler.priority_boost,
+            dialling,
+            outbound_media,
+            bookings,
+        }
     }
 }

@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, watch};
 use super::callbacks::QueueLimit;
 use super::config::ServerConfig;
 use super::runtime::Runtime;
-use super::{wall_now, Control, Shared, ToSip};
+use super::{wall_now, Control, Shared, ToListener};
 
 /// At most this many requests per claim: a backlog after an outage is
 /// dialled in steps, each followed by a look at what settled meanwhile.
@@ -23,7 +23,7 @@ const CLAIM_BATCH: usize = 50;
 /// places the calls.
 pub(super) async fn run(
     shared: Arc<Shared>,
-    listener: mpsc::Sender<ToSip>,
+    listener: mpsc::Sender<ToListener>,
     mut control: watch::Receiver<Control>,
 ) {
     if shared.config.trunk.is_none() {
@@ -48,7 +48,7 @@ pub(super) async fn run(
             Ok(claimed) => {
                 for callback in claimed {
                     if listener
-                        .send(ToSip::Dial(Box::new(callback)))
+                        .send(ToListener::Dial(Box::new(callback)))
                         .await
                         .is_err()
                     {

@@ -1,25 +1,23 @@
-//! `callflow serve`: the tokio edge. One task owns the SIP socket and the
-//! [`UserAgent`]; each call runs in a task of its own with its RTP socket.
-//! The protocol and flow logic stay in the pure core; this module only
-//! moves bytes, reads the clock and handles signals.
+//! `callflow serve`: the tokio edge. Each SIP listener is one task that
+//! owns its socket, the RTP sockets of its calls and one sans-IO
+//! [`Endpoint`], which holds every call's logic; this module only moves
+//! bytes, reads the clock, talks to the store threads and handles signals.
 
-mod call_task;
 mod callbacks;
 mod cdr;
 pub mod config;
 mod dialler;
-mod outbound;
 mod ports;
 pub mod queue_status;
-pub mod runtime;
+pub use crate::call::runtime;
 pub mod stats;
 
 /// The dialling policy lives with the pure flow code, which applies it.
 pub use crate::flow::dialling as policy;
 
 use std::collections::HashMap;
-use std::net::IpAddr;
-use std::sync::{Arc, Mutex, RwLock};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -27,33 +25,32 @@ use tokio::net::UdpSocket;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, watch};
 
-use crate::call::{Call, CallCommand, CallSetup};
-use crate::sip::sdp::{self, LocalMedia};
-use crate::sip::ua::{CallHandle, IncomingCall, UaConfig, UaEvent, UaOutput, UserAgent};
-pub use call_task::ToCall;
+use crate::call::endpoint::{Endpoint, EndpointOutput, Environment};
+use crate::callback::{Requested, State};
+use crate::sip::ua::CallHandle;
 pub use cdr::RecordSink;
 use config::ServerConfig;
 use ports::PortPool;
 use runtime::Runtime;
 use stats::MediaStats;
 
-/// Events waiting for one call task at most: a call gets a handful of SIP
-/// events in its life, so only a peer flooding in-dialog requests (or a
-/// stuck task) reaches this, and then events are dropped and counted.
-const CALL_QUEUE: usize = 256;
+/// RTP packets read from the calls' sockets waiting for their listener:
+/// past this (a listener far behind, or a flood) packets are dropped.
+const RTP_IN_QUEUE: usize = 8192;
 
-/// Messages from call tasks (and the dialler) waiting for a SIP task.
-const TO_SIP_QUEUE: usize = 4096;
+/// Messages for a listener waiting at most (dialled callbacks, the
+/// store's answers).
+const INBOX_QUEUE: usize = 4096;
 
-/// What call tasks tell the SIP task.
+/// What the rest of the server tells a listener.
 #[derive(Debug)]
-pub enum ToSip {
-    /// A SIP command for the call.
-    Command(CallHandle, CallCommand),
-    /// The call task ended; its RTP port is free again.
-    Done(CallHandle, u16),
+pub enum ToListener {
     /// Place a call for this claimed callback request.
     Dial(Box<crate::callback::Callback>),
+    /// The store's answer to a call's callback request.
+    Stored(CallHandle, Result<Requested, String>),
+    /// The store's answer to a state query for a call we placed.
+    State(CallHandle, Option<State>),
 }
 
 /// Why the server could not start.
@@ -70,37 +67,23 @@ pub enum ServeError {
     Io(String),
 }
 
-#[allow(clippy::disallowed_methods)] // the IO edge reads the clock
-pub(crate) fn now() -> Instant {
-    Instant::now()
-}
-
 /// What every listener shares.
 struct Shared {
     config: ServerConfig,
     /// Swapped whole on reload; calls keep the one they started with.
-    runtime: RwLock<Arc<Runtime>>,
+    runtime: watch::Sender<Arc<Runtime>>,
     ports: Mutex<PortPool>,
     records: RecordSink,
     stats: Arc<MediaStats>,
     callbacks: callbacks::CallbackSink,
     waits: Arc<queue_status::QueueWaits>,
-    /// The dialling policies every call applies.
-    dialling: Arc<policy::Dialling>,
-    /// Who may call, and how much.
-    admission: crate::sip::admission::AdmissionConfig,
-    /// Where calls we place may have RTP sent.
-    outbound_media: crate::sip::admission::Networks,
     /// Recent callback bookings, by number and by source.
-    bookings: Mutex<crate::callback::limits::BookingLimits>,
+    bookings: Arc<Mutex<crate::callback::limits::BookingLimits>>,
 }
 
 impl Shared {
     fn runtime(&self) -> Arc<Runtime> {
-        match self.runtime.read() {
-            Ok(r) => Arc::clone(&r),
-            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
-        }
+        Arc::clone(&self.runtime.borrow())
     }
 
     /// Hands an attempt's last word to the store, with the queue's retry
@@ -121,19 +104,6 @@ impl Shared {
         );
     }
 
-    /// Books a callback for `number` asked for from `source`, within the
-    /// booking limits.
-    fn book(
-        &self,
-        number: &str,
-        source: IpAddr,
-    ) -> Result<(), crate::callback::limits::BookingRefusal> {
-        self.bookings
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .book(now(), number, source)
-    }
-
     fn ports(&self) -> std::sync::MutexGuard<'_, PortPool> {
         self.ports.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -144,10 +114,7 @@ impl Shared {
             Ok(Ok(runtime)) => match check_runtime(&self.config, &runtime) {
                 Ok(()) => {
                     tracing::info!(flows = runtime.flows.flows.len(), "flows reloaded");
-                    match self.runtime.write() {
-                        Ok(mut r) => *r = Arc::new(runtime),
-                        Err(poisoned) => *poisoned.into_inner() = Arc::new(runtime),
-                    }
+                    self.runtime.send_replace(Arc::new(runtime));
                 }
                 Err(why) => {
                     tracing::error!("reload refused, keeping the last good flows: {why}")
@@ -165,25 +132,6 @@ enum Control {
     Running,
     /// No new calls; calls in progress end by then.
     Draining(Instant),
-}
-
-/// One SIP listener: its socket, its user agent and its calls.
-struct Server {
-    shared: Arc<Shared>,
-    ua: UserAgent,
-    socket: Arc<UdpSocket>,
-    rtp_ip: IpAddr,
-    /// The address in our Via and Contact.
-    ua_advertised: std::net::SocketAddr,
-    calls: HashMap<CallHandle, mpsc::Sender<ToCall>>,
-    /// Events dropped because a call's queue was full (a call task far
-    /// behind, or a peer sending in-dialog requests faster than it reads).
-    call_events_dropped: u64,
-    /// When the counters were last logged.
-    last_report: Instant,
-    /// Calls that ring until their answer time.
-    ringing: Vec<(Instant, Prepared, tracing::Span)>,
-    to_sip: mpsc::Sender<ToSip>,
 }
 
 /// Runs the server until SIGTERM/SIGINT and the drain are over.
@@ -240,19 +188,17 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
         rtp = %config.rtp_ports, "callflow is taking calls"
     );
     let single = sockets.len() == 1;
+    let dialling = Arc::new(config.dialling_policies());
     let shared = Arc::new(Shared {
-        runtime: RwLock::new(Arc::new(runtime)),
+        runtime: watch::Sender::new(Arc::new(runtime)),
         ports: Mutex::new(PortPool::new(first, last)),
         records,
         stats: Arc::new(MediaStats::default()),
         callbacks,
         waits: queue_status::start(&config.queue_status),
-        dialling: Arc::new(config.dialling_policies()),
-        admission,
-        outbound_media,
-        bookings: Mutex::new(crate::callback::limits::BookingLimits::new(
+        bookings: Arc::new(Mutex::new(crate::callback::limits::BookingLimits::new(
             config.booking_limits.rules(),
-        )),
+        ))),
         config,
     });
     let (control_tx, control_rx) = watch::channel(Control::Running);
@@ -265,16 +211,23 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
             Some(a) if single => a,
             _ => addr,
         };
-        let server = Server::new(Arc::clone(&shared), socket, advertised);
+        let endpoint_config = shared.config.endpoint_config(
+            advertised,
+            admission.clone(),
+            outbound_media.clone(),
+            Arc::clone(&dialling),
+            Arc::clone(&shared.bookings),
+        );
+        let (listener, inbox) = Listener::new(Arc::clone(&shared), socket, endpoint_config);
         // Callbacks go out through the first listener.
         if dialler.is_none() {
             dialler = Some(tokio::spawn(dialler::run(
                 Arc::clone(&shared),
-                server.0.to_sip.clone(),
+                listener.inbox.clone(),
                 control_rx.clone(),
             )));
         }
-        listeners.spawn(Server::run(server, control_rx.clone()));
+        listeners.spawn(listener.run(inbox, control_rx.clone()));
     }
     let mut stats_tick = tokio::time::interval(Duration::from_secs(60));
     stats_tick.tick().await;
@@ -344,100 +297,149 @@ fn drain(control: &watch::Sender<Control>, shared: &Shared) {
     }
 }
 
-impl Server {
+/// One SIP listener: its socket, its endpoint and its calls' RTP sockets.
+struct Listener {
+    shared: Arc<Shared>,
+    endpoint: Endpoint,
+    socket: Arc<UdpSocket>,
+    /// Sockets bound by [`EdgeEnvironment::open_rtp`], not yet in `rtp`.
+    opened: Arc<Mutex<HashMap<u16, std::net::UdpSocket>>>,
+    /// The calls' RTP sockets by port.
+    rtp: HashMap<u16, RtpSocket>,
+    rtp_in: mpsc::Sender<RtpIn>,
+    rtp_rx: mpsc::Receiver<RtpIn>,
+    /// Where the dialler and the store's answers reach this listener.
+    inbox: mpsc::Sender<ToListener>,
+    runtime: watch::Receiver<Arc<Runtime>>,
+    /// RTP packets that could not be sent (a full send buffer) or were
+    /// dropped on the way in (the listener behind).
+    rtp_send_failed: u64,
+    /// When the counters were last logged.
+    last_report: Instant,
+}
+
+/// A call's RTP socket: sent on directly (non-blocking), read by a task.
+struct RtpSocket {
+    send: std::net::UdpSocket,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+/// One RTP packet that reached a call's port.
+#[derive(Debug)]
+struct RtpIn {
+    port: u16,
+    from: SocketAddr,
+    bytes: Vec<u8>,
+}
+
+/// What the endpoint borrows from the edge.
+struct EdgeEnvironment {
+    shared: Arc<Shared>,
+    rtp_ip: IpAddr,
+    opened: Arc<Mutex<HashMap<u16, std::net::UdpSocket>>>,
+}
+
+impl Environment for EdgeEnvironment {
+    fn open_rtp(&mut self) -> Result<u16, String> {
+        let (socket, port) = self
+            .shared
+            .ports()
+            .bind(self.rtp_ip)
+            .ok_or("no free RTP port")?;
+        if let Err(e) = socket.set_nonblocking(true) {
+            self.shared.ports().release(port);
+            return Err(format!("RTP socket: {e}"));
+        }
+        self.opened
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(port, socket);
+        Ok(port)
+    }
+
+    fn queue_vars(&self, now: Instant) -> Vec<(String, String)> {
+        self.shared.waits.as_vars(now)
+    }
+}
+
+impl Listener {
     fn new(
         shared: Arc<Shared>,
         socket: UdpSocket,
-        advertised: std::net::SocketAddr,
-    ) -> (Self, mpsc::Receiver<ToSip>) {
-        let mut ua_config = UaConfig::new(advertised);
-        ua_config.transfer_timeout = shared.config.transfer_timeout.0;
-        ua_config.admission = shared.admission.clone();
-        let rtp_ip = shared.config.rtp_address.unwrap_or(advertised.ip());
-        // Call tasks wait when the SIP task is this far behind; it never
-        // waits on them (their own queues are try_send), so this cannot
-        // deadlock, and a burst of hang-ups cannot grow memory unseen.
-        let (to_sip, from_calls) = mpsc::channel(TO_SIP_QUEUE);
-        let server = Server {
-            ua: UserAgent::new(ua_config),
-            shared,
-            socket: Arc::new(socket),
-            rtp_ip,
-            ua_advertised: advertised,
-            calls: HashMap::new(),
-            call_events_dropped: 0,
-            last_report: now(),
-            ringing: Vec::new(),
-            to_sip,
+        config: crate::call::endpoint::EndpointConfig,
+    ) -> (Self, mpsc::Receiver<ToListener>) {
+        let opened: Arc<Mutex<HashMap<u16, std::net::UdpSocket>>> = Arc::default();
+        let env = EdgeEnvironment {
+            shared: Arc::clone(&shared),
+            rtp_ip: config.rtp_ip,
+            opened: Arc::clone(&opened),
         };
-        (server, from_calls)
+        let endpoint = Endpoint::new(
+            config,
+            shared.runtime(),
+            Box::new(env),
+            fastrand::Rng::new(),
+            now(),
+            wall_now(),
+        );
+        let (rtp_in, rtp_rx) = mpsc::channel(RTP_IN_QUEUE);
+        let (inbox, inbox_rx) = mpsc::channel(INBOX_QUEUE);
+        let listener = Listener {
+            runtime: shared.runtime.subscribe(),
+            shared,
+            endpoint,
+            socket: Arc::new(socket),
+            opened,
+            rtp: HashMap::new(),
+            rtp_in,
+            rtp_rx,
+            inbox,
+            rtp_send_failed: 0,
+            last_report: now(),
+        };
+        (listener, inbox_rx)
     }
 
     /// The listener's loop, until drained.
     async fn run(
-        self_and_rx: (Self, mpsc::Receiver<ToSip>),
+        mut self,
+        mut inbox: mpsc::Receiver<ToListener>,
         mut control: watch::Receiver<Control>,
     ) {
-        let (mut server, mut from_calls) = self_and_rx;
         let mut buf = vec![0u8; 65536];
-        let mut shutdown_sent = false;
         loop {
-            let drain_until = match *control.borrow() {
-                Control::Running => None,
-                Control::Draining(until) => Some(until),
-            };
-            if let Some(until) = drain_until {
-                server.ua.set_accepting(false);
-                // Calls still ringing are not answered now only to be cut
-                // off: another node (or a later try) can take them.
-                if !server.ringing.is_empty() {
-                    server.refuse_ringing(now());
-                    // Out before the loop may end for want of calls.
-                    server.flush().await;
-                }
-                if server.calls.is_empty() && server.ua.active_calls() == 0 {
-                    break;
-                }
-                if now() >= until && !shutdown_sent {
-                    tracing::info!(
-                        calls = server.calls.len(),
-                        "drain time is over; ending the remaining calls"
-                    );
-                    for tx in server.calls.values() {
-                        let _ = tx.try_send(ToCall::Shutdown);
-                    }
-                    shutdown_sent = true;
-                }
-                // BYEs get a few seconds to be answered, then we go regardless.
-                if now() >= until + Duration::from_secs(5) {
-                    break;
-                }
+            if let Control::Draining(until) = *control.borrow() {
+                self.endpoint.drain(now(), until);
             }
-            let ring_due = server.ringing.iter().map(|(at, _, _)| *at).min();
-            // Past the drain deadline the next thing to wait for is the end
-            // of the BYEs' grace, not the deadline itself (already gone).
-            let drain_wake = drain_until.map(|until| {
-                if now() >= until {
-                    until + Duration::from_secs(5)
-                } else {
-                    until
-                }
-            });
-            let timeout = [server.ua.poll_timeout(), drain_wake, ring_due]
-                .into_iter()
-                .flatten()
-                .min();
-            let socket = Arc::clone(&server.socket);
+            self.flush().await;
+            if self.endpoint.drain_finished(now())
+                || (matches!(*control.borrow(), Control::Draining(_)) && self.endpoint.is_idle())
+            {
+                break;
+            }
+            let timeout = self.endpoint.poll_timeout();
+            let socket = Arc::clone(&self.socket);
             tokio::select! {
                 received = socket.recv_from(&mut buf) => match received {
-                    Ok((n, from)) => server.ua.handle_datagram(now(), from, &buf[..n]),
+                    Ok((n, from)) => self.endpoint.handle_datagram(now(), from, &buf[..n]),
                     Err(e) => tracing::debug!("SIP socket: {e}"),
                 },
-                Some(msg) = from_calls.recv() => server.on_call_message(msg),
-                _ = sleep_until(timeout) => {
-                    let t = now();
-                    server.ua.handle_timeout(t);
-                    server.answer_due(t);
+                Some(p) = self.rtp_rx.recv() => {
+                    self.endpoint.handle_rtp(now(), p.port, p.from, &p.bytes);
+                }
+                Some(message) = inbox.recv() => match message {
+                    ToListener::Dial(callback) => self.endpoint.dial(now(), *callback),
+                    ToListener::Stored(call, result) => {
+                        self.endpoint.handle_callback_stored(now(), call, result)
+                    }
+                    ToListener::State(call, state) => {
+                        self.endpoint.handle_callback_state(now(), call, state)
+                    }
+                },
+                _ = sleep_until(timeout) => {}
+                Ok(()) = self.runtime.changed() => {
+                    let runtime = Arc::clone(&self.runtime.borrow_and_update());
+                    self.endpoint.set_runtime(runtime);
                 }
                 changed = control.changed() => {
                     if changed.is_err() {
@@ -445,10 +447,119 @@ impl Server {
                     }
                 }
             }
-            server.flush().await;
-            server.report(false);
+            self.endpoint.handle_timeout(now());
+            self.report(false);
         }
-        server.report(true);
+        self.flush().await;
+        self.report(true);
+    }
+
+    /// Does what the endpoint asked for and sends its RTP.
+    async fn flush(&mut self) {
+        while let Some(output) = self.endpoint.poll_output() {
+            match output {
+                EndpointOutput::Transmit { to, bytes } => {
+                    if let Err(e) = self.socket.send_to(&bytes, to).await {
+                        tracing::debug!(%to, "SIP send failed: {e}");
+                    }
+                }
+                EndpointOutput::RtpOpened { port, .. } => self.rtp_opened(port),
+                EndpointOutput::RtpClosed { port } => self.rtp_closed(port),
+                EndpointOutput::StoreCallback {
+                    call,
+                    request,
+                    priority,
+                } => {
+                    let answer = self.shared.callbacks.request(request, priority, wall_now());
+                    let inbox = self.inbox.clone();
+                    tokio::spawn(async move {
+                        let result = answer
+                            .await
+                            .unwrap_or_else(|_| Err("the callback store stopped".into()));
+                        let _ = inbox.send(ToListener::Stored(call, result)).await;
+                    });
+                }
+                EndpointOutput::QueryCallback { call, id } => {
+                    let answer = self.shared.callbacks.state(id);
+                    let inbox = self.inbox.clone();
+                    tokio::spawn(async move {
+                        let state = answer.await.unwrap_or(None);
+                        let _ = inbox.send(ToListener::State(call, state)).await;
+                    });
+                }
+                EndpointOutput::CallbackProgress { id, outcome } => {
+                    self.shared.callbacks.progress(id, wall_now(), outcome)
+                }
+                EndpointOutput::SettleCallback { leg, outcome } => {
+                    self.shared.settle_callback(&leg, outcome)
+                }
+                EndpointOutput::Record(record) => self.shared.records.write(record),
+            }
+        }
+        let (rtp, stats, failed) = (&self.rtp, &self.shared.stats, &mut self.rtp_send_failed);
+        self.endpoint.drain_rtp(|p| {
+            if let Some(s) = rtp.get(&p.port) {
+                if s.send.send_to(p.bytes, p.to).is_err() {
+                    *failed += 1;
+                }
+                stats.record(p.late);
+            }
+        });
+    }
+
+    /// A call took the port bound for it: start reading it.
+    fn rtp_opened(&mut self, port: u16) {
+        let opened = self
+            .opened
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&port);
+        let Some(send) = opened else {
+            return;
+        };
+        let reader = match send.try_clone().and_then(UdpSocket::from_std) {
+            Ok(socket) => socket,
+            Err(e) => {
+                // The call runs without inbound RTP (no keys, and the
+                // silence timer ends it); its packets still go out.
+                tracing::warn!(port, "cannot read the RTP socket: {e}");
+                self.rtp.insert(
+                    port,
+                    RtpSocket {
+                        send,
+                        reader: tokio::spawn(async {}),
+                    },
+                );
+                return;
+            }
+        };
+        let tx = self.rtp_in.clone();
+        let reader = tokio::spawn(async move {
+            let mut buf = [0u8; 2048];
+            while let Ok((n, from)) = reader.recv_from(&mut buf).await {
+                let packet = RtpIn {
+                    port,
+                    from,
+                    bytes: buf[..n].to_vec(),
+                };
+                if let Err(mpsc::error::TrySendError::Closed(_)) = tx.try_send(packet) {
+                    return;
+                }
+            }
+        });
+        self.rtp.insert(port, RtpSocket { send, reader });
+    }
+
+    /// A call is over: close its socket and free the port.
+    fn rtp_closed(&mut self, port: u16) {
+        if let Some(s) = self.rtp.remove(&port) {
+            s.reader.abort();
+        }
+        self.opened
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&port);
+        self.shared.ports().release(port);
     }
 
     /// Logs what admission control and the table bounds turned away, once
@@ -459,9 +570,10 @@ impl Server {
             return;
         }
         self.last_report = t;
-        let a = self.ua.admission_counters();
-        let u = self.ua.counters();
-        if a != Default::default() || u != Default::default() || self.call_events_dropped > 0 {
+        self.endpoint.set_wall_clock(t, wall_now());
+        let a = self.endpoint.admission_counters();
+        let u = self.endpoint.ua_counters();
+        if a != Default::default() || u != Default::default() || self.rtp_send_failed > 0 {
             tracing::info!(
                 unknown_dropped = a.unknown_dropped,
                 unknown_forbidden = a.unknown_forbidden,
@@ -474,7 +586,7 @@ impl Server {
                 bad_credentials = a.bad_credentials,
                 transactions_full = u.transactions_full,
                 dialogs_full = u.dialogs_full,
-                call_events_dropped = self.call_events_dropped,
+                rtp_send_failed = self.rtp_send_failed,
                 "turned away so far"
             );
         }
@@ -489,316 +601,9 @@ pub(crate) async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-impl Server {
-    fn on_call_message(&mut self, msg: ToSip) {
-        let t = now();
-        match msg {
-            ToSip::Command(call, CallCommand::Refer(target)) => self.ua.refer(t, call, &target),
-            ToSip::Command(call, CallCommand::Hangup) => self.ua.hangup(t, call),
-            ToSip::Done(call, port) => {
-                self.calls.remove(&call);
-                self.shared.ports().release(port);
-            }
-            ToSip::Dial(callback) => self.dial(t, *callback),
-        }
-    }
-
-    /// Sends what the UA produced and routes its events.
-    async fn flush(&mut self) {
-        while let Some(output) = self.ua.poll_output() {
-            match output {
-                UaOutput::Transmit { to, bytes } => {
-                    if let Err(e) = self.socket.send_to(&bytes, to).await {
-                        tracing::debug!(%to, "SIP send failed: {e}");
-                    }
-                }
-                UaOutput::Event(call, UaEvent::Incoming(incoming)) => {
-                    self.on_incoming(call, *incoming)
-                }
-                UaOutput::Event(call, UaEvent::Ended(reason))
-                    if !self.calls.contains_key(&call) =>
-                {
-                    tracing::debug!(?reason, "a call ended before it was answered");
-                    self.drop_ringing(call);
-                }
-                // A call we placed whose task is gone (it ended while the
-                // INVITE was out) was answered all the same: end it rather
-                // than leave the callee in silence.
-                UaOutput::Event(call, UaEvent::Answered { .. })
-                    if !self.calls.contains_key(&call) =>
-                {
-                    tracing::info!(call = call.0, "answered after its call ended; hanging up");
-                    self.ua.hangup(now(), call);
-                }
-                UaOutput::Event(call, event) => {
-                    if let Some(tx) = self.calls.get(&call) {
-                        if let Err(mpsc::error::TrySendError::Full(_)) =
-                            tx.try_send(ToCall::Sip(event))
-                        {
-                            self.call_events_dropped += 1;
-                            tracing::warn!(
-                                call = call.0,
-                                "a call's event queue is full; event dropped"
-                            );
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    fn on_incoming(&mut self, handle: CallHandle, incoming: IncomingCall) {
-        let t = now();
-        let span = tracing::info_span!("call", call_id = %incoming.call_id);
-        let Some(prepared) = span.in_scope(|| self.prepare(t, handle, incoming)) else {
-            return;
-        };
-        if self.shared.config.answer_delay.0.is_zero() {
-            self.start_call(t, prepared, span);
-        } else {
-            self.ua.ring(t, handle);
-            self.ringing
-                .push((t + self.shared.config.answer_delay.0, prepared, span));
-        }
-    }
-
-    /// Routes the call, negotiates media and binds its RTP socket; `None`
-    /// when the call was refused (and answered so).
-    fn prepare(
-        &mut self,
-        t: Instant,
-        handle: CallHandle,
-        incoming: IncomingCall,
-    ) -> Option<Prepared> {
-        let flow = self.shared.config.flow_for(&incoming.called).to_string();
-        let runtime = self.shared.runtime();
-        let Some(entry) = runtime.entry(&flow) else {
-            self.ua.reject(t, handle, 404, "Not Found", &[]);
-            return None;
-        };
-        let offer = match &incoming.offer {
-            Some(body) => match sdp::parse(&String::from_utf8_lossy(body)) {
-                Ok(o) => Some(o),
-                Err(e) => {
-                    tracing::info!("bad SDP offer: {e}");
-                    self.ua
-                        .reject(t, handle, 400, "Bad Request (malformed SDP)", &[]);
-                    return None;
-                }
-            },
-            None => None,
-        };
-        // Negotiated now, against a placeholder port, so that an offer we
-        // cannot take is refused before the call rings; the RTP port is
-        // only taken when the call is answered.
-        let placeholder = LocalMedia {
-            addr: self.rtp_ip,
-            port: 0,
-            session_id: 0,
-            session_version: 1,
-        };
-        let negotiated = match &offer {
-            Some(o) => match sdp::answer(o, &placeholder) {
-                Ok((_, n)) => Some(n),
-                Err(e) => {
-                    tracing::info!("offer refused: {e}");
-                    let warning = format!("{} callflow \"{e}\"", e.warning_code());
-                    self.ua.reject(
-                        t,
-                        handle,
-                        488,
-                        "Not Acceptable Here",
-                        &[("Warning", &warning)],
-                    );
-                    return None;
-                }
-            },
-            None => None,
-        };
-        if let Some(n) = &negotiated {
-            let ip = n.remote.ip();
-            if !ip.is_unspecified() && !incoming.media_networks.contains(ip) {
-                tracing::warn!(remote = %n.remote, trunk = %incoming.trunk,
-                    "offer refused: its media address is outside the trunk's media networks");
-                self.ua.reject(
-                    t,
-                    handle,
-                    488,
-                    "Not Acceptable Here",
-                    &[(
-                        "Warning",
-                        "305 callflow \"the media address is not allowed for this trunk\"",
-                    )],
-                );
-                return None;
-            }
-        }
-        let mut call = Call::new(CallSetup {
-            incoming,
-            flows: Arc::clone(&runtime.flows),
-            prompts: Arc::clone(&runtime.prompts),
-            entry,
-            started: t,
-            started_wall: wall_now(),
-            rtp_seed: rtp_seed(),
-            rtp_timeout: self.shared.config.rtp_timeout.0,
-            vars: self.shared.waits.as_vars(t),
-            callback: None,
-            dialling: Arc::clone(&self.shared.dialling),
-            rtp_latch_first: self.shared.config.rtp_latch_first,
-            hold_timeout: self.shared.config.hold_timeout.0,
-            max_duration: self.shared.config.max_call_duration.0,
-        });
-        if let Some(n) = negotiated {
-            call.set_media(n);
-        }
-        Some(Prepared {
-            handle,
-            call,
-            offer,
-        })
-    }
-
-    /// A free RTP port, bound and handed to tokio, and how SDP describes
-    /// it; the port goes back to the pool when the call task ends.
-    fn open_rtp(&self) -> Result<(UdpSocket, LocalMedia), String> {
-        let bound = self.shared.ports().bind(self.rtp_ip);
-        let (std_socket, port) = bound.ok_or("no free RTP port")?;
-        let socket = tokio_socket(std_socket).map_err(|e| {
-            self.shared.ports().release(port);
-            format!("RTP socket: {e}")
-        })?;
-        let local = LocalMedia {
-            addr: self.rtp_ip,
-            port,
-            session_id: fastrand::u64(1..u64::MAX / 2),
-            session_version: 1,
-        };
-        Ok((socket, local))
-    }
-
-    /// Takes an RTP port for a prepared call, answers it and starts its
-    /// task; 503 when no port is free.
-    fn start_call(&mut self, t: Instant, p: Prepared, span: tracing::Span) {
-        let Prepared {
-            handle,
-            mut call,
-            offer,
-        } = p;
-        let _entered = span.enter();
-        let (socket, local) = match self.open_rtp() {
-            Ok(opened) => opened,
-            Err(e) => {
-                tracing::warn!("{e}");
-                self.ua.reject(
-                    t,
-                    handle,
-                    503,
-                    "Service Unavailable",
-                    &[("Retry-After", "5")],
-                );
-                return;
-            }
-        };
-        let port = local.port;
-        let body = match &offer {
-            Some(o) => match sdp::answer(o, &local) {
-                Ok((text, _)) => text,
-                Err(e) => {
-                    // It was answerable a moment ago with another port.
-                    tracing::warn!("offer refused at answer: {e}");
-                    self.ua.reject(t, handle, 488, "Not Acceptable Here", &[]);
-                    self.shared.ports().release(port);
-                    return;
-                }
-            },
-            None => sdp::offer(&local),
-        };
-        let offer_in_2xx = offer.is_none();
-        drop(_entered);
-        if !self
-            .ua
-            .accept(t, handle, local, body.as_bytes(), offer_in_2xx)
-        {
-            self.shared.ports().release(port);
-            return;
-        }
-        call.on_answered(t);
-        self.spawn_call(handle, call, socket, port, span);
-    }
-
-    /// Starts the task of a call the user agent knows as `handle`.
-    fn spawn_call(
-        &mut self,
-        handle: CallHandle,
-        call: Call,
-        socket: UdpSocket,
-        port: u16,
-        span: tracing::Span,
-    ) {
-        let (tx, rx) = mpsc::channel(CALL_QUEUE);
-        self.calls.insert(handle, tx);
-        let task = call_task::run(
-            handle,
-            call,
-            socket,
-            port,
-            rx,
-            self.to_sip.clone(),
-            Arc::clone(&self.shared),
-        );
-        tokio::spawn(tracing::Instrument::instrument(task, span));
-    }
-
-    /// Answers the calls whose ringing time is over.
-    fn answer_due(&mut self, t: Instant) {
-        let (due, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.ringing)
-            .into_iter()
-            .partition(|(at, _, _)| *at <= t);
-        self.ringing = waiting;
-        for (_, prepared, span) in due {
-            self.start_call(t, prepared, span);
-        }
-    }
-
-    /// Refuses every call still ringing (for a drain): 503 with
-    /// Retry-After, which tells a proxy to try elsewhere.
-    fn refuse_ringing(&mut self, t: Instant) {
-        for (_, p, _) in std::mem::take(&mut self.ringing) {
-            self.ua.reject(
-                t,
-                p.handle,
-                503,
-                "Service Unavailable (shutting down)",
-                &[("Retry-After", "30")],
-            );
-        }
-    }
-
-    /// A ringing call was cancelled: forget it (it holds no port yet).
-    fn drop_ringing(&mut self, call: CallHandle) {
-        self.ringing.retain(|(_, p, _)| p.handle != call);
-    }
-}
-
-/// A call routed and its offer checked, not yet answered: it holds no RTP
-/// port, so calls that ring (or are never answered) cost none.
-struct Prepared {
-    handle: CallHandle,
-    call: Call,
-    /// The caller's offer, answered once the port is known.
-    offer: Option<sdp::SessionDescription>,
-}
-
-/// A random SSRC, sequence and timestamp base (RFC 3550 5.1).
-fn rtp_seed() -> (u32, u16, u32) {
-    (fastrand::u32(..), fastrand::u16(..), fastrand::u32(..))
-}
-
-/// A bound RTP socket, handed to tokio.
-fn tokio_socket(socket: std::net::UdpSocket) -> std::io::Result<UdpSocket> {
-    socket.set_nonblocking(true)?;
-    UdpSocket::from_std(socket)
+#[allow(clippy::disallowed_methods)] // the IO edge reads the clock
+pub(crate) fn now() -> Instant {
+    Instant::now()
 }
 
 /// The wall clock, read at the IO edge only.

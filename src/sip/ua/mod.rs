@@ -222,6 +222,9 @@ pub struct UserAgent {
     out: VecDeque<UaOutput>,
     admission: Admission,
     counters: UaCounters,
+    /// Where tags, branches, Call-IDs, cnonces and the nonce secret come
+    /// from: handed in, so that a test with a seeded one gets exact bytes.
+    rng: fastrand::Rng,
 }
 
 /// What the user agent's own bounds turned away, since the start.
@@ -244,11 +247,17 @@ pub const NO_FINAL_NOTIFY: &str = "no final NOTIFY in time";
 pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, REFER, NOTIFY";
 
 impl UserAgent {
-    /// A user agent that accepts calls.
+    /// A user agent that accepts calls, with IDs from a random seed.
     pub fn new(config: UaConfig) -> Self {
+        Self::with_rng(config, fastrand::Rng::new())
+    }
+
+    /// A user agent whose IDs (and nonce secret) come from `rng`.
+    pub fn with_rng(config: UaConfig, mut rng: fastrand::Rng) -> Self {
         let mut secret = [0u8; 16];
-        secret.iter_mut().for_each(|b| *b = fastrand::u8(..));
+        secret.iter_mut().for_each(|b| *b = rng.u8(..));
         Self {
+            rng,
             admission: Admission::new(config.admission.clone(), secret),
             counters: UaCounters::default(),
             config,
@@ -308,7 +317,7 @@ impl UserAgent {
 
     fn unique(&mut self) -> String {
         self.next_id += 1;
-        format!("{:x}{:08x}", self.next_id, fastrand::u32(..))
+        format!("{:x}{:08x}", self.next_id, self.rng.u32(..))
     }
 
     fn transmit(&mut self, to: SocketAddr, bytes: Arc<[u8]>) {

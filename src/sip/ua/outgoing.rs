@@ -371,7 +371,7 @@ impl UserAgent {
             header,
             challenge,
             counter: auth::NonceCounter::new(),
-            cnonce: auth::new_cnonce(&mut fastrand::Rng::new()),
+            cnonce: auth::new_cnonce(&mut self.rng),
         });
         self.send_invite(now, call, request, credentials, nonces, deadline);
     }

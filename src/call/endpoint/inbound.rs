@@ -1,0 +1,196 @@
+//! A call that comes in: routed to its flow, its offer checked, ringing
+//! for the configured time (holding no RTP port), then answered.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::call::{Call, CallSetup};
+use crate::sip::sdp::{self, LocalMedia, SessionDescription};
+use crate::sip::ua::{CallHandle, IncomingCall};
+
+use super::Endpoint;
+
+/// A call routed and its offer checked, not yet answered: it holds no RTP
+/// port, so calls that ring (or are never answered) cost none.
+pub(super) struct Ringing {
+    /// When it is answered.
+    pub(super) at: Instant,
+    pub(super) handle: CallHandle,
+    call: Call,
+    /// The caller's offer, answered once the port is known.
+    offer: Option<SessionDescription>,
+    span: tracing::Span,
+}
+
+impl Endpoint {
+    pub(super) fn on_incoming(&mut self, now: Instant, handle: CallHandle, incoming: IncomingCall) {
+        let span = tracing::info_span!("call", call_id = %incoming.call_id);
+        let Some((call, offer)) = span.in_scope(|| self.prepare(now, handle, incoming)) else {
+            return;
+        };
+        let ringing = Ringing {
+            at: now + self.config.answer_delay,
+            handle,
+            call,
+            offer,
+            span,
+        };
+        if self.config.answer_delay.is_zero() {
+            self.answer(now, ringing);
+        } else {
+            self.ua.ring(now, handle);
+            self.ringing.push(ringing);
+        }
+    }
+
+    /// Routes the call and checks its offer; `None` when the call was
+    /// refused (and answered so).
+    fn prepare(
+        &mut self,
+        now: Instant,
+        handle: CallHandle,
+        incoming: IncomingCall,
+    ) -> Option<(Call, Option<SessionDescription>)> {
+        let flow = self.config.routing.flow_for(&incoming.called);
+        let Some(entry) = self.runtime.entry(flow) else {
+            self.ua.reject(now, handle, 404, "Not Found", &[]);
+            return None;
+        };
+        let offer = match &incoming.offer {
+            Some(body) => match sdp::parse(&String::from_utf8_lossy(body)) {
+                Ok(o) => Some(o),
+                Err(e) => {
+                    tracing::info!("bad SDP offer: {e}");
+                    self.ua
+                        .reject(now, handle, 400, "Bad Request (malformed SDP)", &[]);
+                    return None;
+                }
+            },
+            None => None,
+        };
+        // Negotiated now, against a placeholder port, so that an offer we
+        // cannot take is refused before the call rings; the RTP port is
+        // only taken when the call is answered.
+        let placeholder = LocalMedia {
+            addr: self.config.rtp_ip,
+            port: 0,
+            session_id: 0,
+            session_version: 1,
+        };
+        let negotiated = match &offer {
+            Some(o) => match sdp::answer(o, &placeholder) {
+                Ok((_, n)) => Some(n),
+                Err(e) => {
+                    tracing::info!("offer refused: {e}");
+                    let warning = format!("{} callflow \"{e}\"", e.warning_code());
+                    self.ua.reject(
+                        now,
+                        handle,
+                        488,
+                        "Not Acceptable Here",
+                        &[("Warning", &warning)],
+                    );
+                    return None;
+                }
+            },
+            None => None,
+        };
+        if let Some(n) = &negotiated {
+            let ip = n.remote.ip();
+            if !ip.is_unspecified() && !incoming.media_networks.contains(ip) {
+                tracing::warn!(remote = %n.remote, trunk = %incoming.trunk,
+                    "offer refused: its media address is outside the trunk's media networks");
+                self.ua.reject(
+                    now,
+                    handle,
+                    488,
+                    "Not Acceptable Here",
+                    &[(
+                        "Warning",
+                        "305 callflow \"the media address is not allowed for this trunk\"",
+                    )],
+                );
+                return None;
+            }
+        }
+        let rtp_seed = self.rtp_seed();
+        let mut call = Call::new(CallSetup {
+            incoming,
+            flows: Arc::clone(&self.runtime.flows),
+            prompts: Arc::clone(&self.runtime.prompts),
+            entry,
+            started: now,
+            started_wall: self.wall(now),
+            rtp_seed,
+            rtp_timeout: self.config.rtp_timeout,
+            vars: self.env.queue_vars(now),
+            callback: None,
+            dialling: Arc::clone(&self.config.dialling),
+            rtp_latch_first: self.config.rtp_latch_first,
+            hold_timeout: self.config.hold_timeout,
+            max_duration: self.config.max_call_duration,
+        });
+        if let Some(n) = negotiated {
+            call.set_media(n);
+        }
+        Some((call, offer))
+    }
+
+    /// Takes an RTP port for a ringing call and answers it; 503 when no
+    /// port is free.
+    pub(super) fn answer(&mut self, now: Instant, r: Ringing) {
+        let Ringing {
+            handle,
+            mut call,
+            offer,
+            span,
+            ..
+        } = r;
+        let entered = span.enter();
+        let port = match self.env.open_rtp() {
+            Ok(port) => port,
+            Err(e) => {
+                tracing::warn!("{e}");
+                self.ua.reject(
+                    now,
+                    handle,
+                    503,
+                    "Service Unavailable",
+                    &[("Retry-After", "5")],
+                );
+                return;
+            }
+        };
+        let local = LocalMedia {
+            addr: self.config.rtp_ip,
+            port,
+            session_id: self.rng.u64(1..u64::MAX / 2),
+            session_version: 1,
+        };
+        let body = match &offer {
+            Some(o) => match sdp::answer(o, &local) {
+                Ok((text, _)) => text,
+                Err(e) => {
+                    // It was answerable a moment ago with another port.
+                    tracing::warn!("offer refused at answer: {e}");
+                    self.ua.reject(now, handle, 488, "Not Acceptable Here", &[]);
+                    self.out
+                        .push_back(super::EndpointOutput::RtpClosed { port });
+                    return;
+                }
+            },
+            None => sdp::offer(&local),
+        };
+        if !self
+            .ua
+            .accept(now, handle, local, body.as_bytes(), offer.is_none())
+        {
+            self.out
+                .push_back(super::EndpointOutput::RtpClosed { port });
+            return;
+        }
+        call.on_answered(now);
+        drop(entered);
+        self.activate(now, handle, call, port, span);
+    }
+}

@@ -1,0 +1,721 @@
+//! The Endpoint: one sans-IO state machine that owns the user agent
+//! (transactions, dialogs) and every call (its media session, its flow,
+//! the callback it serves).
+//!
+//! It never reads a clock, opens a socket or spawns a task. The IO edge
+//! drives it with inputs, each carrying the current time:
+//! [`Endpoint::handle_datagram`] (SIP), [`Endpoint::handle_rtp`],
+//! [`Endpoint::handle_timeout`], [`Endpoint::dial`] (a claimed callback),
+//! and the answers to what it asked of the store
+//! ([`Endpoint::handle_callback_stored`], [`Endpoint::handle_callback_state`]).
+//! After each input the edge drains it: [`Endpoint::drain_rtp`] hands over
+//! the RTP packets that are due, [`Endpoint::poll_output`] everything else
+//! (SIP to transmit, RTP ports opened and closed, callback requests to
+//! store, call records), and [`Endpoint::poll_timeout`] says when to call
+//! [`Endpoint::handle_timeout`] next.
+//!
+//! Calls are paced from one heap of deadlines (RTP packets, flow timers,
+//! silence checks), not a task and a timer per call. IDs (tags, branches,
+//! Call-IDs, cnonces, SSRCs) come from the random source the endpoint is
+//! handed, so a test with a seeded one sees exact bytes.
+
+mod attempt;
+pub mod config;
+mod inbound;
+mod outbound;
+#[cfg(test)]
+mod tests;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+
+use crate::call::callback_leg::CallbackLeg;
+use crate::call::record::CallRecord;
+use crate::call::runtime::Runtime;
+use crate::call::{Call, CallCommand, CallOutput};
+use crate::callback::limits::BookingRefusal;
+use crate::callback::{AttemptOutcome, CallbackId, Requested, State};
+use crate::flow::interpreter::{Booked, CallbackError, CallbackRequest};
+use crate::sip::admission::AdmissionCounters;
+use crate::sip::sdp;
+use crate::sip::ua::{CallHandle, UaCounters, UaEvent, UaOutput, UserAgent, NO_FINAL_NOTIFY};
+use attempt::Progress;
+pub use config::{EndpointConfig, OutboundTrunk, Routing};
+use inbound::Ringing;
+
+/// What the endpoint borrows from its surroundings, synchronously: RTP
+/// ports (the edge binds the sockets) and the latest queue figures.
+pub trait Environment: Send {
+    /// A free RTP port, bound by the edge, for a call about to be answered
+    /// or placed; it stays the call's until [`EndpointOutput::RtpClosed`].
+    fn open_rtp(&mut self) -> Result<u16, String>;
+    /// Variables for a new call's flow (estimated waits, `wait_QUEUE`).
+    fn queue_vars(&self, now: Instant) -> Vec<(String, String)>;
+}
+
+/// What the edge must do, besides sending RTP.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EndpointOutput {
+    /// Send a SIP datagram.
+    Transmit {
+        /// Where to.
+        to: SocketAddr,
+        /// The bytes.
+        bytes: Arc<[u8]>,
+    },
+    /// A call now owns the port from [`Environment::open_rtp`]: RTP that
+    /// reaches it goes to [`Endpoint::handle_rtp`].
+    RtpOpened {
+        /// The call.
+        call: CallHandle,
+        /// Its port.
+        port: u16,
+    },
+    /// The call on this port is over: close the socket, free the port.
+    RtpClosed {
+        /// The port.
+        port: u16,
+    },
+    /// Store this callback request durably, then answer with
+    /// [`Endpoint::handle_callback_stored`].
+    StoreCallback {
+        /// The call that asked.
+        call: CallHandle,
+        /// What it asked for.
+        request: CallbackRequest,
+        /// The request's priority.
+        priority: i32,
+    },
+    /// Look up whether an admin cancelled this request, and answer with
+    /// [`Endpoint::handle_callback_state`].
+    QueryCallback {
+        /// The call placed for it.
+        call: CallHandle,
+        /// The request.
+        id: CallbackId,
+    },
+    /// Note how far an attempt got (it may still end otherwise).
+    CallbackProgress {
+        /// The request.
+        id: CallbackId,
+        /// How far.
+        outcome: AttemptOutcome,
+    },
+    /// An attempt's last word: the store decides what happens next.
+    SettleCallback {
+        /// The request and attempt.
+        leg: CallbackLeg,
+        /// How it ended.
+        outcome: AttemptOutcome,
+    },
+    /// A call is over: write its record.
+    Record(Box<CallRecord>),
+}
+
+/// One RTP packet to send, from [`Endpoint::drain_rtp`].
+#[derive(Debug)]
+pub struct RtpTransmit<'a> {
+    /// The call's port (the socket to send from).
+    pub port: u16,
+    /// Where to.
+    pub to: SocketAddr,
+    /// The packet.
+    pub bytes: &'a [u8],
+    /// How late it is against its due time.
+    pub late: Duration,
+}
+
+/// How often a call we placed asks whether its request was cancelled.
+const CANCEL_CHECK: Duration = Duration::from_secs(2);
+
+/// BYEs get this long to be answered after the drain deadline.
+const DRAIN_GRACE: Duration = Duration::from_secs(5);
+
+/// A call with media: answered, or placed by us.
+struct Active {
+    call: Call,
+    port: u16,
+    progress: Progress,
+    /// The request this call booked (written in its record).
+    booked: Option<CallbackId>,
+    /// A state query is out (only one at a time).
+    querying: bool,
+    next_cancel_check: Option<Instant>,
+    /// The deadline this call has in the heap; older entries are stale.
+    scheduled: Option<Instant>,
+    span: tracing::Span,
+}
+
+/// One RTP packet waiting in the batch.
+struct QueuedPacket {
+    port: u16,
+    to: SocketAddr,
+    start: usize,
+    len: usize,
+    late: Duration,
+}
+
+/// The endpoint. See the module documentation for the loop that drives it.
+pub struct Endpoint {
+    config: EndpointConfig,
+    runtime: Arc<Runtime>,
+    env: Box<dyn Environment>,
+    rng: fastrand::Rng,
+    ua: UserAgent,
+    calls: HashMap<CallHandle, Active>,
+    by_port: HashMap<u16, CallHandle>,
+    ringing: Vec<Ringing>,
+    /// Every call's next deadline, earliest first (stale entries skipped).
+    deadlines: BinaryHeap<Reverse<(Instant, CallHandle)>>,
+    /// The wall clock at one instant, for the records' timestamps.
+    wall_anchor: (Instant, DateTime<Utc>),
+    /// Draining: no new calls; calls in progress are ended at this time.
+    drain_until: Option<Instant>,
+    drain_ended: bool,
+    out: VecDeque<EndpointOutput>,
+    rtp_bytes: Vec<u8>,
+    rtp_queue: Vec<QueuedPacket>,
+    scratch: Vec<u8>,
+}
+
+impl Endpoint {
+    /// An endpoint taking calls on `config.ua.advertised`; `now` and `wall`
+    /// are the same moment on the monotonic and the wall clock.
+    pub fn new(
+        config: EndpointConfig,
+        runtime: Arc<Runtime>,
+        env: Box<dyn Environment>,
+        mut rng: fastrand::Rng,
+        now: Instant,
+        wall: DateTime<Utc>,
+    ) -> Self {
+        let ua = UserAgent::with_rng(config.ua.clone(), rng.fork());
+        Self {
+            config,
+            runtime,
+            env,
+            rng,
+            ua,
+            calls: HashMap::new(),
+            by_port: HashMap::new(),
+            ringing: Vec::new(),
+            deadlines: BinaryHeap::new(),
+            wall_anchor: (now, wall),
+            drain_until: None,
+            drain_ended: false,
+            out: VecDeque::new(),
+            rtp_bytes: Vec::with_capacity(64 * 1024),
+            rtp_queue: Vec::with_capacity(256),
+            scratch: Vec::with_capacity(256),
+        }
+    }
+
+    /// New flows and prompts (a reload); calls in progress keep theirs.
+    pub fn set_runtime(&mut self, runtime: Arc<Runtime>) {
+        self.runtime = runtime;
+    }
+
+    /// Re-reads the wall clock (it may have been stepped since the start).
+    pub fn set_wall_clock(&mut self, now: Instant, wall: DateTime<Utc>) {
+        self.wall_anchor = (now, wall);
+    }
+
+    fn wall(&self, now: Instant) -> DateTime<Utc> {
+        let (at, wall) = self.wall_anchor;
+        let since =
+            chrono::Duration::from_std(now.saturating_duration_since(at)).unwrap_or_default();
+        wall + since
+    }
+
+    /// Calls in progress: ringing, answered or placed.
+    pub fn calls(&self) -> usize {
+        self.calls.len() + self.ringing.len()
+    }
+
+    /// Whether nothing is left to do before a drained server may stop.
+    pub fn is_idle(&self) -> bool {
+        self.calls.is_empty() && self.ringing.is_empty() && self.ua.active_calls() == 0
+    }
+
+    /// What admission control turned away.
+    pub fn admission_counters(&self) -> AdmissionCounters {
+        self.ua.admission_counters()
+    }
+
+    /// What the user agent's table bounds turned away.
+    pub fn ua_counters(&self) -> UaCounters {
+        self.ua.counters()
+    }
+
+    /// The next output for the edge.
+    pub fn poll_output(&mut self) -> Option<EndpointOutput> {
+        self.out.pop_front()
+    }
+
+    /// Hands every RTP packet due so far to `send`, in the order they
+    /// became due. The packets stay valid only during the call.
+    pub fn drain_rtp(&mut self, mut send: impl FnMut(RtpTransmit<'_>)) {
+        for p in self.rtp_queue.drain(..) {
+            send(RtpTransmit {
+                port: p.port,
+                to: p.to,
+                bytes: &self.rtp_bytes[p.start..p.start + p.len],
+                late: p.late,
+            });
+        }
+        self.rtp_bytes.clear();
+    }
+
+    /// When [`Endpoint::handle_timeout`] is next due.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let drain = self.drain_until.map(|until| {
+            if self.drain_ended {
+                until + DRAIN_GRACE
+            } else {
+                until
+            }
+        });
+        [
+            self.ua.poll_timeout(),
+            self.ringing.iter().map(|r| r.at).min(),
+            self.deadlines.peek().map(|Reverse((at, _))| *at),
+            drain,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Whether the drain is over: its deadline and the BYEs' grace passed.
+    pub fn drain_finished(&self, now: Instant) -> bool {
+        self.drain_until
+            .is_some_and(|until| now >= until + DRAIN_GRACE)
+    }
+
+    /// One SIP datagram from `source`.
+    pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, datagram: &[u8]) {
+        self.ua.handle_datagram(now, source, datagram);
+        self.pump(now);
+    }
+
+    /// One RTP packet that reached `port` from `from`.
+    pub fn handle_rtp(&mut self, now: Instant, port: u16, from: SocketAddr, packet: &[u8]) {
+        let Some(&handle) = self.by_port.get(&port) else {
+            return;
+        };
+        if let Some(a) = self.calls.get_mut(&handle) {
+            a.call.on_rtp(now, from, packet);
+        }
+        self.service(now, handle);
+        self.pump(now);
+    }
+
+    /// Whatever is due: SIP timers, answers after ringing, RTP packets,
+    /// flow timers, silence checks, the drain deadline.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.ua.poll_timeout().is_some_and(|t| t <= now) {
+            self.ua.handle_timeout(now);
+        }
+        if self.ringing.iter().any(|r| r.at <= now) {
+            let (due, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.ringing)
+                .into_iter()
+                .partition(|r| r.at <= now);
+            self.ringing = waiting;
+            for r in due {
+                self.answer(now, r);
+            }
+        }
+        if let Some(until) = self.drain_until {
+            if now >= until && !self.drain_ended {
+                self.drain_ended = true;
+                tracing::info!(
+                    calls = self.calls.len(),
+                    "drain time is over; ending the remaining calls"
+                );
+                let handles: Vec<CallHandle> = self.calls.keys().copied().collect();
+                for h in handles {
+                    if let Some(a) = self.calls.get_mut(&h) {
+                        a.progress.stopping = true;
+                        a.call.terminate(now, "server shutting down".into());
+                    }
+                    self.service(now, h);
+                }
+            }
+        }
+        // Each call that is due is run once per timeout: one that is due
+        // again at once waits for the next, so a call cannot starve others.
+        let mut due = Vec::new();
+        while let Some(&Reverse((at, handle))) = self.deadlines.peek() {
+            if at > now {
+                break;
+            }
+            self.deadlines.pop();
+            if let Some(a) = self.calls.get_mut(&handle) {
+                if a.scheduled == Some(at) {
+                    a.scheduled = None;
+                    due.push(handle);
+                }
+            }
+        }
+        for handle in due {
+            self.tick(now, handle);
+        }
+        self.pump(now);
+    }
+
+    /// Stops taking calls: calls still ringing are refused with 503 (a
+    /// proxy tries elsewhere), new INVITEs get 503, and calls in progress
+    /// are ended at `until`.
+    pub fn drain(&mut self, now: Instant, until: Instant) {
+        if self.drain_until.is_some() {
+            return;
+        }
+        self.drain_until = Some(until);
+        self.ua.set_accepting(false);
+        for r in std::mem::take(&mut self.ringing) {
+            self.ua.reject(
+                now,
+                r.handle,
+                503,
+                "Service Unavailable (shutting down)",
+                &[("Retry-After", "30")],
+            );
+        }
+        self.pump(now);
+    }
+
+    /// The store's answer to [`EndpointOutput::StoreCallback`].
+    pub fn handle_callback_stored(
+        &mut self,
+        now: Instant,
+        call: CallHandle,
+        result: Result<Requested, String>,
+    ) {
+        let Some(a) = self.calls.get_mut(&call) else {
+            return;
+        };
+        let booked = match result {
+            Ok(Requested::Created(id)) => {
+                a.booked = Some(id);
+                tracing::info!(parent: &a.span, id, "callback stored");
+                Ok(Booked::New)
+            }
+            Ok(Requested::Merged(id)) => {
+                a.booked = Some(id);
+                tracing::info!(parent: &a.span, id, "callback merged with the one already booked");
+                Ok(Booked::Merged)
+            }
+            Err(e) => Err(CallbackError::Failed(e)),
+        };
+        a.call.callback_stored(now, booked);
+        self.service(now, call);
+        self.pump(now);
+    }
+
+    /// The store's answer to [`EndpointOutput::QueryCallback`]: a request
+    /// an admin cancelled ends the call placed for it.
+    pub fn handle_callback_state(&mut self, now: Instant, call: CallHandle, state: Option<State>) {
+        let Some(a) = self.calls.get_mut(&call) else {
+            return;
+        };
+        a.querying = false;
+        if state == Some(State::Cancelled) {
+            tracing::info!(parent: &a.span, "callback cancelled by an admin; ending its call");
+            a.call
+                .terminate(now, "callback cancelled by an admin".into());
+        }
+        self.service(now, call);
+        self.pump(now);
+    }
+
+    /// Routes what the user agent produced until it has nothing left.
+    fn pump(&mut self, now: Instant) {
+        while let Some(output) = self.ua.poll_output() {
+            match output {
+                UaOutput::Transmit { to, bytes } => {
+                    self.out.push_back(EndpointOutput::Transmit { to, bytes })
+                }
+                UaOutput::Event(call, UaEvent::Incoming(incoming)) => {
+                    self.on_incoming(now, call, *incoming)
+                }
+                UaOutput::Event(call, event) if self.calls.contains_key(&call) => {
+                    self.on_call_event(now, call, event)
+                }
+                UaOutput::Event(call, UaEvent::Ended(reason)) => {
+                    tracing::debug!(?reason, "a call ended before it was answered");
+                    self.ringing.retain(|r| r.handle != call);
+                }
+                // A call we placed that ended while its INVITE was out was
+                // answered all the same: end it rather than leave the
+                // callee in silence.
+                UaOutput::Event(call, UaEvent::Answered { .. }) => {
+                    tracing::info!(call = call.0, "answered after its call ended; hanging up");
+                    self.ua.hangup(now, call);
+                }
+                UaOutput::Event(_, _) => {}
+            }
+        }
+    }
+
+    /// A SIP event for a call with media.
+    fn on_call_event(&mut self, now: Instant, handle: CallHandle, event: UaEvent) {
+        let Some(a) = self.calls.get_mut(&handle) else {
+            return;
+        };
+        let _entered = a.span.clone().entered();
+        let leg = a.call.callback().map(|l| l.id);
+        match event {
+            // Our offer's answer: in the ACK after a delayed offer, or in
+            // the 2xx of a call we placed.
+            UaEvent::Confirmed { answer: Some(body) } => {
+                start_media(now, &mut a.call, &body, "ACK")
+            }
+            UaEvent::Answered { answer } => {
+                if let Some(id) = leg {
+                    self.out.push_back(EndpointOutput::CallbackProgress {
+                        id,
+                        outcome: AttemptOutcome::Answered,
+                    });
+                }
+                tracing::info!("callback answered");
+                start_media(now, &mut a.call, &answer, "2xx");
+            }
+            UaEvent::DialFailed { status, reason } => {
+                tracing::info!(status, %reason, "callback not answered");
+                a.call.dial_failed(now, status, &reason);
+            }
+            UaEvent::TransferAccepted => {
+                if let Some(id) = leg {
+                    self.out.push_back(EndpointOutput::CallbackProgress {
+                        id,
+                        outcome: AttemptOutcome::Connected,
+                    });
+                }
+                a.progress.handed_over = true;
+                a.progress.refused = false;
+                a.call.on_sip(now, UaEvent::TransferAccepted);
+            }
+            UaEvent::TransferResult(Err(reason)) => {
+                // The ACD saying no is a failure; its silence after the
+                // 202 is not (the callee is on the way to an agent).
+                a.progress.refused |= reason != NO_FINAL_NOTIFY;
+                a.call.on_sip(now, UaEvent::TransferResult(Err(reason)));
+            }
+            e => a.call.on_sip(now, e),
+        }
+        drop(_entered);
+        self.service(now, handle);
+    }
+
+    /// Sends a call's due packets and runs its timers.
+    fn tick(&mut self, now: Instant, handle: CallHandle) {
+        let Some(a) = self.calls.get_mut(&handle) else {
+            return;
+        };
+        while let Some(due) = a.call.next_packet_due().filter(|d| *d <= now) {
+            if a.call.poll_packet(now, &mut self.scratch).is_none() {
+                break;
+            }
+            // On hold a packet is made to keep time, but not sent.
+            if let Some(to) = a.call.rtp_destination() {
+                let start = self.rtp_bytes.len();
+                self.rtp_bytes.extend_from_slice(&self.scratch);
+                self.rtp_queue.push(QueuedPacket {
+                    port: a.port,
+                    to,
+                    start,
+                    len: self.scratch.len(),
+                    late: now.saturating_duration_since(due),
+                });
+            }
+        }
+        a.call.handle_timeout(now);
+        if let (Some(leg), Some(at)) = (a.call.callback(), a.next_cancel_check) {
+            if at <= now && !a.querying && !a.call.is_finished() {
+                a.querying = true;
+                a.next_cancel_check = Some(now + CANCEL_CHECK);
+                self.out.push_back(EndpointOutput::QueryCallback {
+                    call: handle,
+                    id: leg.id,
+                });
+            } else if at <= now {
+                a.next_cancel_check = Some(now + CANCEL_CHECK);
+            }
+        }
+        self.service(now, handle);
+    }
+
+    /// Acts on what a call asked for, ends it when it is over, and
+    /// schedules its next deadline.
+    fn service(&mut self, now: Instant, handle: CallHandle) {
+        let Some(a) = self.calls.get_mut(&handle) else {
+            return;
+        };
+        let _entered = a.span.clone().entered();
+        while let Some(output) = a.call.poll_output() {
+            match output {
+                CallOutput::Sip(CallCommand::Refer(target)) => self.ua.refer(now, handle, &target),
+                CallOutput::Sip(CallCommand::Hangup) => self.ua.hangup(now, handle),
+                CallOutput::StoreCallback(request) => {
+                    match book(&self.config, now, &request, a.call.source()) {
+                        Ok(()) => {
+                            let priority = request.priority.unwrap_or(0);
+                            self.out.push_back(EndpointOutput::StoreCallback {
+                                call: handle,
+                                request,
+                                priority,
+                            });
+                        }
+                        Err(error) => a.call.callback_stored(now, Err(error)),
+                    }
+                }
+                CallOutput::Finished(mut record) => {
+                    record.callback_id = a.booked;
+                    if let Some(leg) = a.call.callback() {
+                        let outcome = a.progress.outcome(&record);
+                        record.callback = Some(leg.record(outcome.result_text()));
+                        if a.progress.stopping && outcome != AttemptOutcome::Completed {
+                            // Cut short by a shutdown, not missed by the
+                            // callee: left `dialling`, the next start dials
+                            // it again without counting this attempt.
+                            tracing::info!(id = leg.id, "callback interrupted by the shutdown; dialled again at the next start");
+                        } else {
+                            self.out.push_back(EndpointOutput::SettleCallback {
+                                leg: leg.clone(),
+                                outcome,
+                            });
+                        }
+                    }
+                    tracing::info!(
+                        from = %record.caller, to = %record.called, flow = %record.flow,
+                        path = %record.nodes.join(">"), outcome = %record.outcome, detail = %record.detail,
+                        "call ended"
+                    );
+                    self.out.push_back(EndpointOutput::Record(record));
+                }
+            }
+        }
+        if a.call.is_finished() {
+            let port = a.port;
+            drop(_entered);
+            self.calls.remove(&handle);
+            self.by_port.remove(&port);
+            self.out.push_back(EndpointOutput::RtpClosed { port });
+            return;
+        }
+        let next = [a.call.poll_timeout(), a.next_cancel_check]
+            .into_iter()
+            .flatten()
+            .min();
+        if next != a.scheduled {
+            a.scheduled = next;
+            if let Some(at) = next {
+                self.deadlines.push(Reverse((at, handle)));
+            }
+        }
+        drop(_entered);
+        self.compact_deadlines();
+    }
+
+    /// Rebuilds the heap when stale entries outnumber live ones, so that a
+    /// call rescheduled often cannot grow it without bound.
+    fn compact_deadlines(&mut self) {
+        if self.deadlines.len() <= 2 * self.calls.len() + 1024 {
+            return;
+        }
+        self.deadlines = self
+            .calls
+            .iter()
+            .filter_map(|(h, a)| a.scheduled.map(|at| Reverse((at, *h))))
+            .collect();
+    }
+
+    /// Registers a call with media on `port` and runs it once.
+    fn activate(
+        &mut self,
+        now: Instant,
+        handle: CallHandle,
+        call: Call,
+        port: u16,
+        span: tracing::Span,
+    ) {
+        let next_cancel_check = call.callback().map(|_| now + CANCEL_CHECK);
+        self.calls.insert(
+            handle,
+            Active {
+                call,
+                port,
+                progress: Progress::default(),
+                booked: None,
+                querying: false,
+                next_cancel_check,
+                scheduled: None,
+                span,
+            },
+        );
+        self.by_port.insert(port, handle);
+        self.out
+            .push_back(EndpointOutput::RtpOpened { call: handle, port });
+        self.service(now, handle);
+    }
+
+    /// A random SSRC, sequence and timestamp base (RFC 3550 5.1).
+    fn rtp_seed(&mut self) -> (u32, u16, u32) {
+        (self.rng.u32(..), self.rng.u16(..), self.rng.u32(..))
+    }
+}
+
+/// Takes the SDP answer to our offer (from `carrier`, for the log) and
+/// starts the flow, or ends the call when the answer is unusable.
+fn start_media(now: Instant, call: &mut Call, body: &[u8], carrier: &str) {
+    let negotiated = sdp::parse(&String::from_utf8_lossy(body))
+        .map_err(|e| e.to_string())
+        .and_then(|a| sdp::accept_answer(&a).map_err(|e| e.to_string()));
+    match negotiated {
+        Ok(negotiated) => {
+            call.set_media(negotiated);
+            call.on_sip(now, UaEvent::Confirmed { answer: None });
+        }
+        Err(e) => {
+            tracing::info!("unusable SDP answer in the {carrier}: {e}");
+            call.terminate(now, format!("unusable SDP answer: {e}"));
+        }
+    }
+}
+
+/// Checks a callback request against the dialling policy (toll fraud:
+/// every number, typed or the caller's own) and the booking limits.
+fn book(
+    config: &EndpointConfig,
+    now: Instant,
+    request: &CallbackRequest,
+    source: SocketAddr,
+) -> Result<(), CallbackError> {
+    tracing::info!(number = %request.number, queue = %request.queue, "callback requested");
+    if let Err(why) = config.dialling.callback.check(&request.number) {
+        tracing::info!(number = %request.number, "callback number refused: {why}");
+        return Err(CallbackError::Refused(why));
+    }
+    let booked = config
+        .bookings
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .book(now, &request.number, source.ip());
+    booked.map_err(|refusal| {
+        tracing::warn!(number = %request.number, %source, ?refusal,
+            "callback refused: over the booking limit");
+        match refusal {
+            BookingRefusal::Number => {
+                CallbackError::Refused("this number has had its callbacks for now".into())
+            }
+            BookingRefusal::Source => {
+                CallbackError::Failed("too many callbacks booked from this source".into())
+            }
+        }
+    })
+}

@@ -1,0 +1,117 @@
+//! Placing a callback: a claimed request becomes an outbound INVITE through
+//! the trunk and a call that runs the queue's callback flow once the callee
+//! answers.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::call::callback_leg::CallbackLeg;
+use crate::call::{Call, CallSetup};
+use crate::callback::{AttemptOutcome, Callback};
+use crate::sip::sdp::{self, LocalMedia};
+use crate::sip::ua::{IncomingCall, OutgoingCall};
+
+use super::{Endpoint, EndpointOutput};
+
+impl Endpoint {
+    /// Dials `callback`; an attempt that cannot even start is settled as
+    /// failed at once (and retried by the policy).
+    pub fn dial(&mut self, now: Instant, callback: Callback) {
+        let leg = CallbackLeg::of(&callback, self.config.priority_boost);
+        let span = tracing::info_span!("callback", id = leg.id, attempt = leg.attempt);
+        let entered = span.enter();
+        let Some(trunk) = self.config.trunk.clone() else {
+            self.attempt_failed(leg, "no trunk configured".into());
+            return;
+        };
+        let flow = self
+            .config
+            .routing
+            .callback_flow_for(&leg.queue)
+            .to_string();
+        let Some(entry) = self.runtime.entry(&flow) else {
+            self.attempt_failed(leg, format!("the callback flow `{flow}` is not loaded"));
+            return;
+        };
+        // The last guard against toll fraud: whatever stored the request,
+        // a number the policy refuses is never dialled.
+        if let Err(why) = self.config.dialling.callback.check(&leg.number) {
+            tracing::warn!(id = leg.id, number = %leg.number, "callback refused by the dialling policy: {why}");
+            self.out.push_back(EndpointOutput::SettleCallback {
+                leg,
+                outcome: AttemptOutcome::Refused(why),
+            });
+            return;
+        }
+        let port = match self.env.open_rtp() {
+            Ok(port) => port,
+            Err(e) => {
+                self.attempt_failed(leg, e);
+                return;
+            }
+        };
+        let local = LocalMedia {
+            addr: self.config.rtp_ip,
+            port,
+            session_id: self.rng.u64(1..u64::MAX / 2),
+            session_version: 1,
+        };
+        let target = trunk.target(&leg.number);
+        let handle = self.ua.originate(
+            now,
+            OutgoingCall {
+                target: target.clone(),
+                from_user: trunk.from.clone(),
+                destination: trunk.address,
+                sdp: sdp::offer(&local).into_bytes(),
+                credentials: trunk.credentials.clone(),
+                ring_timeout: self.config.ring_timeout,
+            },
+        );
+        let since_request = (self.wall(now) - leg.requested_at).num_microseconds();
+        tracing::info!(
+            number = %leg.number, queue = %leg.queue, flow = %flow, since_request_us = since_request,
+            "dialling a callback"
+        );
+        let mut vars = self.env.queue_vars(now);
+        vars.extend(leg.vars());
+        let rtp_seed = self.rtp_seed();
+        let call = Call::new(CallSetup {
+            incoming: IncomingCall {
+                call_id: self.ua.call_id(handle).unwrap_or_default().to_string(),
+                caller: leg.number.clone(),
+                called: leg.queue.clone(),
+                from: format!("<sip:{}@{}>", trunk.from, self.config.ua.advertised),
+                to: format!("<{target}>"),
+                offer: None,
+                source: trunk.address,
+                trunk: "outbound".into(),
+                media_networks: self.config.outbound_media.clone(),
+            },
+            flows: Arc::clone(&self.runtime.flows),
+            prompts: Arc::clone(&self.runtime.prompts),
+            entry,
+            started: now,
+            started_wall: self.wall(now),
+            rtp_seed,
+            rtp_timeout: self.config.rtp_timeout,
+            vars,
+            callback: Some(leg),
+            dialling: Arc::clone(&self.config.dialling),
+            rtp_latch_first: self.config.rtp_latch_first,
+            hold_timeout: self.config.hold_timeout,
+            max_duration: self.config.max_call_duration,
+        });
+        drop(entered);
+        self.activate(now, handle, call, port, span);
+        self.pump(now);
+    }
+
+    fn attempt_failed(&mut self, leg: CallbackLeg, reason: String) {
+        tracing::warn!(id = leg.id, "callback attempt could not start: {reason}");
+        self.out.push_back(EndpointOutput::SettleCallback {
+            leg,
+            outcome: AttemptOutcome::Failed(reason),
+        });
+    }
+}

@@ -1,0 +1,1 @@
+//! Whole calls driven against the Endpoint with no sockets.
