@@ -526,6 +526,13 @@ impl Interpreter {
             }
             Phase::Menu { .. } => self.menu_digit(d, out),
             Phase::Entry { .. } => self.entry_digit(d, out),
+            // A key that arrives before the flow starts (its RTP overtook
+            // the ACK that starts it, or the ACK was lost) is kept for the
+            // first menu, like a key pressed during a prompt.
+            Phase::Idle if self.visited.is_empty() => {
+                self.push_type_ahead(d);
+                Next::Stay
+            }
             _ => Next::Stay,
         }
     }

@@ -68,6 +68,18 @@ impl Call {
         at: DateTime<Utc>,
         vars: &[(&str, &str)],
     ) -> Self {
+        let mut call = Self::unstarted(set, caller, at, vars);
+        call.feed(Event::Start);
+        call
+    }
+
+    /// A call whose flow has not started yet (no ACK so far).
+    fn unstarted(
+        set: &Arc<FlowSet>,
+        caller: &str,
+        at: DateTime<Utc>,
+        vars: &[(&str, &str)],
+    ) -> Self {
         #[allow(clippy::disallowed_methods)] // a fake clock needs a base
         let now = Instant::now();
         let entry = NodeRef {
@@ -90,14 +102,21 @@ impl Call {
                     .collect(),
             },
         );
-        let mut call = Self {
+        Self {
             interp,
             set: Arc::clone(set),
             now,
             log: Vec::new(),
             playing: None,
             timer: None,
-        };
+        }
+    }
+
+    /// A call whose caller pressed `keys` before the flow started (their
+    /// RTP overtook the ACK).
+    fn start_after_keys(set: &Arc<FlowSet>, keys: &str, at: DateTime<Utc>) -> Self {
+        let mut call = Self::unstarted(set, "+37120000001", at, &[]);
+        call.press(keys);
         call.feed(Event::Start);
         call
     }
@@ -266,6 +285,16 @@ fn invalid_key_and_no_input_reprompt_then_fail_branch() {
             node: "t.bye".into()
         })
     );
+}
+
+#[test]
+fn a_key_pressed_before_the_flow_starts_reaches_the_first_menu() {
+    let set = load_ok(&[MENU_FLOW]);
+    let mut call = Call::start_after_keys(&set, "0", office_hours());
+    if call.playing.is_some() {
+        call.prompt_ends();
+    }
+    assert_eq!(call.node(), "agent", "the early agent key is kept");
 }
 
 #[test]

@@ -47,6 +47,12 @@ pub(super) struct Dialog {
     pub offer_in_2xx: bool,
     /// A REFER is under way and the final NOTIFY is due by then.
     pub refer_deadline: Option<Instant>,
+    /// A REFER is out and not yet answered.
+    pub refer_sent: bool,
+    /// The final NOTIFY arrived before the REFER's 2xx (the 2xx was lost
+    /// or overtaken, RFC 6665 4.1.2.4): the transfer is reported, and the
+    /// 2xx, when it comes, is not news.
+    pub refer_settled_early: bool,
     /// The trunk an incoming call came through: it counts against that
     /// trunk's limits until the dialog is forgotten.
     pub trunk: Option<super::TrunkId>,

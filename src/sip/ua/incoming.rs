@@ -404,6 +404,8 @@ impl UserAgent {
             local_media: None,
             offer_in_2xx: false,
             refer_deadline: None,
+            refer_sent: false,
+            refer_settled_early: false,
             trunk,
         };
         self.by_tags.insert((dialog.call_id.clone(), tag), call);

@@ -116,6 +116,8 @@ impl UserAgent {
             local_media: None,
             offer_in_2xx: false,
             refer_deadline: None,
+            refer_sent: false,
+            refer_settled_early: false,
             trunk: None,
         };
         self.by_tags

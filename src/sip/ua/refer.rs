@@ -131,6 +131,10 @@ impl UserAgent {
             Method::Refer,
             &[("Refer-To", refer_to), ("Referred-By", &referred_by)],
         );
+        if let Some(d) = self.dialogs.get_mut(&call) {
+            d.refer_sent = true;
+            d.refer_settled_early = false;
+        }
     }
 
     /// Ends the call: BYE once answered, 480 before.
@@ -197,6 +201,14 @@ impl UserAgent {
         status: u16,
         m: &Message,
     ) {
+        let early = self.dialogs.get_mut(&call).is_some_and(|d| {
+            d.refer_sent = false;
+            std::mem::take(&mut d.refer_settled_early)
+        });
+        if early {
+            // Its NOTIFY came first and told the whole story.
+            return;
+        }
         if (200..300).contains(&status) {
             let deadline = now + self.config.transfer_timeout;
             if let Some(d) = self.dialogs.get_mut(&call) {
@@ -230,7 +242,7 @@ impl UserAgent {
         let pending = self
             .dialogs
             .get(&call)
-            .is_some_and(|d| d.refer_deadline.is_some());
+            .is_some_and(|d| d.refer_deadline.is_some() || d.refer_sent);
         if !pending {
             return;
         }
@@ -246,8 +258,18 @@ impl UserAgent {
             _ => None,
         };
         if let Some(result) = result {
+            let mut implied_accept = false;
             if let Some(d) = self.dialogs.get_mut(&call) {
                 d.refer_deadline = None;
+                if d.refer_sent {
+                    // A NOTIFY implies the REFER was accepted.
+                    d.refer_sent = false;
+                    d.refer_settled_early = true;
+                    implied_accept = true;
+                }
+            }
+            if implied_accept {
+                self.event(call, UaEvent::TransferAccepted);
             }
             self.event(call, UaEvent::TransferResult(result));
         }

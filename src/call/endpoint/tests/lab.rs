@@ -1,0 +1,349 @@
+//! The lab: an Endpoint and its peers on a virtual clock, joined by a
+//! network with latency and loss in both directions (quinn-proto's `Pair`,
+//! str0m's `progress`). Time jumps from one due event to the next: an
+//! endpoint timeout, a packet's arrival, a peer's retransmission.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{TimeZone, Utc};
+
+use super::peer::Peer;
+use crate::call::endpoint::{Endpoint, EndpointConfig, EndpointOutput, Environment, Routing};
+use crate::call::record::CallRecord;
+use crate::call::runtime::Runtime;
+use crate::callback::limits::{BookingLimits, BookingRules};
+use crate::callback::{AttemptOutcome, Requested};
+use crate::sip::ua::UaConfig;
+
+/// Where the endpoint listens.
+pub(super) const ENDPOINT: &str = "127.0.0.1:5060";
+
+/// Ports handed out one after another; no sockets.
+struct Ports(u16);
+
+impl Environment for Ports {
+    fn open_rtp(&mut self) -> Result<u16, String> {
+        self.0 += 2;
+        Ok(self.0)
+    }
+
+    fn queue_vars(&self, _now: Instant) -> Vec<(String, String)> {
+        Vec::new()
+    }
+}
+
+/// A packet on its way.
+enum Packet {
+    /// SIP from peer `peer` to the endpoint.
+    SipIn { peer: usize, bytes: Vec<u8> },
+    /// SIP from the endpoint to peer `peer`.
+    SipOut { peer: usize, bytes: Vec<u8> },
+    /// RTP from a peer to one of the endpoint's ports.
+    RtpIn {
+        port: u16,
+        from: SocketAddr,
+        bytes: Vec<u8>,
+    },
+    /// RTP from the endpoint to a peer.
+    RtpOut { peer: usize, bytes: Vec<u8> },
+}
+
+/// An RTP packet a peer received.
+#[derive(Debug, Clone)]
+pub(super) struct Received {
+    pub(super) at: Instant,
+    pub(super) bytes: Vec<u8>,
+}
+
+/// The endpoint, its peers and the network between them.
+pub(super) struct Lab {
+    pub(super) now: Instant,
+    pub(super) endpoint: Endpoint,
+    pub(super) peers: Vec<Peer>,
+    /// RTP each peer received.
+    pub(super) rtp: Vec<Vec<Received>>,
+    pub(super) records: Vec<CallRecord>,
+    /// Callback requests stored, and attempts settled.
+    pub(super) stored: Vec<crate::flow::interpreter::CallbackRequest>,
+    pub(super) settled: Vec<AttemptOutcome>,
+    /// Each direction drops this share of packets.
+    pub(super) loss: f64,
+    /// One-way delay.
+    pub(super) latency: Duration,
+    net: fastrand::Rng,
+    in_flight: Vec<(Instant, u64, Packet)>,
+    sequence: u64,
+    /// The endpoint's RTP ports in use.
+    pub(super) open_ports: Vec<u16>,
+}
+
+/// The flows of the SIPp tests and the shipped prompts.
+pub(super) fn runtime() -> Arc<Runtime> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let runtime = Runtime::load(&root.join("tests/sipp/flows"), &root.join("prompts"));
+    Arc::new(runtime.unwrap_or_else(|e| panic!("the test flows load: {e}")))
+}
+
+/// The configuration the lab's endpoint runs with.
+pub(super) fn config() -> EndpointConfig {
+    let advertised: SocketAddr = ENDPOINT.parse().unwrap();
+    let mut routes = std::collections::BTreeMap::new();
+    routes.insert("8002".to_string(), "cb".to_string());
+    routes.insert("801".to_string(), "lab".to_string());
+    EndpointConfig {
+        ua: UaConfig::new(advertised),
+        rtp_ip: advertised.ip(),
+        answer_delay: Duration::ZERO,
+        rtp_timeout: Duration::from_secs(60),
+        hold_timeout: Duration::from_secs(600),
+        max_call_duration: Duration::from_secs(4 * 3600),
+        rtp_latch_first: false,
+        routing: Routing {
+            routes,
+            default_flow: "e2e".into(),
+            callback_flows: Default::default(),
+            default_callback_flow: "callback".into(),
+        },
+        trunk: None,
+        ring_timeout: Duration::from_secs(30),
+        priority_boost: 10,
+        dialling: Arc::default(),
+        outbound_media: Default::default(),
+        bookings: Arc::new(Mutex::new(BookingLimits::new(BookingRules::default()))),
+    }
+}
+
+impl Lab {
+    /// A lab whose network loses `loss` of the packets each way, with the
+    /// endpoint's IDs and the network's losses drawn from `seed`.
+    pub(super) fn new(config: EndpointConfig, loss: f64, seed: u64) -> Self {
+        #[allow(clippy::disallowed_methods)] // a virtual clock needs a base
+        let now = Instant::now();
+        let wall = Utc
+            .with_ymd_and_hms(2026, 12, 3, 9, 0, 0)
+            .single()
+            .unwrap_or_default();
+        let endpoint = Endpoint::new(
+            config,
+            runtime(),
+            Box::new(Ports(30000)),
+            fastrand::Rng::with_seed(seed),
+            now,
+            wall,
+        );
+        Self {
+            now,
+            endpoint,
+            peers: Vec::new(),
+            rtp: Vec::new(),
+            records: Vec::new(),
+            stored: Vec::new(),
+            settled: Vec::new(),
+            loss,
+            latency: Duration::from_millis(20),
+            net: fastrand::Rng::with_seed(seed ^ 0x5eed),
+            in_flight: Vec::new(),
+            sequence: 0,
+            open_ports: Vec::new(),
+        }
+    }
+
+    /// Adds a peer at 127.0.0.2 (SIP port `sip`, RTP `sip + 10000`).
+    pub(super) fn add_peer(&mut self, sip: u16, call_id: &str) -> usize {
+        let addr = SocketAddr::from(([127, 0, 0, 2], sip));
+        let rtp = SocketAddr::from(([127, 0, 0, 2], sip + 10000));
+        self.peers.push(Peer::new(addr, rtp, call_id));
+        self.rtp.push(Vec::new());
+        self.peers.len() - 1
+    }
+
+    fn send(&mut self, packet: Packet) {
+        if self.net.f64() < self.loss {
+            return;
+        }
+        self.sequence += 1;
+        self.in_flight
+            .push((self.now + self.latency, self.sequence, packet));
+    }
+
+    fn peer_by_addr(&self, addr: SocketAddr) -> Option<usize> {
+        self.peers
+            .iter()
+            .position(|p| p.addr == addr || p.rtp == addr)
+    }
+
+    /// Puts what the peers want to send on the network.
+    fn collect_peers(&mut self) {
+        for i in 0..self.peers.len() {
+            for bytes in std::mem::take(&mut self.peers[i].outbox) {
+                self.send(Packet::SipIn { peer: i, bytes });
+            }
+        }
+    }
+
+    /// Puts what the endpoint wants to send on the network, and plays the
+    /// store for it.
+    fn collect_endpoint(&mut self) {
+        while let Some(output) = self.endpoint.poll_output() {
+            match output {
+                EndpointOutput::Transmit { to, bytes } => match self.peer_by_addr(to) {
+                    Some(peer) => self.send(Packet::SipOut {
+                        peer,
+                        bytes: bytes.to_vec(),
+                    }),
+                    None => panic!("SIP sent to {to}, where no peer is"),
+                },
+                EndpointOutput::RtpOpened { port, .. } => self.open_ports.push(port),
+                EndpointOutput::RtpClosed { port } => self.open_ports.retain(|p| *p != port),
+                EndpointOutput::StoreCallback { call, request, .. } => {
+                    let id = self.stored.len() as i64 + 1;
+                    self.stored.push(request);
+                    self.endpoint.handle_callback_stored(
+                        self.now,
+                        call,
+                        Ok(Requested::Created(id)),
+                    );
+                }
+                EndpointOutput::QueryCallback { call, .. } => {
+                    self.endpoint.handle_callback_state(self.now, call, None)
+                }
+                EndpointOutput::CallbackProgress { .. } => {}
+                EndpointOutput::SettleCallback { outcome, .. } => self.settled.push(outcome),
+                EndpointOutput::Record(r) => self.records.push(*r),
+            }
+        }
+        let mut rtp = Vec::new();
+        self.endpoint
+            .drain_rtp(|p| rtp.push((p.to, p.bytes.to_vec())));
+        for (to, bytes) in rtp {
+            match self.peer_by_addr(to) {
+                Some(peer) => self.send(Packet::RtpOut { peer, bytes }),
+                None => panic!("RTP sent to {to}, where no peer is"),
+            }
+        }
+    }
+
+    /// The next moment anything is due.
+    fn next_event(&self) -> Option<Instant> {
+        let network = self.in_flight.iter().map(|(at, _, _)| *at).min();
+        let peers = self.peers.iter().filter_map(Peer::poll_timeout).min();
+        [self.endpoint.poll_timeout(), network, peers]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Moves time to the next event and runs it; false when nothing is due
+    /// before `limit`.
+    fn step(&mut self, limit: Instant) -> bool {
+        self.collect_peers();
+        self.collect_endpoint();
+        let Some(at) = self.next_event().filter(|at| *at <= limit) else {
+            return false;
+        };
+        self.now = self.now.max(at);
+        let now = self.now;
+        // Arrivals, in the order they were sent.
+        let mut due: Vec<(Instant, u64, Packet)> = Vec::new();
+        let mut waiting = Vec::new();
+        for p in self.in_flight.drain(..) {
+            if p.0 <= now {
+                due.push(p);
+            } else {
+                waiting.push(p);
+            }
+        }
+        self.in_flight = waiting;
+        due.sort_by_key(|(at, seq, _)| (*at, *seq));
+        for (_, _, packet) in due {
+            match packet {
+                Packet::SipIn { peer, bytes } => {
+                    let from = self.peers[peer].addr;
+                    self.endpoint.handle_datagram(now, from, &bytes);
+                }
+                Packet::SipOut { peer, bytes } => self.peers[peer].handle(now, &bytes),
+                Packet::RtpIn { port, from, bytes } => {
+                    self.endpoint.handle_rtp(now, port, from, &bytes)
+                }
+                Packet::RtpOut { peer, bytes } => self.rtp[peer].push(Received { at: now, bytes }),
+            }
+            self.collect_endpoint();
+        }
+        for p in &mut self.peers {
+            if p.poll_timeout().is_some_and(|t| t <= now) {
+                p.handle_timeout(now);
+            }
+        }
+        if self.endpoint.poll_timeout().is_some_and(|t| t <= now) {
+            self.endpoint.handle_timeout(now);
+        }
+        true
+    }
+
+    /// Runs for `d` of virtual time.
+    pub(super) fn run_for(&mut self, d: Duration) {
+        let limit = self.now + d;
+        while self.step(limit) {}
+        self.now = self.now.max(limit);
+        self.collect_peers();
+        self.collect_endpoint();
+    }
+
+    /// Runs until `done` holds, for at most `limit` of virtual time.
+    pub(super) fn run_until(&mut self, limit: Duration, mut done: impl FnMut(&Lab) -> bool) {
+        let end = self.now + limit;
+        while !done(self) {
+            if !self.step(end) {
+                break;
+            }
+        }
+    }
+
+    /// Sends an RFC 4733 key press from peer `peer`'s RTP address to the
+    /// endpoint's port: a start packet, two updates and three end packets
+    /// (RFC 4733 2.5.1.4), 20 ms apart, all with one timestamp.
+    pub(super) fn press(&mut self, peer: usize, key: u8, timestamp: u32) {
+        let Some(to) = self.peers[peer].endpoint_rtp() else {
+            panic!("no SDP from the endpoint to send keys to");
+        };
+        let from = self.peers[peer].rtp;
+        for (i, (end, duration)) in [
+            (false, 160u16),
+            (false, 320),
+            (false, 480),
+            (true, 640),
+            (true, 640),
+            (true, 640),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut p = vec![0x80, 101, 0, i as u8];
+            if i == 0 {
+                p[1] |= 0x80; // marker: the start of an event
+            }
+            p.extend_from_slice(&timestamp.to_be_bytes());
+            p.extend_from_slice(&0x5151_5151u32.to_be_bytes());
+            p.push(key);
+            p.push(if end { 0x80 | 10 } else { 10 });
+            p.extend_from_slice(&duration.to_be_bytes());
+            self.sequence += 1;
+            if self.net.f64() < self.loss {
+                continue;
+            }
+            let at = self.now + self.latency + Duration::from_millis(20 * i as u64);
+            self.in_flight.push((
+                at,
+                self.sequence,
+                Packet::RtpIn {
+                    port: to.port(),
+                    from,
+                    bytes: p,
+                },
+            ));
+        }
+    }
+}
