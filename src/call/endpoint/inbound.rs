@@ -1,10 +1,9 @@
 //! A call that comes in: routed to its flow, its offer checked, ringing
 //! for the configured time (holding no RTP port), then answered.
 
-use std::sync::Arc;
 use std::time::Instant;
 
-use crate::call::{Call, CallSetup};
+use crate::call::Call;
 use crate::sip::sdp::{self, LocalMedia, SessionDescription};
 use crate::sip::ua::{CallHandle, IncomingCall};
 
@@ -113,23 +112,8 @@ impl Endpoint {
                 return None;
             }
         }
-        let rtp_seed = self.rtp_seed();
-        let mut call = Call::new(CallSetup {
-            incoming,
-            flows: Arc::clone(&self.runtime.flows),
-            prompts: Arc::clone(&self.runtime.prompts),
-            entry,
-            started: now,
-            started_wall: self.wall(now),
-            rtp_seed,
-            rtp_timeout: self.config.rtp_timeout,
-            vars: self.env.queue_vars(now),
-            callback: None,
-            dialling: Arc::clone(&self.config.dialling),
-            rtp_latch_first: self.config.rtp_latch_first,
-            hold_timeout: self.config.hold_timeout,
-            max_duration: self.config.max_call_duration,
-        });
+        let vars = self.env.queue_vars(now);
+        let mut call = self.new_call(now, incoming, entry, vars, None);
         if let Some(n) = negotiated {
             call.set_media(n);
         }
@@ -147,8 +131,8 @@ impl Endpoint {
             ..
         } = r;
         let entered = span.enter();
-        let port = match self.env.open_rtp() {
-            Ok(port) => port,
+        let local = match self.open_media() {
+            Ok(local) => local,
             Err(e) => {
                 tracing::warn!("{e}");
                 self.ua.reject(
@@ -161,12 +145,7 @@ impl Endpoint {
                 return;
             }
         };
-        let local = LocalMedia {
-            addr: self.config.rtp_ip,
-            port,
-            session_id: self.rng.u64(1..u64::MAX / 2),
-            session_version: 1,
-        };
+        let port = local.port;
         let body = match &offer {
             Some(o) => match sdp::answer(o, &local) {
                 Ok((text, _)) => text,

@@ -37,12 +37,15 @@ use chrono::{DateTime, Utc};
 use crate::call::callback_leg::CallbackLeg;
 use crate::call::record::CallRecord;
 use crate::call::runtime::Runtime;
-use crate::call::{Call, CallCommand, CallOutput};
+use crate::call::{Call, CallCommand, CallOutput, CallSetup};
 use crate::callback::limits::BookingRefusal;
 use crate::callback::{AttemptOutcome, CallbackId, Requested, State};
+use crate::flow::graph::NodeRef;
 use crate::flow::interpreter::{Booked, CallbackError, CallbackRequest};
 use crate::sip::admission::AdmissionCounters;
 use crate::sip::sdp;
+use crate::sip::sdp::LocalMedia;
+use crate::sip::ua::IncomingCall;
 use crate::sip::ua::{CallHandle, UaCounters, UaEvent, UaOutput, UserAgent, NO_FINAL_NOTIFY};
 use attempt::Progress;
 pub use config::{EndpointConfig, OutboundTrunk, Routing};
@@ -664,9 +667,44 @@ impl Endpoint {
         self.service(now, handle);
     }
 
-    /// A random SSRC, sequence and timestamp base (RFC 3550 5.1).
-    fn rtp_seed(&mut self) -> (u32, u16, u32) {
-        (self.rng.u32(..), self.rng.u16(..), self.rng.u32(..))
+    /// An RTP port from the edge, and how our SDP describes it.
+    fn open_media(&mut self) -> Result<LocalMedia, String> {
+        let port = self.env.open_rtp()?;
+        Ok(LocalMedia {
+            addr: self.config.rtp_ip,
+            port,
+            session_id: self.rng.u64(1..u64::MAX / 2),
+            session_version: 1,
+        })
+    }
+
+    /// A call on the current flows, starting now at `entry`.
+    fn new_call(
+        &mut self,
+        now: Instant,
+        incoming: IncomingCall,
+        entry: NodeRef,
+        vars: Vec<(String, String)>,
+        callback: Option<CallbackLeg>,
+    ) -> Call {
+        // A random SSRC, sequence and timestamp base (RFC 3550 5.1).
+        let rtp_seed = (self.rng.u32(..), self.rng.u16(..), self.rng.u32(..));
+        Call::new(CallSetup {
+            incoming,
+            flows: Arc::clone(&self.runtime.flows),
+            prompts: Arc::clone(&self.runtime.prompts),
+            entry,
+            started: now,
+            started_wall: self.wall(now),
+            rtp_seed,
+            rtp_timeout: self.config.rtp_timeout,
+            vars,
+            callback,
+            dialling: Arc::clone(&self.config.dialling),
+            rtp_latch_first: self.config.rtp_latch_first,
+            hold_timeout: self.config.hold_timeout,
+            max_duration: self.config.max_call_duration,
+        })
     }
 }
 

@@ -2,13 +2,11 @@
 //! the trunk and a call that runs the queue's callback flow once the callee
 //! answers.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use crate::call::callback_leg::CallbackLeg;
-use crate::call::{Call, CallSetup};
 use crate::callback::{AttemptOutcome, Callback};
-use crate::sip::sdp::{self, LocalMedia};
+use crate::sip::sdp;
 use crate::sip::ua::{IncomingCall, OutgoingCall};
 
 use super::{Endpoint, EndpointOutput};
@@ -43,19 +41,14 @@ impl Endpoint {
             });
             return;
         }
-        let port = match self.env.open_rtp() {
-            Ok(port) => port,
+        let local = match self.open_media() {
+            Ok(local) => local,
             Err(e) => {
                 self.attempt_failed(leg, e);
                 return;
             }
         };
-        let local = LocalMedia {
-            addr: self.config.rtp_ip,
-            port,
-            session_id: self.rng.u64(1..u64::MAX / 2),
-            session_version: 1,
-        };
+        let port = local.port;
         let target = trunk.target(&leg.number);
         let handle = self.ua.originate(
             now,
@@ -75,33 +68,18 @@ impl Endpoint {
         );
         let mut vars = self.env.queue_vars(now);
         vars.extend(leg.vars());
-        let rtp_seed = self.rtp_seed();
-        let call = Call::new(CallSetup {
-            incoming: IncomingCall {
-                call_id: self.ua.call_id(handle).unwrap_or_default().to_string(),
-                caller: leg.number.clone(),
-                called: leg.queue.clone(),
-                from: format!("<sip:{}@{}>", trunk.from, self.config.ua.advertised),
-                to: format!("<{target}>"),
-                offer: None,
-                source: trunk.address,
-                trunk: "outbound".into(),
-                media_networks: self.config.outbound_media.clone(),
-            },
-            flows: Arc::clone(&self.runtime.flows),
-            prompts: Arc::clone(&self.runtime.prompts),
-            entry,
-            started: now,
-            started_wall: self.wall(now),
-            rtp_seed,
-            rtp_timeout: self.config.rtp_timeout,
-            vars,
-            callback: Some(leg),
-            dialling: Arc::clone(&self.config.dialling),
-            rtp_latch_first: self.config.rtp_latch_first,
-            hold_timeout: self.config.hold_timeout,
-            max_duration: self.config.max_call_duration,
-        });
+        let incoming = IncomingCall {
+            call_id: self.ua.call_id(handle).unwrap_or_default().to_string(),
+            caller: leg.number.clone(),
+            called: leg.queue.clone(),
+            from: format!("<sip:{}@{}>", trunk.from, self.config.ua.advertised),
+            to: format!("<{target}>"),
+            offer: None,
+            source: trunk.address,
+            trunk: "outbound".into(),
+            media_networks: self.config.outbound_media.clone(),
+        };
+        let call = self.new_call(now, incoming, entry, vars, Some(leg));
         drop(entered);
         self.activate(now, handle, call, port, span);
         self.pump(now);
