@@ -567,7 +567,13 @@ fn check_static_sip_uri(uri: &str) -> Result<(), String> {
             "`{uri}`: a queue URI cannot use templates; write the URI itself"
         ));
     }
-    split_sip_uri(uri).map(|_| ())
+    split_sip_uri(uri)?;
+    // rsip's full RFC 3261 URI grammar, once, at load: what our split lets
+    // through (a port out of range, a space in the user part) would
+    // otherwise surface only as a REFER the ACD refuses mid-call.
+    rsip::Uri::try_from(uri)
+        .map(|_| ())
+        .map_err(|e| format!("`{uri}` is not a valid SIP URI ({e})"))
 }
 
 /// Splits `sip:user@host;params` into scheme, user and `@host...`.

@@ -60,7 +60,7 @@ Content-Length: 0\r\n\r\n";
     assert_eq!(text, expected);
     let via = m.top_via().unwrap();
     assert_eq!(
-        response_destination(&via, source()),
+        response_destination(via, source()),
         source(),
         "rport: answer the source"
     );
@@ -72,7 +72,7 @@ fn without_rport_responses_go_to_the_sent_by_port() {
     let via = m.top_via().unwrap();
     let from: SocketAddr = "127.0.0.1:40000".parse().unwrap();
     assert_eq!(
-        response_destination(&via, from),
+        response_destination(via, from),
         "127.0.0.1:5070".parse().unwrap()
     );
 }
@@ -168,4 +168,63 @@ fn uri_and_via_helpers_handle_ipv6_and_params() {
         split_list("<sip:a,b@x>, \"q,r\" <sip:c@y>"),
         ["<sip:a,b@x>", "\"q,r\" <sip:c@y>"]
     );
+}
+
+/// What the second parse through rsip used to catch is caught in the one
+/// pass: each of these gets 400 with a reason that says what is wrong.
+#[test]
+fn the_grammar_a_ua_relies_on_is_checked_in_the_one_pass() {
+    let base = |replace: (&str, &str)| {
+        let m = "OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK1\r\nFrom: <sip:x@y>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: c1@y\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContact: <sip:x@192.0.2.1>\r\nContent-Length: 0\r\n\r\n";
+        assert!(m.contains(replace.0), "{}", replace.0);
+        parse(m.replace(replace.0, replace.1).as_bytes())
+    };
+    assert!(base(("Max-Forwards: 70", "Max-Forwards: 70")).is_ok());
+    for (from, to, says) in [
+        (
+            "From: <sip:x@y>;tag=1",
+            "From: nobody;tag=1",
+            "From holds no URI",
+        ),
+        ("To: <sip:a@b>", "To: <>", "To holds no URI"),
+        (
+            "Contact: <sip:x@192.0.2.1>",
+            "Contact: <just words>",
+            "Contact without a URI",
+        ),
+        ("Call-ID: c1@y", "Call-ID: c1 @y", "malformed Call-ID"),
+        (
+            "Max-Forwards: 70",
+            "Max-Forwards: seventy",
+            "malformed Max-Forwards",
+        ),
+        ("Contact:", "Con tact:", "not a token"),
+    ] {
+        match base((from, to)) {
+            Err(ParseError::BadRequest { reason, .. }) => {
+                assert!(reason.contains(says), "{to}: {reason}")
+            }
+            other => panic!("{to}: {other:?}"),
+        }
+    }
+    // A Via without a sent-by cannot be answered at all.
+    assert!(matches!(
+        base(("SIP/2.0/UDP 192.0.2.1:5060;branch", "SIP/2.0/UDP ;branch")),
+        Err(ParseError::BadRequest { .. } | ParseError::Garbage(_))
+    ));
+}
+
+#[test]
+fn a_via_with_spaces_around_its_slashes_is_read_rfc4475_wsinv() {
+    let via = Via::parse("SIP  /   2.0 /UDP 192.0.2.2;branch=390skdjuw").unwrap();
+    assert_eq!(
+        (via.transport.as_str(), via.host.as_str(), via.port),
+        ("UDP", "192.0.2.2", None)
+    );
+    assert_eq!(via.branch.as_deref(), Some("390skdjuw"));
+    let wsinv = format!("{}/tests/rfc4475/wsinv.sip", env!("CARGO_MANIFEST_DIR"));
+    let m = parse(&std::fs::read(wsinv).unwrap()).unwrap();
+    assert_eq!(m.top_via().map(|v| v.host.as_str()), Some("192.0.2.2"));
+    assert_eq!(m.call_id(), "wsinv.ndaksdj@192.0.2.1");
+    assert_eq!(m.cseq(), Ok((9, "INVITE")));
 }

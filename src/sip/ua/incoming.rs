@@ -33,7 +33,7 @@ pub(super) fn transaction_key(m: &Message, method: &Method) -> String {
         other => other.as_str(),
     };
     match via
-        .and_then(|v| v.branch)
+        .and_then(|v| v.branch.clone())
         .filter(|b| b.starts_with("z9hG4bK"))
     {
         Some(branch) => format!("{branch}|{sent_by}|{method}"),
@@ -238,7 +238,7 @@ impl UserAgent {
         for (n, v) in extra {
             b = b.header(n, v);
         }
-        let to = message::response_destination(&via, source);
+        let to = message::response_destination(via, source);
         let mut tx = NonInviteServerTransaction::new(self.config.timers, false);
         if tx.send_final(now, status, b.build().into()).is_ok() {
             self.server
@@ -288,7 +288,7 @@ impl UserAgent {
         let Some(via) = m.top_via() else {
             return;
         };
-        let to = message::response_destination(&via, source);
+        let to = message::response_destination(via, source);
         let mut tx = InviteServerTransaction::new(self.config.timers, false);
         let tag = self.unique();
         let product = self.config.product.clone();
@@ -573,7 +573,7 @@ impl UserAgent {
         let Some(via) = m.top_via() else {
             return;
         };
-        let to = message::response_destination(&via, source);
+        let to = message::response_destination(via, source);
         let mut tx = InviteServerTransaction::new(self.config.timers, false);
         let respond_final = |tx: &mut InviteServerTransaction,
                              status: u16,

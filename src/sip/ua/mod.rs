@@ -395,7 +395,7 @@ impl UserAgent {
         for (n, v) in extra {
             b = b.header(n, v);
         }
-        let to = message::response_destination(&via, source);
+        let to = message::response_destination(via, source);
         self.transmit(to, b.build().into());
     }
 
@@ -635,7 +635,7 @@ impl UserAgent {
     }
 
     fn on_response(&mut self, now: Instant, m: Message) {
-        let Some(branch) = m.top_via().and_then(|v| v.branch) else {
+        let Some(branch) = m.top_via().and_then(|v| v.branch.clone()) else {
             return;
         };
         let Some(status) = m.status() else {
