@@ -32,7 +32,7 @@ use crate::media::latch::RtpLatch;
 use crate::media::prompts::PromptCache;
 use crate::media::rtp::RtpSender;
 use crate::sip::sdp::{Codec, Negotiated};
-use crate::sip::ua::{refer_to, EndReason, IncomingCall, UaEvent};
+use crate::sip::ua::{refer_to, DialFailure, EndReason, IncomingCall, UaEvent};
 use callback_leg::CallbackLeg;
 use record::{outcome_fields, timestamp, CallOutcome, CallRecord};
 
@@ -265,12 +265,14 @@ impl Call {
 
     /// A call we placed did not get through: `status` and `reason` as the
     /// user agent reported them (busy, no answer, refused, no response).
-    pub fn dial_failed(&mut self, now: Instant, status: u16, reason: &str) {
+    pub fn dial_failed(&mut self, now: Instant, cause: DialFailure, status: u16, reason: &str) {
         self.sip_ended = true;
-        self.dial_failure = Some(match status {
-            486 | 600 | 603 => (CallOutcome::Busy, format!("{status} {reason}")),
-            487 if reason == "no answer" => (CallOutcome::NoAnswer, "ring timeout".to_string()),
-            _ => (CallOutcome::DialFailed, format!("{status} {reason}")),
+        self.dial_failure = Some(match cause {
+            DialFailure::Busy => (CallOutcome::Busy, format!("{status} {reason}")),
+            DialFailure::NoAnswer => (CallOutcome::NoAnswer, "ring timeout".to_string()),
+            DialFailure::Cancelled | DialFailure::NoResponse | DialFailure::Refused => {
+                (CallOutcome::DialFailed, format!("{status} {reason}"))
+            }
         });
         self.finish(now);
     }

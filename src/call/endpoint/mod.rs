@@ -488,9 +488,13 @@ impl Endpoint {
                 tracing::info!("callback answered");
                 start_media(now, &mut a.call, &answer, "2xx");
             }
-            UaEvent::DialFailed { status, reason } => {
-                tracing::info!(status, %reason, "callback not answered");
-                a.call.dial_failed(now, status, &reason);
+            UaEvent::DialFailed {
+                cause,
+                status,
+                reason,
+            } => {
+                tracing::info!(status, %reason, ?cause, "callback not answered");
+                a.call.dial_failed(now, cause, status, &reason);
             }
             UaEvent::TransferAccepted => {
                 if let Some(id) = leg {

@@ -14,12 +14,12 @@ pub const MAGIC_COOKIE: &str = "z9hG4bK";
 /// says the requests match. The same key serves responses on the client
 /// side (section 17.1.3 matches branch and CSeq method; the sent-by of a
 /// response's top Via is the one we wrote, so including it changes nothing).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TransactionKey {
     kind: KeyKind,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 enum KeyKind {
     /// Branch with the magic cookie, sent-by and method (17.2.3).
     Rfc3261 {

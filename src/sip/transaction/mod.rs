@@ -73,7 +73,54 @@ mod two_xx;
 mod tests;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// What every transaction of section 17 shares: it is run by its timers
+/// and drained of what it wants sent, so a user agent can drive any kind
+/// without knowing which it is. Requests and responses go to each kind's
+/// own methods, since what they mean differs.
+pub trait Transaction {
+    /// The next thing to do (send, or report the end).
+    fn poll_output(&mut self) -> Option<Output>;
+    /// When [`Transaction::handle_timeout`] is next due.
+    fn poll_timeout(&self) -> Option<Instant>;
+    /// Runs the timers due at `now`.
+    fn handle_timeout(&mut self, now: Instant);
+    /// The transport failed (RFC 3261 17.1.4, 17.2.4).
+    fn on_transport_error(&mut self);
+    /// Whether the transaction is over.
+    fn is_terminated(&self) -> bool;
+}
+
+/// Implements [`Transaction`] by the inherent methods of the same names.
+macro_rules! transaction {
+    ($($t:ty),*) => {$(
+        impl Transaction for $t {
+            fn poll_output(&mut self) -> Option<Output> {
+                <$t>::poll_output(self)
+            }
+            fn poll_timeout(&self) -> Option<Instant> {
+                <$t>::poll_timeout(self)
+            }
+            fn handle_timeout(&mut self, now: Instant) {
+                <$t>::handle_timeout(self, now)
+            }
+            fn on_transport_error(&mut self) {
+                <$t>::on_transport_error(self)
+            }
+            fn is_terminated(&self) -> bool {
+                <$t>::is_terminated(self)
+            }
+        }
+    )*};
+}
+
+transaction!(
+    InviteClientTransaction,
+    InviteServerTransaction,
+    NonInviteClientTransaction,
+    NonInviteServerTransaction
+);
 
 pub use invite_client::{InviteClientState, InviteClientTransaction};
 pub use invite_server::{AckDisposition, InviteServerState, InviteServerTransaction};

@@ -40,7 +40,7 @@ pub(super) struct Dialog {
     /// target is a name we cannot resolve (no DNS here).
     pub source: SocketAddr,
     /// The initial INVITE and its transaction key, until it is answered.
-    pub invite: Option<(Message, String)>,
+    pub invite: Option<(Message, crate::sip::transaction::TransactionKey)>,
     /// Our media, for answering re-INVITEs; `None` until accepted.
     pub local_media: Option<LocalMedia>,
     /// The 2xx we sent carried our offer (delayed offer): the ACK answers.

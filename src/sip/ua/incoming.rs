@@ -10,7 +10,8 @@ use crate::sip::admission::DigestVerdict;
 use crate::sip::message::{self, Message, Method, ResponseBuilder};
 use crate::sip::sdp;
 use crate::sip::transaction::{
-    AckDisposition, InviteServerTransaction, NonInviteServerTransaction, TwoXxRetransmitter,
+    AckDisposition, InviteServerTransaction, LegacyRequest, NonInviteServerTransaction,
+    TransactionKey, TwoXxRetransmitter,
 };
 
 /// Extensions we implement; a Require naming another gets 420 (RFC 3261
@@ -25,26 +26,24 @@ type Refusal = (u16, &'static str, Vec<(&'static str, String)>);
 /// The server-transaction key of a request (RFC 3261 17.2.3): the branch
 /// with the magic cookie plus sent-by and method, ACK matching its INVITE;
 /// for pre-3261 peers, the fields of 17.2.3's older rule.
-pub(super) fn transaction_key(m: &Message, method: &Method) -> String {
+pub(super) fn transaction_key(m: &Message, method: &Method) -> TransactionKey {
     let via = m.top_via();
-    let sent_by = via.as_ref().map(|v| v.sent_by()).unwrap_or_default();
-    let method = match method {
-        Method::Ack => "INVITE",
-        other => other.as_str(),
-    };
-    match via
-        .and_then(|v| v.branch.clone())
-        .filter(|b| b.starts_with("z9hG4bK"))
-    {
-        Some(branch) => format!("{branch}|{sent_by}|{method}"),
-        None => format!(
-            "legacy|{}|{}|{}|{}|{sent_by}|{method}",
-            m.call_id(),
-            m.from_tag().unwrap_or(""),
-            m.to_tag().unwrap_or(""),
-            m.cseq().map(|c| c.0).unwrap_or(0),
-        ),
-    }
+    let sent_by = via.map(|v| v.sent_by()).unwrap_or_default();
+    let branch = via.and_then(|v| v.branch.as_deref()).unwrap_or("");
+    TransactionKey::new(branch, &sent_by, method.as_str()).unwrap_or_else(|| {
+        let request_uri = match &m.start {
+            crate::sip::message::StartLine::Request { uri, .. } => uri.as_str(),
+            crate::sip::message::StartLine::Response { .. } => "",
+        };
+        TransactionKey::legacy(&LegacyRequest {
+            request_uri,
+            from_tag: m.from_tag().unwrap_or(""),
+            call_id: m.call_id(),
+            cseq: m.cseq().map(|c| c.0).unwrap_or(0),
+            method: method.as_str(),
+            top_via: m.header("Via").unwrap_or(""),
+        })
+    })
 }
 
 /// The option tags of Require that we do not implement.
@@ -219,7 +218,7 @@ impl UserAgent {
         &mut self,
         now: Instant,
         source: SocketAddr,
-        key: String,
+        key: TransactionKey,
         request: &Message,
         status: u16,
         reason: &str,
@@ -248,7 +247,7 @@ impl UserAgent {
     }
 
     /// 481: the request names a dialog or transaction we do not have.
-    fn respond_481(&mut self, now: Instant, source: SocketAddr, key: String, m: &Message) {
+    fn respond_481(&mut self, now: Instant, source: SocketAddr, key: TransactionKey, m: &Message) {
         let reason = "Call/Transaction Does Not Exist";
         self.respond(now, source, key, m, 481, reason, &[], None);
     }
@@ -281,7 +280,7 @@ impl UserAgent {
         &mut self,
         now: Instant,
         source: SocketAddr,
-        key: String,
+        key: TransactionKey,
         m: Message,
         trunk: Option<TrunkId>,
     ) {
@@ -534,7 +533,7 @@ impl UserAgent {
         self.event(call, UaEvent::Confirmed { answer });
     }
 
-    fn on_cancel(&mut self, now: Instant, source: SocketAddr, key: String, m: Message) {
+    fn on_cancel(&mut self, now: Instant, source: SocketAddr, key: TransactionKey, m: Message) {
         let invite_key = transaction_key(&m, &Method::Invite);
         let call = match self.server.get(&invite_key) {
             Some(ServerTx::Invite { call, .. }) => *call,
@@ -569,7 +568,7 @@ impl UserAgent {
         }
     }
 
-    fn on_reinvite(&mut self, now: Instant, source: SocketAddr, key: String, m: Message) {
+    fn on_reinvite(&mut self, now: Instant, source: SocketAddr, key: TransactionKey, m: Message) {
         let Some(via) = m.top_via() else {
             return;
         };
@@ -697,7 +696,7 @@ impl UserAgent {
         }
     }
 
-    fn on_in_dialog(&mut self, now: Instant, source: SocketAddr, key: String, m: Message) {
+    fn on_in_dialog(&mut self, now: Instant, source: SocketAddr, key: TransactionKey, m: Message) {
         let method = m.method();
         let Some(call) = self.dialog_of(&m) else {
             self.respond_481(now, source, key, &m);

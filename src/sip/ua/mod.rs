@@ -32,7 +32,7 @@ use super::message::{self, Message, Method, ParseError, ResponseBuilder};
 use super::sdp::Negotiated;
 use super::transaction::{
     InviteServerTransaction, NonInviteClientTransaction, NonInviteServerTransaction, Output,
-    Timers, TwoXxRetransmitter,
+    Timers, Transaction, TransactionKey, TwoXxRetransmitter,
 };
 
 /// Our handle for a call (one dialog created by an incoming INVITE).
@@ -147,11 +147,29 @@ pub enum UaEvent {
     /// A call we placed failed: busy (486), no answer (487 after our
     /// CANCEL), refused, or no response at all (408).
     DialFailed {
+        /// What kind of failure it was.
+        cause: DialFailure,
         /// The final status (408 when nothing came back).
         status: u16,
         /// Its reason phrase, or what happened.
         reason: String,
     },
+}
+
+/// Why a call we placed did not get through, as the layers above act on
+/// it (a busy callee is retried differently from one who did not answer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DialFailure {
+    /// 486 Busy Here, 600 Busy Everywhere or 603 Decline.
+    Busy,
+    /// It rang until our ring timeout, and we cancelled it.
+    NoAnswer,
+    /// We cancelled it for another reason (the call was ended meanwhile).
+    Cancelled,
+    /// Nothing came back at all (Timer B, 408).
+    NoResponse,
+    /// Any other final status, or a challenge we could not answer.
+    Refused,
 }
 
 /// What the IO edge must do.
@@ -189,10 +207,27 @@ struct ClientTx {
     method: Method,
 }
 
+impl ServerTx {
+    /// The transaction, whichever kind, and where its responses go.
+    fn transaction(&mut self) -> (&mut dyn Transaction, SocketAddr) {
+        match self {
+            ServerTx::Invite { tx, to, .. } => (tx, *to),
+            ServerTx::NonInvite { tx, to } => (tx, *to),
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        match self {
+            ServerTx::Invite { tx, .. } => tx.poll_timeout(),
+            ServerTx::NonInvite { tx, .. } => tx.poll_timeout(),
+        }
+    }
+}
+
 /// Whose deadline a heap entry is.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 enum TimerOwner {
-    Server(String),
+    Server(TransactionKey),
     Client(String),
     TwoXx(CallHandle),
     Refer(CallHandle),
@@ -207,7 +242,7 @@ pub struct UserAgent {
     next_call: u64,
     next_id: u64,
     /// Server transactions by (branch, sent-by, method) key text.
-    server: HashMap<String, ServerTx>,
+    server: HashMap<TransactionKey, ServerTx>,
     /// Our client transactions by branch.
     client: HashMap<String, ClientTx>,
     dialogs: HashMap<CallHandle, Dialog>,
@@ -460,12 +495,8 @@ impl UserAgent {
             match owner {
                 TimerOwner::Server(key) => {
                     let fire = match self.server.get_mut(&key) {
-                        Some(ServerTx::Invite { tx, .. }) if due(tx.poll_timeout()) => {
-                            tx.handle_timeout(now);
-                            true
-                        }
-                        Some(ServerTx::NonInvite { tx, .. }) if due(tx.poll_timeout()) => {
-                            tx.handle_timeout(now);
+                        Some(s) if due(s.poll_timeout()) => {
+                            s.transaction().0.handle_timeout(now);
                             true
                         }
                         _ => false,
@@ -525,21 +556,12 @@ impl UserAgent {
         }
     }
 
-    fn drain_server(&mut self, key: &str) {
+    fn drain_server(&mut self, key: &TransactionKey) {
         let mut terminated = false;
         let mut sends = Vec::new();
         if let Some(s) = self.server.get_mut(key) {
-            let (to, outputs) = match s {
-                ServerTx::Invite { tx, to, .. } => (
-                    *to,
-                    std::iter::from_fn(|| tx.poll_output()).collect::<Vec<_>>(),
-                ),
-                ServerTx::NonInvite { tx, to } => (
-                    *to,
-                    std::iter::from_fn(|| tx.poll_output()).collect::<Vec<_>>(),
-                ),
-            };
-            for o in outputs {
+            let (tx, to) = s.transaction();
+            while let Some(o) = tx.poll_output() {
                 match o {
                     Output::Transmit(bytes) => sends.push((to, bytes)),
                     Output::Terminated => terminated = true,
@@ -554,11 +576,10 @@ impl UserAgent {
             self.server.remove(key);
         } else {
             let next = match self.server.get(key) {
-                Some(ServerTx::Invite { tx, .. }) => tx.poll_timeout(),
-                Some(ServerTx::NonInvite { tx, .. }) => tx.poll_timeout(),
+                Some(s) => s.poll_timeout(),
                 None => None,
             };
-            self.schedule(next, TimerOwner::Server(key.to_string()));
+            self.schedule(next, TimerOwner::Server(key.clone()));
         }
     }
 

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::dialog::{Dialog, DialogState};
-use super::{CallHandle, ClientTx, TimerOwner, UaEvent, UserAgent};
+use super::{CallHandle, ClientTx, DialFailure, TimerOwner, UaEvent, UserAgent};
 use crate::sip::auth::{self, Challenge, Credentials};
 use crate::sip::message::{self, Message, Method};
 use crate::sip::transaction::{InviteClientTransaction, NonInviteClientTransaction, Output};
@@ -210,7 +210,12 @@ impl UserAgent {
                 Output::Transmit(bytes) => self.transmit(to, bytes),
                 Output::TimedOut | Output::TransportError => {
                     self.invites.remove(branch);
-                    self.dial_failed(call, 408, "no response from the trunk");
+                    self.dial_failed(
+                        call,
+                        DialFailure::NoResponse,
+                        408,
+                        "no response from the trunk",
+                    );
                     return;
                 }
                 Output::Terminated => {
@@ -224,11 +229,12 @@ impl UserAgent {
         self.schedule(next, TimerOwner::Invite(branch.to_string()));
     }
 
-    fn dial_failed(&mut self, call: CallHandle, status: u16, reason: &str) {
+    fn dial_failed(&mut self, call: CallHandle, cause: DialFailure, status: u16, reason: &str) {
         self.forget(call);
         self.event(
             call,
             UaEvent::DialFailed {
+                cause,
                 status,
                 reason: reason.to_string(),
             },
@@ -311,7 +317,14 @@ impl UserAgent {
                     message::StartLine::Response { reason, .. } => reason.clone(),
                     message::StartLine::Request { .. } => String::new(),
                 };
-                self.dial_failed(call, status, &reason);
+                let cause = match status {
+                    486 | 600 | 603 => DialFailure::Busy,
+                    487 if no_answer => DialFailure::NoAnswer,
+                    487 => DialFailure::Cancelled,
+                    408 => DialFailure::NoResponse,
+                    _ => DialFailure::Refused,
+                };
+                self.dial_failed(call, cause, status, &reason);
             }
         }
     }
@@ -341,6 +354,7 @@ impl UserAgent {
         let (Some(challenge), Some(_)) = (chosen, &request.credentials) else {
             self.dial_failed(
                 call,
+                DialFailure::Refused,
                 status,
                 "authentication required and no usable credentials",
             );
@@ -359,11 +373,21 @@ impl UserAgent {
             .iter()
             .any(|a| a.header == header && a.challenge.realm == challenge.realm);
         if nonces.contains(&challenge.nonce) || (answered_before && !challenge.stale) {
-            self.dial_failed(call, status, "the trunk refused our credentials");
+            self.dial_failed(
+                call,
+                DialFailure::Refused,
+                status,
+                "the trunk refused our credentials",
+            );
             return;
         }
         if nonces.len() >= MAX_CHALLENGES {
-            self.dial_failed(call, status, "challenged too many times");
+            self.dial_failed(
+                call,
+                DialFailure::Refused,
+                status,
+                "challenged too many times",
+            );
             return;
         }
         credentials.retain(|a| !(a.header == header && a.challenge.realm == challenge.realm));
@@ -471,9 +495,13 @@ impl UserAgent {
                 let no_answer = inv.no_answer;
                 let branch = inv.branch.clone();
                 self.invites.remove(&branch);
-                let reason = if no_answer { "no answer" } else { "cancelled" };
+                let (cause, reason) = if no_answer {
+                    (DialFailure::NoAnswer, "no answer")
+                } else {
+                    (DialFailure::Cancelled, "cancelled")
+                };
                 tracing::debug!(call = call.0, "no 487 after our CANCEL; giving the call up");
-                self.dial_failed(call, 487, reason);
+                self.dial_failed(call, cause, 487, reason);
             }
             Cancel::No if now >= inv.ring_deadline => {
                 let branch = inv.branch.clone();

@@ -814,7 +814,7 @@ fn a_new_nonce_for_the_same_realm_is_a_refusal_unless_it_is_stale() {
     assert_eq!(invites(&rig), 3, "a fresh nonce that is not stale: refused");
     assert!(matches!(
         rig.events.last(),
-        Some((c, UaEvent::DialFailed { status: 401, reason })) if *c == call && reason.contains("refused")
+        Some((c, UaEvent::DialFailed { cause: DialFailure::Refused, status: 401, reason })) if *c == call && reason.contains("refused")
     ));
 }
 
@@ -852,6 +852,7 @@ fn busy_is_a_failure_with_its_status() {
         Some(&(
             call,
             UaEvent::DialFailed {
+                cause: DialFailure::Busy,
                 status: 486,
                 reason: "Busy Here".into()
             }
@@ -889,6 +890,7 @@ fn a_call_ringing_past_its_timeout_is_cancelled_and_reads_as_no_answer() {
         Some(&(
             call,
             UaEvent::DialFailed {
+                cause: DialFailure::NoAnswer,
                 status: 487,
                 reason: "no answer".into()
             }
@@ -948,6 +950,7 @@ fn a_cancel_that_never_brings_its_487_gives_the_call_up_after_64_t1() {
         Some(&(
             call,
             UaEvent::DialFailed {
+                cause: DialFailure::NoAnswer,
                 status: 487,
                 reason: "no answer".into()
             }

@@ -316,9 +316,9 @@ fn a_reinvite_to_hold_stops_our_rtp_and_one_to_resume_restarts_it() {
     assert!(lab.rtp[0].len() > before, "RTP again once resumed");
 }
 
-/// A booked callback dialled through a trunk that challenges with 407:
-/// answered, key 1, REFER to the queue, NOTIFY, and the promise is kept.
-fn callback_journey(loss: f64, seed: u64) {
+/// A lab whose endpoint dials through peer 0 as its trunk (challenging
+/// with 407 first), having just dialled callback request 42.
+fn dialled(loss: f64, seed: u64, answers: Vec<u16>) -> Lab {
     let mut config = lab::config();
     let trunk_addr = std::net::SocketAddr::from(([127, 0, 0, 2], 5080));
     config.trunk = Some(OutboundTrunk {
@@ -332,9 +332,10 @@ fn callback_journey(loss: f64, seed: u64) {
     });
     config.outbound_media =
         crate::sip::admission::Networks::new(vec![ipnet::IpNet::from(trunk_addr.ip())]);
+    config.ring_timeout = Duration::from_secs(5);
     let mut lab = Lab::new(config, loss, seed);
     let trunk = lab.add_peer(5080, "unused");
-    lab.peers[trunk].invite_answers = vec![407, 200];
+    lab.peers[trunk].invite_answers = answers;
     let wall = chrono::DateTime::parse_from_rfc3339("2026-12-03T08:59:00Z")
         .map(|t| t.with_timezone(&chrono::Utc))
         .unwrap_or_default();
@@ -357,6 +358,14 @@ fn callback_journey(loss: f64, seed: u64) {
             last_error: None,
         },
     );
+    lab
+}
+
+/// A booked callback dialled through a trunk that challenges with 407:
+/// answered, key 1, REFER to the queue, NOTIFY, and the promise is kept.
+fn callback_journey(loss: f64, seed: u64) {
+    let mut lab = dialled(loss, seed, vec![407, 200]);
+    let trunk = 0;
     lab.run_until(Duration::from_secs(60), |l| {
         l.peers[trunk].confirmed_at.is_some()
     });
@@ -394,6 +403,35 @@ fn callback_journey(loss: f64, seed: u64) {
     assert!(target.contains("X-Context-callback_id=42"), "{target}");
     assert!(target.contains("X-Context-intent=billing"), "{target}");
     assert!(lab.open_ports.is_empty());
+}
+
+/// A busy callee, and one who lets it ring out: typed outcomes in the
+/// record, and the attempt settled as such (the store retries them).
+#[test]
+fn a_busy_or_unanswered_callee_is_recorded_and_settled_as_such() {
+    let mut lab = dialled(0.0, 1, vec![407, 486]);
+    lab.run_until(Duration::from_secs(30), |l| !l.records.is_empty());
+    assert_eq!(
+        lab.records[0].outcome,
+        CallOutcome::Busy,
+        "{:?}",
+        lab.records[0]
+    );
+    assert_eq!(lab.settled, vec![AttemptOutcome::Busy]);
+    assert!(lab.open_ports.is_empty());
+
+    let mut lab = dialled(LOSS, 3, vec![407, 180]);
+    lab.run_until(Duration::from_secs(60), |l| !l.records.is_empty());
+    let r = &lab.records[0];
+    assert_eq!(
+        (r.outcome, r.detail.as_str()),
+        (CallOutcome::NoAnswer, "ring timeout")
+    );
+    assert_eq!(lab.settled, vec![AttemptOutcome::NoAnswer]);
+    assert!(
+        lab.peers[0].requests(Method::Cancel) > 0,
+        "our CANCEL at the ring timeout"
+    );
 }
 
 #[test]

@@ -76,6 +76,9 @@ pub(super) struct Peer {
     acks_sent: usize,
     /// The ACK of the 2xx we answered an INVITE with arrived.
     pub(super) confirmed_at: Option<Instant>,
+    /// An INVITE we answered only with 180 (an `invite_answers` of 180):
+    /// it rings until CANCELled, then gets 487.
+    ringing: Option<Message>,
 }
 
 impl Peer {
@@ -104,6 +107,7 @@ impl Peer {
             cancelled: false,
             acks_sent: 0,
             confirmed_at: None,
+            ringing: None,
         }
     }
 
@@ -368,8 +372,26 @@ impl Peer {
                     (status, String::new())
                 }
             }
+            Method::Cancel => {
+                if let Some(invite) = self.ringing.take() {
+                    let terminated = self.response(&invite, 487, "");
+                    let key = (
+                        invite
+                            .top_via()
+                            .and_then(|v| v.branch.clone())
+                            .unwrap_or_default(),
+                        "INVITE".to_string(),
+                    );
+                    self.answered.insert(key, terminated.clone());
+                    self.outbox.push(terminated);
+                }
+                (200, String::new())
+            }
             _ => (200, String::new()),
         };
+        if method == Method::Invite && status == 180 {
+            self.ringing = Some(m.clone());
+        }
         let response = self.response(m, status, &body);
         self.answered.insert(key, response.clone());
         self.outbox.push(response.clone());
@@ -401,6 +423,8 @@ impl Peer {
         let reason = match status {
             200 => "OK",
             202 => "Accepted",
+            180 => "Ringing",
+            487 => "Request Terminated",
             407 => "Proxy Authentication Required",
             486 => "Busy Here",
             _ => "Whatever",
