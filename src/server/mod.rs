@@ -311,9 +311,11 @@ struct Listener {
     /// Where the dialler and the store's answers reach this listener.
     inbox: mpsc::Sender<ToListener>,
     runtime: watch::Receiver<Arc<Runtime>>,
-    /// RTP packets that could not be sent (a full send buffer) or were
-    /// dropped on the way in (the listener behind).
+    /// RTP packets that could not be sent (a full send buffer).
     rtp_send_failed: u64,
+    /// RTP packets dropped on the way in because the listener was behind
+    /// (or a flood); counted by the reader tasks.
+    rtp_in_dropped: Arc<std::sync::atomic::AtomicU64>,
     /// When the counters were last logged.
     last_report: Instant,
 }
@@ -395,6 +397,7 @@ impl Listener {
             rtp_rx,
             inbox,
             rtp_send_failed: 0,
+            rtp_in_dropped: Arc::default(),
             last_report: now(),
         };
         (listener, inbox_rx)
@@ -534,6 +537,7 @@ impl Listener {
             }
         };
         let tx = self.rtp_in.clone();
+        let dropped = Arc::clone(&self.rtp_in_dropped);
         let reader = tokio::spawn(async move {
             let mut buf = [0u8; 2048];
             while let Ok((n, from)) = reader.recv_from(&mut buf).await {
@@ -542,8 +546,12 @@ impl Listener {
                     from,
                     bytes: buf[..n].to_vec(),
                 };
-                if let Err(mpsc::error::TrySendError::Closed(_)) = tx.try_send(packet) {
-                    return;
+                match tx.try_send(packet) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => return,
                 }
             }
         });
@@ -573,7 +581,14 @@ impl Listener {
         self.endpoint.set_wall_clock(t, wall_now());
         let a = self.endpoint.admission_counters();
         let u = self.endpoint.ua_counters();
-        if a != Default::default() || u != Default::default() || self.rtp_send_failed > 0 {
+        let rtp_in_dropped = self
+            .rtp_in_dropped
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if a != Default::default()
+            || u != Default::default()
+            || self.rtp_send_failed > 0
+            || rtp_in_dropped > 0
+        {
             tracing::info!(
                 unknown_dropped = a.unknown_dropped,
                 unknown_forbidden = a.unknown_forbidden,
@@ -587,6 +602,7 @@ impl Listener {
                 transactions_full = u.transactions_full,
                 dialogs_full = u.dialogs_full,
                 rtp_send_failed = self.rtp_send_failed,
+                rtp_in_dropped,
                 "turned away so far"
             );
         }

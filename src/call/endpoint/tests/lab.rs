@@ -78,6 +78,8 @@ pub(super) struct Lab {
     sequence: u64,
     /// The endpoint's RTP ports in use.
     pub(super) open_ports: Vec<u16>,
+    /// The latest any RTP packet left against its due time.
+    pub(super) max_late: Duration,
 }
 
 /// The flows of the SIPp tests and the shipped prompts.
@@ -148,6 +150,7 @@ impl Lab {
             in_flight: Vec::new(),
             sequence: 0,
             open_ports: Vec::new(),
+            max_late: Duration::ZERO,
         }
     }
 

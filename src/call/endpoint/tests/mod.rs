@@ -446,6 +446,46 @@ fn a_callback_keeps_its_promise_at_ten_percent_loss() {
     }
 }
 
+/// Two hundred calls at once, paced from the endpoint's one heap: every
+/// caller hears its greeting at exactly 20 ms intervals (time is virtual,
+/// so any lateness is the scheduler's), and every call transfers.
+#[test]
+fn two_hundred_calls_at_once_are_each_paced_exactly_and_all_transfer() {
+    const CALLS: u16 = 200;
+    let mut lab = Lab::new(lab::config(), 0.0, 9);
+    for i in 0..CALLS {
+        let peer = lab.add_peer(6000 + i, &format!("many-{i}@peer"));
+        let now = lab.now;
+        lab.peers[peer].invite(now, "800");
+    }
+    lab.run_until(Duration::from_secs(10), |l| {
+        l.peers.iter().all(|p| p.answered_at.is_some())
+    });
+    lab.run_for(Duration::from_millis(300));
+    for i in 0..usize::from(CALLS) {
+        lab.press(i, 0, 1000 + i as u32);
+    }
+    lab.run_until(Duration::from_secs(60), |l| {
+        l.records.len() == usize::from(CALLS)
+    });
+    assert_eq!(lab.max_late, Duration::ZERO, "no packet left late");
+    for (i, packets) in lab.rtp.iter().enumerate() {
+        assert!(packets.len() >= 10, "call {i}: {} packets", packets.len());
+        for pair in packets.windows(2).take(10) {
+            let gap = pair[1].at.duration_since(pair[0].at);
+            assert_eq!(gap, Duration::from_millis(20), "call {i}");
+        }
+    }
+    let transferred = lab
+        .records
+        .iter()
+        .filter(|r| r.outcome == CallOutcome::Transferred)
+        .count();
+    assert_eq!(transferred, usize::from(CALLS));
+    lab.run_for(Duration::from_secs(40));
+    assert!(lab.open_ports.is_empty() && lab.endpoint.is_idle());
+}
+
 /// Compares `bytes` with the CRLF-exact fixture `name`; with
 /// `UPDATE_FIXTURES=1` in the environment, writes it instead.
 fn golden(name: &str, bytes: &[u8]) {
