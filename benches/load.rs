@@ -1,0 +1,490 @@
+//! The load benchmark, measured by the receiver: a load generator of our
+//! own places N calls to `callflow serve` (the release build, started here
+//! on the `stream` flow, prompts without a pause), holds them, and receives
+//! every RTP packet on one socket, demultiplexed by SSRC. Lateness is
+//! taken from arrival times against the 20 ms grid within each talkspurt
+//! (a packet's offset `arrival - timestamp/8000` less the smallest offset
+//! of its talkspurt), never from the server's own counters, on 20 calls'
+//! streams (the others go to a sink no one reads, as SIPp's would). With
+//! `--send-rtp` every caller also sends 50 packets a second, as a phone does.
+//!
+//! Reported per run: calls, failed, the server's CPU, its CPU per RTP
+//! packet sent (and received, with `--send-rtp`), RSS per call, and
+//! p50/p99/max lateness. Compare with `cargo bench --bench kernel_probe`
+//! taken in the same session.
+//!
+//! `cargo bench --bench load -- [CALLS...] [--send-rtp] [--hold SECONDS]
+//! [--rate CALLS_PER_SECOND]` (default 1000 2000, hold 20 s of
+//! measurement, ramp at 200 calls a second). The generator is one
+//! thread for SIP, one for receiving and one for sending RTP; at the
+//! highest levels on a 2-core machine it competes with the server for CPU,
+//! which the report shows as its own CPU share.
+
+// A benchmark is an IO edge: it reads the clock.
+#![allow(clippy::disallowed_methods)]
+
+use std::collections::HashMap;
+use std::io::{IoSliceMut, Read};
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+
+use nix::sys::socket::{
+    recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags, SockaddrStorage,
+};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const SIP_PORT: u16 = 5996;
+const RTP_PORT: u16 = 17000;
+const SINK_PORT: u16 = 17002;
+/// Calls whose RTP is timed; the rest go to a sink nobody reads (the
+/// kernel drops there), so that timing 100,000 packets a second does not
+/// take the CPU the server is being measured on.
+const TIMED: usize = 20;
+
+struct Options {
+    levels: Vec<usize>,
+    /// New calls a second while ramping up.
+    rate: u64,
+    send_rtp: bool,
+    hold: Duration,
+}
+
+fn options() -> Options {
+    let mut o = Options {
+        levels: Vec::new(),
+        rate: 200,
+        send_rtp: false,
+        hold: Duration::from_secs(20),
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--send-rtp" => o.send_rtp = true,
+            "--hold" => {
+                let s = args.next().and_then(|s| s.parse().ok()).unwrap_or(20);
+                o.hold = Duration::from_secs(s);
+            }
+            "--rate" => {
+                o.rate = args
+                    .next()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(200)
+                    .max(1)
+            }
+            "--bench" => {}
+            n => o.levels.extend(n.parse::<usize>().ok()),
+        }
+    }
+    if o.levels.is_empty() {
+        o.levels = vec![1000, 2000];
+    }
+    o
+}
+
+/// The server's CPU ticks (utime + stime) and RSS in KB, from /proc.
+fn proc_stats(pid: u32) -> (u64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+        + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let rss = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    (ticks, rss)
+}
+
+/// This process's own CPU ticks.
+fn own_ticks() -> u64 {
+    proc_stats(std::process::id()).0
+}
+
+fn start_server(dir: &std::path::Path) -> Child {
+    let root = env!("CARGO_MANIFEST_DIR");
+    // CALLFLOW_BIN compares another build (say, an older commit's).
+    let bin =
+        std::env::var("CALLFLOW_BIN").unwrap_or_else(|_| format!("{root}/target/release/callflow"));
+    let child = Command::new(&bin)
+        .current_dir(root)
+        .args(["serve", "--listen", &format!("127.0.0.1:{SIP_PORT}")])
+        .args(["--rtp-ports", "20000-45000", "--flows", "benches/flows"])
+        .args(["--default-flow", "stream", "--rtp-timeout", "300s"])
+        .arg("--call-records")
+        .arg(dir.join("calls.jsonl"))
+        .arg("--callbacks")
+        .arg(dir.join("callbacks.db"))
+        .env(
+            "RUST_LOG",
+            std::env::var("LOAD_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .stdout(Stdio::null())
+        .stderr(
+            std::fs::File::create(std::env::temp_dir().join("callflow-load-serve.log"))
+                .map(Stdio::from)
+                .unwrap_or_else(|_| Stdio::null()),
+        )
+        .spawn()
+        .unwrap_or_else(|e| panic!("{bin}: {e} (cargo build --release first)"));
+    std::thread::sleep(Duration::from_millis(800));
+    child
+}
+
+/// One call as the generator knows it.
+#[derive(Default, Clone)]
+struct Leg {
+    to_tag: Option<String>,
+    rtp: Option<SocketAddr>,
+    answered: bool,
+    ended_by_server: bool,
+}
+
+fn header<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
+    msg.lines()
+        .find(|l| {
+            l.len() > name.len()
+                && l[..name.len()].eq_ignore_ascii_case(name)
+                && l[name.len()..].starts_with(':')
+        })
+        .map(|l| l[name.len() + 1..].trim())
+}
+
+fn sdp_address(msg: &str) -> Option<SocketAddr> {
+    let body = msg.split("\r\n\r\n").nth(1)?;
+    let ip = body
+        .lines()
+        .find_map(|l| l.strip_prefix("c=IN IP4 "))?
+        .trim()
+        .parse()
+        .ok()?;
+    let port = body
+        .lines()
+        .find_map(|l| l.strip_prefix("m=audio "))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some(SocketAddr::new(ip, port))
+}
+
+/// Receiver-side lateness of every packet in the window, in microseconds.
+#[derive(Default)]
+struct Arrivals {
+    /// Per SSRC: the current talkspurt's (first timestamp, offsets).
+    spurts: HashMap<u32, (u32, Vec<f64>)>,
+    lateness_us: Vec<f64>,
+    packets: u64,
+}
+
+impl Arrivals {
+    fn close(&mut self, spurt: (u32, Vec<f64>)) {
+        let min = spurt.1.iter().copied().fold(f64::INFINITY, f64::min);
+        self.lateness_us
+            .extend(spurt.1.iter().map(|o| (o - min) * 1e6));
+    }
+
+    fn on_packet(&mut self, at: f64, packet: &[u8], measuring: bool) {
+        if packet.len() < 12 {
+            return;
+        }
+        self.packets += u64::from(measuring);
+        let marker = packet[1] & 0x80 != 0;
+        let ts = u32::from_be_bytes([packet[4], packet[5], packet[6], packet[7]]);
+        let ssrc = u32::from_be_bytes([packet[8], packet[9], packet[10], packet[11]]);
+        if !measuring {
+            return;
+        }
+        if marker || !self.spurts.contains_key(&ssrc) {
+            if let Some(old) = self.spurts.insert(ssrc, (ts, Vec::with_capacity(1024))) {
+                self.close(old);
+            }
+        }
+        if let Some((first, offsets)) = self.spurts.get_mut(&ssrc) {
+            let since = f64::from(ts.wrapping_sub(*first)) / 8000.0;
+            offsets.push(at - since);
+        }
+    }
+
+    fn finish(mut self) -> (Vec<f64>, u64) {
+        let spurts: Vec<_> = self.spurts.drain().map(|(_, s)| s).collect();
+        for s in spurts {
+            self.close(s);
+        }
+        self.lateness_us.sort_by(f64::total_cmp);
+        (self.lateness_us, self.packets)
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn run(calls: usize, o: &Options) {
+    let dir = std::env::temp_dir().join(format!("callflow-load-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    let mut server = start_server(&dir);
+    let pid = server.id();
+    let (_, idle_rss) = proc_stats(pid);
+    let sip = UdpSocket::bind(("127.0.0.1", 0)).expect("sip socket");
+    // Room for bursts of responses and RTP while a thread is descheduled
+    // (root may exceed rmem_max; otherwise the default stays).
+    let _ = setsockopt(&sip, sockopt::RcvBufForce, &(4 << 20));
+    sip.set_read_timeout(Some(Duration::from_millis(5))).ok();
+    let me = sip.local_addr().expect("addr");
+    let sink = UdpSocket::bind(("127.0.0.1", SINK_PORT)).expect("sink socket");
+    let rtp = UdpSocket::bind(("127.0.0.1", RTP_PORT)).expect("rtp socket");
+    let _ = setsockopt(&rtp, sockopt::RcvBufForce, &(32 << 20));
+    // Arrival times stamped by the kernel as the datagram arrives (on
+    // loopback: as the server sends it), so that the receiver's own
+    // scheduling on a busy machine does not count as lateness.
+    let stamped = setsockopt(&rtp, sockopt::ReceiveTimestampns, &true).is_ok();
+    rtp.set_read_timeout(Some(Duration::from_millis(50))).ok();
+    let server_addr: SocketAddr = ([127, 0, 0, 1], SIP_PORT).into();
+    let legs: Arc<Mutex<Vec<Leg>>> = Arc::new(Mutex::new(vec![Leg::default(); calls]));
+    let stop = Arc::new(AtomicBool::new(false));
+    let measuring = Arc::new(AtomicBool::new(false));
+    let t0 = Instant::now();
+
+    // Receiver: every packet, timestamped on arrival.
+    let receiver = {
+        let (rtp, stop, measuring) = (
+            rtp.try_clone().expect("clone"),
+            stop.clone(),
+            measuring.clone(),
+        );
+        std::thread::spawn(move || {
+            let mut arrivals = Arrivals::default();
+            let mut buf = [0u8; 2048];
+            let mut cmsg = nix::cmsg_space!(nix::sys::time::TimeSpec);
+            while !stop.load(Ordering::Relaxed) {
+                let mut iov = [IoSliceMut::new(&mut buf)];
+                let Ok(msg) = recvmsg::<SockaddrStorage>(
+                    rtp.as_raw_fd(),
+                    &mut iov,
+                    Some(&mut cmsg),
+                    MsgFlags::empty(),
+                ) else {
+                    continue;
+                };
+                let n = msg.bytes;
+                let kernel = msg.cmsgs().ok().and_then(|mut c| {
+                    c.find_map(|c| match c {
+                        ControlMessageOwned::ScmTimestampns(ts) => {
+                            Some(ts.tv_sec() as f64 + ts.tv_nsec() as f64 * 1e-9)
+                        }
+                        _ => None,
+                    })
+                });
+                let at = match kernel {
+                    Some(at) if stamped => at,
+                    _ => t0.elapsed().as_secs_f64(),
+                };
+                arrivals.on_packet(at, &buf[..n], measuring.load(Ordering::Relaxed));
+            }
+            arrivals.finish()
+        })
+    };
+    // Sender (with --send-rtp): 50 packets a second per answered call.
+    let sent = Arc::new(AtomicU64::new(0));
+    let sender = o.send_rtp.then(|| {
+        let (rtp, sink, stop, legs, sent, measuring) = (
+            rtp.try_clone().expect("clone"),
+            sink.try_clone().expect("clone"),
+            stop.clone(),
+            legs.clone(),
+            sent.clone(),
+            measuring.clone(),
+        );
+        std::thread::spawn(move || {
+            let mut packet = [0u8; 172];
+            packet[0] = 0x80;
+            let mut tick = Instant::now();
+            let mut n: u32 = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let targets: Vec<(usize, SocketAddr)> = legs
+                    .lock()
+                    .map(|l| {
+                        l.iter()
+                            .enumerate()
+                            .filter(|(_, l)| l.answered)
+                            .filter_map(|(i, l)| Some((i, l.rtp?)))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                for (i, to) in targets {
+                    // From the address the call's SDP gave (latching).
+                    let from = if i < TIMED { &rtp } else { &sink };
+                    packet[2..4].copy_from_slice(&(n as u16).to_be_bytes());
+                    packet[4..8].copy_from_slice(&(n * 160).to_be_bytes());
+                    packet[8..12].copy_from_slice(&(0x1000_0000 + i as u32).to_be_bytes());
+                    if from.send_to(&packet, to).is_ok() && measuring.load(Ordering::Relaxed) {
+                        sent.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                n = n.wrapping_add(1);
+                tick += Duration::from_millis(20);
+                std::thread::sleep(tick.saturating_duration_since(Instant::now()));
+            }
+        })
+    });
+
+    // SIP: INVITEs at 400 a second, ACK each 200, answer the server's BYEs.
+    let invite = |i: usize| {
+        let port = if i < TIMED { RTP_PORT } else { SINK_PORT };
+        let sdp = format!("v=0\r\no=load {i} 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {port} RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n");
+        format!("INVITE sip:800@{server_addr} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-inv{i}\r\nMax-Forwards: 70\r\nFrom: <sip:37120000000@{me}>;tag=l{i}\r\nTo: <sip:800@{server_addr}>\r\nCall-ID: load-{i}\r\nCSeq: 1 INVITE\r\nContact: <sip:load@{me}>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}", sdp.len())
+    };
+    let in_dialog = |i: usize, method: &str, cseq: u32, tag: &str| {
+        format!("{method} sip:800@{server_addr} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-{method}{i}\r\nMax-Forwards: 70\r\nFrom: <sip:37120000000@{me}>;tag=l{i}\r\nTo: <sip:800@{server_addr}>;tag={tag}\r\nCall-ID: load-{i}\r\nCSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n")
+    };
+    let mut buf = vec![0u8; 65536];
+    let mut pump = |legs: &Arc<Mutex<Vec<Leg>>>| {
+        while let Ok((n, _)) = sip.recv_from(&mut buf) {
+            let msg = String::from_utf8_lossy(&buf[..n]).to_string();
+            let Some(i) = header(&msg, "Call-ID")
+                .and_then(|c| c.strip_prefix("load-"))
+                .and_then(|c| c.parse::<usize>().ok())
+                .filter(|i| *i < calls)
+            else {
+                continue;
+            };
+            if msg.starts_with("BYE ") {
+                let mut reply = String::from("SIP/2.0 200 OK\r\n");
+                for l in msg.lines().filter(|l| {
+                    ["Via:", "From:", "To:", "Call-ID:", "CSeq:"]
+                        .iter()
+                        .any(|h| l.starts_with(h))
+                }) {
+                    reply.push_str(l);
+                    reply.push_str("\r\n");
+                }
+                reply.push_str("Content-Length: 0\r\n\r\n");
+                let _ = sip.send_to(reply.as_bytes(), server_addr);
+                if let Ok(mut l) = legs.lock() {
+                    l[i].ended_by_server = true;
+                }
+                continue;
+            }
+            let invite_ok = msg.starts_with("SIP/2.0 200")
+                && header(&msg, "CSeq").is_some_and(|c| c.ends_with("INVITE"));
+            if invite_ok {
+                let tag = header(&msg, "To")
+                    .and_then(|t| t.split(";tag=").nth(1))
+                    .map(|t| t.split(';').next().unwrap_or(t).to_string())
+                    .unwrap_or_default();
+                let _ = sip.send_to(in_dialog(i, "ACK", 1, &tag).as_bytes(), server_addr);
+                if let Ok(mut l) = legs.lock() {
+                    l[i].answered = true;
+                    l[i].rtp = sdp_address(&msg);
+                    l[i].to_tag = Some(tag);
+                }
+            }
+        }
+    };
+    let start = Instant::now();
+    for i in 0..calls {
+        let _ = sip.send_to(invite(i).as_bytes(), server_addr);
+        let due = start + Duration::from_micros(1_000_000 / o.rate * (i as u64 + 1));
+        while Instant::now() < due {
+            pump(&legs);
+        }
+    }
+    let settle = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < settle {
+        pump(&legs);
+    }
+    // The measured window.
+    let (cpu0, _) = proc_stats(pid);
+    let own0 = own_ticks();
+    let w0 = Instant::now();
+    measuring.store(true, Ordering::Relaxed);
+    while w0.elapsed() < o.hold {
+        pump(&legs);
+    }
+    measuring.store(false, Ordering::Relaxed);
+    let window = w0.elapsed().as_secs_f64();
+    let (cpu1, rss) = proc_stats(pid);
+    let own1 = own_ticks();
+    let snapshot = legs.lock().map(|l| l.clone()).unwrap_or_default();
+    for (i, leg) in snapshot.iter().enumerate() {
+        if let Some(tag) = &leg.to_tag {
+            let _ = sip.send_to(in_dialog(i, "BYE", 2, tag).as_bytes(), server_addr);
+        }
+    }
+    let drain = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < drain {
+        pump(&legs);
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (lateness, received) = receiver.join().unwrap_or_default();
+    if let Some(s) = sender {
+        let _ = s.join();
+    }
+    let _ = Command::new("kill").arg(pid.to_string()).status();
+    let mut err = String::new();
+    if let Some(mut e) = server.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    let _ = server.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let unanswered = snapshot.iter().filter(|l| !l.answered).count();
+    let ended = snapshot
+        .iter()
+        .filter(|l| l.answered && l.ended_by_server)
+        .count();
+    let failed = unanswered + ended;
+    let tick = 100.0; // USER_HZ on Linux
+    let cpu_s = (cpu1 - cpu0) as f64 / tick;
+    let own_s = (own1 - own0) as f64 / tick;
+    let sent_pkts = sent.load(Ordering::Relaxed);
+    // Every call streams alike: packets sent = the timed calls' share.
+    let packets_out = received as f64 * calls as f64 / TIMED.min(calls) as f64;
+    let per_sent = cpu_s * 1e6 / packets_out.max(1.0);
+    println!(
+        "{calls:>6} calls {failed:>4} failed ({unanswered} unanswered, {ended} ended early) | server cpu {:>4.0}% | {:>5.2} us/pkt sent{} | rss {:>5.1} KB/call | lateness p50 {:>6.0} us p99 {:>6.0} us max {:>7.0} us | generator cpu {:>3.0}%",
+        cpu_s / window * 100.0,
+        per_sent,
+        if o.send_rtp {
+            format!(" ({} pkts in, {:.2} us/pkt both ways)", sent_pkts, cpu_s * 1e6 / (packets_out + sent_pkts as f64).max(1.0))
+        } else {
+            String::new()
+        },
+        rss.saturating_sub(idle_rss) as f64 / calls as f64,
+        percentile(&lateness, 0.5),
+        percentile(&lateness, 0.99),
+        lateness.last().copied().unwrap_or(0.0),
+        own_s / window * 100.0,
+    );
+}
+
+fn main() {
+    let o = options();
+    let built = Command::new(env!("CARGO"))
+        .args(["build", "--release", "--quiet", "--bin", "callflow"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status();
+    if !built.is_ok_and(|s| s.success()) {
+        eprintln!("cargo build --release failed");
+        return;
+    }
+    println!(
+        "load: {} cores, hold {} s measured, callers {} RTP",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        o.hold.as_secs(),
+        if o.send_rtp { "send" } else { "do not send" }
+    );
+    for &calls in &o.levels {
+        run(calls, &o);
+    }
+}
