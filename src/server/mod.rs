@@ -38,6 +38,12 @@ use stats::MediaStats;
 /// past this (a listener far behind, or a flood) packets are dropped.
 const RTP_IN_QUEUE: usize = 8192;
 
+/// SIP datagrams read per loop turn at most, when they are waiting.
+const SIP_BATCH: usize = 64;
+
+/// Inbound RTP packets handled per loop turn at most.
+const RTP_BATCH: usize = 256;
+
 /// Messages for a listener waiting at most (dialled callbacks, the
 /// store's answers).
 const INBOX_QUEUE: usize = 4096;
@@ -424,11 +430,30 @@ impl Listener {
             let socket = Arc::clone(&self.socket);
             tokio::select! {
                 received = socket.recv_from(&mut buf) => match received {
-                    Ok((n, from)) => self.endpoint.handle_datagram(now(), from, &buf[..n]),
+                    Ok((n, from)) => {
+                        self.endpoint.handle_datagram(now(), from, &buf[..n]);
+                        // Whatever else is waiting, in one go: a loop turn
+                        // also paces every call's RTP, and reading one
+                        // datagram per turn let a busy listener's socket
+                        // overflow (INVITEs lost at 400 calls/s with 2,000
+                        // calls streaming).
+                        for _ in 1..SIP_BATCH {
+                            match socket.try_recv_from(&mut buf) {
+                                Ok((n, from)) => self.endpoint.handle_datagram(now(), from, &buf[..n]),
+                                Err(_) => break,
+                            }
+                        }
+                    }
                     Err(e) => tracing::debug!("SIP socket: {e}"),
                 },
                 Some(p) = self.rtp_rx.recv() => {
                     self.endpoint.handle_rtp(now(), p.port, p.from, &p.bytes);
+                    for _ in 1..RTP_BATCH {
+                        match self.rtp_rx.try_recv() {
+                            Ok(p) => self.endpoint.handle_rtp(now(), p.port, p.from, &p.bytes),
+                            Err(_) => break,
+                        }
+                    }
                 }
                 Some(message) = inbox.recv() => match message {
                     ToListener::Dial(callback) => self.endpoint.dial(now(), *callback),
