@@ -9,6 +9,7 @@ pub mod config;
 mod dialler;
 mod ports;
 pub mod queue_status;
+mod rtp_out;
 pub use crate::call::runtime;
 pub mod stats;
 
@@ -224,7 +225,10 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
             Arc::clone(&dialling),
             Arc::clone(&shared.bookings),
         );
-        let (listener, inbox) = Listener::new(Arc::clone(&shared), socket, endpoint_config);
+        let rtp_out = rtp_out::RtpOut::start()
+            .map_err(|e| ServeError::Io(format!("cannot start the RTP sender: {e}")))?;
+        let (listener, inbox) =
+            Listener::new(Arc::clone(&shared), socket, endpoint_config, rtp_out);
         // Callbacks go out through the first listener.
         if dialler.is_none() {
             dialler = Some(tokio::spawn(dialler::run(
@@ -317,8 +321,8 @@ struct Listener {
     /// Where the dialler and the store's answers reach this listener.
     inbox: mpsc::Sender<ToListener>,
     runtime: watch::Receiver<Arc<Runtime>>,
-    /// RTP packets that could not be sent (a full send buffer).
-    rtp_send_failed: u64,
+    /// The thread that sends RTP, and its count of packets not sent.
+    rtp_out: rtp_out::RtpOut,
     /// RTP packets dropped on the way in because the listener was behind
     /// (or a flood); counted by the reader tasks.
     rtp_in_dropped: Arc<std::sync::atomic::AtomicU64>,
@@ -328,7 +332,7 @@ struct Listener {
 
 /// A call's RTP socket: sent on directly (non-blocking), read by a task.
 struct RtpSocket {
-    send: std::net::UdpSocket,
+    send: Arc<std::net::UdpSocket>,
     reader: tokio::task::JoinHandle<()>,
 }
 
@@ -375,6 +379,7 @@ impl Listener {
         shared: Arc<Shared>,
         socket: UdpSocket,
         config: crate::call::endpoint::EndpointConfig,
+        rtp_out: rtp_out::RtpOut,
     ) -> (Self, mpsc::Receiver<ToListener>) {
         let opened: Arc<Mutex<HashMap<u16, std::net::UdpSocket>>> = Arc::default();
         let env = EdgeEnvironment {
@@ -402,7 +407,7 @@ impl Listener {
             rtp_in,
             rtp_rx,
             inbox,
-            rtp_send_failed: 0,
+            rtp_out,
             rtp_in_dropped: Arc::default(),
             last_report: now(),
         };
@@ -524,15 +529,15 @@ impl Listener {
                 EndpointOutput::Record(record) => self.shared.records.write(record),
             }
         }
-        let (rtp, stats, failed) = (&self.rtp, &self.shared.stats, &mut self.rtp_send_failed);
+        let (rtp, stats) = (&self.rtp, &self.shared.stats);
+        let mut batch = rtp_out::Batch::default();
         self.endpoint.drain_rtp(|p| {
             if let Some(s) = rtp.get(&p.port) {
-                if s.send.send_to(p.bytes, p.to).is_err() {
-                    *failed += 1;
-                }
+                batch.push(&s.send, p.to, p.bytes);
                 stats.record(p.late);
             }
         });
+        self.rtp_out.send(batch);
     }
 
     /// A call took the port bound for it: start reading it.
@@ -554,7 +559,7 @@ impl Listener {
                 self.rtp.insert(
                     port,
                     RtpSocket {
-                        send,
+                        send: Arc::new(send),
                         reader: tokio::spawn(async {}),
                     },
                 );
@@ -580,7 +585,13 @@ impl Listener {
                 }
             }
         });
-        self.rtp.insert(port, RtpSocket { send, reader });
+        self.rtp.insert(
+            port,
+            RtpSocket {
+                send: Arc::new(send),
+                reader,
+            },
+        );
     }
 
     /// A call is over: close its socket and free the port.
@@ -609,9 +620,13 @@ impl Listener {
         let rtp_in_dropped = self
             .rtp_in_dropped
             .load(std::sync::atomic::Ordering::Relaxed);
+        let rtp_send_failed = self
+            .rtp_out
+            .failed
+            .load(std::sync::atomic::Ordering::Relaxed);
         if a != Default::default()
             || u != Default::default()
-            || self.rtp_send_failed > 0
+            || rtp_send_failed > 0
             || rtp_in_dropped > 0
         {
             tracing::info!(
@@ -626,7 +641,7 @@ impl Listener {
                 bad_credentials = a.bad_credentials,
                 transactions_full = u.transactions_full,
                 dialogs_full = u.dialogs_full,
-                rtp_send_failed = self.rtp_send_failed,
+                rtp_send_failed,
                 rtp_in_dropped,
                 "turned away so far"
             );
