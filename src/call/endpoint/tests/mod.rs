@@ -21,6 +21,22 @@ const SEEDS: std::ops::Range<u64> = 1..21;
 /// 10% of the packets lost each way.
 const LOSS: f64 = 0.10;
 
+/// Runs `journey` once on a clean network, then at 10% loss over every
+/// seed.
+fn clean_then_lossy(journey: fn(f64, u64)) {
+    journey(0.0, 1);
+    for seed in SEEDS {
+        journey(LOSS, seed);
+    }
+}
+
+/// The first call record, which the journey must have produced.
+fn first_record(lab: &Lab, seed: u64) -> &crate::call::record::CallRecord {
+    lab.records
+        .first()
+        .unwrap_or_else(|| panic!("seed {seed}: no record"))
+}
+
 /// A lab with one caller (peer 0) who has dialled `number`.
 fn called(loss: f64, seed: u64, number: &str) -> Lab {
     let mut lab = Lab::new(lab::config(), loss, seed);
@@ -111,10 +127,7 @@ fn agent_key_journey(loss: f64, seed: u64) {
     lab.press(0, 0, 12345);
     lab.run_until(Duration::from_secs(60), |l| !l.records.is_empty());
     lab.run_for(Duration::from_secs(40));
-    let record = lab
-        .records
-        .first()
-        .unwrap_or_else(|| panic!("seed {seed}: no record"));
+    let record = first_record(&lab, seed);
     assert_eq!(
         record.outcome,
         CallOutcome::Transferred,
@@ -163,10 +176,7 @@ fn info_key_journey(loss: f64, seed: u64) {
     let now = lab.now;
     lab.peers[0].in_dialog(now, "INFO", "", "Signal=0\r\nDuration=160\r\n");
     lab.run_until(Duration::from_secs(60), |l| !l.records.is_empty());
-    let record = lab
-        .records
-        .first()
-        .unwrap_or_else(|| panic!("seed {seed}: no record"));
+    let record = first_record(&lab, seed);
     assert_eq!(
         record.outcome,
         CallOutcome::Transferred,
@@ -177,10 +187,7 @@ fn info_key_journey(loss: f64, seed: u64) {
 
 #[test]
 fn a_sip_info_key_transfers_like_rfc4733_even_at_ten_percent_loss() {
-    info_key_journey(0.0, 1);
-    for seed in SEEDS {
-        info_key_journey(LOSS, seed);
-    }
+    clean_then_lossy(info_key_journey);
 }
 
 /// Silence: the menu is tried again, then the no-input branch runs and
@@ -190,10 +197,7 @@ fn no_input_journey(loss: f64, seed: u64) {
     answered(&mut lab);
     lab.run_until(Duration::from_secs(60), |l| !l.records.is_empty());
     lab.run_for(Duration::from_secs(40));
-    let record = lab
-        .records
-        .first()
-        .unwrap_or_else(|| panic!("seed {seed}: no record"));
+    let record = first_record(&lab, seed);
     assert_eq!(
         record.outcome,
         CallOutcome::Completed,
@@ -212,10 +216,7 @@ fn no_input_journey(loss: f64, seed: u64) {
 
 #[test]
 fn silence_takes_the_no_input_branch_even_at_ten_percent_loss() {
-    no_input_journey(0.0, 1);
-    for seed in SEEDS {
-        no_input_journey(LOSS, seed);
-    }
+    clean_then_lossy(no_input_journey);
 }
 
 /// A caller who hangs up while the call rings: 200 to the CANCEL, 487 to
@@ -257,10 +258,7 @@ fn cancel_journey(loss: f64, seed: u64) {
 
 #[test]
 fn a_cancel_while_ringing_ends_the_call_with_487_even_at_ten_percent_loss() {
-    cancel_journey(0.0, 1);
-    for seed in SEEDS {
-        cancel_journey(LOSS, seed);
-    }
+    clean_then_lossy(cancel_journey);
 }
 
 #[test]
@@ -384,10 +382,7 @@ fn callback_journey(loss: f64, seed: u64) {
             .any(|m| m.header("Proxy-Authorization").is_some()),
         "seed {seed}: the 407 was answered with credentials"
     );
-    let record = lab
-        .records
-        .first()
-        .unwrap_or_else(|| panic!("seed {seed}: no record"));
+    let record = first_record(&lab, seed);
     assert_eq!(
         record.outcome,
         CallOutcome::Transferred,
