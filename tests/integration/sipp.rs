@@ -446,6 +446,16 @@ fn sip_info_keys_work_like_rfc4733() {
     assert_eq!(r["digits"], "10");
 }
 
+/// An ACD whose final NOTIFY overtakes its 202: the transfer counts as
+/// done (RFC 6665 4.1.2.4), not as timed out to `on_fail`.
+#[test]
+fn a_notify_that_overtakes_the_202_completes_the_transfer() {
+    let server = Server::start(&[]);
+    server.call("refer_notify_first", &[]);
+    let r = &server.records(1)[0];
+    assert_eq!(r["outcome"], "transferred", "{r}");
+}
+
 #[test]
 fn protocol_errors_get_the_right_answers() {
     let server = Server::start(&[]);
