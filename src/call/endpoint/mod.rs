@@ -563,8 +563,13 @@ impl Endpoint {
         let Some(a) = self.calls.get_mut(&handle) else {
             return;
         };
-        let _entered = a.span.clone().entered();
+        // Entered only when the call has something to act on: this runs for
+        // every RTP packet, and most packets bring nothing.
+        let mut _entered = None;
         while let Some(output) = a.call.poll_output() {
+            if _entered.is_none() {
+                _entered = Some(a.span.clone().entered());
+            }
             match output {
                 CallOutput::Sip(CallCommand::Refer(target)) => self.ua.refer(now, handle, &target),
                 CallOutput::Sip(CallCommand::Hangup) => self.ua.hangup(now, handle),
