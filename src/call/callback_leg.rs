@@ -143,6 +143,7 @@ mod tests {
                 ("vip".into(), "yes".into()),
                 ("callback".into(), "no".into()),
             ],
+            ..TransferRequest::default()
         };
         leg().extend(&mut t);
         let get = |k: &str| {
@@ -170,6 +171,7 @@ mod tests {
             queue: None,
             priority: None,
             context: Vec::new(),
+            ..TransferRequest::default()
         };
         leg().extend(&mut t);
         assert_eq!(t.priority, Some(5));

@@ -25,6 +25,7 @@ use crate::flow::interpreter::{
     Action, Booked, CallInfo, CallbackError, CallbackRequest, Event, Interpreter, PlaybackId,
     TimerId, TransferRequest,
 };
+use crate::flow::model::Handoff;
 use crate::flow::FlowSet;
 use crate::media::dtmf::DtmfReceiver;
 use crate::media::g711::Codec as MediaCodec;
@@ -32,9 +33,22 @@ use crate::media::latch::RtpLatch;
 use crate::media::prompts::PromptCache;
 use crate::media::rtp::RtpSender;
 use crate::sip::sdp::{Codec, Negotiated};
-use crate::sip::ua::{refer_to, DialFailure, EndReason, IncomingCall, UaEvent};
+use crate::sip::ua::{refer_to, DialFailure, EndReason, IncomingCall, UaEvent, NO_FINAL_NOTIFY};
 use callback_leg::CallbackLeg;
-use record::{outcome_fields, timestamp, CallOutcome, CallRecord};
+use record::{outcome_fields, timestamp, CallOutcome, CallRecord, Party};
+
+/// How a bridged hand-off stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BridgeState {
+    /// No bridge asked for.
+    None,
+    /// The call to the queue is placed and rings; the caller hears the
+    /// transfer's hold prompts.
+    Ringing,
+    /// The agent answered: audio is relayed both ways, and the flow is
+    /// over.
+    Up,
+}
 
 /// What the SIP side must do for this call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +64,9 @@ pub enum CallCommand {
 pub enum CallOutput {
     /// A SIP command.
     Sip(CallCommand),
+    /// Place a call to the queue and bridge the caller to it; answer with
+    /// [`Call::bridge_answered`] or [`Call::bridge_failed`].
+    Bridge(TransferRequest),
     /// Store this callback request durably, then call
     /// [`Call::callback_stored`] with the result.
     StoreCallback(CallbackRequest),
@@ -124,6 +141,15 @@ pub struct Call {
     callback: Option<CallbackLeg>,
     /// How placing the call failed, as the record's outcome and detail.
     dial_failure: Option<(CallOutcome, String)>,
+    bridge: BridgeState,
+    /// For `refer_then_bridge`: the bridge to place if the REFER fails.
+    bridge_fallback: Option<TransferRequest>,
+    /// Why the REFER failed before the call was bridged instead.
+    refer_failed: Option<String>,
+    /// How the call was handed over, once it was.
+    handoff: Option<Handoff>,
+    agent_answered: Option<Instant>,
+    hung_up_by: Option<Party>,
     actions: Vec<Action>,
     out: VecDeque<CallOutput>,
 }
@@ -168,6 +194,12 @@ impl Call {
             forced_end: None,
             callback: setup.callback,
             dial_failure: None,
+            bridge: BridgeState::None,
+            bridge_fallback: None,
+            refer_failed: None,
+            handoff: None,
+            agent_answered: None,
+            hung_up_by: None,
             actions: Vec::with_capacity(16),
             out: VecDeque::new(),
         }
@@ -200,6 +232,11 @@ impl Call {
         self.latch
             .expect(negotiated.remote, negotiated.dtmf_payload_type);
         self.media = Some(negotiated);
+    }
+
+    /// The negotiated media, once there is any.
+    pub fn media(&self) -> Option<&Negotiated> {
+        self.media.as_ref()
     }
 
     /// Where RTP goes now, if we may send.
@@ -239,10 +276,30 @@ impl Call {
             }
             UaEvent::Digit(d) => self.on_digit(now, d),
             UaEvent::TransferAccepted => {}
-            UaEvent::TransferResult(Ok(())) => self.feed(now, Event::TransferSucceeded),
-            UaEvent::TransferResult(Err(reason)) => self.feed(now, Event::TransferFailed(reason)),
+            UaEvent::TransferResult(Ok(())) => {
+                self.bridge_fallback = None;
+                self.handoff = Some(Handoff::Refer);
+                self.feed(now, Event::TransferSucceeded)
+            }
+            UaEvent::TransferResult(Err(reason)) => {
+                // Refused, or failed on the way: bridge instead, where the
+                // queue allows it. Silence after a 202 is not a refusal
+                // (the caller may be talking to the agent already).
+                match self.bridge_fallback.take() {
+                    Some(t) if reason != NO_FINAL_NOTIFY => {
+                        tracing::info!(call_id = %self.incoming.call_id, %reason,
+                            "REFER failed; bridging the call to the queue instead");
+                        self.refer_failed = Some(reason);
+                        self.start_bridge(t);
+                    }
+                    _ => self.feed(now, Event::TransferFailed(reason)),
+                }
+            }
             UaEvent::Ended(reason) => {
                 self.sip_ended = true;
+                if matches!(reason, EndReason::RemoteBye | EndReason::Cancelled) {
+                    self.hung_up_by.get_or_insert(Party::Caller);
+                }
                 match reason {
                     EndReason::LocalBye => return,
                     // The caller never confirmed our answer: a failed call
@@ -277,9 +334,60 @@ impl Call {
         self.finish(now);
     }
 
+    /// Whether the caller is bridged to an agent (the flow is over; the
+    /// endpoint relays the audio).
+    pub fn is_bridged(&self) -> bool {
+        self.bridge == BridgeState::Up
+    }
+
+    /// The agent answered the bridged call: our prompts stop, the flow
+    /// ends as transferred, and the call lasts until either side hangs up.
+    pub fn bridge_answered(&mut self, now: Instant) {
+        if self.bridge != BridgeState::Ringing || self.finished {
+            return;
+        }
+        self.bridge = BridgeState::Up;
+        self.handoff = Some(Handoff::Bridge);
+        self.agent_answered = Some(now);
+        if let Some(s) = self.sender.as_mut() {
+            s.stop();
+        }
+        self.playing = None;
+        self.feed(now, Event::TransferSucceeded);
+    }
+
+    /// The bridged call did not reach an agent: the flow's `on_fail` runs.
+    pub fn bridge_failed(&mut self, now: Instant, reason: String) {
+        if self.bridge != BridgeState::Ringing {
+            return;
+        }
+        self.bridge = BridgeState::None;
+        self.feed(now, Event::TransferFailed(reason));
+    }
+
+    /// The agent hung up a bridged call: so do we, to the caller.
+    pub fn agent_hung_up(&mut self, now: Instant) {
+        if self.finished {
+            return;
+        }
+        self.hung_up_by.get_or_insert(Party::Agent);
+        self.hang_up_if_needed();
+        self.finish(now);
+    }
+
+    fn start_bridge(&mut self, t: TransferRequest) {
+        self.bridge = BridgeState::Ringing;
+        self.out.push_back(CallOutput::Bridge(t));
+    }
+
     /// Where the call's INVITE came from (for a call we placed, the trunk).
     pub fn source(&self) -> std::net::SocketAddr {
         self.incoming.source
+    }
+
+    /// The caller's number (ANI), as their From claims it.
+    pub fn caller(&self) -> &str {
+        &self.incoming.caller
     }
 
     /// The request this call serves, if it is a callback we placed.
@@ -305,16 +413,22 @@ impl Call {
     }
 
     /// An RTP packet that reached the call's port from `from`; counted
-    /// (as a key, or as a sign of life) only when it is the caller's.
-    pub fn on_rtp(&mut self, now: Instant, from: std::net::SocketAddr, packet: &[u8]) {
+    /// (as a key, or as a sign of life) only when it is the caller's, which
+    /// the return value says. Once bridged, keys are the agent's business:
+    /// they are relayed, not read.
+    pub fn on_rtp(&mut self, now: Instant, from: std::net::SocketAddr, packet: &[u8]) -> bool {
         if !self.latch.accept(from, packet) {
-            return;
+            return false;
         }
         self.last_rtp = now;
+        if self.bridge == BridgeState::Up {
+            return true;
+        }
         let key = self.dtmf.as_mut().and_then(|d| d.on_rtp(packet));
         if let Some(k) = key {
             self.on_digit(now, k);
         }
+        true
     }
 
     /// When [`Call::handle_timeout`] or [`Call::poll_packet`] is next due.
@@ -448,9 +562,17 @@ impl Call {
                 if let Some(leg) = &self.callback {
                     leg.extend(&mut t);
                 }
-                let target = transfer_refer_to(&t);
-                self.out
-                    .push_back(CallOutput::Sip(CallCommand::Refer(target)));
+                match t.handoff {
+                    Handoff::Bridge => self.start_bridge(t),
+                    Handoff::Refer | Handoff::ReferThenBridge => {
+                        let target = transfer_refer_to(&t);
+                        if t.handoff == Handoff::ReferThenBridge {
+                            self.bridge_fallback = Some(t);
+                        }
+                        self.out
+                            .push_back(CallOutput::Sip(CallCommand::Refer(target)));
+                    }
+                }
             }
             Action::RequestCallback(request) => {
                 // The caller hears the confirmation only once the store has
@@ -461,6 +583,8 @@ impl Call {
             Action::Step(step) => {
                 tracing::debug!(node = %self.interp.flow_set().qualified_name(step.node), what = %step.what, "step");
             }
+            // A bridged call outlives its flow: it ends when a side hangs up.
+            Action::Finished(_) if self.bridge == BridgeState::Up => {}
             Action::Finished(_) => {
                 self.hang_up_if_needed();
                 self.finish(now);
@@ -482,6 +606,7 @@ impl Call {
     fn hang_up_if_needed(&mut self) {
         if !self.sip_ended {
             self.sip_ended = true;
+            self.hung_up_by.get_or_insert(Party::Callflow);
             self.out.push_back(CallOutput::Sip(CallCommand::Hangup));
         }
     }
@@ -537,14 +662,18 @@ impl Call {
             detail,
             callback: None,
             callback_id: None,
+            handoff: self.handoff.filter(|_| outcome == CallOutcome::Transferred),
+            refer_failed: self.refer_failed.take(),
+            agent_answer: self.agent_answered.map(|a| timestamp(self.wall(a))),
+            hung_up_by: self.hung_up_by,
         };
         self.out.push_back(CallOutput::Finished(Box::new(record)));
     }
 }
 
-/// The REFER target with the flow's context as URI headers: `X-Queue`,
-/// `X-Priority` and one `X-Context-NAME` per context entry.
-pub fn transfer_refer_to(t: &TransferRequest) -> String {
+/// The flow's context as the ACD reads it: `X-Queue`, `X-Priority` and
+/// one `X-Context-NAME` per context entry, in that order.
+pub fn context_headers(t: &TransferRequest) -> Vec<(String, String)> {
     let mut headers = Vec::with_capacity(t.context.len() + 2);
     if let Some(q) = &t.queue {
         headers.push(("X-Queue".to_string(), q.clone()));
@@ -555,5 +684,11 @@ pub fn transfer_refer_to(t: &TransferRequest) -> String {
     for (k, v) in &t.context {
         headers.push((format!("X-Context-{k}"), v.clone()));
     }
-    refer_to(&t.uri, &headers)
+    headers
+}
+
+/// The REFER target with the flow's context ([`context_headers`]) as URI
+/// headers.
+pub fn transfer_refer_to(t: &TransferRequest) -> String {
+    refer_to(&t.uri, &context_headers(t))
 }

@@ -43,6 +43,32 @@ pub struct CallRecord {
     /// records of the calls placed for it name too.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub callback_id: Option<crate::callback::CallbackId>,
+    /// For a transferred call: how it reached the queue (`refer` or
+    /// `bridge`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub handoff: Option<crate::flow::model::Handoff>,
+    /// Why the REFER failed, when the call was then bridged instead.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refer_failed: Option<String>,
+    /// For a bridged call: when the agent answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent_answer: Option<String>,
+    /// Who ended the call, when a side did (not for calls that never
+    /// connected).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hung_up_by: Option<Party>,
+}
+
+/// A side of a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Party {
+    /// The caller (or, for a callback, the callee we dialled).
+    Caller,
+    /// The agent a bridged call reached.
+    Agent,
+    /// callflow itself: the flow's end, a timeout, a shutdown.
+    Callflow,
 }
 
 /// How a call ended: written by name (snake_case) in the call records, and

@@ -128,6 +128,12 @@ pub struct Queue {
     pub callback_offer_after: Option<Duration>,
     /// The queue's opening hours: a schedule of the flow, by index.
     pub hours: Option<u32>,
+    /// How calls are handed over.
+    pub handoff: super::model::Handoff,
+    /// Send the context as User-to-User on a bridged call.
+    pub user_to_user: bool,
+    /// How long a bridged call to the queue may ring.
+    pub ring_timeout: Duration,
 }
 
 /// One node of a flow.

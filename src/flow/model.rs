@@ -55,8 +55,23 @@ pub struct FlowFile {
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QueueDef {
-    /// The queue's SIP URI, used as the REFER target.
+    /// The queue's SIP URI: the REFER target, or where a bridged call is
+    /// placed.
     pub uri: String,
+    /// How calls reach the queue: `refer` (the default: SIP transfer, the
+    /// trunk places the call), `bridge` (callflow places the call itself
+    /// and relays the audio) or `refer_then_bridge` (REFER first; if the
+    /// trunk refuses it, bridge).
+    #[serde(default, skip_serializing_if = "Handoff::is_refer")]
+    pub handoff: Handoff,
+    /// For a bridged call: also send the flow's context as User-to-User
+    /// (RFC 7433, hex), for ACDs that read UUI rather than `X-` headers.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub user_to_user: bool,
+    /// For a bridged call: how long the queue may ring before the
+    /// transfer counts as failed (default 60s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ring_timeout: Option<FlowDuration>,
     /// The priority sent with transfers to this queue (higher is sooner).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<i32>,
@@ -72,6 +87,37 @@ pub struct QueueDef {
     /// Free text for people reading the flow.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+}
+
+/// How a call is handed to a queue.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Handoff {
+    /// SIP REFER: the trunk places the call to the queue.
+    #[default]
+    Refer,
+    /// callflow places the call to the queue (B2BUA) and relays the audio
+    /// both ways, for trunks and ACDs that do not take REFER.
+    Bridge,
+    /// REFER first; when the trunk refuses it or the transfer fails,
+    /// bridge.
+    ReferThenBridge,
+}
+
+impl Handoff {
+    /// Whether this is the default, REFER.
+    pub fn is_refer(&self) -> bool {
+        *self == Handoff::Refer
+    }
+
+    /// The name written in flows and call records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Handoff::Refer => "refer",
+            Handoff::Bridge => "bridge",
+            Handoff::ReferThenBridge => "refer_then_bridge",
+        }
+    }
 }
 
 /// Weekly opening hours in a time zone, with holidays and special days.

@@ -6,3 +6,4 @@ pub mod message;
 pub mod sdp;
 pub mod transaction;
 pub mod ua;
+pub mod uui;

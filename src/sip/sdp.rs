@@ -26,7 +26,9 @@ mod write;
 
 use std::fmt;
 
-pub use negotiate::{accept_answer, answer, offer, LocalMedia, Negotiated, NegotiationError};
+pub use negotiate::{
+    accept_answer, answer, offer, offer_codecs, LocalMedia, Negotiated, NegotiationError,
+};
 pub use parse::{parse, Fmtp, MediaDescription, Origin, RtpMap, SdpError, SessionDescription};
 
 /// The RTP clock rate of every codec we speak and of the DTMF events we

@@ -54,6 +54,10 @@ mod tests {
             detail: "why".into(),
             callback: None,
             callback_id: None,
+            handoff: None,
+            refer_failed: None,
+            agent_answer: None,
+            hung_up_by: None,
         }
     }
 

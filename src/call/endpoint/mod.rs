@@ -20,6 +20,7 @@
 //! handed, so a test with a seeded one sees exact bytes.
 
 mod attempt;
+mod bridge;
 pub mod config;
 mod inbound;
 mod outbound;
@@ -151,6 +152,8 @@ struct Active {
     next_cancel_check: Option<Instant>,
     /// The deadline this call has in the heap; older entries are stale.
     scheduled: Option<Instant>,
+    /// The agent's leg, while the call is bridged (or being bridged).
+    bridge: Option<bridge::BridgeLeg>,
     span: tracing::Span,
 }
 
@@ -171,7 +174,11 @@ pub struct Endpoint {
     rng: fastrand::Rng,
     ua: UserAgent,
     calls: HashMap<CallHandle, Active>,
+    /// Each RTP port's call: a bridged call has two (the caller's and the
+    /// agent leg's).
     by_port: HashMap<u16, CallHandle>,
+    /// Agent legs we placed, to the call they bridge.
+    legs: HashMap<CallHandle, CallHandle>,
     ringing: Vec<Ringing>,
     /// Every call's next deadline, earliest first (stale entries skipped).
     deadlines: BinaryHeap<Reverse<(Instant, CallHandle)>>,
@@ -206,6 +213,7 @@ impl Endpoint {
             ua,
             calls: HashMap::new(),
             by_port: HashMap::new(),
+            legs: HashMap::new(),
             ringing: Vec::new(),
             deadlines: BinaryHeap::new(),
             wall_anchor: (now, wall),
@@ -311,8 +319,15 @@ impl Endpoint {
         let Some(&handle) = self.by_port.get(&port) else {
             return;
         };
-        if let Some(a) = self.calls.get_mut(&handle) {
-            a.call.on_rtp(now, from, packet);
+        let Some(a) = self.calls.get_mut(&handle) else {
+            return;
+        };
+        if port != a.port {
+            self.relay_from_agent(handle, from, packet);
+            return;
+        }
+        if a.call.on_rtp(now, from, packet) && a.call.is_bridged() {
+            self.relay_from_caller(handle, packet);
         }
         self.service(now, handle);
         self.pump(now);
@@ -449,6 +464,11 @@ impl Endpoint {
                 UaOutput::Event(call, event) if self.calls.contains_key(&call) => {
                     self.on_call_event(now, call, event)
                 }
+                UaOutput::Event(leg, event) if self.legs.contains_key(&leg) => {
+                    if let Some(&caller) = self.legs.get(&leg) {
+                        self.on_leg_event(now, caller, event);
+                    }
+                }
                 UaOutput::Event(call, UaEvent::Ended(reason)) => {
                     tracing::debug!(?reason, "a call ended before it was answered");
                     self.ringing.retain(|r| r.handle != call);
@@ -566,6 +586,7 @@ impl Endpoint {
         // Entered only when the call has something to act on: this runs for
         // every RTP packet, and most packets bring nothing.
         let mut _entered = None;
+        let mut bridge = None;
         while let Some(output) = a.call.poll_output() {
             if _entered.is_none() {
                 _entered = Some(a.span.clone().entered());
@@ -573,6 +594,7 @@ impl Endpoint {
             match output {
                 CallOutput::Sip(CallCommand::Refer(target)) => self.ua.refer(now, handle, &target),
                 CallOutput::Sip(CallCommand::Hangup) => self.ua.hangup(now, handle),
+                CallOutput::Bridge(t) => bridge = Some(t),
                 CallOutput::StoreCallback(request) => {
                     match book(&self.config, now, &request, a.call.source()) {
                         Ok(()) => {
@@ -614,7 +636,9 @@ impl Endpoint {
         }
         if a.call.is_finished() {
             let port = a.port;
+            let leg = a.bridge.as_ref().map(|l| l.handle);
             drop(_entered);
+            self.end_leg(now, handle, leg);
             self.calls.remove(&handle);
             self.by_port.remove(&port);
             self.out.push_back(EndpointOutput::RtpClosed { port });
@@ -632,6 +656,12 @@ impl Endpoint {
         }
         drop(_entered);
         self.compact_deadlines();
+        if let Some(t) = bridge {
+            // Placing the call may fail at once (no port), which runs the
+            // flow's `on_fail`: the call is serviced again.
+            self.start_bridge(now, handle, t);
+            self.service(now, handle);
+        }
     }
 
     /// Rebuilds the heap when stale entries outnumber live ones, so that a
@@ -667,6 +697,7 @@ impl Endpoint {
                 querying: false,
                 next_cancel_check,
                 scheduled: None,
+                bridge: None,
                 span,
             },
         );

@@ -59,6 +59,7 @@ impl Endpoint {
                 sdp: sdp::offer(&local).into_bytes(),
                 credentials: trunk.credentials.clone(),
                 ring_timeout: self.config.ring_timeout,
+                headers: Vec::new(),
             },
         );
         let since_request = (self.wall(now) - leg.requested_at).num_microseconds();

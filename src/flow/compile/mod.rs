@@ -484,6 +484,10 @@ fn compile_queues(cx: &mut Ctx<'_>, def: &FlowFile) -> Vec<Queue> {
         let path = join("queues", name);
         if let Err(msg) = check_static_sip_uri(&q.uri) {
             cx.error(&join(&path, "uri"), msg);
+        } else if q.handoff != Handoff::Refer {
+            if let Err(msg) = bridge_destination(&q.uri) {
+                cx.error(&join(&path, "uri"), msg);
+            }
         }
         let hours = match &q.hours {
             None => None,
@@ -510,6 +514,9 @@ fn compile_queues(cx: &mut Ctx<'_>, def: &FlowFile) -> Vec<Queue> {
             priority: q.priority,
             callback_offer_after: q.callback_offer_after.map(|d| d.0),
             hours,
+            handoff: q.handoff,
+            user_to_user: q.user_to_user,
+            ring_timeout: q.ring_timeout.map_or(DEFAULT_BRIDGE_RING_TIMEOUT, |d| d.0),
         });
     }
     out
@@ -574,6 +581,43 @@ fn check_static_sip_uri(uri: &str) -> Result<(), String> {
     rsip::Uri::try_from(uri)
         .map(|_| ())
         .map_err(|e| format!("`{uri}` is not a valid SIP URI ({e})"))
+}
+
+/// How long a bridged call to a queue rings when the queue does not say.
+const DEFAULT_BRIDGE_RING_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Where a bridged call to `uri` is sent: its host, which must be an IP
+/// address (with the port, 5060 if none) until trunks and queues may be
+/// named in DNS.
+pub fn bridge_destination(uri: &str) -> Result<std::net::SocketAddr, String> {
+    let (_, _, host_part) = split_sip_uri(uri)?;
+    let host_port = host_part
+        .trim_start_matches('@')
+        .split([';', '?'])
+        .next()
+        .unwrap_or_default();
+    let (host, port) = match host_port.strip_prefix('[') {
+        Some(v6) => match v6.split_once(']') {
+            Some((h, rest)) => (h, rest.strip_prefix(':')),
+            None => (v6, None),
+        },
+        None => match host_port.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (host_port, None),
+        },
+    };
+    let ip: std::net::IpAddr = host.parse().map_err(|_| {
+        format!(
+            "`{uri}`: a bridged queue is called at its URI's host, which must be an IP address (host names need DNS, which callflow does not resolve yet)"
+        )
+    })?;
+    let port = match port {
+        None => 5060,
+        Some(p) => p
+            .parse()
+            .map_err(|_| format!("`{uri}`: `{p}` is not a port"))?,
+    };
+    Ok(std::net::SocketAddr::new(ip, port))
 }
 
 /// Splits `sip:user@host;params` into scheme, user and `@host...`.

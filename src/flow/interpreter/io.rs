@@ -86,7 +86,7 @@ pub enum Action {
     },
     /// Forget a timer.
     CancelTimer(TimerId),
-    /// Transfer the call (SIP REFER).
+    /// Hand the call over: SIP REFER, or a bridged call, as the queue says.
     Transfer(TransferRequest),
     /// Store a callback request durably, then answer with
     /// [`Event::CallbackRecorded`].
@@ -120,7 +120,7 @@ pub enum CallbackError {
 }
 
 /// A transfer to hand to the SIP layer.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct TransferRequest {
     /// The REFER target.
     pub uri: String,
@@ -130,6 +130,12 @@ pub struct TransferRequest {
     pub priority: Option<i32>,
     /// Context for the agent, in the flow's order.
     pub context: Vec<(String, String)>,
+    /// REFER, bridge, or REFER then bridge (a literal URI: REFER).
+    pub handoff: crate::flow::model::Handoff,
+    /// For a bridged call: send the context as User-to-User too.
+    pub user_to_user: bool,
+    /// For a bridged call: how long it may ring.
+    pub ring_timeout: std::time::Duration,
 }
 
 /// A callback request to store.

@@ -994,6 +994,9 @@ impl Interpreter {
             queue: queue.map(|q| q.name.clone()),
             priority: t.priority.or(queue.and_then(|q| q.priority)),
             context,
+            handoff: queue.map(|q| q.handoff).unwrap_or_default(),
+            user_to_user: queue.is_some_and(|q| q.user_to_user),
+            ring_timeout: queue.map_or(std::time::Duration::from_secs(60), |q| q.ring_timeout),
         }));
         self.phase = Phase::Transferring {
             target: target_name,

@@ -214,8 +214,16 @@ pub fn answer(
 /// `telephone-event/8000` at payload type 101 with events 0-16, 20 ms
 /// packets and sendrecv.
 pub fn offer(local: &LocalMedia) -> String {
-    let mut formats: Vec<Format<'_>> = Codec::ALL
-        .into_iter()
+    offer_codecs(local, &Codec::ALL)
+}
+
+/// An offer like [`offer`] with only `codecs` (and telephone-event): a
+/// bridged call offers the caller's codec alone, so the audio is relayed
+/// as it comes, never transcoded.
+pub fn offer_codecs(local: &LocalMedia, codecs: &[Codec]) -> String {
+    let mut formats: Vec<Format<'_>> = codecs
+        .iter()
+        .copied()
         .map(|codec| Format {
             payload_type: codec.payload_type(),
             encoding: codec.name(),

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use dialog::Dialog;
 pub use dialog::DialogState;
-pub use outgoing::OutgoingCall;
+pub use outgoing::{header_safe, OutgoingCall};
 pub use refer::{refer_to, sipfrag_status};
 
 use super::admission::{Admission, AdmissionConfig, AdmissionCounters, Networks, TrunkId, Verdict};

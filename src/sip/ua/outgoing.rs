@@ -31,6 +31,22 @@ pub struct OutgoingCall {
     pub credentials: Option<Credentials>,
     /// Cancel the call if it is not answered by then.
     pub ring_timeout: Duration,
+    /// More headers for the INVITE (a bridged call's `X-` context and
+    /// User-to-User). Names must be tokens and values free of control
+    /// characters: see [`header_safe`].
+    pub headers: Vec<(String, String)>,
+}
+
+/// Whether `name: value` may go into a request as it is: the name a token
+/// (RFC 3261 25.1) and the value without CR, LF or other control
+/// characters, so that text from a flow's variables (which a caller may
+/// have typed) can never start a header of its own.
+pub fn header_safe(name: &str, value: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b))
+        && value.bytes().all(|b| b == b'\t' || !b.is_ascii_control())
 }
 
 /// Challenges answered for one call at most: a proxy and a trunk, each
@@ -165,6 +181,11 @@ impl UserAgent {
         let mut extra: Vec<(&str, &str)> = vec![("Allow", super::ALLOW)];
         for (name, value) in &sent_credentials {
             extra.push((name, value.as_str()));
+        }
+        for (name, value) in &call.headers {
+            if header_safe(name, value) {
+                extra.push((name.as_str(), value.as_str()));
+            }
         }
         let bytes = d.request(
             &Method::Invite,

@@ -620,6 +620,11 @@ fn originate(rig: &mut Rig, password: Option<&str>) -> CallHandle {
                 password: p.into(),
             }),
             ring_timeout: Duration::from_secs(30),
+            headers: vec![
+                ("X-Queue".into(), "support".into()),
+                ("X-Context-note".into(), "two\r\nVia: injected".into()),
+                ("Bad Name".into(), "x".into()),
+            ],
         },
     );
     rig.drain();
@@ -661,6 +666,11 @@ fn an_answered_call_is_acked_to_its_contact_and_reported_once() {
     );
     assert_eq!(rig.sent[0].1, TRUNK.parse().unwrap());
     assert!(invite.contains("From: <sip:+37160000000@127.0.0.1:5060>;tag="));
+    assert!(invite.contains("\r\nX-Queue: support\r\n"), "{invite}");
+    assert!(
+        !invite.contains("injected") && !invite.contains("Bad Name"),
+        "a header that could break the request is left out: {invite}"
+    );
     answer_last(&mut rig, "180 Ringing", "");
     assert_eq!(rig.events.last(), Some(&(call, UaEvent::Ringing)));
     answer_last(

@@ -95,6 +95,7 @@ pub(super) fn config() -> EndpointConfig {
     let mut routes = std::collections::BTreeMap::new();
     routes.insert("8002".to_string(), "cb".to_string());
     routes.insert("801".to_string(), "lab".to_string());
+    routes.insert("802".to_string(), "bridge".to_string());
     EndpointConfig {
         ua: UaConfig::new(advertised),
         rtp_ip: advertised.ip(),
@@ -305,6 +306,36 @@ impl Lab {
         }
     }
 
+    /// Sends `count` PCMU packets of `fill` bytes from peer `peer`'s RTP
+    /// address to the endpoint's port, 20 ms apart, SSRC `ssrc`.
+    pub(super) fn speak(&mut self, peer: usize, count: u16, ssrc: u32, fill: u8) {
+        let Some(to) = self.peers[peer].endpoint_rtp() else {
+            panic!("no SDP from the endpoint to send audio to");
+        };
+        let from = self.peers[peer].rtp;
+        for i in 0..count {
+            let mut p = vec![0x80, 0];
+            p.extend_from_slice(&i.to_be_bytes());
+            p.extend_from_slice(&(160 * u32::from(i)).to_be_bytes());
+            p.extend_from_slice(&ssrc.to_be_bytes());
+            p.extend_from_slice(&[fill; 160]);
+            self.sequence += 1;
+            if self.net.f64() < self.loss {
+                continue;
+            }
+            let at = self.now + self.latency + Duration::from_millis(20 * u64::from(i));
+            self.in_flight.push((
+                at,
+                self.sequence,
+                Packet::RtpIn {
+                    port: to.port(),
+                    from,
+                    bytes: p,
+                },
+            ));
+        }
+    }
+
     /// Sends an RFC 4733 key press from peer `peer`'s RTP address to the
     /// endpoint's port: a start packet, two updates and three end packets
     /// (RFC 4733 2.5.1.4), 20 ms apart, all with one timestamp.
@@ -324,7 +355,7 @@ impl Lab {
         .into_iter()
         .enumerate()
         {
-            let mut p = vec![0x80, 101, 0, i as u8];
+            let mut p = vec![0x80, self.peers[peer].dtmf_pt, 0, i as u8];
             if i == 0 {
                 p[1] |= 0x80; // marker: the start of an event
             }

@@ -2,6 +2,7 @@
 //! the SIPp tests, played by a peer of our own on a virtual clock, first on
 //! a clean network and then with 10% of the packets lost each way.
 
+mod bridge;
 mod lab;
 mod peer;
 

@@ -79,6 +79,8 @@ pub(super) struct Peer {
     /// An INVITE we answered only with 180 (an `invite_answers` of 180):
     /// it rings until CANCELled, then gets 487.
     ringing: Option<Message>,
+    /// The payload type our SDP gives telephone-event.
+    pub(super) dtmf_pt: u8,
 }
 
 impl Peer {
@@ -108,6 +110,7 @@ impl Peer {
             acks_sent: 0,
             confirmed_at: None,
             ringing: None,
+            dtmf_pt: 101,
         }
     }
 
@@ -118,9 +121,10 @@ impl Peer {
 
     pub(super) fn sdp(&self) -> String {
         format!(
-            "v=0\r\no=peer 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio {port} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\na=sendrecv\r\n",
+            "v=0\r\no=peer 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio {port} RTP/AVP 0 {pt}\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:{pt} telephone-event/8000\r\na=fmtp:{pt} 0-15\r\na=sendrecv\r\n",
             ip = self.rtp.ip(),
-            port = self.rtp.port()
+            port = self.rtp.port(),
+            pt = self.dtmf_pt
         )
     }
 

@@ -1,0 +1,384 @@
+//! The bridge hand-off: callflow places the call to the queue itself, as a
+//! B2BUA's second leg. The caller hears the transfer's hold prompts while
+//! it rings; once the agent answers, the audio (and RFC 4733 events) is
+//! relayed both ways from the two legs' ports, and a BYE from either side
+//! ends both.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::call::context_headers;
+use crate::callback::AttemptOutcome;
+use crate::flow::compile::bridge_destination;
+use crate::flow::interpreter::TransferRequest;
+use crate::media::latch::RtpLatch;
+use crate::sip::admission::Networks;
+use crate::sip::sdp::{self, Negotiated};
+use crate::sip::ua::{CallHandle, EndReason, OutgoingCall, UaEvent};
+use crate::sip::uui;
+
+use super::{Endpoint, EndpointOutput, QueuedPacket};
+
+/// The agent's leg of a bridged call.
+pub(super) struct BridgeLeg {
+    /// The call we placed to the queue.
+    pub(super) handle: CallHandle,
+    /// Its RTP port.
+    pub(super) port: u16,
+    /// What its 2xx agreed, once answered.
+    media: Option<Negotiated>,
+    /// Which inbound RTP on `port` is the agent's.
+    latch: RtpLatch,
+    /// Where the agent's side may have RTP sent.
+    networks: Networks,
+}
+
+/// Keeps the user part of a From we present to the agent to characters a
+/// number or a simple name uses: the caller's From is a claim, and the
+/// claim must not be able to bend our request.
+fn presentable(caller: &str) -> &str {
+    let ok = !caller.is_empty()
+        && caller.len() <= 64
+        && caller
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+*#._-".contains(&b));
+    if ok {
+        caller
+    } else {
+        "anonymous"
+    }
+}
+
+/// A context value as a header value: control characters dropped (a
+/// caller may have typed the variable it came from) and at most 256 bytes.
+fn header_value(value: &str) -> String {
+    let mut out: String = value.chars().filter(|c| !c.is_control()).collect();
+    if out.len() > 256 {
+        let mut end = 256;
+        while !out.is_char_boundary(end) {
+            end -= 1;
+        }
+        out.truncate(end);
+    }
+    out
+}
+
+/// The URI without its URI headers (`?X-...`), which are for REFER only.
+fn request_uri(uri: &str) -> &str {
+    uri.split('?').next().unwrap_or(uri)
+}
+
+/// Rewrites a relayed packet's payload type from one leg's numbering to
+/// the other's; `None` for a payload type the target leg did not agree to.
+fn map_payload_type(pt: u8, from: &Negotiated, to: &Negotiated) -> Option<u8> {
+    if pt == from.payload_type {
+        Some(to.payload_type)
+    } else if Some(pt) == from.dtmf_payload_type {
+        to.dtmf_payload_type
+    } else {
+        None
+    }
+}
+
+impl Endpoint {
+    /// Places the call to the queue for the caller `caller`.
+    pub(super) fn start_bridge(&mut self, now: Instant, caller: CallHandle, t: TransferRequest) {
+        let Some(a) = self.calls.get(&caller) else {
+            return;
+        };
+        let media = a.call.media().copied();
+        let presented = presentable(a.call.caller()).to_string();
+        let placed = bridge_destination(&t.uri).and_then(|destination| {
+            let media = media.ok_or("the caller has no media to bridge")?;
+            let local = self.open_media()?;
+            Ok((destination, media, local))
+        });
+        let (destination, media, local) = match placed {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(uri = %t.uri, "cannot bridge the call: {e}");
+                if let Some(a) = self.calls.get_mut(&caller) {
+                    a.call.bridge_failed(now, e);
+                }
+                return;
+            }
+        };
+        let mut headers: Vec<(String, String)> = context_headers(&t)
+            .into_iter()
+            .map(|(k, v)| (k, header_value(&v)))
+            .collect();
+        if t.user_to_user {
+            let mut pairs = Vec::with_capacity(t.context.len() + 2);
+            if let Some(q) = &t.queue {
+                pairs.push(("queue".to_string(), q.clone()));
+            }
+            if let Some(p) = t.priority {
+                pairs.push(("priority".to_string(), p.to_string()));
+            }
+            pairs.extend(t.context.iter().cloned());
+            let (value, left_out) = uui::encode(&pairs);
+            if !left_out.is_empty() {
+                tracing::warn!(?left_out, "context left out of User-to-User: it would pass ISDN's 128 octets (the X- headers carry all of it)");
+            }
+            headers.push(("User-to-User".to_string(), value));
+        }
+        let port = local.port;
+        let handle = self.ua.originate(
+            now,
+            OutgoingCall {
+                target: request_uri(&t.uri).to_string(),
+                from_user: presented,
+                destination,
+                sdp: sdp::offer_codecs(&local, &[media.codec]).into_bytes(),
+                credentials: None,
+                ring_timeout: t.ring_timeout,
+                headers,
+            },
+        );
+        let networks = self.media_networks_of(destination);
+        let latch = RtpLatch::new(false, networks.clone());
+        tracing::info!(uri = %t.uri, %destination, leg = handle.0, "bridging the call to the queue");
+        if let Some(a) = self.calls.get_mut(&caller) {
+            a.bridge = Some(BridgeLeg {
+                handle,
+                port,
+                media: None,
+                latch,
+                networks,
+            });
+        }
+        self.legs.insert(handle, caller);
+        self.by_port.insert(port, caller);
+        self.out
+            .push_back(EndpointOutput::RtpOpened { call: handle, port });
+        self.pump(now);
+    }
+
+    /// Where RTP to a peer at `destination` may go: the media networks of
+    /// the trunk it belongs to, else its own address.
+    fn media_networks_of(&self, destination: SocketAddr) -> Networks {
+        let ip = destination.ip();
+        self.config
+            .ua
+            .admission
+            .trunks
+            .iter()
+            .find(|t| t.sources.contains(ip))
+            .map(|t| t.media.clone())
+            .unwrap_or_else(|| Networks::new(vec![ipnet::IpNet::from(ip)]))
+    }
+
+    /// A SIP event on the agent's leg of `caller`'s call.
+    pub(super) fn on_leg_event(&mut self, now: Instant, caller: CallHandle, event: UaEvent) {
+        let Some(a) = self.calls.get_mut(&caller) else {
+            return;
+        };
+        let Some(leg) = a.bridge.as_mut() else {
+            return;
+        };
+        let _entered = a.span.clone().entered();
+        match event {
+            UaEvent::Ringing => tracing::debug!("the queue is ringing"),
+            UaEvent::Answered { answer } => {
+                let caller_media = a.call.media().copied();
+                let agreed = sdp::parse(&String::from_utf8_lossy(&answer))
+                    .map_err(|e| e.to_string())
+                    .and_then(|s| sdp::accept_answer(&s).map_err(|e| e.to_string()))
+                    .and_then(|n| {
+                        let ip = n.remote.ip();
+                        if !ip.is_unspecified() && !leg.networks.contains(ip) {
+                            return Err(format!(
+                                "the answer's media address {ip} is outside the queue's networks"
+                            ));
+                        }
+                        match caller_media {
+                            Some(c) if c.codec == n.codec => Ok(n),
+                            _ => Err("the answer's codec is not the caller's".to_string()),
+                        }
+                    });
+                match agreed {
+                    Ok(n) => {
+                        tracing::info!(remote = %n.remote, "the agent answered; relaying the audio");
+                        leg.latch.expect(n.remote, n.dtmf_payload_type);
+                        leg.media = Some(n);
+                        a.call.bridge_answered(now);
+                        if let Some(id) = a.call.callback().map(|l| l.id) {
+                            self.out.push_back(EndpointOutput::CallbackProgress {
+                                id,
+                                outcome: AttemptOutcome::Connected,
+                            });
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!("unusable SDP answer from the queue: {e}");
+                        let handle = leg.handle;
+                        a.call
+                            .bridge_failed(now, format!("unusable SDP answer: {e}"));
+                        drop(_entered);
+                        self.end_leg(now, caller, Some(handle));
+                    }
+                }
+            }
+            UaEvent::MediaChanged(n) => {
+                leg.latch.expect(n.remote, n.dtmf_payload_type);
+                leg.media = Some(n);
+            }
+            UaEvent::DialFailed { status, reason, .. } => {
+                tracing::info!(status, %reason, "the queue did not answer the bridged call");
+                a.call.bridge_failed(now, format!("{status} {reason}"));
+                drop(_entered);
+                self.end_leg(now, caller, None);
+            }
+            UaEvent::Ended(reason) => {
+                tracing::info!(?reason, "the agent's leg ended");
+                if a.call.is_bridged() {
+                    a.call.agent_hung_up(now);
+                } else if reason != EndReason::LocalBye {
+                    a.call
+                        .bridge_failed(now, format!("the queue's call ended: {reason:?}"));
+                }
+                drop(_entered);
+                self.end_leg(now, caller, None);
+            }
+            _ => {}
+        }
+        self.service(now, caller);
+    }
+
+    /// Forgets `caller`'s agent leg and frees its port; with `hang_up`,
+    /// ends it first (BYE, or CANCEL while it rings).
+    pub(super) fn end_leg(
+        &mut self,
+        now: Instant,
+        caller: CallHandle,
+        hang_up: Option<CallHandle>,
+    ) {
+        let Some(leg) = self.calls.get_mut(&caller).and_then(|a| a.bridge.take()) else {
+            return;
+        };
+        self.legs.remove(&leg.handle);
+        self.by_port.remove(&leg.port);
+        self.out
+            .push_back(EndpointOutput::RtpClosed { port: leg.port });
+        if let Some(h) = hang_up {
+            self.ua.hangup(now, h);
+        }
+    }
+
+    /// RTP that reached the agent leg's port of `caller`'s call: relayed to
+    /// the caller if it is the agent's.
+    pub(super) fn relay_from_agent(&mut self, caller: CallHandle, from: SocketAddr, packet: &[u8]) {
+        let Some(a) = self.calls.get_mut(&caller) else {
+            return;
+        };
+        let Some(leg) = a.bridge.as_mut() else {
+            return;
+        };
+        if !leg.latch.accept(from, packet) || !a.call.is_bridged() {
+            return;
+        }
+        let (Some(agent), Some(callers), Some(to)) =
+            (leg.media, a.call.media().copied(), a.call.rtp_destination())
+        else {
+            return;
+        };
+        let port = a.port;
+        self.relay(port, to, packet, &agent, &callers);
+    }
+
+    /// RTP the caller sent (already accepted by the call's latch): relayed
+    /// to the agent once the bridge is up.
+    pub(super) fn relay_from_caller(&mut self, caller: CallHandle, packet: &[u8]) {
+        let Some(a) = self.calls.get(&caller) else {
+            return;
+        };
+        let Some(leg) = a.bridge.as_ref() else {
+            return;
+        };
+        let (Some(agent), Some(callers)) = (leg.media, a.call.media().copied()) else {
+            return;
+        };
+        if !agent.sends_rtp() {
+            return;
+        }
+        let (port, to) = (leg.port, agent.remote);
+        self.relay(port, to, packet, &callers, &agent);
+    }
+
+    /// Queues `packet` to go out of `port` to `to`, its payload type
+    /// renumbered from the `from` leg's to the `to_leg`'s. Sequence numbers,
+    /// timestamps and SSRC pass unchanged: each side sees the other's
+    /// stream as a new source (RFC 3550 8.2), and RFC 4733 events keep the
+    /// timing their sender gave them.
+    fn relay(
+        &mut self,
+        port: u16,
+        to: SocketAddr,
+        packet: &[u8],
+        from: &Negotiated,
+        to_leg: &Negotiated,
+    ) {
+        if packet.len() < 12 {
+            return;
+        }
+        let Some(pt) = map_payload_type(packet[1] & 0x7f, from, to_leg) else {
+            return;
+        };
+        let start = self.rtp_bytes.len();
+        self.rtp_bytes.extend_from_slice(packet);
+        self.rtp_bytes[start + 1] = (packet[1] & 0x80) | pt;
+        self.rtp_queue.push(QueuedPacket {
+            port,
+            to,
+            start,
+            len: packet.len(),
+            late: Duration::ZERO,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::sdp::{Codec, Direction};
+
+    fn leg(pt: u8, dtmf: Option<u8>) -> Negotiated {
+        Negotiated {
+            codec: Codec::Pcmu,
+            payload_type: pt,
+            remote: SocketAddr::from(([127, 0, 0, 1], 4000)),
+            dtmf_payload_type: dtmf,
+            ptime_ms: 20,
+            direction: Direction::SendRecv,
+        }
+    }
+
+    #[test]
+    fn payload_types_are_renumbered_and_unagreed_ones_dropped() {
+        let caller = leg(0, Some(101));
+        let agent = leg(0, Some(96));
+        assert_eq!(map_payload_type(0, &caller, &agent), Some(0));
+        assert_eq!(map_payload_type(101, &caller, &agent), Some(96));
+        assert_eq!(map_payload_type(96, &agent, &caller), Some(101));
+        assert_eq!(
+            map_payload_type(13, &caller, &agent),
+            None,
+            "comfort noise was not agreed"
+        );
+        assert_eq!(
+            map_payload_type(101, &caller, &leg(0, None)),
+            None,
+            "no events to a leg without them"
+        );
+    }
+
+    #[test]
+    fn a_claimed_caller_id_cannot_bend_the_request() {
+        assert_eq!(presentable("+37120000000"), "+37120000000");
+        assert_eq!(presentable("alice"), "alice");
+        assert_eq!(presentable("a@evil"), "anonymous");
+        assert_eq!(presentable(""), "anonymous");
+        assert_eq!(header_value("two\r\nVia: x"), "twoVia: x");
+        assert_eq!(request_uri("sip:q@10.0.0.1?X-A=1"), "sip:q@10.0.0.1");
+    }
+}

@@ -1,0 +1,259 @@
+//! The bridge hand-off in the lab: the caller (peer 0) reaches the ACD
+//! (peer 1, at the queue's URI) through a call we place, and the audio and
+//! RFC 4733 events are relayed both ways.
+
+use std::time::Duration;
+
+use super::lab::Lab;
+use super::{answered, called, clean_then_lossy, first_record, LOSS, SEEDS};
+use crate::call::record::{CallOutcome, Party};
+use crate::flow::model::Handoff;
+use crate::sip::message::{Message, Method};
+
+/// The ACD's SIP port, as the `bridge` flow's queues name it.
+const ACD: u16 = 5391;
+
+/// A caller on the `bridge` flow and an ACD answering as `answers` say;
+/// the caller's trunk answers REFER with `refer`.
+fn bridged_lab(loss: f64, seed: u64, answers: Vec<u16>, refer: (u16, u16)) -> Lab {
+    let mut lab = called(loss, seed, "802");
+    lab.peers[0].refer_answer = refer;
+    let acd = lab.add_peer(ACD, "unused");
+    lab.peers[acd].invite_answers = answers;
+    // The ACD numbers its events differently: the relay renumbers them.
+    lab.peers[acd].dtmf_pt = 96;
+    answered(&mut lab);
+    lab.run_for(Duration::from_millis(300));
+    lab
+}
+
+/// The INVITE the ACD received.
+fn acd_invite(lab: &Lab) -> &Message {
+    lab.peers[1]
+        .received
+        .iter()
+        .find(|m| m.is_request() && m.method() == Method::Invite)
+        .unwrap_or_else(|| panic!("the ACD got no INVITE"))
+}
+
+/// Runs until the ACD's answer is confirmed by our ACK.
+fn agent_answered(lab: &mut Lab, seed: u64) {
+    lab.run_until(Duration::from_secs(60), |l| {
+        l.peers[1].confirmed_at.is_some()
+    });
+    assert!(
+        lab.peers[1].confirmed_at.is_some(),
+        "seed {seed}: the ACD's answer was never ACKed"
+    );
+    // Our ACK may still be on its way when the ACD's 200 went out again.
+    lab.run_for(Duration::from_millis(500));
+}
+
+/// Packets peer `peer` received with payload `fill` in their first byte.
+fn heard(lab: &Lab, peer: usize, ssrc: u32) -> usize {
+    lab.rtp[peer]
+        .iter()
+        .filter(|p| p.bytes.len() > 12 && p.bytes[8..12] == ssrc.to_be_bytes())
+        .count()
+}
+
+/// Key 0: the ACD gets our INVITE with the context, answers; audio and
+/// keys flow both ways; the agent hangs up and so does the caller's leg.
+fn bridge_journey(loss: f64, seed: u64) {
+    let mut lab = bridged_lab(loss, seed, vec![200], (202, 200));
+    lab.press(0, 0, 4000);
+    agent_answered(&mut lab, seed);
+
+    let invite = acd_invite(&lab);
+    assert_eq!(invite.header("X-Queue"), Some("agents"), "seed {seed}");
+    assert_eq!(invite.header("X-Priority"), Some("7"));
+    assert_eq!(invite.header("X-Context-intent"), Some("billing"));
+    assert!(invite.header("X-Context-path").is_some());
+    let uui = invite.header("User-to-User").unwrap_or_default();
+    assert!(
+        uui.starts_with("0471756575653d6167656e7473")
+            && uui.ends_with(";encoding=hex;purpose=isdn-uui"),
+        "IA5 `queue=agents...`, hex: {uui}"
+    );
+    assert!(
+        invite
+            .header("From")
+            .unwrap_or_default()
+            .contains("sip:37120000000@"),
+        "the agent sees the caller's number"
+    );
+    let offer = String::from_utf8_lossy(&invite.body).to_string();
+    assert!(
+        offer.contains("m=audio 30004 RTP/AVP 0 101\r\n"),
+        "the caller's codec alone: {offer}"
+    );
+    assert_eq!(
+        lab.peers[0].requests(Method::Refer),
+        0,
+        "bridged, not referred"
+    );
+
+    // Caller to agent, and agent to caller.
+    let before = lab.rtp[0].len();
+    lab.speak(0, 50, 0xCA11_E500, 0x11);
+    lab.speak(1, 50, 0xA6E7_0001, 0x22);
+    lab.run_for(Duration::from_secs(2));
+    let (to_agent, to_caller) = (heard(&lab, 1, 0xCA11_E500), heard(&lab, 0, 0xA6E7_0001));
+    let floor = if loss > 0.0 { 25 } else { 50 };
+    assert!(
+        to_agent >= floor,
+        "seed {seed}: {to_agent} of the caller's 50 packets reached the agent"
+    );
+    assert!(
+        to_caller >= floor,
+        "seed {seed}: {to_caller} of the agent's 50 reached the caller"
+    );
+    assert!(
+        lab.rtp[0][before..]
+            .iter()
+            .all(|p| p.bytes[8..12] == 0xA6E7_0001u32.to_be_bytes()),
+        "seed {seed}: no prompt audio once bridged"
+    );
+    // The agent's key, sent as payload type 96, reaches the caller as 101.
+    lab.press(1, 5, 9000);
+    lab.run_for(Duration::from_millis(500));
+    let events: Vec<_> = lab.rtp[0]
+        .iter()
+        .filter(|p| p.bytes[1] & 0x7f == 101)
+        .collect();
+    if loss == 0.0 {
+        assert_eq!(events.len(), 6, "every event packet relayed");
+        assert!(events.iter().all(|p| p.bytes[12] == 5));
+    }
+
+    let now = lab.now;
+    lab.peers[1].in_dialog(now, "BYE", "", "");
+    lab.run_until(Duration::from_secs(60), |l| !l.records.is_empty());
+    lab.run_for(Duration::from_secs(40));
+    assert!(
+        lab.peers[0].got_bye,
+        "seed {seed}: the caller's leg ended too"
+    );
+    let record = first_record(&lab, seed);
+    assert_eq!(
+        record.outcome,
+        CallOutcome::Transferred,
+        "seed {seed}: {record:?}"
+    );
+    assert_eq!(record.detail, "agents");
+    assert_eq!(record.handoff, Some(Handoff::Bridge));
+    assert_eq!(record.hung_up_by, Some(Party::Agent));
+    assert!(record.agent_answer.is_some(), "when the agent answered");
+    assert!(lab.open_ports.is_empty(), "seed {seed}: both ports freed");
+    assert!(lab.endpoint.is_idle(), "seed {seed}: nothing left");
+}
+
+#[test]
+fn a_bridged_call_relays_audio_and_keys_both_ways_and_ends_with_the_agent() {
+    bridge_journey(0.0, 1);
+}
+
+#[test]
+fn a_bridged_call_holds_together_at_ten_percent_loss() {
+    for seed in SEEDS {
+        bridge_journey(LOSS, seed);
+    }
+}
+
+/// The caller hangs up a bridged call: the agent gets our BYE.
+fn caller_hangs_up_journey(loss: f64, seed: u64) {
+    let mut lab = bridged_lab(loss, seed, vec![200], (202, 200));
+    lab.press(0, 0, 4000);
+    agent_answered(&mut lab, seed);
+    let now = lab.now;
+    lab.peers[0].in_dialog(now, "BYE", "", "");
+    lab.run_until(Duration::from_secs(60), |l| !l.records.is_empty());
+    lab.run_for(Duration::from_secs(40));
+    assert!(lab.peers[1].got_bye, "seed {seed}: the agent's leg ended");
+    let record = first_record(&lab, seed);
+    assert_eq!(record.outcome, CallOutcome::Transferred);
+    assert_eq!(record.hung_up_by, Some(Party::Caller));
+    assert!(lab.open_ports.is_empty() && lab.endpoint.is_idle());
+}
+
+#[test]
+fn a_caller_hanging_up_a_bridged_call_ends_the_agents_leg_even_at_ten_percent_loss() {
+    clean_then_lossy(caller_hangs_up_journey);
+}
+
+/// The trunk refuses REFER (405): the queue's `refer_then_bridge` places
+/// the call itself, and the record says why.
+fn refer_refused_journey(loss: f64, seed: u64) {
+    let mut lab = bridged_lab(loss, seed, vec![200], (405, 0));
+    lab.press(0, 2, 4000);
+    agent_answered(&mut lab, seed);
+    assert!(lab.peers[0].requests(Method::Refer) >= 1, "REFER first");
+    let invite = acd_invite(&lab);
+    assert_eq!(invite.header("X-Context-intent"), Some("refund"));
+    assert!(
+        invite.header("User-to-User").is_none(),
+        "this queue sends no UUI"
+    );
+    let now = lab.now;
+    lab.peers[1].in_dialog(now, "BYE", "", "");
+    lab.run_until(Duration::from_secs(60), |l| !l.records.is_empty());
+    let record = first_record(&lab, seed);
+    assert_eq!(
+        record.outcome,
+        CallOutcome::Transferred,
+        "seed {seed}: {record:?}"
+    );
+    assert_eq!(record.handoff, Some(Handoff::Bridge));
+    assert!(
+        record
+            .refer_failed
+            .as_deref()
+            .is_some_and(|r| r.contains("405")),
+        "seed {seed}: {:?}",
+        record.refer_failed
+    );
+}
+
+#[test]
+fn a_refused_refer_falls_back_to_a_bridge_even_at_ten_percent_loss() {
+    clean_then_lossy(refer_refused_journey);
+}
+
+/// A busy ACD: the transfer fails, the flow's `on_fail` plays, and the
+/// agent leg's port is freed at once.
+#[test]
+fn a_busy_queue_takes_the_flows_on_fail_and_frees_the_agent_port() {
+    let mut lab = bridged_lab(0.0, 2, vec![486], (202, 200));
+    lab.press(0, 0, 4000);
+    lab.run_until(Duration::from_secs(60), |l| !l.records.is_empty());
+    lab.run_for(Duration::from_secs(5));
+    let record = &lab.records[0];
+    assert_eq!(record.outcome, CallOutcome::Completed, "{record:?}");
+    assert!(
+        record.nodes.contains(&"bridge.fallback".to_string()),
+        "{:?}",
+        record.nodes
+    );
+    assert_eq!(record.handoff, None);
+    assert!(lab.open_ports.is_empty() && lab.endpoint.is_idle());
+}
+
+/// The caller hangs up while the queue still rings: our CANCEL reaches it.
+#[test]
+fn a_caller_hanging_up_while_the_queue_rings_cancels_the_agents_leg() {
+    let mut lab = bridged_lab(0.0, 3, vec![180], (202, 200));
+    lab.press(0, 0, 4000);
+    lab.run_until(Duration::from_secs(10), |l| {
+        l.peers[1].requests(Method::Invite) > 0
+    });
+    lab.run_for(Duration::from_millis(500));
+    let now = lab.now;
+    lab.peers[0].in_dialog(now, "BYE", "", "");
+    lab.run_until(Duration::from_secs(60), |l| !l.records.is_empty());
+    lab.run_for(Duration::from_secs(40));
+    assert!(lab.peers[1].requests(Method::Cancel) > 0, "our CANCEL");
+    let record = &lab.records[0];
+    assert_eq!(record.outcome, CallOutcome::CallerHungUp, "{record:?}");
+    assert_eq!(record.hung_up_by, Some(Party::Caller));
+    assert!(lab.open_ports.is_empty() && lab.endpoint.is_idle());
+}
