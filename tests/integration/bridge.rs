@@ -1,0 +1,187 @@
+//! The bridge hand-off end to end with SIPp on both sides: SIPp as the
+//! caller's trunk refuses REFER, callflow places the call to SIPp as the
+//! ACD itself, and the test's own sockets (the SDP media ports of both
+//! SIPp scenarios) check that audio and RFC 4733 events are relayed both
+//! ways, with the event payload type renumbered (101 for the caller, 96
+//! for the ACD).
+
+// An IO edge: real packets on the real clock.
+#![allow(clippy::disallowed_methods)]
+
+use std::net::{SocketAddr, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::repo;
+use crate::sipp::{sipp_media_port, Server};
+
+const CALLER_SSRC: u32 = 0xCA11_E500;
+const AGENT_SSRC: u32 = 0xA6E7_0001;
+
+/// SIPp playing the ACD on 127.0.0.2:5391 (where the `bridge` flow's
+/// queues point), its SDP naming `rtp` as its media port.
+fn acd(server: &Server, rtp: u16) -> Child {
+    let dir = server.dir.path();
+    let child = Command::new("sipp")
+        .current_dir(dir)
+        .arg("-sf")
+        .arg(repo("tests/sipp/bridge_acd.xml"))
+        .args(["-i", "127.0.0.2", "-p", "5391"])
+        .args(["-mp", &sipp_media_port().to_string()])
+        .args(["-set", "rtp", &rtp.to_string()])
+        .args(["-m", "1", "-nostdin", "-timeout", "40s", "-timeout_error"])
+        .args(["-trace_err", "-trace_msg"])
+        .arg("-error_file")
+        .arg(dir.join("bridge_acd-errors.log"))
+        .arg("-message_file")
+        .arg(dir.join("bridge_acd-messages.log"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run sipp (apt-get install -y sip-tester)");
+    std::thread::sleep(Duration::from_millis(300));
+    child
+}
+
+fn packet(pt: u8, seq: u16, ssrc: u32, payload: &[u8]) -> Vec<u8> {
+    let mut p = vec![0x80, pt];
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.extend_from_slice(&(160 * u32::from(seq)).to_be_bytes());
+    p.extend_from_slice(&ssrc.to_be_bytes());
+    p.extend_from_slice(payload);
+    p
+}
+
+fn ssrc(p: &[u8]) -> u32 {
+    u32::from_be_bytes([p[8], p[9], p[10], p[11]])
+}
+
+/// What the two sockets saw.
+#[derive(Default, Debug)]
+struct Seen {
+    /// Our caller audio that reached the agent's socket.
+    to_agent: usize,
+    /// Agent audio that reached the caller's socket.
+    to_caller: usize,
+    /// RFC 4733 packets at the caller's socket, by payload type.
+    events_to_caller: Vec<u8>,
+}
+
+/// Plays both media ends until the agent has heard the caller and the
+/// caller the agent, or `limit` passes.
+fn talk(caller: &UdpSocket, agent: &UdpSocket, limit: Duration) -> Seen {
+    let mut seen = Seen::default();
+    let mut buf = [0u8; 2048];
+    let end = Instant::now() + limit;
+    let (mut endpoint_caller_port, mut endpoint_agent_port): (
+        Option<SocketAddr>,
+        Option<SocketAddr>,
+    ) = (None, None);
+    let mut seq = 0u16;
+    let mut agent_sent = 0u16;
+    while Instant::now() < end
+        && (seen.to_agent < 20 || seen.to_caller < 20 || seen.events_to_caller.is_empty())
+    {
+        // The caller's side: prompts (and later the agent) from the
+        // endpoint's port, which is where our audio goes.
+        while let Ok((n, from)) = caller.recv_from(&mut buf) {
+            endpoint_caller_port.get_or_insert(from);
+            if n > 12 && ssrc(&buf[..n]) == AGENT_SSRC {
+                seen.to_caller += 1;
+            }
+            if n > 12 && buf[1] & 0x7f != 0 {
+                seen.events_to_caller.push(buf[1] & 0x7f);
+            }
+        }
+        while let Ok((n, from)) = agent.recv_from(&mut buf) {
+            if n > 12 && ssrc(&buf[..n]) == CALLER_SSRC {
+                seen.to_agent += 1;
+                endpoint_agent_port.get_or_insert(from);
+            }
+        }
+        if let Some(to) = endpoint_caller_port {
+            seq = seq.wrapping_add(1);
+            let _ = caller.send_to(&packet(0, seq, CALLER_SSRC, &[0x11; 160]), to);
+        }
+        if let Some(to) = endpoint_agent_port {
+            agent_sent += 1;
+            let _ = agent.send_to(&packet(0, agent_sent, AGENT_SSRC, &[0x22; 160]), to);
+            if agent_sent == 10 {
+                // Key 5 from the agent, as the ACD numbers events (96):
+                // start, then end.
+                let _ = agent.send_to(&packet(96 | 0x80, 1000, AGENT_SSRC, &[5, 10, 0, 160]), to);
+                let _ = agent.send_to(&packet(96, 1000, AGENT_SSRC, &[5, 0x80 | 10, 1, 64]), to);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    seen
+}
+
+#[test]
+fn a_trunk_refusing_refer_gets_the_call_bridged_to_the_acd_with_audio_both_ways() {
+    let server = Server::start(&["--route", "802=bridge"]);
+    let caller_rtp = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let agent_rtp = UdpSocket::bind("127.0.0.2:0").expect("bind 127.0.0.2");
+    for s in [&caller_rtp, &agent_rtp] {
+        s.set_read_timeout(Some(Duration::from_millis(2)))
+            .expect("timeout");
+    }
+    let caller_port = caller_rtp.local_addr().expect("addr").port().to_string();
+    let agent_port = agent_rtp.local_addr().expect("addr").port();
+    let acd = acd(&server, agent_port);
+    let caller = server
+        .sipp_command(
+            "127.0.0.1",
+            server.port,
+            "bridge_caller",
+            &["-m", "1", "-set", "rtp", &caller_port],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run sipp");
+
+    let seen = talk(&caller_rtp, &agent_rtp, Duration::from_secs(20));
+
+    let caller_out = caller.wait_with_output().expect("caller sipp");
+    let acd_out = acd.wait_with_output().expect("acd sipp");
+    let read =
+        |name: &str| std::fs::read_to_string(server.dir.path().join(name)).unwrap_or_default();
+    assert_eq!(
+        acd_out.status.code(),
+        Some(0),
+        "the ACD's SIPp failed:\n{}\n--- errors\n{}\n--- messages\n{}\n--- server log\n{}",
+        String::from_utf8_lossy(&acd_out.stderr),
+        read("bridge_acd-errors.log"),
+        read("bridge_acd-messages.log"),
+        server.log()
+    );
+    assert_eq!(
+        caller_out.status.code(),
+        Some(0),
+        "{}",
+        server.explain("bridge_caller", &caller_out)
+    );
+    assert!(seen.to_agent >= 20, "{seen:?}");
+    assert!(seen.to_caller >= 20, "{seen:?}");
+    assert!(
+        !seen.events_to_caller.is_empty() && seen.events_to_caller.iter().all(|pt| *pt == 101),
+        "the agent's key reached the caller as payload type 101: {seen:?}"
+    );
+
+    let records = server.records(1);
+    let r = &records[0];
+    assert_eq!(r["outcome"], "transferred", "{r}");
+    assert_eq!(r["handoff"], "bridge", "{r}");
+    assert_eq!(r["hung_up_by"], "agent", "{r}");
+    assert!(r["agent_answer"].is_string(), "{r}");
+    assert!(
+        r["refer_failed"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("405"),
+        "{r}"
+    );
+    assert!(server.stop().success());
+}
