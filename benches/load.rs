@@ -13,9 +13,14 @@
 //! p50/p99/max lateness. Compare with `cargo bench --bench kernel_probe`
 //! taken in the same session.
 //!
-//! `cargo bench --bench load -- [CALLS...] [--send-rtp] [--hold SECONDS]
-//! [--rate CALLS_PER_SECOND]` (default 1000 2000, hold 20 s of
-//! measurement, ramp at 200 calls a second). The generator is one
+//! With `--bridge` every call is bridged (flow `relay`) to the generator's
+//! own ACD, and both sides send 50 packets a second: what is measured then
+//! is the relay's added delay, from the send time each packet carries in
+//! its payload to the kernel's arrival stamp on the other side, both ways.
+//!
+//! `cargo bench --bench load -- [CALLS...] [--send-rtp] [--bridge]
+//! [--hold SECONDS] [--rate CALLS_PER_SECOND]` (default 1000 2000, hold
+//! 20 s of measurement, ramp at 200 calls a second). The generator is one
 //! thread for SIP, one for receiving and one for sending RTP; at the
 //! highest levels on a 2-core machine it competes with the server for CPU,
 //! which the report shows as its own CPU share.
@@ -37,8 +42,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const SIP_PORT: u16 = 5996;
+/// The generator's ACD, where flow `relay` bridges calls.
+const ACD_PORT: u16 = 5997;
 const RTP_PORT: u16 = 17000;
 const SINK_PORT: u16 = 17002;
+/// The agents' side of bridged calls: timed, and a sink.
+const AGENT_RTP_PORT: u16 = 17004;
+const AGENT_SINK_PORT: u16 = 17006;
+/// SSRCs of what callers and agents send (plus the call's index).
+const CALLER_SSRC: u32 = 0x1000_0000;
+const AGENT_SSRC: u32 = 0x2000_0000;
 /// Calls whose RTP is timed; the rest go to a sink nobody reads (the
 /// kernel drops there), so that timing 100,000 packets a second does not
 /// take the CPU the server is being measured on.
@@ -49,6 +62,7 @@ struct Options {
     /// New calls a second while ramping up.
     rate: u64,
     send_rtp: bool,
+    bridge: bool,
     hold: Duration,
 }
 
@@ -57,12 +71,17 @@ fn options() -> Options {
         levels: Vec::new(),
         rate: 200,
         send_rtp: false,
+        bridge: false,
         hold: Duration::from_secs(20),
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--send-rtp" => o.send_rtp = true,
+            "--bridge" => {
+                o.bridge = true;
+                o.send_rtp = true;
+            }
             "--hold" => {
                 let s = args.next().and_then(|s| s.parse().ok()).unwrap_or(20);
                 o.hold = Duration::from_secs(s);
@@ -106,7 +125,7 @@ fn own_ticks() -> u64 {
     proc_stats(std::process::id()).0
 }
 
-fn start_server(dir: &std::path::Path) -> Child {
+fn start_server(dir: &std::path::Path, flow: &str) -> Child {
     let root = env!("CARGO_MANIFEST_DIR");
     // CALLFLOW_BIN compares another build (say, an older commit's).
     let bin =
@@ -115,7 +134,7 @@ fn start_server(dir: &std::path::Path) -> Child {
         .current_dir(root)
         .args(["serve", "--listen", &format!("127.0.0.1:{SIP_PORT}")])
         .args(["--rtp-ports", "20000-45000", "--flows", "benches/flows"])
-        .args(["--default-flow", "stream", "--rtp-timeout", "300s"])
+        .args(["--default-flow", flow, "--rtp-timeout", "300s"])
         .arg("--call-records")
         .arg(dir.join("calls.jsonl"))
         .arg("--callbacks")
@@ -143,6 +162,9 @@ struct Leg {
     rtp: Option<SocketAddr>,
     answered: bool,
     ended_by_server: bool,
+    /// Bridged mode: the server's port for the agent's side, once the
+    /// ACD has answered.
+    agent_rtp: Option<SocketAddr>,
 }
 
 fn header<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
@@ -221,6 +243,82 @@ impl Arrivals {
     }
 }
 
+/// Bridged mode: how long relayed packets took, from the send time in
+/// their payload to their arrival, in microseconds.
+#[derive(Default)]
+struct Delays {
+    us: Vec<f64>,
+    packets: u64,
+}
+
+impl Delays {
+    fn on_packet(&mut self, at: f64, packet: &[u8], measuring: bool) {
+        if packet.len() < 20 || !measuring {
+            return;
+        }
+        let ssrc = u32::from_be_bytes([packet[8], packet[9], packet[10], packet[11]]);
+        if ssrc & 0xf000_0000 != CALLER_SSRC && ssrc & 0xf000_0000 != AGENT_SSRC {
+            return; // hold music before the bridge
+        }
+        self.packets += 1;
+        let mut sent = [0u8; 8];
+        sent.copy_from_slice(&packet[12..20]);
+        let sent = u64::from_be_bytes(sent) as f64 * 1e-9;
+        self.us.push((at - sent) * 1e6);
+    }
+
+    fn finish(mut self) -> (Vec<f64>, u64) {
+        self.us.sort_by(f64::total_cmp);
+        (self.us, self.packets)
+    }
+}
+
+/// The wall clock, as the kernel stamps arrivals.
+fn realtime() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Receives on `socket` until `stop`, handing each datagram and its
+/// kernel arrival stamp (realtime; or `fallback()` if the kernel gives
+/// none) to `on_packet`.
+fn receive(
+    socket: &UdpSocket,
+    stop: &AtomicBool,
+    fallback: impl Fn() -> f64,
+    mut on_packet: impl FnMut(f64, &[u8]),
+) {
+    let stamped = setsockopt(socket, sockopt::ReceiveTimestampns, &true).is_ok();
+    let mut buf = [0u8; 2048];
+    let mut cmsg = nix::cmsg_space!(nix::sys::time::TimeSpec);
+    while !stop.load(Ordering::Relaxed) {
+        let mut iov = [IoSliceMut::new(&mut buf)];
+        let Ok(msg) = recvmsg::<SockaddrStorage>(
+            socket.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::empty(),
+        ) else {
+            continue;
+        };
+        let n = msg.bytes;
+        let kernel = msg.cmsgs().ok().and_then(|mut c| {
+            c.find_map(|c| match c {
+                ControlMessageOwned::ScmTimestampns(ts) => {
+                    Some(ts.tv_sec() as f64 + ts.tv_nsec() as f64 * 1e-9)
+                }
+                _ => None,
+            })
+        });
+        let at = match kernel {
+            Some(at) if stamped => at,
+            _ => fallback(),
+        };
+        on_packet(at, &buf[..n]);
+    }
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -232,7 +330,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 fn run(calls: usize, o: &Options) {
     let dir = std::env::temp_dir().join(format!("callflow-load-{}", std::process::id()));
     let _ = std::fs::create_dir_all(&dir);
-    let mut server = start_server(&dir);
+    let mut server = start_server(&dir, if o.bridge { "relay" } else { "stream" });
     let pid = server.id();
     let (_, idle_rss) = proc_stats(pid);
     let sip = UdpSocket::bind(("127.0.0.1", 0)).expect("sip socket");
@@ -244,10 +342,10 @@ fn run(calls: usize, o: &Options) {
     let sink = UdpSocket::bind(("127.0.0.1", SINK_PORT)).expect("sink socket");
     let rtp = UdpSocket::bind(("127.0.0.1", RTP_PORT)).expect("rtp socket");
     let _ = setsockopt(&rtp, sockopt::RcvBufForce, &(32 << 20));
-    // Arrival times stamped by the kernel as the datagram arrives (on
-    // loopback: as the server sends it), so that the receiver's own
-    // scheduling on a busy machine does not count as lateness.
-    let stamped = setsockopt(&rtp, sockopt::ReceiveTimestampns, &true).is_ok();
+    // Arrival times are stamped by the kernel as the datagram arrives (on
+    // loopback: as the server sends it; see `receive`), so that the
+    // receiver's own scheduling on a busy machine does not count as
+    // lateness.
     rtp.set_read_timeout(Some(Duration::from_millis(50))).ok();
     let server_addr: SocketAddr = ([127, 0, 0, 1], SIP_PORT).into();
     let legs: Arc<Mutex<Vec<Leg>>> = Arc::new(Mutex::new(vec![Leg::default(); calls]));
@@ -262,38 +360,57 @@ fn run(calls: usize, o: &Options) {
             stop.clone(),
             measuring.clone(),
         );
+        let bridge = o.bridge;
         std::thread::spawn(move || {
             let mut arrivals = Arrivals::default();
-            let mut buf = [0u8; 2048];
-            let mut cmsg = nix::cmsg_space!(nix::sys::time::TimeSpec);
-            while !stop.load(Ordering::Relaxed) {
-                let mut iov = [IoSliceMut::new(&mut buf)];
-                let Ok(msg) = recvmsg::<SockaddrStorage>(
-                    rtp.as_raw_fd(),
-                    &mut iov,
-                    Some(&mut cmsg),
-                    MsgFlags::empty(),
-                ) else {
-                    continue;
-                };
-                let n = msg.bytes;
-                let kernel = msg.cmsgs().ok().and_then(|mut c| {
-                    c.find_map(|c| match c {
-                        ControlMessageOwned::ScmTimestampns(ts) => {
-                            Some(ts.tv_sec() as f64 + ts.tv_nsec() as f64 * 1e-9)
-                        }
-                        _ => None,
-                    })
-                });
-                let at = match kernel {
-                    Some(at) if stamped => at,
-                    _ => t0.elapsed().as_secs_f64(),
-                };
-                arrivals.on_packet(at, &buf[..n], measuring.load(Ordering::Relaxed));
+            let mut delays = Delays::default();
+            receive(
+                &rtp,
+                &stop,
+                || {
+                    if bridge {
+                        realtime()
+                    } else {
+                        t0.elapsed().as_secs_f64()
+                    }
+                },
+                |at, p| {
+                    let m = measuring.load(Ordering::Relaxed);
+                    if bridge {
+                        delays.on_packet(at, p, m)
+                    } else {
+                        arrivals.on_packet(at, p, m)
+                    }
+                },
+            );
+            if bridge {
+                delays.finish()
+            } else {
+                arrivals.finish()
             }
-            arrivals.finish()
         })
     };
+    // Bridged mode: the agents' side of the relay.
+    let agent_rtp = UdpSocket::bind(("127.0.0.1", AGENT_RTP_PORT)).expect("agent rtp socket");
+    let _ = setsockopt(&agent_rtp, sockopt::RcvBufForce, &(32 << 20));
+    agent_rtp
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .ok();
+    let agent_sink = UdpSocket::bind(("127.0.0.1", AGENT_SINK_PORT)).expect("agent sink");
+    let agent_receiver = o.bridge.then(|| {
+        let (sock, stop, measuring) = (
+            agent_rtp.try_clone().expect("clone"),
+            stop.clone(),
+            measuring.clone(),
+        );
+        std::thread::spawn(move || {
+            let mut delays = Delays::default();
+            receive(&sock, &stop, realtime, |at, p| {
+                delays.on_packet(at, p, measuring.load(Ordering::Relaxed))
+            });
+            delays.finish()
+        })
+    });
     // Sender (with --send-rtp): 50 packets a second per answered call.
     let sent = Arc::new(AtomicU64::new(0));
     let sender = o.send_rtp.then(|| {
@@ -305,34 +422,60 @@ fn run(calls: usize, o: &Options) {
             sent.clone(),
             measuring.clone(),
         );
+        let (agent_rtp, agent_sink) = (
+            agent_rtp.try_clone().expect("clone"),
+            agent_sink.try_clone().expect("clone"),
+        );
         std::thread::spawn(move || {
             let mut packet = [0u8; 172];
             packet[0] = 0x80;
+            // Each call sends at its own phase of the 20 ms period (call i
+            // in millisecond i % 20), as a population of phones does, rather
+            // than all at once.
             let mut tick = Instant::now();
-            let mut n: u32 = 0;
+            let mut k: u32 = 0;
+            let mut targets: Vec<(usize, Option<SocketAddr>, Option<SocketAddr>)> = Vec::new();
             while !stop.load(Ordering::Relaxed) {
-                let targets: Vec<(usize, SocketAddr)> = legs
-                    .lock()
-                    .map(|l| {
-                        l.iter()
-                            .enumerate()
-                            .filter(|(_, l)| l.answered)
-                            .filter_map(|(i, l)| Some((i, l.rtp?)))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                for (i, to) in targets {
-                    // From the address the call's SDP gave (latching).
-                    let from = if i < TIMED { &rtp } else { &sink };
+                if k % 20 == 0 {
+                    targets = legs
+                        .lock()
+                        .map(|l| {
+                            l.iter()
+                                .enumerate()
+                                .filter(|(_, l)| l.answered)
+                                .map(|(i, l)| (i, l.rtp, l.agent_rtp))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                }
+                let n = k / 20;
+                for &(i, caller_to, agent_to) in
+                    targets.iter().filter(|t| t.0 % 20 == (k % 20) as usize)
+                {
                     packet[2..4].copy_from_slice(&(n as u16).to_be_bytes());
                     packet[4..8].copy_from_slice(&(n * 160).to_be_bytes());
-                    packet[8..12].copy_from_slice(&(0x1000_0000 + i as u32).to_be_bytes());
-                    if from.send_to(&packet, to).is_ok() && measuring.load(Ordering::Relaxed) {
-                        sent.fetch_add(1, Ordering::Relaxed);
+                    // From the address the call's SDP gave (latching).
+                    let sides = [
+                        (caller_to, CALLER_SSRC, if i < TIMED { &rtp } else { &sink }),
+                        (
+                            agent_to,
+                            AGENT_SSRC,
+                            if i < TIMED { &agent_rtp } else { &agent_sink },
+                        ),
+                    ];
+                    for (to, base, from) in sides {
+                        let Some(to) = to else { continue };
+                        packet[8..12].copy_from_slice(&(base + i as u32).to_be_bytes());
+                        // The send time, for the far side's relay delay.
+                        let now = (realtime() * 1e9) as u64;
+                        packet[12..20].copy_from_slice(&now.to_be_bytes());
+                        if from.send_to(&packet, to).is_ok() && measuring.load(Ordering::Relaxed) {
+                            sent.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
                 }
-                n = n.wrapping_add(1);
-                tick += Duration::from_millis(20);
+                k = k.wrapping_add(1);
+                tick += Duration::from_millis(1);
                 std::thread::sleep(tick.saturating_duration_since(Instant::now()));
             }
         })
@@ -342,13 +485,65 @@ fn run(calls: usize, o: &Options) {
     let invite = |i: usize| {
         let port = if i < TIMED { RTP_PORT } else { SINK_PORT };
         let sdp = format!("v=0\r\no=load {i} 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {port} RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n");
-        format!("INVITE sip:800@{server_addr} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-inv{i}\r\nMax-Forwards: 70\r\nFrom: <sip:37120000000@{me}>;tag=l{i}\r\nTo: <sip:800@{server_addr}>\r\nCall-ID: load-{i}\r\nCSeq: 1 INVITE\r\nContact: <sip:load@{me}>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}", sdp.len())
+        format!("INVITE sip:800@{server_addr} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-inv{i}\r\nMax-Forwards: 70\r\nFrom: <sip:9{i}@{me}>;tag=l{i}\r\nTo: <sip:800@{server_addr}>\r\nCall-ID: load-{i}\r\nCSeq: 1 INVITE\r\nContact: <sip:load@{me}>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}", sdp.len())
     };
     let in_dialog = |i: usize, method: &str, cseq: u32, tag: &str| {
-        format!("{method} sip:800@{server_addr} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-{method}{i}\r\nMax-Forwards: 70\r\nFrom: <sip:37120000000@{me}>;tag=l{i}\r\nTo: <sip:800@{server_addr}>;tag={tag}\r\nCall-ID: load-{i}\r\nCSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n")
+        format!("{method} sip:800@{server_addr} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-{method}{i}\r\nMax-Forwards: 70\r\nFrom: <sip:9{i}@{me}>;tag=l{i}\r\nTo: <sip:800@{server_addr}>;tag={tag}\r\nCall-ID: load-{i}\r\nCSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n")
+    };
+    let acd = UdpSocket::bind(("127.0.0.1", ACD_PORT)).expect("acd socket");
+    let _ = setsockopt(&acd, sockopt::RcvBufForce, &(4 << 20));
+    acd.set_nonblocking(true).ok();
+    let acd_addr = acd.local_addr().expect("addr");
+    let mut acd_buf = vec![0u8; 65536];
+    // The ACD answers every INVITE at once, and every BYE.
+    let mut answer_acd = |legs: &Arc<Mutex<Vec<Leg>>>| {
+        while let Ok((n, from)) = acd.recv_from(&mut acd_buf) {
+            let msg = String::from_utf8_lossy(&acd_buf[..n]).to_string();
+            let invite = msg.starts_with("INVITE ");
+            if !invite && !msg.starts_with("BYE ") {
+                continue;
+            }
+            let mut reply = String::from("SIP/2.0 200 OK\r\n");
+            for l in msg.lines().filter(|l| {
+                ["Via:", "From:", "Call-ID:", "CSeq:"]
+                    .iter()
+                    .any(|h| l.starts_with(h))
+            }) {
+                reply.push_str(l);
+                reply.push_str("\r\n");
+            }
+            let to = header(&msg, "To").unwrap_or_default();
+            if !invite {
+                reply.push_str(&format!("To: {to}\r\nContent-Length: 0\r\n\r\n"));
+                let _ = acd.send_to(reply.as_bytes(), from);
+                continue;
+            }
+            let Some(i) = header(&msg, "X-Context-n")
+                .and_then(|c| c.strip_prefix("9"))
+                .and_then(|c| c.parse::<usize>().ok())
+                .filter(|i| *i < calls)
+            else {
+                continue;
+            };
+            let port = if i < TIMED {
+                AGENT_RTP_PORT
+            } else {
+                AGENT_SINK_PORT
+            };
+            let sdp = format!("v=0\r\no=agent {i} 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {port} RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n");
+            reply.push_str(&format!(
+                "To: {to};tag=a{i}\r\nContact: <sip:agent@{acd_addr}>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+                sdp.len()
+            ));
+            let _ = acd.send_to(reply.as_bytes(), from);
+            if let Ok(mut l) = legs.lock() {
+                l[i].agent_rtp = sdp_address(&msg);
+            }
+        }
     };
     let mut buf = vec![0u8; 65536];
     let mut pump = |legs: &Arc<Mutex<Vec<Leg>>>| {
+        answer_acd(legs);
         while let Ok((n, _)) = sip.recv_from(&mut buf) {
             let msg = String::from_utf8_lossy(&buf[..n]).to_string();
             let Some(i) = header(&msg, "Call-ID")
@@ -427,6 +622,9 @@ fn run(calls: usize, o: &Options) {
     }
     stop.store(true, Ordering::Relaxed);
     let (lateness, received) = receiver.join().unwrap_or_default();
+    let (agent_delays, agent_received) = agent_receiver
+        .map(|r| r.join().unwrap_or_default())
+        .unwrap_or_default();
     if let Some(s) = sender {
         let _ = s.join();
     }
@@ -449,6 +647,31 @@ fn run(calls: usize, o: &Options) {
     let own_s = (own1 - own0) as f64 / tick;
     let sent_pkts = sent.load(Ordering::Relaxed);
     // Every call streams alike: packets sent = the timed calls' share.
+    if o.bridge {
+        // Every call relays alike: the timed calls' share, scaled.
+        let scale = calls as f64 / TIMED.min(calls) as f64;
+        let relayed = (received + agent_received) as f64 * scale;
+        let mut both: Vec<f64> = lateness
+            .iter()
+            .chain(agent_delays.iter())
+            .copied()
+            .collect();
+        both.sort_by(f64::total_cmp);
+        println!(
+            "{calls:>6} bridged calls {failed:>4} failed ({unanswered} unanswered, {ended} ended early) | server cpu {:>4.0}% | {:>5.2} us per relayed pkt ({:.0} pkts/s relayed) | rss {:>5.1} KB/call | relay delay p50 {:>5.0} us p99 {:>6.0} us max {:>7.0} us (caller->agent p99 {:.0}, agent->caller p99 {:.0}) | generator cpu {:>3.0}%",
+            cpu_s / window * 100.0,
+            cpu_s * 1e6 / relayed.max(1.0),
+            relayed / window,
+            rss.saturating_sub(idle_rss) as f64 / calls as f64,
+            percentile(&both, 0.5),
+            percentile(&both, 0.99),
+            both.last().copied().unwrap_or(0.0),
+            percentile(&agent_delays, 0.99),
+            percentile(&lateness, 0.99),
+            own_s / window * 100.0,
+        );
+        return;
+    }
     let packets_out = received as f64 * calls as f64 / TIMED.min(calls) as f64;
     let per_sent = cpu_s * 1e6 / packets_out.max(1.0);
     println!(
