@@ -18,6 +18,9 @@
 //! is the relay's added delay, from the send time each packet carries in
 //! its payload to the kernel's arrival stamp on the other side, both ways.
 //!
+//! `LOAD_WORKERS=N` runs the server with N call workers (default: one per
+//! core).
+//!
 //! `cargo bench --bench load -- [CALLS...] [--send-rtp] [--bridge]
 //! [--hold SECONDS] [--rate CALLS_PER_SECOND]` (default 1000 2000, hold
 //! 20 s of measurement, ramp at 200 calls a second). The generator is one
@@ -130,9 +133,14 @@ fn start_server(dir: &std::path::Path, flow: &str) -> Child {
     // CALLFLOW_BIN compares another build (say, an older commit's).
     let bin =
         std::env::var("CALLFLOW_BIN").unwrap_or_else(|_| format!("{root}/target/release/callflow"));
-    let child = Command::new(&bin)
+    let mut command = Command::new(&bin);
+    command.args(["serve", "--listen", &format!("127.0.0.1:{SIP_PORT}")]);
+    // LOAD_WORKERS compares worker counts.
+    if let Ok(w) = std::env::var("LOAD_WORKERS") {
+        command.args(["--workers", &w]);
+    }
+    let child = command
         .current_dir(root)
-        .args(["serve", "--listen", &format!("127.0.0.1:{SIP_PORT}")])
         .args(["--rtp-ports", "20000-45000", "--flows", "benches/flows"])
         .args(["--default-flow", flow, "--rtp-timeout", "300s"])
         .arg("--call-records")

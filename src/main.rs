@@ -265,6 +265,9 @@ struct ServeArgs {
     /// Ring (180) this long before answering, e.g. 2s.
     #[arg(long)]
     answer_delay: Option<String>,
+    /// Call workers per listen address (default: one per CPU core).
+    #[arg(long)]
+    workers: Option<usize>,
 }
 
 fn serve(args: ServeArgs) -> Result<ExitCode> {
@@ -315,6 +318,9 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
     }
     if let Some(v) = &args.answer_delay {
         config.answer_delay = FlowDuration::parse(v).map_err(|e| anyhow!("--answer-delay: {e}"))?;
+    }
+    if args.workers.is_some() {
+        config.workers = args.workers;
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -73,6 +73,9 @@ pub struct ServerConfig {
     pub booking_limits: BookingLimitsConfig,
     /// End any call this long after it started.
     pub max_call_duration: FlowDuration,
+    /// Call workers per listen address, each pacing its own calls (a
+    /// call's SIP and RTP stay on one); default: one per CPU core.
+    pub workers: Option<usize>,
     /// End a held call (media not both ways) after this long without RTP;
     /// longer than `rtp_timeout`, since held phones often send nothing.
     pub hold_timeout: FlowDuration,
@@ -308,6 +311,7 @@ impl Default for ServerConfig {
             unknown_sources: UnknownSourcesConfig::Drop,
             booking_limits: BookingLimitsConfig::default(),
             max_call_duration: FlowDuration(Duration::from_secs(4 * 3600)),
+            workers: None,
             hold_timeout: FlowDuration(Duration::from_secs(3600)),
             trunk: None,
             dialler: DiallerConfig::default(),
@@ -494,6 +498,14 @@ impl ServerConfig {
             .find(|t| t.sources.contains(ip))
             .map(|t| t.media.clone())
             .unwrap_or_else(|| Networks::new(vec![ipnet::IpNet::from(ip)]))
+    }
+
+    /// Call workers per listen address: as configured (at least one), else
+    /// one per CPU core.
+    pub fn workers(&self) -> usize {
+        self.workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+            .clamp(1, 256)
     }
 
     /// The callback flow for `queue`.

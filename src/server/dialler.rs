@@ -23,9 +23,10 @@ const CLAIM_BATCH: usize = 50;
 /// places the calls.
 pub(super) async fn run(
     shared: Arc<Shared>,
-    listener: mpsc::Sender<ToListener>,
+    workers: Vec<mpsc::Sender<ToListener>>,
     mut control: watch::Receiver<Control>,
 ) {
+    let mut next = 0usize;
     if shared.config.trunk.is_none() {
         tracing::warn!("no trunk configured: callback requests are stored but not dialled");
         return;
@@ -47,7 +48,12 @@ pub(super) async fn run(
         match shared.callbacks.claim(now, limit, CLAIM_BATCH).await {
             Ok(claimed) => {
                 for callback in claimed {
-                    if listener
+                    // Spread over the workers, one after another.
+                    let Some(worker) = workers.get(next % workers.len().max(1)) else {
+                        return;
+                    };
+                    next = next.wrapping_add(1);
+                    if worker
                         .send(ToListener::Dial(Box::new(callback)))
                         .await
                         .is_err()

@@ -1,7 +1,12 @@
-//! `callflow serve`: the tokio edge. Each SIP listener is one task that
-//! owns its socket, the RTP sockets of its calls and one sans-IO
-//! [`Endpoint`], which holds every call's logic; this module only moves
-//! bytes, reads the clock, talks to the store threads and handles signals.
+//! `callflow serve`: the tokio edge. Each SIP listen address has one
+//! reader task and several workers (one per core by default). The reader
+//! hands each datagram to the worker that owns its Call-ID
+//! ([`crate::sip::dispatch`]); each worker is a task that owns one sans-IO
+//! [`Endpoint`] (which holds the logic of its calls), those calls' RTP
+//! sockets and a thread that sends their RTP, so calls are paced on all
+//! cores at once. The workers of a listener share its admission control.
+//! This module only moves bytes, reads the clock, talks to the store
+//! threads and handles signals.
 
 mod callbacks;
 mod cdr;
@@ -28,6 +33,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::call::endpoint::{Endpoint, EndpointOutput, Environment};
 use crate::callback::{Requested, State};
+use crate::sip::admission::{Admission, SharedAdmission};
 use crate::sip::ua::CallHandle;
 pub use cdr::RecordSink;
 use config::ServerConfig;
@@ -45,9 +51,20 @@ const SIP_BATCH: usize = 64;
 /// Inbound RTP packets handled per loop turn at most.
 const RTP_BATCH: usize = 256;
 
-/// Messages for a listener waiting at most (dialled callbacks, the
-/// store's answers).
+/// Messages for a worker waiting at most (dialled callbacks, the store's
+/// answers).
 const INBOX_QUEUE: usize = 4096;
+
+/// SIP datagrams waiting for a worker at most: past this (a worker far
+/// behind, or a flood), they are dropped and counted, as the kernel would
+/// drop them from a full socket buffer.
+const SIP_IN_QUEUE: usize = 8192;
+
+/// One SIP datagram on its way from a listener's reader to a worker.
+struct Datagram {
+    from: SocketAddr,
+    bytes: Vec<u8>,
+}
 
 /// What the rest of the server tells a listener.
 #[derive(Debug)]
@@ -209,8 +226,11 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
         config,
     });
     let (control_tx, control_rx) = watch::channel(Control::Running);
-    let mut listeners = tokio::task::JoinSet::new();
+    let mut workers = tokio::task::JoinSet::new();
+    let mut readers = Vec::new();
     let mut dialler = None;
+    let worker_count = shared.config.workers();
+    tracing::info!(workers = worker_count, "call workers per listen address");
     for (addr, socket) in sockets {
         // With one listen address `advertise` may replace it (NAT); with
         // several, each advertises itself.
@@ -218,26 +238,49 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
             Some(a) if single => a,
             _ => addr,
         };
-        let endpoint_config = shared.config.endpoint_config(
-            advertised,
-            admission.clone(),
-            outbound_media.clone(),
-            Arc::clone(&dialling),
-            Arc::clone(&shared.bookings),
-        );
-        let rtp_out = rtp_out::RtpOut::start()
-            .map_err(|e| ServeError::Io(format!("cannot start the RTP sender: {e}")))?;
-        let (listener, inbox) =
-            Listener::new(Arc::clone(&shared), socket, endpoint_config, rtp_out);
-        // Callbacks go out through the first listener.
+        let socket = Arc::new(socket);
+        let mut rng = fastrand::Rng::new();
+        let mut secret = [0u8; 16];
+        secret.iter_mut().for_each(|b| *b = rng.u8(..));
+        let admission_state = SharedAdmission::new(Admission::new(admission.clone(), secret));
+        let busy_workers = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut queues = Vec::with_capacity(worker_count);
+        let mut inboxes = Vec::with_capacity(worker_count);
+        for index in 0..worker_count {
+            let mut endpoint_config = shared.config.endpoint_config(
+                advertised,
+                admission.clone(),
+                outbound_media.clone(),
+                Arc::clone(&dialling),
+                Arc::clone(&shared.bookings),
+            );
+            endpoint_config.ua.shared_admission = Some(admission_state.clone());
+            endpoint_config.ua.shard = Some((index, worker_count));
+            let rtp_out = rtp_out::RtpOut::start()
+                .map_err(|e| ServeError::Io(format!("cannot start the RTP sender: {e}")))?;
+            let (sip_tx, sip_rx) = mpsc::channel(SIP_IN_QUEUE);
+            let (worker, inbox) = Worker::new(
+                Arc::clone(&shared),
+                Arc::clone(&socket),
+                sip_rx,
+                endpoint_config,
+                rtp_out,
+                index,
+                Arc::clone(&busy_workers),
+            );
+            queues.push(sip_tx);
+            inboxes.push(worker.inbox.clone());
+            workers.spawn(worker.run(inbox, control_rx.clone()));
+        }
+        // Callbacks go out through the first listener's workers.
         if dialler.is_none() {
             dialler = Some(tokio::spawn(dialler::run(
                 Arc::clone(&shared),
-                listener.inbox.clone(),
+                inboxes,
                 control_rx.clone(),
             )));
         }
-        listeners.spawn(listener.run(inbox, control_rx.clone()));
+        readers.push(tokio::spawn(read_sip(socket, queues)));
     }
     let mut stats_tick = tokio::time::interval(Duration::from_secs(60));
     stats_tick.tick().await;
@@ -247,15 +290,18 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
             _ = interrupt.recv() => drain(&control_tx, &shared),
             _ = hangup.recv() => shared.reload().await,
             _ = stats_tick.tick() => tracing::info!(media = %shared.stats.summary(), "status"),
-            done = listeners.join_next() => {
+            done = workers.join_next() => {
                 if let Some(Err(e)) = &done {
-                    tracing::error!("a SIP listener failed: {e}");
+                    tracing::error!("a call worker failed: {e}");
                 }
-                if listeners.is_empty() {
+                if workers.is_empty() {
                     break;
                 }
             }
         }
+    }
+    for reader in readers {
+        reader.abort();
     }
     // Attempts settled by the last calls are committed before we exit.
     shared.callbacks.flush().await;
@@ -307,11 +353,65 @@ fn drain(control: &watch::Sender<Control>, shared: &Shared) {
     }
 }
 
-/// One SIP listener: its socket, its endpoint and its calls' RTP sockets.
-struct Listener {
+/// Reads a listen address's SIP socket and hands each datagram to the
+/// worker that owns its Call-ID (one without, to a worker chosen by its
+/// source, so that a flood of garbage is spread too).
+async fn read_sip(socket: Arc<UdpSocket>, workers: Vec<mpsc::Sender<Datagram>>) {
+    let mut buf = vec![0u8; 65536];
+    let mut dropped: u64 = 0;
+    loop {
+        let (n, from) = match socket.recv_from(&mut buf).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!("SIP socket: {e}");
+                continue;
+            }
+        };
+        let bytes = &buf[..n];
+        let index = match crate::sip::dispatch::call_id_of(bytes) {
+            Some(call_id) => crate::sip::dispatch::shard_of(call_id, workers.len()),
+            None => match from.ip() {
+                IpAddr::V4(ip) => crate::sip::dispatch::shard_of(&ip.octets(), workers.len()),
+                IpAddr::V6(ip) => crate::sip::dispatch::shard_of(&ip.octets(), workers.len()),
+            },
+        };
+        let datagram = Datagram {
+            from,
+            bytes: bytes.to_vec(),
+        };
+        match workers[index].try_send(datagram) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                dropped += 1;
+                if dropped.is_power_of_two() {
+                    tracing::warn!(
+                        dropped,
+                        worker = index,
+                        "a call worker is behind: SIP datagrams dropped"
+                    );
+                }
+            }
+            // The workers are gone: the server is stopping.
+            Err(mpsc::error::TrySendError::Closed(_)) => return,
+        }
+    }
+}
+
+/// One call worker: its endpoint, its calls' RTP sockets and the thread
+/// that sends their RTP.
+struct Worker {
     shared: Arc<Shared>,
     endpoint: Endpoint,
+    /// The listen address's socket, which the worker sends SIP from.
     socket: Arc<UdpSocket>,
+    /// SIP datagrams the reader handed to this worker.
+    sip_rx: mpsc::Receiver<Datagram>,
+    /// Which worker of its listener this is, for the logs.
+    index: usize,
+    /// How many of the listener's workers have calls in progress.
+    busy_workers: Arc<std::sync::atomic::AtomicUsize>,
+    /// Whether this worker counts itself in `busy_workers`.
+    counted_busy: bool,
     /// Sockets bound by [`EdgeEnvironment::open_rtp`], not yet in `rtp`.
     opened: Arc<Mutex<HashMap<u16, std::net::UdpSocket>>>,
     /// The calls' RTP sockets by port.
@@ -374,12 +474,15 @@ impl Environment for EdgeEnvironment {
     }
 }
 
-impl Listener {
+impl Worker {
     fn new(
         shared: Arc<Shared>,
-        socket: UdpSocket,
+        socket: Arc<UdpSocket>,
+        sip_rx: mpsc::Receiver<Datagram>,
         config: crate::call::endpoint::EndpointConfig,
         rtp_out: rtp_out::RtpOut,
+        index: usize,
+        busy_workers: Arc<std::sync::atomic::AtomicUsize>,
     ) -> (Self, mpsc::Receiver<ToListener>) {
         let opened: Arc<Mutex<HashMap<u16, std::net::UdpSocket>>> = Arc::default();
         let env = EdgeEnvironment {
@@ -397,11 +500,15 @@ impl Listener {
         );
         let (rtp_in, rtp_rx) = mpsc::channel(RTP_IN_QUEUE);
         let (inbox, inbox_rx) = mpsc::channel(INBOX_QUEUE);
-        let listener = Listener {
+        let worker = Worker {
             runtime: shared.runtime.subscribe(),
             shared,
             endpoint,
-            socket: Arc::new(socket),
+            socket,
+            sip_rx,
+            index,
+            busy_workers,
+            counted_busy: false,
             opened,
             rtp: HashMap::new(),
             rtp_in,
@@ -411,45 +518,58 @@ impl Listener {
             rtp_in_dropped: Arc::default(),
             last_report: now(),
         };
-        (listener, inbox_rx)
+        (worker, inbox_rx)
     }
 
-    /// The listener's loop, until drained.
+    /// The worker's loop, until drained.
     async fn run(
         mut self,
         mut inbox: mpsc::Receiver<ToListener>,
         mut control: watch::Receiver<Control>,
     ) {
-        let mut buf = vec![0u8; 65536];
         loop {
             if let Control::Draining(until) = *control.borrow() {
                 self.endpoint.drain(now(), until);
             }
             self.flush().await;
+            let draining = matches!(*control.borrow(), Control::Draining(_));
+            // A worker stops with its listener: an idle one keeps refusing
+            // new calls (503) until the other workers' calls are over too.
+            let busy = !self.endpoint.is_idle();
+            if busy != self.counted_busy {
+                if busy {
+                    self.busy_workers
+                        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                } else {
+                    self.busy_workers
+                        .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                }
+                self.counted_busy = busy;
+            }
             if self.endpoint.drain_finished(now())
-                || (matches!(*control.borrow(), Control::Draining(_)) && self.endpoint.is_idle())
+                || (draining && self.busy_workers.load(std::sync::atomic::Ordering::SeqCst) == 0)
             {
                 break;
             }
-            let timeout = self.endpoint.poll_timeout();
-            let socket = Arc::clone(&self.socket);
+            let mut timeout = self.endpoint.poll_timeout();
+            if draining {
+                // Look again soon: the others' last call may end any time.
+                let soon = now() + Duration::from_millis(100);
+                timeout = Some(timeout.map_or(soon, |t| t.min(soon)));
+            }
             tokio::select! {
-                received = socket.recv_from(&mut buf) => match received {
-                    Ok((n, from)) => {
-                        self.endpoint.handle_datagram(now(), from, &buf[..n]);
-                        // Whatever else is waiting, in one go: a loop turn
-                        // also paces every call's RTP, and reading one
-                        // datagram per turn let a busy listener's socket
-                        // overflow (INVITEs lost at 400 calls/s with 2,000
-                        // calls streaming).
-                        for _ in 1..SIP_BATCH {
-                            match socket.try_recv_from(&mut buf) {
-                                Ok((n, from)) => self.endpoint.handle_datagram(now(), from, &buf[..n]),
-                                Err(_) => break,
-                            }
+                Some(d) = self.sip_rx.recv() => {
+                    self.endpoint.handle_datagram(now(), d.from, &d.bytes);
+                    // Whatever else is waiting, in one go: a loop turn
+                    // also paces every call's RTP, and taking one datagram
+                    // per turn let a busy worker fall behind (INVITEs lost
+                    // at 400 calls/s with 2,000 calls streaming).
+                    for _ in 1..SIP_BATCH {
+                        match self.sip_rx.try_recv() {
+                            Ok(d) => self.endpoint.handle_datagram(now(), d.from, &d.bytes),
+                            Err(_) => break,
                         }
                     }
-                    Err(e) => tracing::debug!("SIP socket: {e}"),
                 },
                 Some(p) = self.rtp_rx.recv() => {
                     self.endpoint.handle_rtp(now(), p.port, p.from, &p.bytes);
@@ -624,6 +744,12 @@ impl Listener {
             .rtp_out
             .failed
             .load(std::sync::atomic::Ordering::Relaxed);
+        // The admission state is the listener's: its first worker tells.
+        let a = if self.index == 0 {
+            a
+        } else {
+            Default::default()
+        };
         if a != Default::default()
             || u != Default::default()
             || rtp_send_failed > 0
@@ -643,6 +769,7 @@ impl Listener {
                 dialogs_full = u.dialogs_full,
                 rtp_send_failed,
                 rtp_in_dropped,
+                worker = self.index,
                 "turned away so far"
             );
         }

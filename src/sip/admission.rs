@@ -321,6 +321,32 @@ pub enum DigestVerdict {
     Challenge(String),
 }
 
+/// One admission state for several user agents (the endpoints of a
+/// listener's workers): a trunk's call limit, its call rate and each
+/// source's rate are the server's, not a worker's share of them, and a
+/// nonce one worker issued must verify on another.
+#[derive(Clone)]
+pub struct SharedAdmission(Arc<std::sync::Mutex<Admission>>);
+
+impl SharedAdmission {
+    /// Shares `admission`.
+    pub fn new(admission: Admission) -> Self {
+        Self(Arc::new(std::sync::Mutex::new(admission)))
+    }
+
+    /// The state, for one decision. A worker that panicked while holding
+    /// it left counters at worst one datagram off: keep going.
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, Admission> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl std::fmt::Debug for SharedAdmission {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SharedAdmission")
+    }
+}
+
 /// Admission control for one user agent.
 #[derive(Debug)]
 pub struct Admission {

@@ -2,6 +2,7 @@
 
 pub mod admission;
 pub mod auth;
+pub mod dispatch;
 pub mod message;
 pub mod sdp;
 pub mod transaction;

@@ -408,7 +408,7 @@ impl UserAgent {
             trunk,
         };
         self.by_tags.insert((dialog.call_id.clone(), tag), call);
-        let policy = trunk.and_then(|t| self.admission.trunk(t));
+        let policy = trunk.and_then(|t| self.config.admission.trunks.get(t.0));
         let incoming = IncomingCall {
             call_id: dialog.call_id.clone(),
             caller: user_of(message::uri_of(&from)),
@@ -449,11 +449,14 @@ impl UserAgent {
             ));
         }
         if let DigestVerdict::Challenge(value) =
-            self.admission.check_digest(now, trunk, source.ip(), m)
+            self.admission
+                .lock()
+                .check_digest(now, trunk, source.ip(), m)
         {
             return Some((401, "Unauthorized", vec![("WWW-Authenticate", value)]));
         }
-        if let Err(refusal) = self.admission.admit_call(now, trunk) {
+        let admitted = self.admission.lock().admit_call(now, trunk);
+        if let Err(refusal) = admitted {
             return Some((
                 503,
                 refusal.phrase(),
@@ -614,7 +617,7 @@ impl UserAgent {
             .dialogs
             .get(&call)
             .and_then(|d| d.trunk)
-            .and_then(|t| self.admission.trunk(t))
+            .and_then(|t| self.config.admission.trunks.get(t.0))
             .map(|p| p.media.clone());
         let allowed = |n: &sdp::Negotiated| {
             let ip = n.remote.ip();

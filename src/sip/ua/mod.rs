@@ -27,7 +27,9 @@ pub use dialog::DialogState;
 pub use outgoing::{header_safe, OutgoingCall};
 pub use refer::{refer_to, sipfrag_status};
 
-use super::admission::{Admission, AdmissionConfig, AdmissionCounters, Networks, TrunkId, Verdict};
+use super::admission::{
+    Admission, AdmissionConfig, AdmissionCounters, Networks, SharedAdmission, TrunkId, Verdict,
+};
 use super::message::{self, Message, Method, ParseError, ResponseBuilder};
 use super::sdp::Negotiated;
 use super::transaction::{
@@ -59,6 +61,13 @@ pub struct UaConfig {
     /// At most this many dialogs (calls answered, ringing or placed) at
     /// once; past it, new INVITEs get 503.
     pub max_dialogs: usize,
+    /// The admission state, when several user agents share one (a
+    /// listener's workers); `None` makes one of our own from `admission`.
+    pub shared_admission: Option<SharedAdmission>,
+    /// For one worker of several: (its index, how many). Call-IDs we make
+    /// are chosen so that [`crate::sip::dispatch::shard_of`] sends what
+    /// comes back for them to this worker.
+    pub shard: Option<(usize, usize)>,
 }
 
 impl UaConfig {
@@ -72,6 +81,8 @@ impl UaConfig {
             admission: AdmissionConfig::loopback_only(),
             max_transactions: 200_000,
             max_dialogs: 50_000,
+            shared_admission: None,
+            shard: None,
         }
     }
 }
@@ -255,7 +266,7 @@ pub struct UserAgent {
     /// Deadlines of all of the above, earliest first.
     timers: BinaryHeap<Reverse<(Instant, TimerOwner)>>,
     out: VecDeque<UaOutput>,
-    admission: Admission,
+    admission: SharedAdmission,
     counters: UaCounters,
     /// Where tags, branches, Call-IDs, cnonces and the nonce secret come
     /// from: handed in, so that a test with a seeded one gets exact bytes.
@@ -293,7 +304,9 @@ impl UserAgent {
         secret.iter_mut().for_each(|b| *b = rng.u8(..));
         Self {
             rng,
-            admission: Admission::new(config.admission.clone(), secret),
+            admission: config.shared_admission.clone().unwrap_or_else(|| {
+                SharedAdmission::new(Admission::new(config.admission.clone(), secret))
+            }),
             counters: UaCounters::default(),
             config,
             accepting: true,
@@ -327,7 +340,7 @@ impl UserAgent {
 
     /// What admission control turned away.
     pub fn admission_counters(&self) -> AdmissionCounters {
-        self.admission.counters()
+        self.admission.lock().counters()
     }
 
     /// What the user agent's table bounds turned away.
@@ -337,17 +350,29 @@ impl UserAgent {
 
     /// Calls of the trunk named `name` in progress.
     pub fn trunk_calls(&self, name: &str) -> usize {
-        self.admission
-            .config()
+        self.config
+            .admission
             .trunks
             .iter()
             .position(|t| t.name == name)
-            .map_or(0, |i| self.admission.calls(TrunkId(i)))
+            .map_or(0, |i| self.admission.lock().calls(TrunkId(i)))
     }
 
     /// The next output to act on.
     pub fn poll_output(&mut self) -> Option<UaOutput> {
         self.out.pop_front()
+    }
+
+    /// A Call-ID for a call we place: one that comes back to this worker.
+    fn new_call_id(&mut self) -> String {
+        loop {
+            let id = format!("{}@callflow", self.unique());
+            match self.config.shard {
+                Some((index, count))
+                    if crate::sip::dispatch::shard_of(id.as_bytes(), count) != index => {}
+                _ => return id,
+            }
+        }
     }
 
     fn unique(&mut self) -> String {
@@ -365,7 +390,8 @@ impl UserAgent {
 
     /// Feeds one datagram from `source`.
     pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, datagram: &[u8]) {
-        let trunk = match self.admission.on_datagram(now, source.ip()) {
+        let verdict = self.admission.lock().on_datagram(now, source.ip());
+        let trunk = match verdict {
             Verdict::Trunk(t) => Some(t),
             Verdict::Known => None,
             Verdict::Drop => return,
@@ -649,7 +675,7 @@ impl UserAgent {
             self.by_tags
                 .remove(&(d.call_id.clone(), d.local_tag.clone()));
             if let Some(trunk) = d.trunk {
-                self.admission.call_ended(trunk);
+                self.admission.lock().call_ended(trunk);
             }
         }
         self.two_xx.remove(&call);

@@ -118,7 +118,7 @@ impl UserAgent {
         let local_tag = self.unique();
         let advertised = self.config.advertised;
         let dialog = Dialog {
-            call_id: format!("{}@callflow", self.unique()),
+            call_id: self.new_call_id(),
             local_tag: local_tag.clone(),
             local_party: format!("<sip:{}@{advertised}>", call.from_user),
             remote_party: format!("<{}>", call.target),

@@ -1031,3 +1031,47 @@ fn a_2xx_that_crosses_our_hangup_cancel_is_acked_and_ended_with_bye() {
         .iter()
         .any(|(_, e)| matches!(e, UaEvent::Answered { .. })));
 }
+
+#[test]
+fn a_worker_places_calls_whose_call_id_comes_back_to_it() {
+    for index in 0..3 {
+        let mut config = UaConfig::new("127.0.0.1:5060".parse().unwrap());
+        config.shard = Some((index, 3));
+        let mut rig = Rig::with(config);
+        for _ in 0..20 {
+            let call = originate(&mut rig, None);
+            let id = rig.ua.call_id(call).unwrap_or_default().to_string();
+            assert_eq!(
+                crate::sip::dispatch::shard_of(id.as_bytes(), 3),
+                index,
+                "{id}"
+            );
+        }
+    }
+}
+
+#[test]
+fn workers_sharing_admission_share_a_trunks_call_limit() {
+    use crate::sip::admission::{Admission, SharedAdmission, TrunkPolicy};
+    let mut base = UaConfig::new("127.0.0.1:5060".parse().unwrap());
+    base.admission.trunks = vec![TrunkPolicy {
+        max_calls: 1,
+        ..base.admission.trunks[0].clone()
+    }];
+    let shared = SharedAdmission::new(Admission::new(base.admission.clone(), [7; 16]));
+    let mut rigs: Vec<Rig> = (0..2)
+        .map(|i| {
+            let mut c = base.clone();
+            c.shared_admission = Some(shared.clone());
+            c.shard = Some((i, 2));
+            Rig::with(c)
+        })
+        .collect();
+    rigs[0].recv(&invite("first", "z9hG4bK-1", "", ""));
+    rigs[1].recv(&invite("second", "z9hG4bK-2", "", ""));
+    let last = rigs[1].sent.last().map(|s| s.2.clone()).unwrap_or_default();
+    assert!(
+        last.starts_with("SIP/2.0 503"),
+        "the other worker's call counts against the trunk: {last}"
+    );
+}
