@@ -14,6 +14,7 @@ pub mod config;
 mod dialler;
 mod ports;
 pub mod queue_status;
+mod rtp_in;
 mod rtp_out;
 pub use crate::call::runtime;
 pub mod stats;
@@ -41,15 +42,16 @@ use ports::PortPool;
 use runtime::Runtime;
 use stats::MediaStats;
 
-/// RTP packets read from the calls' sockets waiting for their listener:
-/// past this (a listener far behind, or a flood) packets are dropped.
-const RTP_IN_QUEUE: usize = 8192;
+/// Batches of RTP read from the calls' sockets (one per turn of a
+/// worker's reader) waiting for the worker: past this (a worker far
+/// behind, or a flood) packets are dropped and counted.
+const RTP_IN_QUEUE: usize = 1024;
 
 /// SIP datagrams read per loop turn at most, when they are waiting.
 const SIP_BATCH: usize = 64;
 
-/// Inbound RTP packets handled per loop turn at most.
-const RTP_BATCH: usize = 256;
+/// Batches of inbound RTP handled per loop turn at most.
+const RTP_BATCH: usize = 16;
 
 /// Messages for a worker waiting at most (dialled callbacks, the store's
 /// answers).
@@ -230,6 +232,7 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
     let mut readers = Vec::new();
     let mut dialler = None;
     let worker_count = shared.config.workers();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     tracing::info!(workers = worker_count, "call workers per listen address");
     for (addr, socket) in sockets {
         // With one listen address `advertise` may replace it (NAT); with
@@ -256,15 +259,27 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
             );
             endpoint_config.ua.shared_admission = Some(admission_state.clone());
             endpoint_config.ua.shard = Some((index, worker_count));
-            let rtp_out = rtp_out::RtpOut::start()
-                .map_err(|e| ServeError::Io(format!("cannot start the RTP sender: {e}")))?;
+            let rtp_out = if worker_count < cores {
+                rtp_out::RtpOut::thread()
+                    .map_err(|e| ServeError::Io(format!("cannot start the RTP sender: {e}")))?
+            } else {
+                rtp_out::RtpOut::inline()
+            };
+            let (rtp_tx, rtp_rx) = mpsc::channel(RTP_IN_QUEUE);
+            let rtp_reader = rtp_in::RtpReader::start(rtp_tx)
+                .map_err(|e| ServeError::Io(format!("cannot start the RTP reader: {e}")))?;
             let (sip_tx, sip_rx) = mpsc::channel(SIP_IN_QUEUE);
+            let io = WorkerIo {
+                socket: Arc::clone(&socket),
+                sip_rx,
+                rtp_out,
+                rtp_reader,
+                rtp_rx,
+            };
             let (worker, inbox) = Worker::new(
                 Arc::clone(&shared),
-                Arc::clone(&socket),
-                sip_rx,
                 endpoint_config,
-                rtp_out,
+                io,
                 index,
                 Arc::clone(&busy_workers),
             );
@@ -397,6 +412,16 @@ async fn read_sip(socket: Arc<UdpSocket>, workers: Vec<mpsc::Sender<Datagram>>) 
     }
 }
 
+/// A worker's ways in and out: the listen address's socket (it sends SIP
+/// from it), the datagrams the reader hands it, and its RTP threads.
+struct WorkerIo {
+    socket: Arc<UdpSocket>,
+    sip_rx: mpsc::Receiver<Datagram>,
+    rtp_out: rtp_out::RtpOut,
+    rtp_reader: rtp_in::RtpReader,
+    rtp_rx: mpsc::Receiver<rtp_in::RtpBatch>,
+}
+
 /// One call worker: its endpoint, its calls' RTP sockets and the thread
 /// that sends their RTP.
 struct Worker {
@@ -414,34 +439,18 @@ struct Worker {
     counted_busy: bool,
     /// Sockets bound by [`EdgeEnvironment::open_rtp`], not yet in `rtp`.
     opened: Arc<Mutex<HashMap<u16, std::net::UdpSocket>>>,
-    /// The calls' RTP sockets by port.
-    rtp: HashMap<u16, RtpSocket>,
-    rtp_in: mpsc::Sender<RtpIn>,
-    rtp_rx: mpsc::Receiver<RtpIn>,
+    /// The calls' RTP sockets by port (sent on directly, non-blocking).
+    rtp: HashMap<u16, Arc<std::net::UdpSocket>>,
+    /// The thread that reads them, and what it read.
+    rtp_reader: rtp_in::RtpReader,
+    rtp_rx: mpsc::Receiver<rtp_in::RtpBatch>,
     /// Where the dialler and the store's answers reach this listener.
     inbox: mpsc::Sender<ToListener>,
     runtime: watch::Receiver<Arc<Runtime>>,
     /// The thread that sends RTP, and its count of packets not sent.
     rtp_out: rtp_out::RtpOut,
-    /// RTP packets dropped on the way in because the listener was behind
-    /// (or a flood); counted by the reader tasks.
-    rtp_in_dropped: Arc<std::sync::atomic::AtomicU64>,
     /// When the counters were last logged.
     last_report: Instant,
-}
-
-/// A call's RTP socket: sent on directly (non-blocking), read by a task.
-struct RtpSocket {
-    send: Arc<std::net::UdpSocket>,
-    reader: tokio::task::JoinHandle<()>,
-}
-
-/// One RTP packet that reached a call's port.
-#[derive(Debug)]
-struct RtpIn {
-    port: u16,
-    from: SocketAddr,
-    bytes: Vec<u8>,
 }
 
 /// What the endpoint borrows from the edge.
@@ -477,13 +486,18 @@ impl Environment for EdgeEnvironment {
 impl Worker {
     fn new(
         shared: Arc<Shared>,
-        socket: Arc<UdpSocket>,
-        sip_rx: mpsc::Receiver<Datagram>,
         config: crate::call::endpoint::EndpointConfig,
-        rtp_out: rtp_out::RtpOut,
+        io: WorkerIo,
         index: usize,
         busy_workers: Arc<std::sync::atomic::AtomicUsize>,
     ) -> (Self, mpsc::Receiver<ToListener>) {
+        let WorkerIo {
+            socket,
+            sip_rx,
+            rtp_out,
+            rtp_reader,
+            rtp_rx,
+        } = io;
         let opened: Arc<Mutex<HashMap<u16, std::net::UdpSocket>>> = Arc::default();
         let env = EdgeEnvironment {
             shared: Arc::clone(&shared),
@@ -498,7 +512,6 @@ impl Worker {
             now(),
             wall_now(),
         );
-        let (rtp_in, rtp_rx) = mpsc::channel(RTP_IN_QUEUE);
         let (inbox, inbox_rx) = mpsc::channel(INBOX_QUEUE);
         let worker = Worker {
             runtime: shared.runtime.subscribe(),
@@ -511,11 +524,10 @@ impl Worker {
             counted_busy: false,
             opened,
             rtp: HashMap::new(),
-            rtp_in,
+            rtp_reader,
             rtp_rx,
             inbox,
             rtp_out,
-            rtp_in_dropped: Arc::default(),
             last_report: now(),
         };
         (worker, inbox_rx)
@@ -571,11 +583,19 @@ impl Worker {
                         }
                     }
                 },
-                Some(p) = self.rtp_rx.recv() => {
-                    self.endpoint.handle_rtp(now(), p.port, p.from, &p.bytes);
+                Some(batch) = self.rtp_rx.recv() => {
+                    let t = now();
+                    for (port, from, bytes) in batch.iter() {
+                        self.endpoint.handle_rtp(t, port, from, bytes);
+                    }
                     for _ in 1..RTP_BATCH {
                         match self.rtp_rx.try_recv() {
-                            Ok(p) => self.endpoint.handle_rtp(now(), p.port, p.from, &p.bytes),
+                            Ok(batch) => {
+                                let t = now();
+                                for (port, from, bytes) in batch.iter() {
+                                    self.endpoint.handle_rtp(t, port, from, bytes);
+                                }
+                            }
                             Err(_) => break,
                         }
                     }
@@ -653,7 +673,7 @@ impl Worker {
         let mut batch = rtp_out::Batch::default();
         self.endpoint.drain_rtp(|p| {
             if let Some(s) = rtp.get(&p.port) {
-                batch.push(&s.send, p.to, p.bytes);
+                batch.push(s, p.to, p.bytes);
                 stats.record(p.late);
             }
         });
@@ -670,55 +690,19 @@ impl Worker {
         let Some(send) = opened else {
             return;
         };
-        let reader = match send.try_clone().and_then(UdpSocket::from_std) {
-            Ok(socket) => socket,
-            Err(e) => {
-                // The call runs without inbound RTP (no keys, and the
-                // silence timer ends it); its packets still go out.
-                tracing::warn!(port, "cannot read the RTP socket: {e}");
-                self.rtp.insert(
-                    port,
-                    RtpSocket {
-                        send: Arc::new(send),
-                        reader: tokio::spawn(async {}),
-                    },
-                );
-                return;
-            }
-        };
-        let tx = self.rtp_in.clone();
-        let dropped = Arc::clone(&self.rtp_in_dropped);
-        let reader = tokio::spawn(async move {
-            let mut buf = [0u8; 2048];
-            while let Ok((n, from)) = reader.recv_from(&mut buf).await {
-                let packet = RtpIn {
-                    port,
-                    from,
-                    bytes: buf[..n].to_vec(),
-                };
-                match tx.try_send(packet) {
-                    Ok(()) => {}
-                    Err(mpsc::error::TrySendError::Full(_)) => {
-                        dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    }
-                    Err(mpsc::error::TrySendError::Closed(_)) => return,
-                }
-            }
-        });
-        self.rtp.insert(
-            port,
-            RtpSocket {
-                send: Arc::new(send),
-                reader,
-            },
-        );
+        match send.try_clone() {
+            Ok(read) => self.rtp_reader.add(port, read),
+            // The call runs without inbound RTP (no keys, and the silence
+            // timer ends it); its packets still go out.
+            Err(e) => tracing::warn!(port, "cannot read the RTP socket: {e}"),
+        }
+        self.rtp.insert(port, Arc::new(send));
     }
 
     /// A call is over: close its socket and free the port.
     fn rtp_closed(&mut self, port: u16) {
-        if let Some(s) = self.rtp.remove(&port) {
-            s.reader.abort();
-        }
+        self.rtp.remove(&port);
+        self.rtp_reader.remove(port);
         self.opened
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -738,7 +722,8 @@ impl Worker {
         let a = self.endpoint.admission_counters();
         let u = self.endpoint.ua_counters();
         let rtp_in_dropped = self
-            .rtp_in_dropped
+            .rtp_reader
+            .dropped
             .load(std::sync::atomic::Ordering::Relaxed);
         let rtp_send_failed = self
             .rtp_out

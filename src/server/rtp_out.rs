@@ -1,12 +1,15 @@
-//! RTP leaves through a thread of its own: the listener paces every call
-//! and hands each turn's due packets over as one batch, and this thread
-//! makes the system calls, which are most of the cost of a packet (see
-//! `cargo bench --bench kernel_probe`). So pacing and sending run on two
-//! cores instead of one.
+//! How a worker's RTP leaves. With a core to spare (fewer workers than
+//! cores), through a thread of its own: the worker paces its calls and
+//! hands each turn's due packets over as one batch, and the thread makes
+//! the system calls, which are most of the cost of a packet (see `cargo
+//! bench --bench kernel_probe`), so pacing and sending run on two cores.
+//! With a worker on every core, a second busy thread per worker only
+//! makes them take turns on the cores (and packets wait for the turn), so
+//! the worker sends its batch itself, at once.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::Arc;
 
 /// Batches waiting for the sender at most; a sender this far behind is
@@ -35,47 +38,64 @@ impl Batch {
     }
 }
 
-/// The listener's end of the sender thread.
+/// A worker's way out for RTP.
 pub(super) struct RtpOut {
-    tx: SyncSender<Batch>,
+    /// The sender thread, if the worker has one.
+    tx: Option<SyncSender<Batch>>,
     /// Packets dropped: the queue was full, or the kernel refused them.
     pub(super) failed: Arc<AtomicU64>,
 }
 
 impl RtpOut {
-    /// Starts the sender thread.
-    pub(super) fn start() -> std::io::Result<Self> {
+    /// Sends through a thread of its own.
+    pub(super) fn thread() -> std::io::Result<Self> {
         let (tx, rx) = sync_channel(QUEUE);
         let failed = Arc::new(AtomicU64::new(0));
         let counter = Arc::clone(&failed);
         std::thread::Builder::new()
             .name("rtp-out".into())
-            .spawn(move || run(rx, &counter))?;
-        Ok(Self { tx, failed })
+            .spawn(move || {
+                while let Ok(batch) = rx.recv() {
+                    send_all(&batch, &counter);
+                }
+            })?;
+        Ok(Self {
+            tx: Some(tx),
+            failed,
+        })
     }
 
-    /// Hands a batch over; never waits.
+    /// Sends from the worker itself (non-blocking sockets: never waits).
+    pub(super) fn inline() -> Self {
+        Self {
+            tx: None,
+            failed: Arc::default(),
+        }
+    }
+
+    /// Sends a batch, or hands it to the thread; never waits.
     pub(super) fn send(&self, batch: Batch) {
         if batch.is_empty() {
             return;
         }
+        let Some(tx) = &self.tx else {
+            send_all(&batch, &self.failed);
+            return;
+        };
         let n = batch.packets.len() as u64;
-        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.tx.try_send(batch)
-        {
+        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = tx.try_send(batch) {
             self.failed.fetch_add(n, Ordering::Relaxed);
         }
     }
 }
 
-fn run(rx: Receiver<Batch>, failed: &AtomicU64) {
-    while let Ok(batch) = rx.recv() {
-        for (socket, to, start, len) in &batch.packets {
-            if socket
-                .send_to(&batch.bytes[*start..start + len], to)
-                .is_err()
-            {
-                failed.fetch_add(1, Ordering::Relaxed);
-            }
+fn send_all(batch: &Batch, failed: &AtomicU64) {
+    for (socket, to, start, len) in &batch.packets {
+        if socket
+            .send_to(&batch.bytes[*start..start + len], to)
+            .is_err()
+        {
+            failed.fetch_add(1, Ordering::Relaxed);
         }
     }
 }

@@ -1,0 +1,179 @@
+//! Inbound RTP is read by a thread of its own per worker: one readiness
+//! poll (mio, epoll on Linux) over all of the worker's RTP sockets,
+//! registered for reading only, each ready socket read until it is empty,
+//! and everything one poll turn read handed to the worker as one batch.
+//! Reading them with a tokio task per socket cost a task wake-up per
+//! packet, and tokio watches its sockets for write space too, so every
+//! RTP packet we sent woke its IO driver as well.
+
+use std::collections::HashMap;
+use std::io::ErrorKind;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc as std_mpsc;
+use std::sync::Arc;
+
+use mio::net::UdpSocket;
+use mio::{Events, Interest, Poll, Token, Waker};
+use tokio::sync::mpsc;
+
+/// The poll's own token, for commands.
+const WAKE: Token = Token(usize::MAX);
+
+/// What one poll turn read: the packets back to back, and for each the
+/// port it reached, its source, and where its bytes are.
+#[derive(Default)]
+pub(super) struct RtpBatch {
+    bytes: Vec<u8>,
+    packets: Vec<(u16, SocketAddr, usize, usize)>,
+}
+
+impl RtpBatch {
+    /// The packets: port, source and bytes.
+    pub(super) fn iter(&self) -> impl Iterator<Item = (u16, SocketAddr, &[u8])> {
+        self.packets
+            .iter()
+            .map(|&(port, from, start, len)| (port, from, &self.bytes[start..start + len]))
+    }
+
+    fn len(&self) -> usize {
+        self.packets.len()
+    }
+}
+
+enum Command {
+    Add(u16, std::net::UdpSocket),
+    Remove(u16),
+    Stop,
+}
+
+/// The worker's end of its reader thread.
+pub(super) struct RtpReader {
+    commands: std_mpsc::Sender<Command>,
+    waker: Arc<Waker>,
+    /// Packets dropped because the worker was this far behind.
+    pub(super) dropped: Arc<AtomicU64>,
+}
+
+impl RtpReader {
+    /// Starts the thread; what it reads goes to `out`, a batch at a time.
+    pub(super) fn start(out: mpsc::Sender<RtpBatch>) -> std::io::Result<Self> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
+        let (commands, rx) = std_mpsc::channel();
+        let dropped = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&dropped);
+        std::thread::Builder::new()
+            .name("rtp-in".into())
+            .spawn(move || run(poll, rx, out, &counter))?;
+        Ok(Self {
+            commands,
+            waker,
+            dropped,
+        })
+    }
+
+    /// Starts reading `socket` (a handle of the call's socket on `port`).
+    pub(super) fn add(&self, port: u16, socket: std::net::UdpSocket) {
+        self.command(Command::Add(port, socket));
+    }
+
+    /// Stops reading `port`'s socket and closes the reader's handle of it.
+    pub(super) fn remove(&self, port: u16) {
+        self.command(Command::Remove(port));
+    }
+
+    fn command(&self, command: Command) {
+        if self.commands.send(command).is_ok() {
+            if let Err(e) = self.waker.wake() {
+                tracing::warn!("cannot wake the RTP reader: {e}");
+            }
+        }
+    }
+}
+
+impl Drop for RtpReader {
+    fn drop(&mut self) {
+        self.command(Command::Stop);
+    }
+}
+
+fn run(
+    mut poll: Poll,
+    commands: std_mpsc::Receiver<Command>,
+    out: mpsc::Sender<RtpBatch>,
+    dropped: &AtomicU64,
+) {
+    let mut events = Events::with_capacity(1024);
+    let mut sockets: HashMap<u16, UdpSocket> = HashMap::new();
+    let mut buf = [0u8; 2048];
+    let mut batch = RtpBatch::default();
+    loop {
+        if let Err(e) = poll.poll(&mut events, None) {
+            if e.kind() == ErrorKind::Interrupted {
+                continue;
+            }
+            tracing::error!("RTP reader stopped: {e}");
+            return;
+        }
+        for event in events.iter() {
+            if event.token() == WAKE {
+                for command in commands.try_iter() {
+                    match command {
+                        Command::Add(port, socket) => {
+                            let mut socket = UdpSocket::from_std(socket);
+                            match poll.registry().register(
+                                &mut socket,
+                                Token(usize::from(port)),
+                                Interest::READABLE,
+                            ) {
+                                Ok(()) => {
+                                    sockets.insert(port, socket);
+                                }
+                                Err(e) => tracing::warn!(port, "cannot watch the RTP socket: {e}"),
+                            }
+                        }
+                        Command::Remove(port) => {
+                            if let Some(mut socket) = sockets.remove(&port) {
+                                let _ = poll.registry().deregister(&mut socket);
+                            }
+                        }
+                        Command::Stop => return,
+                    }
+                }
+                continue;
+            }
+            let Ok(port) = u16::try_from(event.token().0) else {
+                continue;
+            };
+            let Some(socket) = sockets.get(&port) else {
+                continue;
+            };
+            // Edge-triggered: read until the socket is empty.
+            loop {
+                match socket.recv_from(&mut buf) {
+                    Ok((n, from)) => {
+                        let start = batch.bytes.len();
+                        batch.bytes.extend_from_slice(&buf[..n]);
+                        batch.packets.push((port, from, start, n));
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    // ICMP errors and the like: nothing more to read now.
+                    Err(_) => break,
+                }
+            }
+        }
+        if batch.len() == 0 {
+            continue;
+        }
+        let n = batch.len() as u64;
+        match out.try_send(std::mem::take(&mut batch)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                dropped.fetch_add(n, Ordering::Relaxed);
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => return,
+        }
+    }
+}
