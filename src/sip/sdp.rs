@@ -20,6 +20,7 @@
 
 mod negotiate;
 mod parse;
+mod session;
 #[cfg(test)]
 mod tests;
 mod write;
@@ -30,6 +31,7 @@ pub use negotiate::{
     accept_answer, answer, offer, offer_codecs, LocalMedia, Negotiated, NegotiationError,
 };
 pub use parse::{parse, Fmtp, MediaDescription, Origin, RtpMap, SdpError, SessionDescription};
+pub use session::{MediaSession, SessionError};
 
 /// The RTP clock rate of every codec we speak and of the DTMF events we
 /// send with them: G.711 is sampled at 8 kHz (RFC 3551 section 4.5.14).

@@ -13,7 +13,7 @@ use crate::flow::compile::bridge_destination;
 use crate::flow::interpreter::TransferRequest;
 use crate::media::latch::RtpLatch;
 use crate::sip::admission::Networks;
-use crate::sip::sdp::{self, Negotiated};
+use crate::sip::sdp::{MediaSession, Negotiated};
 use crate::sip::ua::{CallHandle, EndReason, OutgoingCall, UaEvent};
 use crate::sip::uui;
 
@@ -129,7 +129,7 @@ impl Endpoint {
                 target: request_uri(&t.uri).to_string(),
                 from_user: presented,
                 destination,
-                sdp: sdp::offer_codecs(&local, &[media.codec]).into_bytes(),
+                media: MediaSession::with_codecs(local, &[media.codec]),
                 credentials: None,
                 ring_timeout: t.ring_timeout,
                 headers,
@@ -180,22 +180,16 @@ impl Endpoint {
         match event {
             UaEvent::Ringing => tracing::debug!("the queue is ringing"),
             UaEvent::Answered { answer } => {
-                let caller_media = a.call.media().copied();
-                let agreed = sdp::parse(&String::from_utf8_lossy(&answer))
-                    .map_err(|e| e.to_string())
-                    .and_then(|s| sdp::accept_answer(&s).map_err(|e| e.to_string()))
-                    .and_then(|n| {
-                        let ip = n.remote.ip();
-                        if !ip.is_unspecified() && !leg.networks.contains(ip) {
-                            return Err(format!(
-                                "the answer's media address {ip} is outside the queue's networks"
-                            ));
-                        }
-                        match caller_media {
-                            Some(c) if c.codec == n.codec => Ok(n),
-                            _ => Err("the answer's codec is not the caller's".to_string()),
-                        }
-                    });
+                // The leg's session took only the caller's codec.
+                let agreed = answer.and_then(|n| {
+                    let ip = n.remote.ip();
+                    if !ip.is_unspecified() && !leg.networks.contains(ip) {
+                        return Err(format!(
+                            "the answer's media address {ip} is outside the queue's networks"
+                        ));
+                    }
+                    Ok(n)
+                });
                 match agreed {
                     Ok(n) => {
                         tracing::info!(remote = %n.remote, "the agent answered; relaying the audio");

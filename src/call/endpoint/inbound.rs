@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use crate::call::Call;
-use crate::sip::sdp::{self, LocalMedia, SessionDescription};
+use crate::sip::sdp::{MediaSession, SessionError};
 use crate::sip::ua::{CallHandle, IncomingCall};
 
 use super::Endpoint;
@@ -17,7 +17,7 @@ pub(super) struct Ringing {
     pub(super) handle: CallHandle,
     call: Call,
     /// The caller's offer, answered once the port is known.
-    offer: Option<SessionDescription>,
+    offer: Option<Vec<u8>>,
     span: tracing::Span,
 }
 
@@ -49,36 +49,25 @@ impl Endpoint {
         now: Instant,
         handle: CallHandle,
         incoming: IncomingCall,
-    ) -> Option<(Call, Option<SessionDescription>)> {
+    ) -> Option<(Call, Option<Vec<u8>>)> {
         let flow = self.config.routing.flow_for(&incoming.called);
         let Some(entry) = self.runtime.entry(flow) else {
             self.ua.reject(now, handle, 404, "Not Found", &[]);
             return None;
         };
-        let offer = match &incoming.offer {
-            Some(body) => match sdp::parse(&String::from_utf8_lossy(body)) {
-                Ok(o) => Some(o),
-                Err(e) => {
+        // Checked now, before the call rings, so that an offer we cannot
+        // take is refused at once; the RTP port is only taken when the
+        // call is answered.
+        let offer = incoming.offer.clone();
+        let negotiated = match &offer {
+            Some(body) => match MediaSession::check_offer(body, self.config.rtp_ip) {
+                Ok(n) => Some(n),
+                Err(SessionError::Malformed(e)) => {
                     tracing::info!("bad SDP offer: {e}");
                     self.ua
                         .reject(now, handle, 400, "Bad Request (malformed SDP)", &[]);
                     return None;
                 }
-            },
-            None => None,
-        };
-        // Negotiated now, against a placeholder port, so that an offer we
-        // cannot take is refused before the call rings; the RTP port is
-        // only taken when the call is answered.
-        let placeholder = LocalMedia {
-            addr: self.config.rtp_ip,
-            port: 0,
-            session_id: 0,
-            session_version: 1,
-        };
-        let negotiated = match &offer {
-            Some(o) => match sdp::answer(o, &placeholder) {
-                Ok((_, n)) => Some(n),
                 Err(e) => {
                     tracing::info!("offer refused: {e}");
                     let warning = format!("{} callflow \"{e}\"", e.warning_code());
@@ -146,8 +135,9 @@ impl Endpoint {
             }
         };
         let port = local.port;
+        let mut media = MediaSession::new(local);
         let body = match &offer {
-            Some(o) => match sdp::answer(o, &local) {
+            Some(o) => match media.answer(o) {
                 Ok((text, _)) => text,
                 Err(e) => {
                     // It was answerable a moment ago with another port.
@@ -158,11 +148,11 @@ impl Endpoint {
                     return;
                 }
             },
-            None => sdp::offer(&local),
+            None => media.offer(),
         };
         if !self
             .ua
-            .accept(now, handle, local, body.as_bytes(), offer.is_none())
+            .accept(now, handle, media, body.as_bytes(), offer.is_none())
         {
             self.out
                 .push_back(super::EndpointOutput::RtpClosed { port });

@@ -44,7 +44,6 @@ use crate::callback::{AttemptOutcome, CallbackId, Requested, State};
 use crate::flow::graph::NodeRef;
 use crate::flow::interpreter::{Booked, CallbackError, CallbackRequest};
 use crate::sip::admission::AdmissionCounters;
-use crate::sip::sdp;
 use crate::sip::sdp::LocalMedia;
 use crate::sip::ua::IncomingCall;
 use crate::sip::ua::{CallHandle, UaCounters, UaEvent, UaOutput, UserAgent, NO_FINAL_NOTIFY};
@@ -495,9 +494,9 @@ impl Endpoint {
         match event {
             // Our offer's answer: in the ACK after a delayed offer, or in
             // the 2xx of a call we placed.
-            UaEvent::Confirmed { answer: Some(body) } => {
-                start_media(now, &mut a.call, &body, "ACK")
-            }
+            UaEvent::Confirmed {
+                answer: Some(agreed),
+            } => start_media(now, &mut a.call, agreed, "ACK"),
             UaEvent::Answered { answer } => {
                 if let Some(id) = leg {
                     self.out.push_back(EndpointOutput::CallbackProgress {
@@ -506,7 +505,7 @@ impl Endpoint {
                     });
                 }
                 tracing::info!("callback answered");
-                start_media(now, &mut a.call, &answer, "2xx");
+                start_media(now, &mut a.call, answer, "2xx");
             }
             UaEvent::DialFailed {
                 cause,
@@ -748,12 +747,14 @@ impl Endpoint {
     }
 }
 
-/// Takes the SDP answer to our offer (from `carrier`, for the log) and
-/// starts the flow, or ends the call when the answer is unusable.
-fn start_media(now: Instant, call: &mut Call, body: &[u8], carrier: &str) {
-    let negotiated = sdp::parse(&String::from_utf8_lossy(body))
-        .map_err(|e| e.to_string())
-        .and_then(|a| sdp::accept_answer(&a).map_err(|e| e.to_string()));
+/// Takes what the answer to our offer agreed (from `carrier`, for the log)
+/// and starts the flow, or ends the call when the answer is unusable.
+fn start_media(
+    now: Instant,
+    call: &mut Call,
+    negotiated: Result<crate::sip::sdp::Negotiated, String>,
+    carrier: &str,
+) {
     match negotiated {
         Ok(negotiated) => {
             call.set_media(negotiated);

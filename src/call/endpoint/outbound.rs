@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use crate::call::callback_leg::CallbackLeg;
 use crate::callback::{AttemptOutcome, Callback};
-use crate::sip::sdp;
+use crate::sip::sdp::MediaSession;
 use crate::sip::ua::{IncomingCall, OutgoingCall};
 
 use super::{Endpoint, EndpointOutput};
@@ -56,7 +56,7 @@ impl Endpoint {
                 target: target.clone(),
                 from_user: trunk.from.clone(),
                 destination: trunk.address,
-                sdp: sdp::offer(&local).into_bytes(),
+                media: MediaSession::new(local),
                 credentials: trunk.credentials.clone(),
                 ring_timeout: self.config.ring_timeout,
                 headers: Vec::new(),

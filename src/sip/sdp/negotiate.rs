@@ -163,7 +163,16 @@ pub fn answer(
     offer: &SessionDescription,
     local: &LocalMedia,
 ) -> Result<(String, Negotiated), NegotiationError> {
-    let (index, codec, payload_type) = choose_audio(offer)?;
+    answer_with(offer, local, &Codec::ALL)
+}
+
+/// [`answer`], agreeing only to one of `codecs`.
+pub(super) fn answer_with(
+    offer: &SessionDescription,
+    local: &LocalMedia,
+    codecs: &[Codec],
+) -> Result<(String, Negotiated), NegotiationError> {
+    let (index, codec, payload_type) = choose_audio(offer, codecs)?;
     let section = &offer.media[index];
     let remote_ip = offer
         .connection_for(section)
@@ -248,6 +257,14 @@ pub fn offer_codecs(local: &LocalMedia, codecs: &[Codec]) -> String {
 /// and our direction the reverse of the answer's (with sending dropped if
 /// the answer's address is unspecified).
 pub fn accept_answer(answer: &SessionDescription) -> Result<Negotiated, NegotiationError> {
+    accept_answer_with(answer, &Codec::ALL)
+}
+
+/// [`accept_answer`], taking only one of `codecs` (what we offered).
+pub(super) fn accept_answer_with(
+    answer: &SessionDescription,
+    codecs: &[Codec],
+) -> Result<Negotiated, NegotiationError> {
     let section = answer
         .media
         .iter()
@@ -260,7 +277,7 @@ pub fn accept_answer(answer: &SessionDescription) -> Result<Negotiated, Negotiat
         )));
     }
     let (codec, payload_type) =
-        first_codec(section).ok_or_else(|| NegotiationError::NoCommonCodec {
+        first_codec(section, codecs).ok_or_else(|| NegotiationError::NoCommonCodec {
             offered: describe_formats(section),
         })?;
     let remote_ip = answer
@@ -284,7 +301,10 @@ pub fn accept_answer(answer: &SessionDescription) -> Result<Negotiated, Negotiat
 /// and the codec's payload type. When none fits, the error describes the
 /// most specific reason: a codec mismatch beats a transport mismatch beats
 /// no audio at all.
-fn choose_audio(offer: &SessionDescription) -> Result<(usize, Codec, u8), NegotiationError> {
+fn choose_audio(
+    offer: &SessionDescription,
+    codecs: &[Codec],
+) -> Result<(usize, Codec, u8), NegotiationError> {
     let mut no_codec = None;
     let mut other_transport = None;
     for (index, section) in offer.media.iter().enumerate() {
@@ -295,7 +315,7 @@ fn choose_audio(offer: &SessionDescription) -> Result<(usize, Codec, u8), Negoti
             other_transport.get_or_insert_with(|| sanitize(&section.proto));
             continue;
         }
-        match first_codec(section) {
+        match first_codec(section, codecs) {
             Some((codec, payload_type)) => return Ok((index, codec, payload_type)),
             None => {
                 no_codec.get_or_insert_with(|| describe_formats(section));
@@ -310,7 +330,7 @@ fn choose_audio(offer: &SessionDescription) -> Result<(usize, Codec, u8), Negoti
 }
 
 /// The first of the section's formats that is G.711, with its payload type.
-fn first_codec(section: &MediaDescription) -> Option<(Codec, u8)> {
+fn first_codec(section: &MediaDescription, codecs: &[Codec]) -> Option<(Codec, u8)> {
     section.payload_types().find_map(|payload_type| {
         let codec = match section.rtpmap(payload_type) {
             // Stereo G.711 exists on paper; the IVR's audio is mono.
@@ -318,7 +338,9 @@ fn first_codec(section: &MediaDescription) -> Option<(Codec, u8)> {
             Some(map) => Codec::from_encoding(&map.encoding, map.clock_rate),
             None => Codec::from_static_payload_type(payload_type),
         };
-        codec.map(|codec| (codec, payload_type))
+        codec
+            .filter(|c| codecs.contains(c))
+            .map(|codec| (codec, payload_type))
     })
 }
 

@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use crate::sip::message::{self, Message, Method};
-use crate::sip::sdp::LocalMedia;
+use crate::sip::sdp::MediaSession;
 
 /// Where a dialog is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,8 +41,9 @@ pub(super) struct Dialog {
     pub source: SocketAddr,
     /// The initial INVITE and its transaction key, until it is answered.
     pub invite: Option<(Message, crate::sip::transaction::TransactionKey)>,
-    /// Our media, for answering re-INVITEs; `None` until accepted.
-    pub local_media: Option<LocalMedia>,
+    /// The leg's offer/answer state: every SDP of the dialog goes
+    /// through it. `None` until we answered, or placed the call.
+    pub media: Option<MediaSession>,
     /// The 2xx we sent carried our offer (delayed offer): the ACK answers.
     pub offer_in_2xx: bool,
     /// A REFER is under way and the final NOTIFY is due by then.

@@ -400,7 +400,7 @@ impl UserAgent {
             state: DialogState::Early,
             source,
             invite: None,
-            local_media: None,
+            media: None,
             offer_in_2xx: false,
             refer_deadline: None,
             refer_sent: false,
@@ -529,7 +529,11 @@ impl UserAgent {
         }
         d.state = DialogState::Confirmed;
         let answer = if std::mem::take(&mut d.offer_in_2xx) {
-            Some(m.body.clone())
+            let agreed = match d.media.as_mut() {
+                Some(media) => media.accept_answer(&m.body).map_err(|e| e.to_string()),
+                None => Err("no media session to take the answer".to_string()),
+            };
+            Some(agreed)
         } else {
             None
         };
@@ -629,38 +633,32 @@ impl UserAgent {
         let cseq = m.cseq().map(|c| c.0).unwrap_or(0);
         let tag = d.local_tag.clone();
         let (status, reason, body, changed): (u16, &str, Option<Vec<u8>>, Option<sdp::Negotiated>) =
-            if d.state != DialogState::Confirmed || d.local_media.is_none() {
-                (491, "Request Pending", None, None)
-            } else if cseq <= d.remote_cseq {
-                (500, "Server Internal Error", None, None)
-            } else {
-                d.remote_cseq = cseq;
-                let mut local = d.local_media.clone().unwrap_or_else(|| sdp::LocalMedia {
-                    addr: advertised.ip(),
-                    port: 0,
-                    session_id: 0,
-                    session_version: 0,
-                });
-                local.session_version += 1;
-                let text = String::from_utf8_lossy(&m.body).into_owned();
-                if m.body.is_empty() {
-                    d.offer_in_2xx = true;
-                    d.local_media = Some(local.clone());
-                    (200, "OK", Some(sdp::offer(&local).into_bytes()), None)
-                } else {
-                    match sdp::parse(&text)
-                        .map_err(|e| e.to_string())
-                        .and_then(|offer| sdp::answer(&offer, &local).map_err(|e| e.to_string()))
-                    {
-                        // Media may only move within the trunk's networks.
-                        Ok((_, negotiated)) if !allowed(&negotiated) => {
-                            (488, "Not Acceptable Here", None, None)
+            match d.media.as_mut() {
+                Some(_) if d.state != DialogState::Confirmed => {
+                    (491, "Request Pending", None, None)
+                }
+                None => (491, "Request Pending", None, None),
+                Some(_) if cseq <= d.remote_cseq => (500, "Server Internal Error", None, None),
+                Some(media) => {
+                    d.remote_cseq = cseq;
+                    if m.body.is_empty() {
+                        d.offer_in_2xx = true;
+                        (200, "OK", Some(media.offer().into_bytes()), None)
+                    } else {
+                        // Media may only move within the trunk's networks:
+                        // checked on a copy, so a refused offer changes
+                        // nothing.
+                        let mut trial = media.clone();
+                        match trial.answer(&m.body) {
+                            Ok((_, negotiated)) if !allowed(&negotiated) => {
+                                (488, "Not Acceptable Here", None, None)
+                            }
+                            Ok((answer, negotiated)) => {
+                                *media = trial;
+                                (200, "OK", Some(answer.into_bytes()), Some(negotiated))
+                            }
+                            Err(_) => (488, "Not Acceptable Here", None, None),
                         }
-                        Ok((answer, negotiated)) => {
-                            d.local_media = Some(local);
-                            (200, "OK", Some(answer.into_bytes()), Some(negotiated))
-                        }
-                        Err(_) => (488, "Not Acceptable Here", None, None),
                     }
                 }
             };

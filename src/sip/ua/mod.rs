@@ -134,8 +134,9 @@ pub enum UaEvent {
     /// The ACK arrived: media may flow. With a delayed offer, the SDP
     /// answer is in it.
     Confirmed {
-        /// The answer from the ACK, when we made the offer.
-        answer: Option<Vec<u8>>,
+        /// What the answer in the ACK agreed, when we made the offer (an
+        /// error: the answer is unusable, and the call must end).
+        answer: Option<Result<Negotiated, String>>,
     },
     /// A re-INVITE changed the media (hold, unhold, new address); it was
     /// answered already.
@@ -152,8 +153,9 @@ pub enum UaEvent {
     Ringing,
     /// A call we placed was answered; the SDP answer is in the 2xx.
     Answered {
-        /// The callee's SDP answer.
-        answer: Vec<u8>,
+        /// What the callee's SDP answer agreed (an error: it is unusable,
+        /// and the call must end).
+        answer: Result<Negotiated, String>,
     },
     /// A call we placed failed: busy (486), no answer (487 after our
     /// CANCEL), refused, or no response at all (408).

@@ -25,8 +25,9 @@ pub struct OutgoingCall {
     pub from_user: String,
     /// Where the INVITE goes (the trunk or outbound proxy).
     pub destination: SocketAddr,
-    /// Our SDP offer.
-    pub sdp: Vec<u8>,
+    /// The leg's media: our offer comes from it, the callee's answer goes
+    /// to it, and the dialog keeps it for re-INVITEs.
+    pub media: crate::sip::sdp::MediaSession,
     /// Digest credentials for trunks that challenge.
     pub credentials: Option<Credentials>,
     /// Cancel the call if it is not answered by then.
@@ -62,6 +63,8 @@ pub(super) struct Invite {
     pub call: CallHandle,
     /// The request as sent, to build CANCEL and the non-2xx ACK from.
     pub request: OutgoingCall,
+    /// Our SDP offer, the same in every INVITE of the call.
+    pub offer: Vec<u8>,
     /// Challenges already answered: a second 401/407 for the same nonce
     /// means the credentials are wrong, so give up instead of looping.
     pub answered_nonces: Vec<String>,
@@ -129,18 +132,22 @@ impl UserAgent {
             state: DialogState::Early,
             source: call.destination,
             invite: None,
-            local_media: None,
+            media: None,
             offer_in_2xx: false,
             refer_deadline: None,
             refer_sent: false,
             refer_settled_early: false,
             trunk: None,
         };
+        let mut dialog = dialog;
+        let mut media = call.media.clone();
+        let offer = media.offer().into_bytes();
+        dialog.media = Some(media);
         self.by_tags
             .insert((dialog.call_id.clone(), local_tag), handle);
         self.dialogs.insert(handle, dialog);
         let deadline = now + call.ring_timeout;
-        self.send_invite(now, handle, call, Vec::new(), Vec::new(), deadline);
+        self.send_invite(now, handle, (call, offer), Vec::new(), Vec::new(), deadline);
         self.schedule(Some(deadline), TimerOwner::Ring(handle));
         handle
     }
@@ -149,7 +156,7 @@ impl UserAgent {
         &mut self,
         now: Instant,
         handle: CallHandle,
-        call: OutgoingCall,
+        (call, offer): (OutgoingCall, Vec<u8>),
         mut credentials: Vec<Answered>,
         answered_nonces: Vec<String>,
         ring_deadline: Instant,
@@ -171,7 +178,7 @@ impl UserAgent {
                         &call.target,
                         nc,
                         &a.cnonce,
-                        &call.sdp,
+                        &offer,
                     );
                     (a.header, value)
                 })
@@ -193,7 +200,7 @@ impl UserAgent {
             advertised,
             &product,
             &extra,
-            Some(("application/sdp", &call.sdp)),
+            Some(("application/sdp", &offer)),
         );
         let cseq = d.local_cseq;
         let tx = InviteClientTransaction::new(now, bytes.into(), self.config.timers, false);
@@ -205,6 +212,7 @@ impl UserAgent {
                 cseq,
                 call: handle,
                 request: call,
+                offer,
                 answered_nonces,
                 credentials,
                 sent_credentials,
@@ -305,7 +313,10 @@ impl UserAgent {
                 // Also when it crossed the ring timeout's CANCEL: someone
                 // picked up after all.
                 Some(false) => {
-                    let answer = m.body.clone();
+                    let answer = match self.dialogs.get_mut(&call).and_then(|d| d.media.as_mut()) {
+                        Some(media) => media.accept_answer(&m.body).map_err(|e| e.to_string()),
+                        None => Err("no media session to take the answer".to_string()),
+                    };
                     self.event(call, UaEvent::Answered { answer });
                 }
                 None => {}
@@ -366,13 +377,13 @@ impl UserAgent {
         inv.superseded = true;
         let (call, request, nonces, mut credentials, deadline) = (
             inv.call,
-            inv.request.clone(),
+            (inv.request.clone(), inv.offer.clone()),
             inv.answered_nonces.clone(),
             inv.credentials.clone(),
             inv.ring_deadline,
         );
         let chosen = auth::choose(&challenges).cloned();
-        let (Some(challenge), Some(_)) = (chosen, &request.credentials) else {
+        let (Some(challenge), Some(_)) = (chosen, &request.0.credentials) else {
             self.dial_failed(
                 call,
                 DialFailure::Refused,

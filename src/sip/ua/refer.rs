@@ -7,7 +7,7 @@ use std::time::Instant;
 use super::dialog::DialogState;
 use super::{CallHandle, ClientTx, EndReason, UaEvent, UserAgent};
 use crate::sip::message::{Message, Method};
-use crate::sip::sdp::LocalMedia;
+use crate::sip::sdp::MediaSession;
 use crate::sip::transaction::NonInviteClientTransaction;
 
 /// Characters that may stand unescaped in a URI header value (RFC 3261
@@ -59,12 +59,13 @@ pub fn sipfrag_status(body: &[u8]) -> Option<(u16, String)> {
 
 impl UserAgent {
     /// Answers the call with 200 OK and `sdp` (an answer to the caller's
-    /// offer, or our offer when the INVITE had none: `offer_in_2xx`).
+    /// offer, or our offer when the INVITE had none: `offer_in_2xx`), both
+    /// made by `media`, which the dialog keeps for the rest of the call.
     pub fn accept(
         &mut self,
         now: Instant,
         call: CallHandle,
-        local: LocalMedia,
+        media: MediaSession,
         sdp: &[u8],
         offer_in_2xx: bool,
     ) -> bool {
@@ -73,7 +74,7 @@ impl UserAgent {
         }
         if let Some(d) = self.dialogs.get_mut(&call) {
             d.state = DialogState::Answered;
-            d.local_media = Some(local);
+            d.media = Some(media);
             d.offer_in_2xx = offer_in_2xx;
         }
         true

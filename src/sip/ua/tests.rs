@@ -155,7 +155,13 @@ impl Rig {
     fn answered(&mut self, call_id: &str) -> (CallHandle, String) {
         let call = self.incoming(call_id);
         let local = media();
-        assert!(self.ua.accept(self.now, call, local, b"v=0\r\n", false));
+        assert!(self.ua.accept(
+            self.now,
+            call,
+            crate::sip::sdp::MediaSession::new(local),
+            b"v=0\r\n",
+            false
+        ));
         self.drain();
         let tag = self.to_tag();
         self.recv(&in_dialog("ACK", call_id, &tag, 1, "z9hG4bK-ack1", "", ""));
@@ -210,7 +216,13 @@ fn two_xx_is_retransmitted_until_t2_and_abandoned_with_bye_after_64_t1() {
     let mut rig = Rig::new();
     let call = rig.incoming("c3");
     let local = media();
-    rig.ua.accept(rig.now, call, local, b"v=0\r\n", false);
+    rig.ua.accept(
+        rig.now,
+        call,
+        crate::sip::sdp::MediaSession::new(local),
+        b"v=0\r\n",
+        false,
+    );
     rig.drain();
     rig.run_until(Duration::from_secs(33));
     let times: Vec<f64> = rig
@@ -516,7 +528,13 @@ fn record_route_is_copied_into_the_180_and_200_and_our_requests_follow_it() {
     let rr = "Record-Route: <sip:10.9.9.1;lr;ftag=x>\r\nRecord-Route: <sip:127.0.0.1:5071;lr>\r\n";
     let call = rig.incoming_with("rr1", rr);
     rig.ua.ring(rig.now, call);
-    assert!(rig.ua.accept(rig.now, call, media(), b"v=0\r\n", false));
+    assert!(rig.ua.accept(
+        rig.now,
+        call,
+        crate::sip::sdp::MediaSession::new(media()),
+        b"v=0\r\n",
+        false
+    ));
     rig.drain();
     assert_eq!(
         rig.statuses(),
@@ -570,7 +588,13 @@ fn a_strict_first_route_becomes_the_request_uri() {
     let mut rig = Rig::new();
     let rr = "Record-Route: <sip:127.0.0.1:5071>\r\n";
     let call = rig.incoming_with("sr1", rr);
-    assert!(rig.ua.accept(rig.now, call, media(), b"v=0\r\n", false));
+    assert!(rig.ua.accept(
+        rig.now,
+        call,
+        crate::sip::sdp::MediaSession::new(media()),
+        b"v=0\r\n",
+        false
+    ));
     rig.drain();
     let tag = rig.to_tag();
     rig.recv(&in_dialog("ACK", "sr1", &tag, 1, "z9hG4bK-srack", "", ""));
@@ -614,7 +638,12 @@ fn originate(rig: &mut Rig, password: Option<&str>) -> CallHandle {
             target: "sip:+37167000000@127.0.0.1:5070".into(),
             from_user: "+37160000000".into(),
             destination: TRUNK.parse().unwrap(),
-            sdp: b"v=0\r\n".to_vec(),
+            media: crate::sip::sdp::MediaSession::new(crate::sip::sdp::LocalMedia {
+                addr: "127.0.0.1".parse().unwrap(),
+                port: 30000,
+                session_id: 1,
+                session_version: 1,
+            }),
             credentials: password.map(|p| crate::sip::auth::Credentials {
                 username: "callflow".into(),
                 password: p.into(),

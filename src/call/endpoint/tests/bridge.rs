@@ -257,3 +257,44 @@ fn a_caller_hanging_up_while_the_queue_rings_cancels_the_agents_leg() {
     assert_eq!(record.hung_up_by, Some(Party::Caller));
     assert!(lab.open_ports.is_empty() && lab.endpoint.is_idle());
 }
+
+/// The agent puts the caller on hold with a re-INVITE: the agent's leg
+/// answers it (as a leg we placed, it has its own media session), the
+/// caller's audio stops going to the agent, and comes back on resume.
+#[test]
+fn the_agent_can_hold_and_resume_a_bridged_call() {
+    let mut lab = bridged_lab(0.0, 4, vec![200], (202, 200));
+    lab.press(0, 0, 4000);
+    agent_answered(&mut lab, 4);
+    let held = lab.peers[1].sdp().replace("a=sendrecv", "a=sendonly");
+    let now = lab.now;
+    lab.peers[1].in_dialog(now, "INVITE", "", &held);
+    lab.run_for(Duration::from_millis(500));
+    assert_eq!(
+        lab.peers[1].finals(Method::Invite),
+        vec![200],
+        "the hold re-INVITE is answered"
+    );
+    let answer = lab.peers[1].remote_sdp.clone().unwrap_or_default();
+    assert!(answer.contains("a=recvonly"), "{answer}");
+    assert!(
+        answer.contains("m=audio 30004 RTP/AVP 0 96\r\n"),
+        "the caller's codec alone, the agent's event numbering: {answer}"
+    );
+    lab.speak(0, 20, 0xCA11_E501, 0x11);
+    lab.run_for(Duration::from_secs(1));
+    assert_eq!(
+        heard(&lab, 1, 0xCA11_E501),
+        0,
+        "nothing sent to a held agent"
+    );
+    let resumed = lab.peers[1].sdp().replace("o=peer 1 1", "o=peer 1 2");
+    let now = lab.now;
+    lab.peers[1].in_dialog(now, "INVITE", "", &resumed);
+    lab.run_for(Duration::from_millis(500));
+    assert_eq!(lab.peers[1].finals(Method::Invite), vec![200, 200]);
+    // The same stream (a phone keeps its SSRC; the latch holds it).
+    lab.speak(0, 20, 0xCA11_E501, 0x11);
+    lab.run_for(Duration::from_secs(1));
+    assert_eq!(heard(&lab, 1, 0xCA11_E501), 20, "audio again once resumed");
+}

@@ -1,0 +1,185 @@
+//! One leg's offer/answer state (RFC 3264): every SDP a leg sends or takes
+//! goes through its [`MediaSession`]. The first answer or offer, the answer
+//! in an ACK or a 2xx, and every re-INVITE, whichever side made the call.
+
+use std::net::IpAddr;
+
+use super::negotiate::{accept_answer_with, answer_with, offer_codecs};
+use super::{parse, Codec, LocalMedia, Negotiated, NegotiationError, SessionDescription};
+
+/// Why a description could not be taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SessionError {
+    /// It is not SDP.
+    #[error("malformed SDP: {0}")]
+    Malformed(String),
+    /// It is SDP we cannot agree to.
+    #[error(transparent)]
+    Refused(#[from] NegotiationError),
+}
+
+impl SessionError {
+    /// The Warning code for a 488 (RFC 3261 section 20.43).
+    pub fn warning_code(&self) -> u16 {
+        match self {
+            SessionError::Malformed(_) => 399,
+            SessionError::Refused(e) => e.warning_code(),
+        }
+    }
+}
+
+/// One leg's media as offer/answer shapes it.
+#[derive(Debug, Clone)]
+pub struct MediaSession {
+    local: LocalMedia,
+    /// The codecs this leg may agree on (a bridged leg: the caller's only,
+    /// so that audio is relayed as it is).
+    codecs: Vec<Codec>,
+    /// A description went out already: the next one is a new version of
+    /// the session (RFC 3264 section 8).
+    sent: bool,
+    negotiated: Option<Negotiated>,
+}
+
+fn parse_body(body: &[u8]) -> Result<SessionDescription, SessionError> {
+    parse(&String::from_utf8_lossy(body)).map_err(|e| SessionError::Malformed(e.to_string()))
+}
+
+impl MediaSession {
+    /// A leg receiving RTP at `local`, agreeing on any codec we speak.
+    pub fn new(local: LocalMedia) -> Self {
+        Self::with_codecs(local, &Codec::ALL)
+    }
+
+    /// A leg that may agree only on `codecs`.
+    pub fn with_codecs(local: LocalMedia, codecs: &[Codec]) -> Self {
+        Self {
+            local,
+            codecs: codecs.to_vec(),
+            sent: false,
+            negotiated: None,
+        }
+    }
+
+    /// Whether `offer` could be answered by a leg receiving at `addr`: a
+    /// check before any port is taken (the port does not change what can
+    /// be agreed).
+    pub fn check_offer(offer: &[u8], addr: IpAddr) -> Result<Negotiated, SessionError> {
+        let local = LocalMedia {
+            addr,
+            port: 0,
+            session_id: 0,
+            session_version: 1,
+        };
+        let offer = parse_body(offer)?;
+        Ok(answer_with(&offer, &local, &Codec::ALL)?.1)
+    }
+
+    /// Where this leg receives RTP.
+    pub fn local(&self) -> &LocalMedia {
+        &self.local
+    }
+
+    /// What was agreed last, if anything.
+    pub fn negotiated(&self) -> Option<&Negotiated> {
+        self.negotiated.as_ref()
+    }
+
+    fn next_version(&mut self) {
+        if self.sent {
+            self.local.session_version += 1;
+        }
+        self.sent = true;
+    }
+
+    /// Our offer: in an INVITE we send, or in the 2xx to one that came
+    /// without SDP.
+    pub fn offer(&mut self) -> String {
+        self.next_version();
+        offer_codecs(&self.local, &self.codecs)
+    }
+
+    /// Answers the peer's offer. A refused offer changes nothing: the
+    /// media agreed before stays (RFC 3264 section 8: a rejected
+    /// re-offer leaves the session as it was).
+    pub fn answer(&mut self, offer: &[u8]) -> Result<(String, Negotiated), SessionError> {
+        let offer = parse_body(offer)?;
+        let mut local = self.local.clone();
+        if self.sent {
+            local.session_version += 1;
+        }
+        let (text, negotiated) = answer_with(&offer, &local, &self.codecs)?;
+        self.local = local;
+        self.sent = true;
+        self.negotiated = Some(negotiated);
+        Ok((text, negotiated))
+    }
+
+    /// Takes the peer's answer to our offer (from a 2xx, or an ACK).
+    pub fn accept_answer(&mut self, answer: &[u8]) -> Result<Negotiated, SessionError> {
+        let answer = parse_body(answer)?;
+        let negotiated = accept_answer_with(&answer, &self.codecs)?;
+        self.negotiated = Some(negotiated);
+        Ok(negotiated)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn local() -> LocalMedia {
+        LocalMedia {
+            addr: "127.0.0.1".parse().unwrap(),
+            port: 30000,
+            session_id: 7,
+            session_version: 1,
+        }
+    }
+
+    const PCMA_OFFER: &str = "v=0\r\no=x 1 1 IN IP4 127.0.0.2\r\ns=-\r\nc=IN IP4 127.0.0.2\r\nt=0 0\r\nm=audio 4000 RTP/AVP 8 0 101\r\na=rtpmap:101 telephone-event/8000\r\n";
+
+    #[test]
+    fn each_description_after_the_first_is_a_new_version() {
+        let mut s = MediaSession::new(local());
+        assert!(s.offer().contains("o=callflow 7 1 IN IP4"));
+        let (answer, n) = s.answer(PCMA_OFFER.as_bytes()).unwrap();
+        assert!(answer.contains("o=callflow 7 2 IN IP4"), "{answer}");
+        assert_eq!(n.codec, Codec::Pcma);
+        assert_eq!(s.negotiated(), Some(&n));
+    }
+
+    #[test]
+    fn a_leg_held_to_one_codec_agrees_to_no_other() {
+        let mut s = MediaSession::with_codecs(local(), &[Codec::Pcmu]);
+        let offer = s.offer();
+        assert!(offer.contains("m=audio 30000 RTP/AVP 0 101\r\n"), "{offer}");
+        let (_, n) = s.answer(PCMA_OFFER.as_bytes()).unwrap();
+        assert_eq!(n.codec, Codec::Pcmu, "PCMU from the offer's list");
+        let only_pcma = PCMA_OFFER.replace("RTP/AVP 8 0 101", "RTP/AVP 8 101");
+        let refused = s.answer(only_pcma.as_bytes());
+        assert!(
+            matches!(refused, Err(SessionError::Refused(_))),
+            "{refused:?}"
+        );
+        assert_eq!(
+            s.negotiated(),
+            Some(&n),
+            "a refused re-offer keeps what was agreed"
+        );
+        assert!(
+            s.accept_answer(only_pcma.as_bytes()).is_err(),
+            "an answer we never offered"
+        );
+    }
+
+    #[test]
+    fn garbage_is_malformed_not_refused() {
+        let mut s = MediaSession::new(local());
+        assert!(matches!(
+            s.answer(b"\xff\x00"),
+            Err(SessionError::Malformed(_))
+        ));
+        assert!(MediaSession::check_offer(PCMA_OFFER.as_bytes(), local().addr).is_ok());
+    }
+}
