@@ -690,13 +690,9 @@ impl Worker {
         let Some(send) = opened else {
             return;
         };
-        match send.try_clone() {
-            Ok(read) => self.rtp_reader.add(port, read),
-            // The call runs without inbound RTP (no keys, and the silence
-            // timer ends it); its packets still go out.
-            Err(e) => tracing::warn!(port, "cannot read the RTP socket: {e}"),
-        }
-        self.rtp.insert(port, Arc::new(send));
+        let socket = Arc::new(send);
+        self.rtp_reader.add(port, Arc::clone(&socket));
+        self.rtp.insert(port, socket);
     }
 
     /// A call is over: close its socket and free the port.

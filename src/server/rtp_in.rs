@@ -13,7 +13,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
 
-use mio::net::UdpSocket;
+use std::net::UdpSocket;
+use std::os::fd::AsRawFd;
+
+use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use tokio::sync::mpsc;
 
@@ -42,7 +45,7 @@ impl RtpBatch {
 }
 
 enum Command {
-    Add(u16, std::net::UdpSocket),
+    Add(u16, Arc<UdpSocket>),
     Remove(u16),
     Stop,
 }
@@ -73,12 +76,13 @@ impl RtpReader {
         })
     }
 
-    /// Starts reading `socket` (a handle of the call's socket on `port`).
-    pub(super) fn add(&self, port: u16, socket: std::net::UdpSocket) {
+    /// Starts reading `socket`, the call's socket on `port` (non-blocking;
+    /// shared, not duplicated, so that a call costs one file descriptor).
+    pub(super) fn add(&self, port: u16, socket: Arc<UdpSocket>) {
         self.command(Command::Add(port, socket));
     }
 
-    /// Stops reading `port`'s socket and closes the reader's handle of it.
+    /// Stops reading `port`'s socket and lets go of it.
     pub(super) fn remove(&self, port: u16) {
         self.command(Command::Remove(port));
     }
@@ -105,7 +109,7 @@ fn run(
     dropped: &AtomicU64,
 ) {
     let mut events = Events::with_capacity(1024);
-    let mut sockets: HashMap<u16, UdpSocket> = HashMap::new();
+    let mut sockets: HashMap<u16, Arc<UdpSocket>> = HashMap::new();
     let mut buf = [0u8; 2048];
     let mut batch = RtpBatch::default();
     loop {
@@ -121,9 +125,8 @@ fn run(
                 for command in commands.try_iter() {
                     match command {
                         Command::Add(port, socket) => {
-                            let mut socket = UdpSocket::from_std(socket);
                             match poll.registry().register(
-                                &mut socket,
+                                &mut SourceFd(&socket.as_raw_fd()),
                                 Token(usize::from(port)),
                                 Interest::READABLE,
                             ) {
@@ -134,8 +137,12 @@ fn run(
                             }
                         }
                         Command::Remove(port) => {
-                            if let Some(mut socket) = sockets.remove(&port) {
-                                let _ = poll.registry().deregister(&mut socket);
+                            // Deregistered while the socket is still open:
+                            // this thread's handle keeps it so until here.
+                            if let Some(socket) = sockets.remove(&port) {
+                                let _ = poll
+                                    .registry()
+                                    .deregister(&mut SourceFd(&socket.as_raw_fd()));
                             }
                         }
                         Command::Stop => return,
