@@ -55,6 +55,20 @@ impl Codec {
         }
     }
 
+    /// Re-encodes `codes` of this codec as `to`, in place: a bridge between
+    /// a PCMU leg and a PCMA leg relays audio this way (one table-free
+    /// conversion per byte, allocation-free).
+    pub fn transcode(self, to: Codec, codes: &mut [u8]) {
+        let convert: fn(u8) -> u8 = match (self, to) {
+            (Codec::Pcmu, Codec::Pcma) => |c| linear_to_alaw(ulaw_to_linear(c)),
+            (Codec::Pcma, Codec::Pcmu) => |c| linear_to_ulaw(alaw_to_linear(c)),
+            _ => return,
+        };
+        for c in codes {
+            *c = convert(*c);
+        }
+    }
+
     /// Decodes one byte per sample back to 16-bit linear samples.
     pub fn decode(self, codes: &[u8]) -> Vec<i16> {
         let one: fn(u8) -> i16 = match self {
@@ -150,6 +164,30 @@ pub fn encode_alaw(samples: &[i16]) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn transcoding_keeps_silence_silent_and_the_sound_close() {
+        let mut codes = vec![Codec::Pcmu.silence(); 4];
+        Codec::Pcmu.transcode(Codec::Pcma, &mut codes);
+        assert!(
+            codes.iter().all(|c| *c == Codec::Pcma.silence()),
+            "{codes:?}"
+        );
+        let loud: Vec<i16> = vec![-20000, -300, 0, 300, 20000];
+        let mut codes = encode_ulaw(&loud);
+        Codec::Pcmu.transcode(Codec::Pcma, &mut codes);
+        for (want, got) in loud.iter().zip(Codec::Pcma.decode(&codes)) {
+            let err = (i32::from(*want) - i32::from(got)).abs();
+            assert!(
+                err <= i32::from(want.unsigned_abs() / 16) + 16,
+                "{want} -> {got}"
+            );
+        }
+        let mut same = vec![1u8, 2, 3];
+        Codec::Pcma.transcode(Codec::Pcma, &mut same);
+        assert_eq!(same, vec![1, 2, 3]);
+    }
+
     use super::*;
 
     fn all_samples() -> impl Iterator<Item = i16> {

@@ -68,6 +68,30 @@ fn request_uri(uri: &str) -> &str {
     uri.split('?').next().unwrap_or(uri)
 }
 
+/// Where an RTP packet's payload is: after the CSRCs and any header
+/// extension, before any padding (RFC 3550 5.1, 5.3.1); `None` when the
+/// header says more than the packet holds.
+fn payload_range(packet: &[u8]) -> Option<std::ops::Range<usize>> {
+    let csrcs = usize::from(packet.first()? & 0x0f);
+    let mut start = 12 + 4 * csrcs;
+    if packet[0] & 0x10 != 0 {
+        let words = packet.get(start + 2..start + 4)?;
+        start += 4 + 4 * usize::from(u16::from_be_bytes([words[0], words[1]]));
+    }
+    let mut end = packet.len();
+    if packet[0] & 0x20 != 0 {
+        end = end.checked_sub(usize::from(*packet.last()?))?;
+    }
+    (start <= end).then_some(start..end)
+}
+
+fn g711(codec: crate::sip::sdp::Codec) -> crate::media::g711::Codec {
+    match codec {
+        crate::sip::sdp::Codec::Pcmu => crate::media::g711::Codec::Pcmu,
+        crate::sip::sdp::Codec::Pcma => crate::media::g711::Codec::Pcma,
+    }
+}
+
 /// Rewrites a relayed packet's payload type from one leg's numbering to
 /// the other's; `None` for a payload type the target leg did not agree to.
 fn map_payload_type(pt: u8, from: &Negotiated, to: &Negotiated) -> Option<u8> {
@@ -321,6 +345,14 @@ impl Endpoint {
         let start = self.rtp_bytes.len();
         self.rtp_bytes.extend_from_slice(packet);
         self.rtp_bytes[start + 1] = (packet[1] & 0x80) | pt;
+        // A caller who re-INVITEd to the other G.711 law keeps talking
+        // with the agent: the audio is re-encoded, not garbled.
+        if pt == to_leg.payload_type && from.codec != to_leg.codec {
+            if let Some(payload) = payload_range(packet) {
+                let bytes = &mut self.rtp_bytes[start + payload.start..start + payload.end];
+                g711(from.codec).transcode(g711(to_leg.codec), bytes);
+            }
+        }
         self.rtp_queue.push(QueuedPacket {
             port,
             to,
@@ -363,6 +395,24 @@ mod tests {
             map_payload_type(101, &caller, &leg(0, None)),
             None,
             "no events to a leg without them"
+        );
+    }
+
+    #[test]
+    fn the_payload_is_found_past_csrcs_and_extensions_and_before_padding() {
+        let mut p = vec![0x80, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1];
+        p.extend_from_slice(&[9; 160]);
+        assert_eq!(payload_range(&p), Some(12..172));
+        let mut x = vec![0x80 | 0x10 | 0x20 | 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1];
+        x.extend_from_slice(&[0, 0, 0, 2]); // one CSRC
+        x.extend_from_slice(&[0xbe, 0xde, 0, 1, 1, 2, 3, 4]); // a one-word extension
+        x.extend_from_slice(&[9; 20]);
+        x.extend_from_slice(&[0, 0, 3]); // three bytes of padding
+        assert_eq!(payload_range(&x), Some(24..44));
+        assert_eq!(
+            payload_range(&[0x8f, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1]),
+            None,
+            "15 CSRCs claimed, none there"
         );
     }
 

@@ -298,3 +298,41 @@ fn the_agent_can_hold_and_resume_a_bridged_call() {
     lab.run_for(Duration::from_secs(1));
     assert_eq!(heard(&lab, 1, 0xCA11_E501), 20, "audio again once resumed");
 }
+
+/// The caller switches to PCMA with a re-INVITE while bridged to an agent
+/// on PCMU: the agent still gets PCMU, re-encoded (A-law silence arrives
+/// as mu-law near-silence), never A-law bytes under a mu-law label (which
+/// would play as a loud buzz).
+#[test]
+fn a_caller_who_switches_law_mid_bridge_is_transcoded_for_the_agent() {
+    let mut lab = bridged_lab(0.0, 5, vec![200], (202, 200));
+    lab.press(0, 0, 4000);
+    agent_answered(&mut lab, 5);
+    let pcma = lab.peers[0]
+        .sdp()
+        .replace("RTP/AVP 0 101", "RTP/AVP 8 101")
+        .replace("a=rtpmap:0 PCMU/8000", "a=rtpmap:8 PCMA/8000")
+        .replace("o=peer 1 1", "o=peer 1 2");
+    let now = lab.now;
+    lab.peers[0].in_dialog(now, "INVITE", "", &pcma);
+    lab.run_for(Duration::from_millis(500));
+    assert_eq!(lab.peers[0].finals(Method::Invite), vec![200, 200]);
+    lab.peers[0].audio_pt = 8;
+    lab.speak(0, 10, 0xCA11_E500, 0xD5);
+    lab.run_for(Duration::from_secs(1));
+    let got: Vec<_> = lab.rtp[1]
+        .iter()
+        .filter(|p| p.bytes[8..12] == 0xCA11_E500u32.to_be_bytes())
+        .collect();
+    assert_eq!(got.len(), 10);
+    for p in got {
+        assert_eq!(p.bytes[1] & 0x7f, 0, "labelled PCMU");
+        assert!(
+            p.bytes[12..]
+                .iter()
+                .all(|b| crate::media::g711::ulaw_to_linear(*b).abs() <= 16),
+            "mu-law (near) silence: {:?}",
+            &p.bytes[12..16]
+        );
+    }
+}

@@ -314,7 +314,7 @@ impl Lab {
         };
         let from = self.peers[peer].rtp;
         for i in 0..count {
-            let mut p = vec![0x80, 0];
+            let mut p = vec![0x80, self.peers[peer].audio_pt];
             p.extend_from_slice(&i.to_be_bytes());
             p.extend_from_slice(&(160 * u32::from(i)).to_be_bytes());
             p.extend_from_slice(&ssrc.to_be_bytes());

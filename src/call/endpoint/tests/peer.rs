@@ -81,6 +81,8 @@ pub(super) struct Peer {
     ringing: Option<Message>,
     /// The payload type our SDP gives telephone-event.
     pub(super) dtmf_pt: u8,
+    /// The payload type our audio goes out with.
+    pub(super) audio_pt: u8,
 }
 
 impl Peer {
@@ -111,6 +113,7 @@ impl Peer {
             confirmed_at: None,
             ringing: None,
             dtmf_pt: 101,
+            audio_pt: 0,
         }
     }
 
