@@ -336,3 +336,25 @@ fn a_caller_who_switches_law_mid_bridge_is_transcoded_for_the_agent() {
         );
     }
 }
+
+/// A shutdown while bridged: when the drain time is over, both legs get
+/// our BYE and both ports are freed; no agent is left talking to no one.
+#[test]
+fn a_drain_ends_both_legs_of_a_bridged_call() {
+    let mut lab = bridged_lab(0.0, 6, vec![200], (202, 200));
+    lab.press(0, 0, 4000);
+    agent_answered(&mut lab, 6);
+    let now = lab.now;
+    lab.endpoint.drain(now, now + Duration::from_secs(2));
+    // Until the drain is over: past it the server stops calling the
+    // endpoint (its deadline stays in the past).
+    lab.run_until(Duration::from_secs(30), |l| {
+        l.endpoint.drain_finished(l.now)
+    });
+    assert!(lab.peers[0].got_bye, "the caller's leg");
+    assert!(lab.peers[1].got_bye, "the agent's leg");
+    let r = &lab.records[0];
+    assert_eq!(r.hung_up_by, Some(Party::Callflow), "{r:?}");
+    assert!(lab.open_ports.is_empty() && lab.endpoint.is_idle());
+    assert!(lab.endpoint.drain_finished(lab.now));
+}
