@@ -62,6 +62,10 @@ const INBOX_QUEUE: usize = 4096;
 /// drop them from a full socket buffer.
 const SIP_IN_QUEUE: usize = 8192;
 
+/// The SIP socket's receive buffer asked for (the kernel caps it at
+/// net.core.rmem_max).
+const SIP_RCVBUF: usize = 4 << 20;
+
 /// One SIP datagram on its way from a listener's reader to a worker.
 struct Datagram {
     from: SocketAddr,
@@ -294,6 +298,12 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
                 inboxes,
                 control_rx.clone(),
             )));
+        }
+        // Room for a burst while the reader waits for a core (the workers'
+        // pacing keeps both busy under load): the default ~200 KB held too
+        // few INVITEs, and a lost INVITE is a caller waiting for a resend.
+        if let Err(e) = socket2::SockRef::from(socket.as_ref()).set_recv_buffer_size(SIP_RCVBUF) {
+            tracing::warn!("cannot enlarge the SIP receive buffer: {e}");
         }
         readers.push(tokio::spawn(read_sip(socket, queues)));
     }
