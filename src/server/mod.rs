@@ -60,7 +60,12 @@ const INBOX_QUEUE: usize = 4096;
 /// SIP datagrams waiting for a worker at most: past this (a worker far
 /// behind, or a flood), they are dropped and counted, as the kernel would
 /// drop them from a full socket buffer.
-const SIP_IN_QUEUE: usize = 8192;
+const SIP_IN_QUEUE: usize = 4096;
+
+/// The largest SIP datagram taken: over UDP a request this big would have
+/// had to go over TCP (RFC 3261 18.1.1 draws that line at 1300 bytes), and
+/// the cap keeps a worker's queue under 64 MB whatever a flood sends.
+const SIP_MAX_DATAGRAM: usize = 16 * 1024;
 
 /// The SIP socket's receive buffer asked for (the kernel caps it at
 /// net.core.rmem_max).
@@ -392,6 +397,10 @@ async fn read_sip(socket: Arc<UdpSocket>, workers: Vec<mpsc::Sender<Datagram>>) 
                 continue;
             }
         };
+        if n > SIP_MAX_DATAGRAM {
+            tracing::debug!(%from, n, "dropped an oversized SIP datagram");
+            continue;
+        }
         let bytes = &buf[..n];
         let index = match crate::sip::dispatch::call_id_of(bytes) {
             Some(call_id) => crate::sip::dispatch::shard_of(call_id, workers.len()),

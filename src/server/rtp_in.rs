@@ -23,6 +23,14 @@ use tokio::sync::mpsc;
 /// The poll's own token, for commands.
 const WAKE: Token = Token(usize::MAX);
 
+/// Packets read from one socket per turn at most: a socket still readable
+/// after that is read again next turn, so one flooded port cannot keep
+/// the reader from the others (or its batch from the worker).
+const PER_SOCKET: usize = 64;
+
+/// Packets in one batch at most.
+const PER_BATCH: usize = 2048;
+
 /// What one poll turn read: the packets back to back, and for each the
 /// port it reached, its source, and where its bytes are.
 #[derive(Default)]
@@ -112,8 +120,13 @@ fn run(
     let mut sockets: HashMap<u16, Arc<UdpSocket>> = HashMap::new();
     let mut buf = [0u8; 2048];
     let mut batch = RtpBatch::default();
+    // Sockets left readable last turn (edge-triggered: the poll will not
+    // report them again), and this turn's.
+    let mut unfinished: Vec<u16> = Vec::new();
+    let mut ready: Vec<u16> = Vec::new();
     loop {
-        if let Err(e) = poll.poll(&mut events, None) {
+        let timeout = (!unfinished.is_empty()).then_some(std::time::Duration::ZERO);
+        if let Err(e) = poll.poll(&mut events, timeout) {
             if e.kind() == ErrorKind::Interrupted {
                 continue;
             }
@@ -150,25 +163,37 @@ fn run(
                 }
                 continue;
             }
-            let Ok(port) = u16::try_from(event.token().0) else {
-                continue;
-            };
+            if let Ok(port) = u16::try_from(event.token().0) {
+                ready.push(port);
+            }
+        }
+        ready.append(&mut unfinished);
+        ready.sort_unstable();
+        ready.dedup();
+        for port in ready.drain(..) {
             let Some(socket) = sockets.get(&port) else {
                 continue;
             };
-            // Edge-triggered: read until the socket is empty.
-            loop {
+            let mut read = 0;
+            let drained = loop {
+                if read == PER_SOCKET || batch.len() >= PER_BATCH {
+                    break false;
+                }
                 match socket.recv_from(&mut buf) {
                     Ok((n, from)) => {
                         let start = batch.bytes.len();
                         batch.bytes.extend_from_slice(&buf[..n]);
                         batch.packets.push((port, from, start, n));
+                        read += 1;
                     }
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break true,
                     Err(e) if e.kind() == ErrorKind::Interrupted => {}
                     // ICMP errors and the like: nothing more to read now.
-                    Err(_) => break,
+                    Err(_) => break true,
                 }
+            };
+            if !drained {
+                unfinished.push(port);
             }
         }
         if batch.len() == 0 {

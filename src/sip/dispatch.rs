@@ -8,6 +8,13 @@
 /// The Call-ID's value in a datagram (`Call-ID:` or its compact form
 /// `i:`, in any case), or `None` if it has none.
 pub fn call_id_of(datagram: &[u8]) -> Option<&[u8]> {
+    // As the parser does: CRLFs before a message (keep-alives sent ahead
+    // of it) are not part of it.
+    let start = datagram
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(datagram.len());
+    let datagram = &datagram[start..];
     let head_end = find(datagram, b"\r\n\r\n").unwrap_or(datagram.len());
     let head = &datagram[..head_end];
     for line in head.split(|&b| b == b'\n').skip(1) {
@@ -69,6 +76,8 @@ mod tests {
         let compact = b"SIP/2.0 200 OK\r\ni:xyz\r\nContent-Length: 0\r\n\r\n";
         assert_eq!(call_id_of(compact), Some(&b"xyz"[..]));
         assert_eq!(call_id_of(b"garbage"), None);
+        let prefixed = b"\r\n\r\nBYE x SIP/2.0\r\nCall-ID: k\r\n\r\n";
+        assert_eq!(call_id_of(prefixed), Some(&b"k"[..]));
         let folded = b"BYE x SIP/2.0\r\nSubject: a\r\n Call-ID: fake\r\nCall-ID: real\r\n\r\n";
         assert_eq!(call_id_of(folded), Some(&b"real"[..]));
         assert_eq!(

@@ -19,6 +19,10 @@ use crate::sip::uui;
 
 use super::{Endpoint, EndpointOutput, QueuedPacket};
 
+/// How long a bridge that could not be placed at all waits before its
+/// failure reaches the flow (the caller hears the hold prompt meanwhile).
+const BRIDGE_FAILURE_DELAY: Duration = Duration::from_secs(1);
+
 /// The agent's leg of a bridged call.
 pub(super) struct BridgeLeg {
     /// The call we placed to the queue.
@@ -107,6 +111,11 @@ fn map_payload_type(pt: u8, from: &Negotiated, to: &Negotiated) -> Option<u8> {
 impl Endpoint {
     /// Places the call to the queue for the caller `caller`.
     pub(super) fn start_bridge(&mut self, now: Instant, caller: CallHandle, t: TransferRequest) {
+        // One agent leg per call: an earlier one is ended, never leaked.
+        if let Some(old) = self.calls.get(&caller).and_then(|a| a.bridge.as_ref()) {
+            let old = old.handle;
+            self.end_leg(now, caller, Some(old));
+        }
         let Some(a) = self.calls.get(&caller) else {
             return;
         };
@@ -122,7 +131,7 @@ impl Endpoint {
             Err(e) => {
                 tracing::warn!(uri = %t.uri, "cannot bridge the call: {e}");
                 if let Some(a) = self.calls.get_mut(&caller) {
-                    a.call.bridge_failed(now, e);
+                    a.bridge_failure = Some((now + BRIDGE_FAILURE_DELAY, e));
                 }
                 return;
             }
@@ -147,6 +156,7 @@ impl Endpoint {
             headers.push(("User-to-User".to_string(), value));
         }
         let port = local.port;
+        let networks = self.media_networks_of(destination);
         let handle = self.ua.originate(
             now,
             OutgoingCall {
@@ -154,12 +164,12 @@ impl Endpoint {
                 from_user: presented,
                 destination,
                 media: MediaSession::with_codecs(local, &[media.codec]),
+                media_networks: networks.clone(),
                 credentials: None,
                 ring_timeout: t.ring_timeout,
                 headers,
             },
         );
-        let networks = self.media_networks_of(destination);
         let latch = RtpLatch::new(false, networks.clone());
         tracing::info!(uri = %t.uri, %destination, leg = handle.0, "bridging the call to the queue");
         if let Some(a) = self.calls.get_mut(&caller) {
@@ -237,9 +247,28 @@ impl Endpoint {
                     }
                 }
             }
-            UaEvent::MediaChanged(n) => {
-                leg.latch.expect(n.remote, n.dtmf_payload_type);
-                leg.media = Some(n);
+            // A re-INVITE (the user agent refused one outside the leg's
+            // networks), or the answer in the ACK to one without SDP.
+            UaEvent::MediaChanged(n)
+            | UaEvent::Confirmed {
+                answer: Some(Ok(n)),
+            } => {
+                let ip = n.remote.ip();
+                if !ip.is_unspecified() && !leg.networks.contains(ip) {
+                    tracing::warn!(remote = %n.remote, "the agent's media moved outside the queue's networks; ending the call");
+                    a.call
+                        .terminate(now, "agent media outside the queue's networks".into());
+                } else {
+                    leg.latch.expect(n.remote, n.dtmf_payload_type);
+                    leg.media = Some(n);
+                }
+            }
+            UaEvent::Confirmed {
+                answer: Some(Err(e)),
+            } => {
+                tracing::warn!("unusable SDP answer from the agent: {e}");
+                a.call
+                    .terminate(now, format!("unusable SDP answer from the agent: {e}"));
             }
             UaEvent::DialFailed { status, reason, .. } => {
                 tracing::info!(status, %reason, "the queue did not answer the bridged call");

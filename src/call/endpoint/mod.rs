@@ -153,6 +153,10 @@ struct Active {
     scheduled: Option<Instant>,
     /// The agent's leg, while the call is bridged (or being bridged).
     bridge: Option<bridge::BridgeLeg>,
+    /// A bridge that could not even be placed (no port, say), reported
+    /// to the flow at this time: reporting it at once let a flow whose
+    /// `on_fail` leads back to the same transfer recurse without end.
+    bridge_failure: Option<(Instant, String)>,
     span: tracing::Span,
 }
 
@@ -561,6 +565,9 @@ impl Endpoint {
             }
         }
         a.call.handle_timeout(now);
+        if let Some((_, reason)) = a.bridge_failure.take_if(|(at, _)| *at <= now) {
+            a.call.bridge_failed(now, reason);
+        }
         if let (Some(leg), Some(at)) = (a.call.callback(), a.next_cancel_check) {
             if at <= now && !a.querying && !a.call.is_finished() {
                 a.querying = true;
@@ -643,10 +650,14 @@ impl Endpoint {
             self.out.push_back(EndpointOutput::RtpClosed { port });
             return;
         }
-        let next = [a.call.poll_timeout(), a.next_cancel_check]
-            .into_iter()
-            .flatten()
-            .min();
+        let next = [
+            a.call.poll_timeout(),
+            a.next_cancel_check,
+            a.bridge_failure.as_ref().map(|(at, _)| *at),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         if next != a.scheduled {
             a.scheduled = next;
             if let Some(at) = next {
@@ -697,6 +708,7 @@ impl Endpoint {
                 next_cancel_check,
                 scheduled: None,
                 bridge: None,
+                bridge_failure: None,
                 span,
             },
         );

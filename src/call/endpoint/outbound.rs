@@ -57,6 +57,7 @@ impl Endpoint {
                 from_user: trunk.from.clone(),
                 destination: trunk.address,
                 media: MediaSession::new(local),
+                media_networks: self.config.outbound_media.clone(),
                 credentials: trunk.credentials.clone(),
                 ring_timeout: self.config.ring_timeout,
                 headers: Vec::new(),

@@ -57,6 +57,9 @@ pub(super) struct Dialog {
     /// The trunk an incoming call came through: it counts against that
     /// trunk's limits until the dialog is forgotten.
     pub trunk: Option<super::TrunkId>,
+    /// For a call we placed: where its peer may ask us to send RTP (a
+    /// call that came in has its trunk's).
+    pub media_networks: Option<crate::sip::admission::Networks>,
 }
 
 impl Dialog {

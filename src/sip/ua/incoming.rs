@@ -406,6 +406,7 @@ impl UserAgent {
             refer_sent: false,
             refer_settled_early: false,
             trunk,
+            media_networks: None,
         };
         self.by_tags.insert((dialog.call_id.clone(), tag), call);
         let policy = trunk.and_then(|t| self.config.admission.trunks.get(t.0));
@@ -617,12 +618,12 @@ impl UserAgent {
             self.drain_server(&key);
             return;
         };
-        let media_networks = self
-            .dialogs
-            .get(&call)
-            .and_then(|d| d.trunk)
-            .and_then(|t| self.config.admission.trunks.get(t.0))
-            .map(|p| p.media.clone());
+        let media_networks = self.dialogs.get(&call).and_then(|d| {
+            d.trunk
+                .and_then(|t| self.config.admission.trunks.get(t.0))
+                .map(|p| p.media.clone())
+                .or_else(|| d.media_networks.clone())
+        });
         let allowed = |n: &sdp::Negotiated| {
             let ip = n.remote.ip();
             ip.is_unspecified() || media_networks.as_ref().is_none_or(|m| m.contains(ip))

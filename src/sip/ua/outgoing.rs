@@ -32,6 +32,10 @@ pub struct OutgoingCall {
     pub credentials: Option<Credentials>,
     /// Cancel the call if it is not answered by then.
     pub ring_timeout: Duration,
+    /// Where the callee may ask us to send RTP, in the answer and in any
+    /// re-INVITE: anything else is refused (488), so that no peer can
+    /// point our audio at a third party.
+    pub media_networks: crate::sip::admission::Networks,
     /// More headers for the INVITE (a bridged call's `X-` context and
     /// User-to-User). Names must be tokens and values free of control
     /// characters: see [`header_safe`].
@@ -138,6 +142,7 @@ impl UserAgent {
             refer_sent: false,
             refer_settled_early: false,
             trunk: None,
+            media_networks: Some(call.media_networks.clone()),
         };
         let mut dialog = dialog;
         let mut media = call.media.clone();

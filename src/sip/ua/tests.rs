@@ -649,6 +649,7 @@ fn originate(rig: &mut Rig, password: Option<&str>) -> CallHandle {
                 password: p.into(),
             }),
             ring_timeout: Duration::from_secs(30),
+            media_networks: crate::sip::admission::Networks::loopback(),
             headers: vec![
                 ("X-Queue".into(), "support".into()),
                 ("X-Context-note".into(), "two\r\nVia: injected".into()),

@@ -358,3 +358,28 @@ fn a_drain_ends_both_legs_of_a_bridged_call() {
     assert!(lab.open_ports.is_empty() && lab.endpoint.is_idle());
     assert!(lab.endpoint.drain_finished(lab.now));
 }
+
+/// The agent's side may not move our audio: a re-INVITE naming an address
+/// outside the queue's networks gets 488, and the relay keeps going where
+/// it went.
+#[test]
+fn an_agent_re_invite_pointing_elsewhere_is_refused() {
+    let mut lab = bridged_lab(0.0, 7, vec![200], (202, 200));
+    lab.press(0, 0, 4000);
+    agent_answered(&mut lab, 7);
+    let elsewhere = lab.peers[1]
+        .sdp()
+        .replace("c=IN IP4 127.0.0.2", "c=IN IP4 192.0.2.99")
+        .replace("o=peer 1 1", "o=peer 1 2");
+    let now = lab.now;
+    lab.peers[1].in_dialog(now, "INVITE", "", &elsewhere);
+    lab.run_for(Duration::from_millis(500));
+    assert_eq!(lab.peers[1].finals(Method::Invite), vec![488]);
+    lab.speak(0, 10, 0xCA11_E500, 0x11);
+    lab.run_for(Duration::from_secs(1));
+    assert_eq!(
+        heard(&lab, 1, 0xCA11_E500),
+        10,
+        "still relayed to the agent"
+    );
+}
