@@ -30,6 +30,23 @@ pub enum LoadError {
 }
 
 impl Runtime {
+    /// Where bridged queues are called: the addresses whose answers (and
+    /// in-dialog requests) a call we place to them brings back.
+    pub fn bridge_destinations(&self) -> Vec<std::net::IpAddr> {
+        let mut ips: Vec<std::net::IpAddr> = self
+            .flows
+            .flows
+            .iter()
+            .flat_map(|f| f.queues.iter())
+            .filter(|q| q.handoff != crate::flow::model::Handoff::Refer)
+            .filter_map(|q| crate::flow::compile::bridge_destination(&q.uri).ok())
+            .map(|a| a.ip())
+            .collect();
+        ips.sort();
+        ips.dedup();
+        ips
+    }
+
     /// Loads and checks the flows in `flows`, then decodes their prompts.
     pub fn load(flows: &Path, prompts: &Path) -> Result<Self, LoadError> {
         let loaded = load_paths(

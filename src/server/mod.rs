@@ -114,6 +114,9 @@ struct Shared {
     waits: Arc<queue_status::QueueWaits>,
     /// Recent callback bookings, by number and by source.
     bookings: Arc<Mutex<crate::callback::limits::BookingLimits>>,
+    /// The bridged queues' addresses admitted at the start: a reload may
+    /// not bridge anywhere else (its answers would be dropped).
+    bridged: Vec<IpAddr>,
 }
 
 impl Shared {
@@ -146,7 +149,9 @@ impl Shared {
     async fn reload(&self) {
         let (flows, prompts) = (self.config.flows.clone(), self.config.prompts.clone());
         match tokio::task::spawn_blocking(move || Runtime::load(&flows, &prompts)).await {
-            Ok(Ok(runtime)) => match check_runtime(&self.config, &runtime) {
+            Ok(Ok(runtime)) => match check_runtime(&self.config, &runtime)
+                .and_then(|()| check_bridged(&self.bridged, &runtime))
+            {
                 Ok(()) => {
                     tracing::info!(flows = runtime.flows.flows.len(), "flows reloaded");
                     self.runtime.send_replace(Arc::new(runtime));
@@ -180,7 +185,17 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
             "the dialler's callback flow is not loaded: callbacks of queues without their own wait"
         );
     }
-    let admission = config.admission()?;
+    let mut admission = config.admission()?;
+    // The ACDs bridged queues call answer from their own addresses: let
+    // them, as the outbound trunk is let (never to start a call).
+    let bridged = runtime.bridge_destinations();
+    for ip in &bridged {
+        if !admission.trunks.iter().any(|t| t.sources.contains(*ip))
+            && !admission.also_from.contains(ip)
+        {
+            admission.also_from.push(*ip);
+        }
+    }
     if config.trunks.is_empty() {
         tracing::info!(
             "no trunks configured: taking SIP only from loopback (127.0.0.0/8, ::1); add `trunks` to take calls from elsewhere"
@@ -234,6 +249,7 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
         bookings: Arc::new(Mutex::new(crate::callback::limits::BookingLimits::new(
             config.booking_limits.rules(),
         ))),
+        bridged,
         config,
     });
     let (control_tx, control_rx) = watch::channel(Control::Running);
@@ -374,6 +390,21 @@ fn check_runtime(config: &ServerConfig, runtime: &Runtime) -> Result<(), String>
         }
     }
     Ok(())
+}
+
+/// What a reload demands of bridged queues: that they call addresses
+/// admitted at the start (a new one needs a restart, or a trunk).
+fn check_bridged(admitted: &[IpAddr], runtime: &Runtime) -> Result<(), String> {
+    match runtime
+        .bridge_destinations()
+        .into_iter()
+        .find(|ip| !admitted.contains(ip))
+    {
+        Some(ip) => Err(format!(
+            "a bridged queue now calls {ip}, whose answers were not admitted at the start; restart callflow to bridge there"
+        )),
+        None => Ok(()),
+    }
 }
 
 fn drain(control: &watch::Sender<Control>, shared: &Shared) {
@@ -827,5 +858,18 @@ mod tests {
         config.routes.clear();
         config.default_flow = "gone".into();
         assert!(check_runtime(&config, &runtime).is_err());
+    }
+
+    #[test]
+    fn bridged_queues_are_admitted_at_the_start_and_a_reload_may_not_add_one() {
+        let (_, runtime) = shipped();
+        let bridged = runtime.bridge_destinations();
+        assert_eq!(bridged, vec![IpAddr::from([127, 0, 0, 2])]);
+        assert_eq!(check_bridged(&bridged, &runtime), Ok(()));
+        let why = check_bridged(&[], &runtime).unwrap_err();
+        assert!(
+            why.contains("127.0.0.2") && why.contains("restart"),
+            "{why}"
+        );
     }
 }
