@@ -9,11 +9,10 @@
 #![allow(clippy::disallowed_methods)]
 
 use std::net::{SocketAddr, UdpSocket};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::repo;
-use crate::sipp::{sipp_media_port, Server};
+use crate::sipp::{sipp_uas, Server};
 
 const CALLER_SSRC: u32 = 0xCA11_E500;
 const AGENT_SSRC: u32 = 0xA6E7_0001;
@@ -21,26 +20,14 @@ const AGENT_SSRC: u32 = 0xA6E7_0001;
 /// SIPp playing the ACD on 127.0.0.2:5391 (where the `bridge` flow's
 /// queues point), its SDP naming `rtp` as its media port.
 fn acd(server: &Server, rtp: u16) -> Child {
-    let dir = server.dir.path();
-    let child = Command::new("sipp")
-        .current_dir(dir)
-        .arg("-sf")
-        .arg(repo("tests/sipp/bridge_acd.xml"))
-        .args(["-i", "127.0.0.2", "-p", "5391"])
-        .args(["-mp", &sipp_media_port().to_string()])
-        .args(["-set", "rtp", &rtp.to_string()])
-        .args(["-m", "1", "-nostdin", "-timeout", "40s", "-timeout_error"])
-        .args(["-trace_err", "-trace_msg"])
-        .arg("-error_file")
-        .arg(dir.join("bridge_acd-errors.log"))
-        .arg("-message_file")
-        .arg(dir.join("bridge_acd-messages.log"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run sipp (apt-get install -y sip-tester)");
-    std::thread::sleep(Duration::from_millis(300));
-    child
+    let rtp = rtp.to_string();
+    sipp_uas(
+        server.dir.path(),
+        "bridge_acd",
+        "127.0.0.2",
+        5391,
+        &["-set", "rtp", &rtp],
+    )
 }
 
 fn packet(pt: u8, seq: u16, ssrc: u32, payload: &[u8]) -> Vec<u8> {

@@ -8,14 +8,13 @@
 #![allow(clippy::disallowed_methods)]
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use crate::common::repo;
-use crate::sipp::{callbacks_cli, free_udp_port, sipp_media_port, Server};
+use crate::sipp::{callbacks_cli, free_udp_port, sipp_uas, Server};
 
 /// The number the caller books (SIPp's From, as the dialling policy keeps it).
 const NUMBER: &str = "37120000000";
@@ -32,25 +31,7 @@ fn config(dir: &Path, trunk_port: u16, dialler: &str) -> String {
 
 /// SIPp as the trunk: one call of `scenario`, listening on `port`.
 fn trunk(dir: &Path, scenario: &str, port: u16) -> Child {
-    let media = sipp_media_port().to_string();
-    let child = Command::new("sipp")
-        .current_dir(dir)
-        .arg("-sf")
-        .arg(repo(&format!("tests/sipp/{scenario}.xml")))
-        .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-mp", &media])
-        .args(["-m", "1", "-nostdin", "-timeout", "40s", "-timeout_error"])
-        .args(["-trace_err", "-trace_msg"])
-        .arg("-error_file")
-        .arg(dir.join(format!("{scenario}-errors.log")))
-        .arg("-message_file")
-        .arg(dir.join(format!("{scenario}-messages.log")))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run sipp (apt-get install -y sip-tester)");
-    // SIPp binds within a few milliseconds; give it ample time.
-    std::thread::sleep(Duration::from_millis(300));
-    child
+    sipp_uas(dir, scenario, "127.0.0.1", port, &[])
 }
 
 /// A server in `dir` whose trunk is SIPp playing `scenario` on a port of

@@ -42,6 +42,37 @@ pub(crate) fn sipp_media_port() -> u16 {
     }
 }
 
+/// SIPp answering on `ip:port` (a trunk, an ACD) for one call of
+/// `scenario`, its logs in `dir`; `extra` is added to its command line.
+pub(crate) fn sipp_uas(
+    dir: &std::path::Path,
+    scenario: &str,
+    ip: &str,
+    port: u16,
+    extra: &[&str],
+) -> Child {
+    let media = sipp_media_port().to_string();
+    let child = Command::new("sipp")
+        .current_dir(dir)
+        .arg("-sf")
+        .arg(repo(&format!("tests/sipp/{scenario}.xml")))
+        .args(["-i", ip, "-p", &port.to_string(), "-mp", &media])
+        .args(["-m", "1", "-nostdin", "-timeout", "40s", "-timeout_error"])
+        .args(["-trace_err", "-trace_msg"])
+        .arg("-error_file")
+        .arg(dir.join(format!("{scenario}-errors.log")))
+        .arg("-message_file")
+        .arg(dir.join(format!("{scenario}-messages.log")))
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run sipp (apt-get install -y sip-tester)");
+    // SIPp binds within a few milliseconds; give it ample time.
+    std::thread::sleep(Duration::from_millis(300));
+    child
+}
+
 pub(crate) fn free_udp_port() -> u16 {
     let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
     s.local_addr().expect("addr").port()

@@ -319,21 +319,21 @@ impl Lab {
             p.extend_from_slice(&(160 * u32::from(i)).to_be_bytes());
             p.extend_from_slice(&ssrc.to_be_bytes());
             p.extend_from_slice(&[fill; 160]);
-            self.sequence += 1;
-            if self.net.f64() < self.loss {
-                continue;
-            }
-            let at = self.now + self.latency + Duration::from_millis(20 * u64::from(i));
-            self.in_flight.push((
-                at,
-                self.sequence,
-                Packet::RtpIn {
-                    port: to.port(),
-                    from,
-                    bytes: p,
-                },
-            ));
+            self.rtp_in(from, to, u64::from(i), p);
         }
+    }
+
+    /// Puts RTP from `from` to the endpoint's `to` on the network, `slot`
+    /// times 20 ms from now (lost like any packet).
+    fn rtp_in(&mut self, from: SocketAddr, to: SocketAddr, slot: u64, bytes: Vec<u8>) {
+        self.sequence += 1;
+        if self.net.f64() < self.loss {
+            return;
+        }
+        let at = self.now + self.latency + Duration::from_millis(20 * slot);
+        let port = to.port();
+        self.in_flight
+            .push((at, self.sequence, Packet::RtpIn { port, from, bytes }));
     }
 
     /// Sends an RFC 4733 key press from peer `peer`'s RTP address to the
@@ -364,20 +364,7 @@ impl Lab {
             p.push(key);
             p.push(if end { 0x80 | 10 } else { 10 });
             p.extend_from_slice(&duration.to_be_bytes());
-            self.sequence += 1;
-            if self.net.f64() < self.loss {
-                continue;
-            }
-            let at = self.now + self.latency + Duration::from_millis(20 * i as u64);
-            self.in_flight.push((
-                at,
-                self.sequence,
-                Packet::RtpIn {
-                    port: to.port(),
-                    from,
-                    bytes: p,
-                },
-            ));
+            self.rtp_in(from, to, i as u64, p);
         }
     }
 }
