@@ -152,16 +152,15 @@ impl Rig {
         }
     }
 
+    /// Answers `call` with 200 OK (our media, a stand-in SDP body).
+    fn accept(&mut self, call: CallHandle) -> bool {
+        let media = crate::sip::sdp::MediaSession::new(media());
+        self.ua.accept(self.now, call, media, b"v=0\r\n", false)
+    }
+
     fn answered(&mut self, call_id: &str) -> (CallHandle, String) {
         let call = self.incoming(call_id);
-        let local = media();
-        assert!(self.ua.accept(
-            self.now,
-            call,
-            crate::sip::sdp::MediaSession::new(local),
-            b"v=0\r\n",
-            false
-        ));
+        assert!(self.accept(call));
         self.drain();
         let tag = self.to_tag();
         self.recv(&in_dialog("ACK", call_id, &tag, 1, "z9hG4bK-ack1", "", ""));
@@ -215,14 +214,7 @@ fn retransmitted_invite_never_creates_a_second_call() {
 fn two_xx_is_retransmitted_until_t2_and_abandoned_with_bye_after_64_t1() {
     let mut rig = Rig::new();
     let call = rig.incoming("c3");
-    let local = media();
-    rig.ua.accept(
-        rig.now,
-        call,
-        crate::sip::sdp::MediaSession::new(local),
-        b"v=0\r\n",
-        false,
-    );
+    rig.accept(call);
     rig.drain();
     rig.run_until(Duration::from_secs(33));
     let times: Vec<f64> = rig
@@ -528,13 +520,7 @@ fn record_route_is_copied_into_the_180_and_200_and_our_requests_follow_it() {
     let rr = "Record-Route: <sip:10.9.9.1;lr;ftag=x>\r\nRecord-Route: <sip:127.0.0.1:5071;lr>\r\n";
     let call = rig.incoming_with("rr1", rr);
     rig.ua.ring(rig.now, call);
-    assert!(rig.ua.accept(
-        rig.now,
-        call,
-        crate::sip::sdp::MediaSession::new(media()),
-        b"v=0\r\n",
-        false
-    ));
+    assert!(rig.accept(call));
     rig.drain();
     assert_eq!(
         rig.statuses(),
@@ -588,13 +574,7 @@ fn a_strict_first_route_becomes_the_request_uri() {
     let mut rig = Rig::new();
     let rr = "Record-Route: <sip:127.0.0.1:5071>\r\n";
     let call = rig.incoming_with("sr1", rr);
-    assert!(rig.ua.accept(
-        rig.now,
-        call,
-        crate::sip::sdp::MediaSession::new(media()),
-        b"v=0\r\n",
-        false
-    ));
+    assert!(rig.accept(call));
     rig.drain();
     let tag = rig.to_tag();
     rig.recv(&in_dialog("ACK", "sr1", &tag, 1, "z9hG4bK-srack", "", ""));
