@@ -6,7 +6,14 @@
 //! - `sendto`: one unconnected socket, round-robin over N destinations;
 //! - `connected`: one connected socket per destination, `send` (what each
 //!   call's own socket would do once its peer is latched);
-//! - `sendmmsg`: one unconnected socket, batches of 64 to N destinations.
+//! - `sendmmsg`: one unconnected socket, batches of 64 to N destinations;
+//! - `per-call sendto`: N sockets, each unconnected, sending to its own
+//!   destination (what a call's own RTP socket does before it connects);
+//! - `io_uring`: N sockets (one per call), batches of 64 sends submitted
+//!   with one system call, unconnected (`io_uring sendto`) and connected.
+//!
+//! A call's RTP must leave from the port its SDP names, so sendmmsg, which
+//! batches on one socket, cannot batch across calls; io_uring can.
 //!
 //! `cargo bench --bench kernel_probe [-- DESTINATIONS PACKETS]` (defaults
 //! 2000 and 400000). Run it in the same session as the load figures: these
@@ -35,7 +42,7 @@ fn cpu() -> Duration {
 
 fn report(name: &str, packets: usize, spent: Duration, failed: usize) {
     let per = spent.as_secs_f64() * 1e6 / packets as f64;
-    println!("{name:>10}: {per:6.2} us CPU per packet ({packets} packets, {failed} not sent)");
+    println!("{name:>18}: {per:6.2} us CPU per packet ({packets} packets, {failed} not sent)");
 }
 
 fn main() {
@@ -62,6 +69,10 @@ fn main() {
     );
 
     let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let per_call: Vec<UdpSocket> = addrs
+        .iter()
+        .filter_map(|_| UdpSocket::bind("127.0.0.1:0").ok())
+        .collect();
     let connected: Vec<UdpSocket> = addrs
         .iter()
         .filter_map(|a| {
@@ -74,7 +85,88 @@ fn main() {
     for round in 1..=2 {
         println!("round {round}");
         probe(&socket, &connected, &addrs, &payload, packets);
+        per_call_probe(&per_call, &connected, &addrs, &payload, packets);
     }
+}
+
+/// The per-call sockets' ways: one system call a packet, or a batch of
+/// sends across many sockets in one io_uring submission.
+fn per_call_probe(
+    per_call: &[UdpSocket],
+    connected: &[UdpSocket],
+    addrs: &[SocketAddr],
+    payload: &[u8],
+    packets: usize,
+) {
+    let n = per_call.len().min(addrs.len());
+    let start = cpu();
+    let mut failed = 0;
+    for i in 0..packets {
+        if per_call[i % n].send_to(payload, addrs[i % n]).is_err() {
+            failed += 1;
+        }
+    }
+    report("per-call sendto", packets, cpu() - start, failed);
+
+    let targets: Vec<socket2::SockAddr> = addrs.iter().map(|a| (*a).into()).collect();
+    let unconnected: Vec<(i32, Option<&socket2::SockAddr>)> = per_call
+        .iter()
+        .zip(&targets)
+        .map(|(s, a)| (s.as_raw_fd(), Some(a)))
+        .collect();
+    uring_probe("io_uring sendto", &unconnected, payload, packets);
+    let connected: Vec<(i32, Option<&socket2::SockAddr>)> =
+        connected.iter().map(|s| (s.as_raw_fd(), None)).collect();
+    uring_probe("io_uring connected", &connected, payload, packets);
+}
+
+/// Sends `packets` through one ring, 64 submissions a system call, round
+/// robin over `sockets` (each with its destination, if unconnected).
+fn uring_probe(
+    name: &str,
+    sockets: &[(i32, Option<&socket2::SockAddr>)],
+    payload: &[u8],
+    packets: usize,
+) {
+    const BATCH: usize = 64;
+    let Ok(mut ring) = io_uring::IoUring::new(BATCH as u32 * 2) else {
+        println!("{name:>18}: no io_uring here");
+        return;
+    };
+    let start = cpu();
+    let mut failed = 0;
+    let mut sent = 0;
+    while sent < packets {
+        let n = BATCH.min(packets - sent);
+        {
+            let mut sq = ring.submission();
+            for k in 0..n {
+                let (fd, to) = sockets[(sent + k) % sockets.len()];
+                let mut op = io_uring::opcode::Send::new(
+                    io_uring::types::Fd(fd),
+                    payload.as_ptr(),
+                    payload.len() as u32,
+                );
+                if let Some(to) = to {
+                    op = op.dest_addr(to.as_ptr().cast()).dest_addr_len(to.len());
+                }
+                // Safety: the payload and addresses outlive the wait below.
+                if unsafe { sq.push(&op.build()) }.is_err() {
+                    failed += 1;
+                }
+            }
+        }
+        if ring.submit_and_wait(n).is_err() {
+            failed += n;
+        }
+        for cqe in ring.completion() {
+            if cqe.result() < 0 {
+                failed += 1;
+            }
+        }
+        sent += n;
+    }
+    report(name, packets, cpu() - start, failed);
 }
 
 fn probe(
