@@ -29,7 +29,7 @@ use crate::flow::model::Handoff;
 use crate::flow::FlowSet;
 use crate::media::dtmf::DtmfReceiver;
 use crate::media::g711::Codec as MediaCodec;
-use crate::media::latch::RtpLatch;
+use crate::media::latch::{RtpLatch, RtpPeer};
 use crate::media::prompts::PromptCache;
 use crate::media::rtp::RtpSender;
 use crate::sip::sdp::{Codec, Negotiated};
@@ -240,8 +240,9 @@ impl Call {
     }
 
     /// Where RTP goes now, if we may send.
-    pub fn rtp_destination(&self) -> Option<std::net::SocketAddr> {
-        self.media.filter(|m| m.sends_rtp()).map(|m| m.remote)
+    pub fn rtp_destination(&self) -> Option<RtpPeer> {
+        self.media.filter(|m| m.sends_rtp())?;
+        self.latch.peer()
     }
 
     fn codec(&self) -> MediaCodec {

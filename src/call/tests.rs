@@ -46,6 +46,8 @@ struct Limits {
     max_duration: Duration,
     /// Where the caller's SDP puts its RTP.
     remote: &'static str,
+    /// Latch the first source in the media networks (a caller behind NAT).
+    latch_first: bool,
 }
 
 impl Default for Limits {
@@ -55,6 +57,7 @@ impl Default for Limits {
             hold_timeout: Duration::from_secs(600),
             max_duration: Duration::from_secs(4 * 3600),
             remote: "127.0.0.1:6000",
+            latch_first: false,
         }
     }
 }
@@ -65,6 +68,7 @@ fn call_with(limits: Limits) -> (Call, Instant) {
         hold_timeout,
         max_duration,
         remote,
+        latch_first,
     } = limits;
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let loaded = load_sources(
@@ -101,7 +105,7 @@ fn call_with(limits: Limits) -> (Call, Instant) {
         vars: Vec::new(),
         callback: None,
         dialling: Default::default(),
-        rtp_latch_first: false,
+        rtp_latch_first: latch_first,
         hold_timeout,
         max_duration,
     });
@@ -313,6 +317,29 @@ fn record_of(out: &[CallOutput]) -> &crate::call::record::CallRecord {
             _ => None,
         })
         .expect("the call finished")
+}
+
+#[test]
+fn rtp_goes_where_a_caller_behind_nat_sends_from_once_it_is_latched() {
+    let (mut call, t0) = call_with(Limits {
+        latch_first: true,
+        ..Limits::default()
+    });
+    let sdp = RtpPeer {
+        addr: caller_rtp(),
+        latched: false,
+    };
+    assert_eq!(call.rtp_destination(), Some(sdp), "the SDP's address first");
+    let mapped: std::net::SocketAddr = "127.0.0.1:40000".parse().unwrap();
+    assert!(call.on_rtp(t0, mapped, &dtmf_packet(1, 8000, 1, false)));
+    assert_eq!(
+        call.rtp_destination(),
+        Some(RtpPeer {
+            addr: mapped,
+            latched: true
+        }),
+        "then the address the caller's RTP comes from (RFC 4961)"
+    );
 }
 
 #[test]

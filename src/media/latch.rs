@@ -10,6 +10,17 @@ use std::net::SocketAddr;
 
 use crate::sip::admission::Networks;
 
+/// Where a call's RTP goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RtpPeer {
+    /// The address to send to.
+    pub addr: SocketAddr,
+    /// Whether it is the latched source, which only new media changes: the
+    /// edge may then connect the call's socket to it, so the kernel routes
+    /// once and drops strangers' datagrams before we see them.
+    pub latched: bool,
+}
+
 /// The latch of one call's inbound RTP.
 #[derive(Debug, Clone)]
 pub struct RtpLatch {
@@ -89,6 +100,24 @@ impl RtpLatch {
         *latched.get_or_insert(ssrc) == ssrc
     }
 
+    /// Where RTP to the peer goes: the latched source once there is one
+    /// (symmetric RTP, RFC 4961: a peer behind NAT is reached where it
+    /// sends from, not at the private address its SDP names), else the
+    /// SDP's address.
+    pub fn peer(&self) -> Option<RtpPeer> {
+        match (self.source, self.expected) {
+            (Some(addr), _) => Some(RtpPeer {
+                addr,
+                latched: true,
+            }),
+            (None, Some(addr)) => Some(RtpPeer {
+                addr,
+                latched: false,
+            }),
+            (None, None) => None,
+        }
+    }
+
     /// Datagrams refused so far.
     pub fn dropped(&self) -> u64 {
         self.dropped
@@ -155,9 +184,29 @@ mod tests {
     #[test]
     fn behind_nat_the_first_source_is_latched() {
         let mut latch = RtpLatch::new(true, nets("203.0.113.0/24"));
+        assert_eq!(latch.peer(), None, "no media yet");
         latch.expect(addr("10.0.0.5:6000"), None);
+        let unlatched = RtpPeer {
+            addr: addr("10.0.0.5:6000"),
+            latched: false,
+        };
+        assert_eq!(latch.peer(), Some(unlatched), "the SDP's address first");
         assert!(latch.accept(addr("203.0.113.5:40000"), &rtp(0, 1)));
         assert!(!latch.accept(addr("203.0.113.6:40000"), &rtp(0, 1)));
+        assert_eq!(
+            latch.peer(),
+            Some(RtpPeer {
+                addr: addr("203.0.113.5:40000"),
+                latched: true
+            }),
+            "then where the peer sends from"
+        );
+        latch.expect(addr("10.0.0.6:6000"), None);
+        assert_eq!(
+            latch.peer().map(|p| p.latched),
+            Some(false),
+            "new media unlatches"
+        );
     }
 
     #[test]

@@ -109,7 +109,8 @@ struct Shared {
     runtime: watch::Sender<Arc<Runtime>>,
     ports: Mutex<PortPool>,
     records: RecordSink,
-    stats: Arc<MediaStats>,
+    /// Each worker's media counters, added up for the log.
+    stats: Mutex<Vec<Arc<MediaStats>>>,
     callbacks: callbacks::CallbackSink,
     waits: Arc<queue_status::QueueWaits>,
     /// Recent callback bookings, by number and by source.
@@ -122,6 +123,11 @@ struct Shared {
 impl Shared {
     fn runtime(&self) -> Arc<Runtime> {
         Arc::clone(&self.runtime.borrow())
+    }
+
+    /// The workers' media counters, added up.
+    fn media_summary(&self) -> String {
+        MediaStats::summary(&self.stats.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Hands an attempt's last word to the store, with the queue's retry
@@ -243,7 +249,7 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
         runtime: watch::Sender::new(Arc::new(runtime)),
         ports: Mutex::new(PortPool::new(first, last)),
         records,
-        stats: Arc::new(MediaStats::default()),
+        stats: Mutex::default(),
         callbacks,
         waits: queue_status::start(&config.queue_status),
         bookings: Arc::new(Mutex::new(crate::callback::limits::BookingLimits::new(
@@ -335,7 +341,7 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
             _ = terminate.recv() => drain(&control_tx, &shared),
             _ = interrupt.recv() => drain(&control_tx, &shared),
             _ = hangup.recv() => shared.reload().await,
-            _ = stats_tick.tick() => tracing::info!(media = %shared.stats.summary(), "status"),
+            _ = stats_tick.tick() => tracing::info!(media = %shared.media_summary(), "status"),
             done = workers.join_next() => {
                 if let Some(Err(e)) = &done {
                     tracing::error!("a call worker failed: {e}");
@@ -351,7 +357,7 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
     }
     // Attempts settled by the last calls are committed before we exit.
     shared.callbacks.flush().await;
-    tracing::info!(media = %shared.stats.summary(), "callflow stopped");
+    tracing::info!(media = %shared.media_summary(), "callflow stopped");
     Ok(())
 }
 
@@ -490,7 +496,7 @@ struct Worker {
     /// Sockets bound by [`EdgeEnvironment::open_rtp`], not yet in `rtp`.
     opened: Arc<Mutex<HashMap<u16, std::net::UdpSocket>>>,
     /// The calls' RTP sockets by port (sent on directly, non-blocking).
-    rtp: HashMap<u16, Arc<std::net::UdpSocket>>,
+    rtp: HashMap<u16, rtp_out::RtpSocket>,
     /// The thread that reads them, and what it read.
     rtp_reader: rtp_in::RtpReader,
     rtp_rx: mpsc::Receiver<rtp_in::RtpBatch>,
@@ -499,6 +505,8 @@ struct Worker {
     runtime: watch::Receiver<Arc<Runtime>>,
     /// The thread that sends RTP, and its count of packets not sent.
     rtp_out: rtp_out::RtpOut,
+    /// This worker's media counters.
+    stats: Arc<MediaStats>,
     /// When the counters were last logged.
     last_report: Instant,
 }
@@ -563,6 +571,12 @@ impl Worker {
             wall_now(),
         );
         let (inbox, inbox_rx) = mpsc::channel(INBOX_QUEUE);
+        let stats = Arc::new(MediaStats::default());
+        shared
+            .stats
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Arc::clone(&stats));
         let worker = Worker {
             runtime: shared.runtime.subscribe(),
             shared,
@@ -578,6 +592,7 @@ impl Worker {
             rtp_rx,
             inbox,
             rtp_out,
+            stats,
             last_report: now(),
         };
         (worker, inbox_rx)
@@ -719,15 +734,14 @@ impl Worker {
                 EndpointOutput::Record(record) => self.shared.records.write(record),
             }
         }
-        let (rtp, stats) = (&self.rtp, &self.shared.stats);
-        let mut batch = rtp_out::Batch::default();
+        let (rtp, out, stats) = (&mut self.rtp, &mut self.rtp_out, &self.stats);
         self.endpoint.drain_rtp(|p| {
-            if let Some(s) = rtp.get(&p.port) {
-                batch.push(s, p.to, p.bytes);
+            if let Some(socket) = rtp.get_mut(&p.port) {
+                out.send(socket, p.to, p.latched, p.bytes);
                 stats.record(p.late);
             }
         });
-        self.rtp_out.send(batch);
+        self.rtp_out.flush();
     }
 
     /// A call took the port bound for it: start reading it.
@@ -742,7 +756,7 @@ impl Worker {
         };
         let socket = Arc::new(send);
         self.rtp_reader.add(port, Arc::clone(&socket));
-        self.rtp.insert(port, socket);
+        self.rtp.insert(port, rtp_out::RtpSocket::new(socket));
     }
 
     /// A call is over: close its socket and free the port.

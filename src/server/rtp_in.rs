@@ -188,8 +188,10 @@ fn run(
                     }
                     Err(e) if e.kind() == ErrorKind::WouldBlock => break true,
                     Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                    // ICMP errors and the like: nothing more to read now.
-                    Err(_) => break true,
+                    // An ICMP error (reported on a connected socket) is
+                    // cleared by this read; datagrams may still wait
+                    // behind it, and readiness is edge-triggered.
+                    Err(_) => read += 1,
                 }
             };
             if !drained {

@@ -11,7 +11,7 @@ use crate::call::context_headers;
 use crate::callback::AttemptOutcome;
 use crate::flow::compile::bridge_destination;
 use crate::flow::interpreter::TransferRequest;
-use crate::media::latch::RtpLatch;
+use crate::media::latch::{RtpLatch, RtpPeer};
 use crate::sip::admission::Networks;
 use crate::sip::sdp::{MediaSession, Negotiated};
 use crate::sip::ua::{CallHandle, EndReason, OutgoingCall, UaEvent};
@@ -348,7 +348,10 @@ impl Endpoint {
         if !agent.sends_rtp() {
             return;
         }
-        let (port, to) = (leg.port, agent.remote);
+        let Some(to) = leg.latch.peer() else {
+            return;
+        };
+        let port = leg.port;
         self.relay(port, to, packet, &callers, &agent);
     }
 
@@ -360,7 +363,7 @@ impl Endpoint {
     fn relay(
         &mut self,
         port: u16,
-        to: SocketAddr,
+        to: RtpPeer,
         packet: &[u8],
         from: &Negotiated,
         to_leg: &Negotiated,

@@ -14,8 +14,8 @@
 //! store, call records), and [`Endpoint::poll_timeout`] says when to call
 //! [`Endpoint::handle_timeout`] next.
 //!
-//! Calls are paced from one heap of deadlines (RTP packets, flow timers,
-//! silence checks), not a task and a timer per call. IDs (tags, branches,
+//! Calls are paced from one wheel of deadlines (RTP packets, flow timers,
+//! silence checks; see `wheel`), not a task and a timer per call. IDs (tags, branches,
 //! Call-IDs, cnonces, SSRCs) come from the random source the endpoint is
 //! handed, so a test with a seeded one sees exact bytes.
 
@@ -26,9 +26,9 @@ mod inbound;
 mod outbound;
 #[cfg(test)]
 mod tests;
+mod wheel;
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -43,6 +43,7 @@ use crate::callback::limits::BookingRefusal;
 use crate::callback::{AttemptOutcome, CallbackId, Requested, State};
 use crate::flow::graph::NodeRef;
 use crate::flow::interpreter::{Booked, CallbackError, CallbackRequest};
+use crate::media::latch::RtpPeer;
 use crate::sip::admission::AdmissionCounters;
 use crate::sip::sdp::LocalMedia;
 use crate::sip::ua::IncomingCall;
@@ -127,6 +128,10 @@ pub struct RtpTransmit<'a> {
     pub port: u16,
     /// Where to.
     pub to: SocketAddr,
+    /// Whether `to` is the peer's latched source (see
+    /// [`crate::media::latch::RtpPeer`]): the port's socket may be
+    /// connected to it.
+    pub latched: bool,
     /// The packet.
     pub bytes: &'a [u8],
     /// How late it is against its due time.
@@ -163,7 +168,7 @@ struct Active {
 /// One RTP packet waiting in the batch.
 struct QueuedPacket {
     port: u16,
-    to: SocketAddr,
+    to: RtpPeer,
     start: usize,
     len: usize,
     late: Duration,
@@ -183,8 +188,10 @@ pub struct Endpoint {
     /// Agent legs we placed, to the call they bridge.
     legs: HashMap<CallHandle, CallHandle>,
     ringing: Vec<Ringing>,
-    /// Every call's next deadline, earliest first (stale entries skipped).
-    deadlines: BinaryHeap<Reverse<(Instant, CallHandle)>>,
+    /// Every call's next deadline (stale entries skipped).
+    deadlines: wheel::Wheel<CallHandle>,
+    /// The calls found due by a timeout (kept for its capacity).
+    due: Vec<(Instant, CallHandle)>,
     /// The wall clock at one instant, for the records' timestamps.
     wall_anchor: (Instant, DateTime<Utc>),
     /// Draining: no new calls; calls in progress are ended at this time.
@@ -218,7 +225,8 @@ impl Endpoint {
             by_port: HashMap::new(),
             legs: HashMap::new(),
             ringing: Vec::new(),
-            deadlines: BinaryHeap::new(),
+            deadlines: wheel::Wheel::new(now),
+            due: Vec::with_capacity(256),
             wall_anchor: (now, wall),
             drain_until: None,
             drain_ended: false,
@@ -277,7 +285,8 @@ impl Endpoint {
         for p in self.rtp_queue.drain(..) {
             send(RtpTransmit {
                 port: p.port,
-                to: p.to,
+                to: p.to.addr,
+                latched: p.to.latched,
                 bytes: &self.rtp_bytes[p.start..p.start + p.len],
                 late: p.late,
             });
@@ -297,7 +306,7 @@ impl Endpoint {
         [
             self.ua.poll_timeout(),
             self.ringing.iter().map(|r| r.at).min(),
-            self.deadlines.peek().map(|Reverse((at, _))| *at),
+            self.deadlines.next_deadline(),
             drain,
         ]
         .into_iter()
@@ -370,22 +379,18 @@ impl Endpoint {
         }
         // Each call that is due is run once per timeout: one that is due
         // again at once waits for the next, so a call cannot starve others.
-        let mut due = Vec::new();
-        while let Some(&Reverse((at, handle))) = self.deadlines.peek() {
-            if at > now {
-                break;
-            }
-            self.deadlines.pop();
-            if let Some(a) = self.calls.get_mut(&handle) {
-                if a.scheduled == Some(at) {
-                    a.scheduled = None;
-                    due.push(handle);
-                }
+        let mut due = std::mem::take(&mut self.due);
+        self.deadlines.expire(now, &mut due);
+        for (at, handle) in due.drain(..) {
+            let Some(a) = self.calls.get_mut(&handle) else {
+                continue;
+            };
+            if a.scheduled == Some(at) {
+                a.scheduled = None;
+                self.tick(now, handle);
             }
         }
-        for handle in due {
-            self.tick(now, handle);
-        }
+        self.due = due;
         self.pump(now);
     }
 
@@ -661,7 +666,7 @@ impl Endpoint {
         if next != a.scheduled {
             a.scheduled = next;
             if let Some(at) = next {
-                self.deadlines.push(Reverse((at, handle)));
+                self.deadlines.insert(at, handle);
             }
         }
         drop(_entered);
@@ -674,17 +679,15 @@ impl Endpoint {
         }
     }
 
-    /// Rebuilds the heap when stale entries outnumber live ones, so that a
-    /// call rescheduled often cannot grow it without bound.
+    /// Drops stale deadlines when they outnumber live ones, so that a call
+    /// rescheduled often cannot grow the wheel without bound.
     fn compact_deadlines(&mut self) {
         if self.deadlines.len() <= 2 * self.calls.len() + 1024 {
             return;
         }
-        self.deadlines = self
-            .calls
-            .iter()
-            .filter_map(|(h, a)| a.scheduled.map(|at| Reverse((at, *h))))
-            .collect();
+        let calls = &self.calls;
+        self.deadlines
+            .retain(|at, h| calls.get(&h).is_some_and(|a| a.scheduled == Some(at)));
     }
 
     /// Registers a call with media on `port` and runs it once.
