@@ -327,7 +327,7 @@ fn rtp_goes_where_a_caller_behind_nat_sends_from_once_it_is_latched() {
     });
     let sdp = RtpPeer {
         addr: caller_rtp(),
-        latched: false,
+        fixed: false,
     };
     assert_eq!(call.rtp_destination(), Some(sdp), "the SDP's address first");
     let mapped: std::net::SocketAddr = "127.0.0.1:40000".parse().unwrap();
@@ -336,7 +336,7 @@ fn rtp_goes_where_a_caller_behind_nat_sends_from_once_it_is_latched() {
         call.rtp_destination(),
         Some(RtpPeer {
             addr: mapped,
-            latched: true
+            fixed: true
         }),
         "then the address the caller's RTP comes from (RFC 4961)"
     );

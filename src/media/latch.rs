@@ -15,10 +15,11 @@ use crate::sip::admission::Networks;
 pub struct RtpPeer {
     /// The address to send to.
     pub addr: SocketAddr,
-    /// Whether it is the latched source, which only new media changes: the
-    /// edge may then connect the call's socket to it, so the kernel routes
-    /// once and drops strangers' datagrams before we see them.
-    pub latched: bool,
+    /// Whether only new media can change it: it is the latched source, or
+    /// the SDP's address where no other source may be latched. The edge
+    /// may then connect the call's socket to it, so the kernel routes once
+    /// and drops strangers' datagrams before we see them.
+    pub fixed: bool,
 }
 
 /// The latch of one call's inbound RTP.
@@ -106,13 +107,11 @@ impl RtpLatch {
     /// SDP's address.
     pub fn peer(&self) -> Option<RtpPeer> {
         match (self.source, self.expected) {
-            (Some(addr), _) => Some(RtpPeer {
-                addr,
-                latched: true,
-            }),
+            (Some(addr), _) => Some(RtpPeer { addr, fixed: true }),
+            // Without NAT latching only this address is ever accepted.
             (None, Some(addr)) => Some(RtpPeer {
                 addr,
-                latched: false,
+                fixed: !self.latch_first,
             }),
             (None, None) => None,
         }
@@ -147,6 +146,14 @@ mod tests {
             "no media yet"
         );
         latch.expect(addr("192.0.2.1:6000"), Some(101));
+        assert_eq!(
+            latch.peer(),
+            Some(RtpPeer {
+                addr: addr("192.0.2.1:6000"),
+                fixed: true
+            }),
+            "no other source may be latched: fixed before the first packet"
+        );
         assert!(
             !latch.accept(addr("198.51.100.9:6000"), &rtp(101, 1)),
             "another host"
@@ -188,7 +195,7 @@ mod tests {
         latch.expect(addr("10.0.0.5:6000"), None);
         let unlatched = RtpPeer {
             addr: addr("10.0.0.5:6000"),
-            latched: false,
+            fixed: false,
         };
         assert_eq!(latch.peer(), Some(unlatched), "the SDP's address first");
         assert!(latch.accept(addr("203.0.113.5:40000"), &rtp(0, 1)));
@@ -197,13 +204,13 @@ mod tests {
             latch.peer(),
             Some(RtpPeer {
                 addr: addr("203.0.113.5:40000"),
-                latched: true
+                fixed: true
             }),
             "then where the peer sends from"
         );
         latch.expect(addr("10.0.0.6:6000"), None);
         assert_eq!(
-            latch.peer().map(|p| p.latched),
+            latch.peer().map(|p| p.fixed),
             Some(false),
             "new media unlatches"
         );

@@ -737,7 +737,7 @@ impl Worker {
         let (rtp, out, stats) = (&mut self.rtp, &mut self.rtp_out, &self.stats);
         self.endpoint.drain_rtp(|p| {
             if let Some(socket) = rtp.get_mut(&p.port) {
-                out.send(socket, p.to, p.latched, p.bytes);
+                out.send(socket, p.to, p.fixed, p.bytes);
                 stats.record(p.late);
             }
         });

@@ -1,7 +1,8 @@
 //! How a worker's RTP leaves.
 //!
 //! Each call sends from its own socket (its SDP names that port), and once
-//! the peer's address is latched the socket is connected to it: the kernel
+//! the peer's address is fixed (latched, or the only one the latch would
+//! take) the socket is connected to it: the kernel
 //! then routes once instead of per packet, and drops datagrams from anyone
 //! else before they cost us a read. New media (a re-INVITE elsewhere) sets
 //! it free again, so the new peer can be latched.
@@ -45,10 +46,10 @@ impl RtpSocket {
         }
     }
 
-    /// Points the socket at `to`, connecting it if `to` is the latched
-    /// peer and freeing it if not; whether a packet may go by plain `send`.
-    fn aim(&mut self, to: SocketAddr, latched: bool) -> bool {
-        if latched {
+    /// Points the socket at `to`, connecting it if `to` is fixed and
+    /// freeing it if not; whether a packet may go by plain `send`.
+    fn aim(&mut self, to: SocketAddr, fixed: bool) -> bool {
+        if fixed {
             if self.connected != Some(to) {
                 match self.socket.connect(to) {
                     Ok(()) => self.connected = Some(to),
@@ -71,8 +72,8 @@ impl RtpSocket {
     }
 
     /// Sends `packet` to `to` now; whether the kernel took it.
-    fn send(&mut self, to: SocketAddr, latched: bool, packet: &[u8]) -> bool {
-        let sent = if self.aim(to, latched) {
+    fn send(&mut self, to: SocketAddr, fixed: bool, packet: &[u8]) -> bool {
+        let sent = if self.aim(to, fixed) {
             self.socket.send(packet)
         } else {
             self.socket.send_to(packet, to)
@@ -139,17 +140,17 @@ impl RtpOut {
         }
     }
 
-    /// Sends `packet` from `socket` to `to` (the peer's latched address if
-    /// `latched`), or adds it to the sender thread's next batch.
+    /// Sends `packet` from `socket` to `to` (connected to it if `fixed`),
+    /// or adds it to the sender thread's next batch.
     pub(super) fn send(
         &mut self,
         socket: &mut RtpSocket,
         to: SocketAddr,
-        latched: bool,
+        fixed: bool,
         packet: &[u8],
     ) {
         let Some((_, batch)) = &mut self.thread else {
-            if !socket.send(to, latched, packet) {
+            if !socket.send(to, fixed, packet) {
                 self.failed.fetch_add(1, Ordering::Relaxed);
             }
             return;
@@ -157,7 +158,7 @@ impl RtpOut {
         // The connection is made here, on the worker, which owns it; a
         // packet in flight when it changes goes to the new peer, which
         // was negotiated too.
-        let to = (!socket.aim(to, latched)).then_some(to);
+        let to = (!socket.aim(to, fixed)).then_some(to);
         let start = batch.bytes.len();
         batch.bytes.extend_from_slice(packet);
         batch
@@ -193,7 +194,7 @@ mod tests {
     }
 
     #[test]
-    fn a_latched_peer_connects_the_socket_and_new_media_frees_it() {
+    fn a_fixed_peer_connects_the_socket_and_new_media_frees_it() {
         let ours = Arc::new(bound());
         let (old_peer, new_peer, stranger) = (bound(), bound(), bound());
         let mut socket = RtpSocket::new(Arc::clone(&ours));
@@ -214,8 +215,8 @@ mod tests {
         let (n, from) = ours.recv_from(&mut buf).unwrap();
         assert_eq!((n, from), (3, old), "only the latched peer gets through");
 
-        // New media, not latched yet: sent by address, and free again so
-        // that the new peer's RTP reaches the latch.
+        // New media, a peer behind NAT not latched yet: sent by address,
+        // and free again so that the new peer's RTP reaches the latch.
         let new = new_peer.local_addr().unwrap();
         out.send(&mut socket, new, false, b"two");
         assert_eq!(socket.connected, None);

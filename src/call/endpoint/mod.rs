@@ -128,10 +128,10 @@ pub struct RtpTransmit<'a> {
     pub port: u16,
     /// Where to.
     pub to: SocketAddr,
-    /// Whether `to` is the peer's latched source (see
+    /// Whether only new media can change `to` (see
     /// [`crate::media::latch::RtpPeer`]): the port's socket may be
     /// connected to it.
-    pub latched: bool,
+    pub fixed: bool,
     /// The packet.
     pub bytes: &'a [u8],
     /// How late it is against its due time.
@@ -286,7 +286,7 @@ impl Endpoint {
             send(RtpTransmit {
                 port: p.port,
                 to: p.to.addr,
-                latched: p.to.latched,
+                fixed: p.to.fixed,
                 bytes: &self.rtp_bytes[p.start..p.start + p.len],
                 late: p.late,
             });
