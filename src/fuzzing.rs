@@ -118,7 +118,7 @@ pub fn sdp_offer(data: &[u8]) {
 pub fn rtp(data: &[u8]) {
     let from = SocketAddr::from(([127, 0, 0, 1], 6000));
     let mut latch = RtpLatch::new(true, Networks::loopback());
-    latch.expect(from, Some(101));
+    latch.expect(from, 0, Some(101));
     let mut dtmf = DtmfReceiver::new(101);
     // The same bytes as several packets in a row, split where a payload
     // type byte would say, drive the receiver through its states.

@@ -229,8 +229,11 @@ impl Call {
             self.sender = Some(RtpSender::new(ssrc, negotiated.payload_type, seq, ts));
         }
         self.dtmf = negotiated.dtmf_payload_type.map(DtmfReceiver::new);
-        self.latch
-            .expect(negotiated.remote, negotiated.dtmf_payload_type);
+        self.latch.expect(
+            negotiated.remote,
+            negotiated.payload_type,
+            negotiated.dtmf_payload_type,
+        );
         self.media = Some(negotiated);
     }
 
@@ -242,6 +245,13 @@ impl Call {
     /// Where RTP goes now, if we may send.
     pub fn rtp_destination(&self) -> Option<RtpPeer> {
         self.media.filter(|m| m.sends_rtp())?;
+        self.latch.peer()
+    }
+
+    /// The peer of the call's RTP, sending or not (on hold the socket
+    /// stays connected to it, so that its RTP still arrives).
+    pub fn rtp_peer(&self) -> Option<RtpPeer> {
+        self.media?;
         self.latch.peer()
     }
 

@@ -36,6 +36,7 @@ pub struct RtpLatch {
     source: Option<SocketAddr>,
     audio_ssrc: Option<u32>,
     event_ssrc: Option<u32>,
+    audio_payload_type: Option<u8>,
     event_payload_type: Option<u8>,
     dropped: u64,
 }
@@ -50,20 +51,28 @@ impl RtpLatch {
             source: None,
             audio_ssrc: None,
             event_ssrc: None,
+            audio_payload_type: None,
             event_payload_type: None,
             dropped: 0,
         }
     }
 
     /// New media was negotiated (answer, ACK, re-INVITE): latch afresh to
-    /// `remote`, whose RFC 4733 events use `event_payload_type`.
-    pub fn expect(&mut self, remote: SocketAddr, event_payload_type: Option<u8>) {
+    /// `remote`, whose audio uses `audio_payload_type` and whose RFC 4733
+    /// events use `event_payload_type`.
+    pub fn expect(
+        &mut self,
+        remote: SocketAddr,
+        audio_payload_type: u8,
+        event_payload_type: Option<u8>,
+    ) {
         if self.expected != Some(remote) {
             self.source = None;
             self.audio_ssrc = None;
             self.event_ssrc = None;
         }
         self.expected = Some(remote);
+        self.audio_payload_type = Some(audio_payload_type);
         self.event_payload_type = event_payload_type;
     }
 
@@ -83,16 +92,23 @@ impl RtpLatch {
         if packet.len() < 12 || packet[0] >> 6 != 2 {
             return false;
         }
+        let payload_type = Some(packet[1] & 0x7f);
+        let negotiated =
+            payload_type == self.audio_payload_type || payload_type == self.event_payload_type;
         match self.source {
             Some(source) if source != from => return false,
             Some(_) => {}
-            None if from == expected || (self.latch_first && self.media.contains(from.ip())) => {
+            None if from == expected => self.source = Some(from),
+            // Latching decides where our RTP goes too, so a first source
+            // other than the SDP's must at least send what was negotiated
+            // (a port scan with random datagrams latches nothing).
+            None if self.latch_first && self.media.contains(from.ip()) && negotiated => {
                 self.source = Some(from)
             }
             None => return false,
         }
         let ssrc = u32::from_be_bytes([packet[8], packet[9], packet[10], packet[11]]);
-        let is_event = self.event_payload_type == Some(packet[1] & 0x7f);
+        let is_event = self.event_payload_type == payload_type;
         let latched = if is_event {
             &mut self.event_ssrc
         } else {
@@ -145,7 +161,7 @@ mod tests {
             !latch.accept(addr("192.0.2.1:6000"), &rtp(0, 1)),
             "no media yet"
         );
-        latch.expect(addr("192.0.2.1:6000"), Some(101));
+        latch.expect(addr("192.0.2.1:6000"), 0, Some(101));
         assert_eq!(
             latch.peer(),
             Some(RtpPeer {
@@ -177,7 +193,7 @@ mod tests {
             "too short"
         );
         assert_eq!(latch.dropped(), 6);
-        latch.expect(addr("192.0.2.2:7000"), Some(101));
+        latch.expect(addr("192.0.2.2:7000"), 0, Some(101));
         assert!(
             latch.accept(addr("192.0.2.2:7000"), &rtp(0, 9)),
             "a re-INVITE latches anew"
@@ -192,7 +208,7 @@ mod tests {
     fn behind_nat_the_first_source_is_latched() {
         let mut latch = RtpLatch::new(true, nets("203.0.113.0/24"));
         assert_eq!(latch.peer(), None, "no media yet");
-        latch.expect(addr("10.0.0.5:6000"), None);
+        latch.expect(addr("10.0.0.5:6000"), 0, None);
         let unlatched = RtpPeer {
             addr: addr("10.0.0.5:6000"),
             fixed: false,
@@ -208,7 +224,7 @@ mod tests {
             }),
             "then where the peer sends from"
         );
-        latch.expect(addr("10.0.0.6:6000"), None);
+        latch.expect(addr("10.0.0.6:6000"), 0, None);
         assert_eq!(
             latch.peer().map(|p| p.fixed),
             Some(false),
@@ -217,9 +233,25 @@ mod tests {
     }
 
     #[test]
+    fn behind_nat_a_first_source_must_send_a_negotiated_payload_type() {
+        let mut latch = RtpLatch::new(true, nets("203.0.113.0/24"));
+        latch.expect(addr("10.0.0.5:6000"), 8, Some(101));
+        assert!(
+            !latch.accept(addr("203.0.113.9:40000"), &rtp(0, 1)),
+            "PCMU was not negotiated"
+        );
+        assert_eq!(latch.peer().map(|p| p.fixed), Some(false), "not latched");
+        assert!(latch.accept(addr("203.0.113.5:40000"), &rtp(8, 1)));
+        assert_eq!(
+            latch.peer().map(|p| p.addr),
+            Some(addr("203.0.113.5:40000"))
+        );
+    }
+
+    #[test]
     fn behind_nat_a_first_source_outside_the_media_networks_is_not_latched() {
         let mut latch = RtpLatch::new(true, nets("203.0.113.0/24"));
-        latch.expect(addr("10.0.0.5:6000"), None);
+        latch.expect(addr("10.0.0.5:6000"), 0, None);
         assert!(!latch.accept(addr("198.51.100.7:40000"), &rtp(0, 1)));
         assert!(latch.accept(addr("203.0.113.5:40000"), &rtp(0, 1)));
     }

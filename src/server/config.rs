@@ -56,8 +56,12 @@ pub struct ServerConfig {
     /// End a call after this long without RTP from the caller.
     pub rtp_timeout: FlowDuration,
     /// Accept a call's RTP from the first address it comes from, rather
-    /// than only from the address its SDP names: for peers behind NAT
-    /// (RFC 4961 latching). Off: a stranger's datagrams never count.
+    /// than only from the address its SDP names, and send ours there: for
+    /// peers behind NAT (RFC 4961 latching). The first source must be in
+    /// the trunk's media networks and send a negotiated payload type; a
+    /// host there that beats the caller to it takes the call's audio, so
+    /// those networks should be narrow. Off: a stranger's datagrams never
+    /// count.
     pub rtp_latch_first: bool,
     /// How long to wait for the final NOTIFY of a transfer.
     pub transfer_timeout: FlowDuration,

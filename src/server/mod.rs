@@ -703,6 +703,11 @@ impl Worker {
                 }
                 EndpointOutput::RtpOpened { port, .. } => self.rtp_opened(port),
                 EndpointOutput::RtpClosed { port } => self.rtp_closed(port),
+                EndpointOutput::RtpPeer { port, peer } => {
+                    if let Some(socket) = self.rtp.get_mut(&port) {
+                        socket.set_peer(peer);
+                    }
+                }
                 EndpointOutput::StoreCallback {
                     call,
                     request,
@@ -734,10 +739,10 @@ impl Worker {
                 EndpointOutput::Record(record) => self.shared.records.write(record),
             }
         }
-        let (rtp, out, stats) = (&mut self.rtp, &mut self.rtp_out, &self.stats);
+        let (rtp, out, stats) = (&self.rtp, &mut self.rtp_out, &self.stats);
         self.endpoint.drain_rtp(|p| {
-            if let Some(socket) = rtp.get_mut(&p.port) {
-                out.send(socket, p.to, p.fixed, p.bytes);
+            if let Some(socket) = rtp.get(&p.port) {
+                out.send(socket, p.to, p.bytes);
                 stats.record(p.late);
             }
         });

@@ -174,7 +174,7 @@ fn run(
             let Some(socket) = sockets.get(&port) else {
                 continue;
             };
-            let mut read = 0;
+            let (mut read, mut errors) = (0, 0);
             let drained = loop {
                 if read == PER_SOCKET || batch.len() >= PER_BATCH {
                     break false;
@@ -190,8 +190,10 @@ fn run(
                     Err(e) if e.kind() == ErrorKind::Interrupted => {}
                     // An ICMP error (reported on a connected socket) is
                     // cleared by this read; datagrams may still wait
-                    // behind it, and readiness is edge-triggered.
-                    Err(_) => read += 1,
+                    // behind it, and readiness is edge-triggered. A second
+                    // error in a row is not that: leave the socket be.
+                    Err(_) if errors == 0 => errors += 1,
+                    Err(_) => break true,
                 }
             };
             if !drained {

@@ -35,6 +35,23 @@ pub(super) struct BridgeLeg {
     latch: RtpLatch,
     /// Where the agent's side may have RTP sent.
     networks: Networks,
+    /// The RTP peer last told to the edge.
+    peer: Option<RtpPeer>,
+}
+
+impl BridgeLeg {
+    /// The edge's news if the agent's RTP peer changed since last told.
+    pub(super) fn announce_peer(&mut self) -> Option<EndpointOutput> {
+        let peer = self.media.and(self.latch.peer());
+        if peer == self.peer {
+            return None;
+        }
+        self.peer = peer;
+        Some(EndpointOutput::RtpPeer {
+            port: self.port,
+            peer,
+        })
+    }
 }
 
 /// Keeps the user part of a From we present to the agent to characters a
@@ -179,6 +196,7 @@ impl Endpoint {
                 media: None,
                 latch,
                 networks,
+                peer: None,
             });
         }
         self.legs.insert(handle, caller);
@@ -227,7 +245,8 @@ impl Endpoint {
                 match agreed {
                     Ok(n) => {
                         tracing::info!(remote = %n.remote, "the agent answered; relaying the audio");
-                        leg.latch.expect(n.remote, n.dtmf_payload_type);
+                        leg.latch
+                            .expect(n.remote, n.payload_type, n.dtmf_payload_type);
                         leg.media = Some(n);
                         a.call.bridge_answered(now);
                         if let Some(id) = a.call.callback().map(|l| l.id) {
@@ -259,7 +278,8 @@ impl Endpoint {
                     a.call
                         .terminate(now, "agent media outside the queue's networks".into());
                 } else {
-                    leg.latch.expect(n.remote, n.dtmf_payload_type);
+                    leg.latch
+                        .expect(n.remote, n.payload_type, n.dtmf_payload_type);
                     leg.media = Some(n);
                 }
             }
@@ -321,9 +341,19 @@ impl Endpoint {
         let Some(leg) = a.bridge.as_mut() else {
             return;
         };
-        if !leg.latch.accept(from, packet) || !a.call.is_bridged() {
+        if !leg.latch.accept(from, packet) {
             return;
         }
+        // The first packet may have latched the agent's address.
+        if let Some(out) = leg.announce_peer() {
+            self.out.push_back(out);
+        }
+        if !a.call.is_bridged() {
+            return;
+        }
+        let Some(leg) = a.bridge.as_ref() else {
+            return;
+        };
         let (Some(agent), Some(callers), Some(to)) =
             (leg.media, a.call.media().copied(), a.call.rtp_destination())
         else {

@@ -80,6 +80,16 @@ pub enum EndpointOutput {
         /// Its port.
         port: u16,
     },
+    /// The peer of the RTP on this port changed (media was negotiated,
+    /// or a source latched): connect the socket to it if it is fixed, so
+    /// that the kernel routes once and drops strangers' datagrams; free the
+    /// socket if it is not (a new peer's RTP must reach the latch).
+    RtpPeer {
+        /// The port.
+        port: u16,
+        /// The peer, if any.
+        peer: Option<RtpPeer>,
+    },
     /// The call on this port is over: close the socket, free the port.
     RtpClosed {
         /// The port.
@@ -128,10 +138,6 @@ pub struct RtpTransmit<'a> {
     pub port: u16,
     /// Where to.
     pub to: SocketAddr,
-    /// Whether only new media can change `to` (see
-    /// [`crate::media::latch::RtpPeer`]): the port's socket may be
-    /// connected to it.
-    pub fixed: bool,
     /// The packet.
     pub bytes: &'a [u8],
     /// How late it is against its due time.
@@ -154,8 +160,10 @@ struct Active {
     /// A state query is out (only one at a time).
     querying: bool,
     next_cancel_check: Option<Instant>,
-    /// The deadline this call has in the heap; older entries are stale.
+    /// The deadline this call has in the wheel; older entries are stale.
     scheduled: Option<Instant>,
+    /// The RTP peer last told to the edge ([`EndpointOutput::RtpPeer`]).
+    peer: Option<RtpPeer>,
     /// The agent's leg, while the call is bridged (or being bridged).
     bridge: Option<bridge::BridgeLeg>,
     /// A bridge that could not even be placed (no port, say), reported
@@ -190,8 +198,10 @@ pub struct Endpoint {
     ringing: Vec<Ringing>,
     /// Every call's next deadline (stale entries skipped).
     deadlines: wheel::Wheel<CallHandle>,
-    /// The calls found due by a timeout (kept for its capacity).
+    /// The deadlines found due by a timeout, and the calls they make
+    /// ready (kept for their capacity).
     due: Vec<(Instant, CallHandle)>,
+    ready: Vec<CallHandle>,
     /// The wall clock at one instant, for the records' timestamps.
     wall_anchor: (Instant, DateTime<Utc>),
     /// Draining: no new calls; calls in progress are ended at this time.
@@ -227,6 +237,7 @@ impl Endpoint {
             ringing: Vec::new(),
             deadlines: wheel::Wheel::new(now),
             due: Vec::with_capacity(256),
+            ready: Vec::with_capacity(256),
             wall_anchor: (now, wall),
             drain_until: None,
             drain_ended: false,
@@ -286,7 +297,6 @@ impl Endpoint {
             send(RtpTransmit {
                 port: p.port,
                 to: p.to.addr,
-                fixed: p.to.fixed,
                 bytes: &self.rtp_bytes[p.start..p.start + p.len],
                 late: p.late,
             });
@@ -381,16 +391,19 @@ impl Endpoint {
         // again at once waits for the next, so a call cannot starve others.
         let mut due = std::mem::take(&mut self.due);
         self.deadlines.expire(now, &mut due);
+        let mut ready = std::mem::take(&mut self.ready);
         for (at, handle) in due.drain(..) {
-            let Some(a) = self.calls.get_mut(&handle) else {
-                continue;
-            };
-            if a.scheduled == Some(at) {
-                a.scheduled = None;
-                self.tick(now, handle);
+            if let Some(a) = self.calls.get_mut(&handle) {
+                if a.scheduled == Some(at) {
+                    a.scheduled = None;
+                    ready.push(handle);
+                }
             }
         }
-        self.due = due;
+        for handle in ready.drain(..) {
+            self.tick(now, handle);
+        }
+        (self.due, self.ready) = (due, ready);
         self.pump(now);
     }
 
@@ -655,6 +668,17 @@ impl Endpoint {
             self.out.push_back(EndpointOutput::RtpClosed { port });
             return;
         }
+        let peer = a.call.rtp_peer();
+        if peer != a.peer {
+            a.peer = peer;
+            let port = a.port;
+            self.out.push_back(EndpointOutput::RtpPeer { port, peer });
+        }
+        if let Some(leg) = a.bridge.as_mut() {
+            if let Some(out) = leg.announce_peer() {
+                self.out.push_back(out);
+            }
+        }
         let next = [
             a.call.poll_timeout(),
             a.next_cancel_check,
@@ -710,6 +734,7 @@ impl Endpoint {
                 querying: false,
                 next_cancel_check,
                 scheduled: None,
+                peer: None,
                 bridge: None,
                 bridge_failure: None,
                 span,

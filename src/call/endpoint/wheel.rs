@@ -6,7 +6,8 @@
 //! A deadline within the wheel's horizon (RTP every 20 ms, most timers)
 //! lands in the slot of its time rounded up to the slot: it is never
 //! expired early, and at most one slot late. Deadlines further out (a flow
-//! timer of seconds) or already past wait in a small heap, exactly.
+//! timer of seconds), and those whose slot has already been expired, wait
+//! in a small heap, exactly.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -60,8 +61,10 @@ impl<T: Copy + Ord> Wheel<T> {
     }
 
     fn time_of(&self, tick: u64) -> Instant {
-        // Ticks stay below REBASE_AT + SLOTS: no overflow.
-        self.origin + TICK * (tick as u32)
+        // A tick count from a long sleep may be large: u64 nanoseconds
+        // last centuries.
+        let nanos = (TICK.as_nanos() as u64).saturating_mul(tick);
+        self.origin + Duration::from_nanos(nanos)
     }
 
     /// Adds `item`, due at `at`.
@@ -87,7 +90,8 @@ impl<T: Copy + Ord> Wheel<T> {
         wheel.into_iter().chain(later).min()
     }
 
-    /// Moves every entry due by `now` into `due`, earliest slot first.
+    /// Moves every entry due by `now` into `due`: the wheel's slot by
+    /// slot, then the heap's (not merged in time order).
     pub(super) fn expire(&mut self, now: Instant, due: &mut Vec<(Instant, T)>) {
         let before = due.len();
         if let Some((upto, _)) = self.ticks(now) {
@@ -215,6 +219,19 @@ mod tests {
         }
         assert!(sent >= 1000 * 2999, "{sent}");
         assert_eq!(w.len(), 1000);
+    }
+
+    #[test]
+    fn after_a_sleep_of_days_the_wheel_still_paces() {
+        let t0 = base();
+        let mut w = Wheel::new(t0);
+        let later = t0 + Duration::from_secs(30 * 24 * 3600);
+        assert!(expire(&mut w, later).is_empty());
+        let at = later + ms(20) + Duration::from_micros(10);
+        w.insert(at, 1);
+        assert!(w.later.is_empty(), "in the wheel, not the heap");
+        assert_eq!(w.next_deadline(), Some(later + ms(20) + TICK));
+        assert_eq!(expire(&mut w, later + ms(20) + TICK), vec![1]);
     }
 
     #[test]

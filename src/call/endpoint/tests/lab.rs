@@ -78,6 +78,8 @@ pub(super) struct Lab {
     sequence: u64,
     /// The endpoint's RTP ports in use.
     pub(super) open_ports: Vec<u16>,
+    /// The RTP peer each port's socket was last told about.
+    pub(super) rtp_peers: std::collections::HashMap<u16, Option<crate::media::latch::RtpPeer>>,
     /// The latest any RTP packet left against its due time.
     pub(super) max_late: Duration,
 }
@@ -151,6 +153,7 @@ impl Lab {
             in_flight: Vec::new(),
             sequence: 0,
             open_ports: Vec::new(),
+            rtp_peers: std::collections::HashMap::new(),
             max_late: Duration::ZERO,
         }
     }
@@ -173,7 +176,7 @@ impl Lab {
             .push((self.now + self.latency, self.sequence, packet));
     }
 
-    fn peer_by_addr(&self, addr: SocketAddr) -> Option<usize> {
+    pub(super) fn peer_by_addr(&self, addr: SocketAddr) -> Option<usize> {
         self.peers
             .iter()
             .position(|p| p.addr == addr || p.rtp == addr)
@@ -201,7 +204,14 @@ impl Lab {
                     None => panic!("SIP sent to {to}, where no peer is"),
                 },
                 EndpointOutput::RtpOpened { port, .. } => self.open_ports.push(port),
-                EndpointOutput::RtpClosed { port } => self.open_ports.retain(|p| *p != port),
+                EndpointOutput::RtpClosed { port } => {
+                    self.open_ports.retain(|p| *p != port);
+                    self.rtp_peers.remove(&port);
+                }
+                EndpointOutput::RtpPeer { port, peer } => {
+                    assert!(self.open_ports.contains(&port), "a peer for a closed port");
+                    self.rtp_peers.insert(port, peer);
+                }
                 EndpointOutput::StoreCallback { call, request, .. } => {
                     let id = self.stored.len() as i64 + 1;
                     self.stored.push(request);

@@ -95,6 +95,11 @@ fn the_greeting_is_streamed_packet_by_packet_as_paced_pcmu_of_the_prompt() {
         ]),
     );
     assert_eq!(first.bytes[0], 0x80, "RTP version 2, no padding, no CSRC");
+    let fixed: Vec<_> = lab.rtp_peers.values().flatten().collect();
+    assert!(
+        fixed.len() == 1 && fixed[0].fixed && lab.peer_by_addr(fixed[0].addr).is_some(),
+        "the caller's RTP address is fixed from the answer (no NAT latching): {fixed:?}"
+    );
     assert_eq!(first.bytes[1] & 0x7f, 0, "PCMU");
     for (i, p) in packets.iter().take(chunks).enumerate() {
         let seq = u16::from_be_bytes([p.bytes[2], p.bytes[3]]);
