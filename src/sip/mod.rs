@@ -6,5 +6,6 @@ pub mod dispatch;
 pub mod message;
 pub mod sdp;
 pub mod transaction;
+pub mod transport;
 pub mod ua;
 pub mod uui;

@@ -1,0 +1,104 @@
+//! SIP transports (RFC 3261 section 18): which one a message came over or
+//! goes over, and, for the stream transports, how messages are cut out of
+//! the byte stream ([`framing`]).
+//!
+//! The user agent stays sans-IO: it names a [`Peer`] (transport and
+//! address) and the edge finds the connection. A TCP connection is known
+//! by its remote address, so a response to a request that came over TCP
+//! goes back over the same connection (RFC 3261 18.2.2), and requests to
+//! an address we already have a connection with reuse it (RFC 5923).
+
+pub mod framing;
+
+use std::fmt;
+use std::net::SocketAddr;
+
+/// A SIP transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub enum Transport {
+    /// Datagrams; the transaction layer retransmits.
+    #[default]
+    Udp,
+    /// A byte stream; reliable, so nothing is retransmitted.
+    Tcp,
+}
+
+impl Transport {
+    /// The token in a Via (`SIP/2.0/TCP`).
+    pub fn via_token(self) -> &'static str {
+        match self {
+            Transport::Udp => "UDP",
+            Transport::Tcp => "TCP",
+        }
+    }
+
+    /// Whether the transport is reliable (RFC 3261 17: no retransmission
+    /// timers, and the lingering states last zero seconds).
+    pub fn is_reliable(self) -> bool {
+        self != Transport::Udp
+    }
+
+    /// The `transport=` URI parameter a Contact on this transport carries
+    /// (none for UDP, the default).
+    pub fn uri_param(self) -> &'static str {
+        match self {
+            Transport::Udp => "",
+            Transport::Tcp => ";transport=tcp",
+        }
+    }
+
+    /// The transport a `transport=` URI parameter names, if we speak it.
+    pub fn from_param(value: &str) -> Option<Self> {
+        match value.to_ascii_lowercase().as_str() {
+            "udp" => Some(Transport::Udp),
+            "tcp" => Some(Transport::Tcp),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.via_token())
+    }
+}
+
+/// The other end of a message: the transport and the address (for TCP,
+/// the connection's remote address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Peer {
+    /// Over what.
+    pub transport: Transport,
+    /// Where.
+    pub addr: SocketAddr,
+}
+
+impl Peer {
+    /// A peer reached over UDP.
+    pub fn udp(addr: SocketAddr) -> Self {
+        Self {
+            transport: Transport::Udp,
+            addr,
+        }
+    }
+
+    /// A peer reached over TCP.
+    pub fn tcp(addr: SocketAddr) -> Self {
+        Self {
+            transport: Transport::Tcp,
+            addr,
+        }
+    }
+}
+
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.transport)
+    }
+}
+
+impl From<SocketAddr> for Peer {
+    fn from(addr: SocketAddr) -> Self {
+        Peer::udp(addr)
+    }
+}
