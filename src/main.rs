@@ -268,6 +268,9 @@ struct ServeArgs {
     /// Call workers per listen address (default: one per CPU core).
     #[arg(long)]
     workers: Option<usize>,
+    /// Take SIP over TCP too, on the same addresses and ports.
+    #[arg(long)]
+    tcp: bool,
 }
 
 fn serve(args: ServeArgs) -> Result<ExitCode> {
@@ -321,6 +324,9 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
     }
     if args.workers.is_some() {
         config.workers = args.workers;
+    }
+    if args.tcp {
+        config.tcp = true;
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -77,6 +77,10 @@ pub struct ServerConfig {
     pub booking_limits: BookingLimitsConfig,
     /// End any call this long after it started.
     pub max_call_duration: FlowDuration,
+    /// Take SIP over TCP too, on each listen address and port (RFC 3261
+    /// 18); replies and in-dialog requests keep to the connection a call
+    /// came on.
+    pub tcp: bool,
     /// Call workers per listen address, each pacing its own calls (a
     /// call's SIP and RTP stay on one); default: one per CPU core.
     pub workers: Option<usize>,
@@ -315,6 +319,7 @@ impl Default for ServerConfig {
             unknown_sources: UnknownSourcesConfig::Drop,
             booking_limits: BookingLimitsConfig::default(),
             max_call_duration: FlowDuration(Duration::from_secs(4 * 3600)),
+            tcp: false,
             workers: None,
             hold_timeout: FlowDuration(Duration::from_secs(3600)),
             trunk: None,

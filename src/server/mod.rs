@@ -18,6 +18,7 @@ mod rtp_in;
 mod rtp_out;
 pub use crate::call::runtime;
 pub mod stats;
+mod tcp;
 
 /// The dialling policy lives with the pure flow code, which applies it.
 pub use crate::flow::dialling as policy;
@@ -35,6 +36,7 @@ use tokio::sync::{mpsc, watch};
 use crate::call::endpoint::{Endpoint, EndpointOutput, Environment};
 use crate::callback::{Requested, State};
 use crate::sip::admission::{Admission, SharedAdmission};
+use crate::sip::transport::{Peer, Transport};
 use crate::sip::ua::CallHandle;
 pub use cdr::RecordSink;
 use config::ServerConfig;
@@ -71,10 +73,24 @@ const SIP_MAX_DATAGRAM: usize = 16 * 1024;
 /// net.core.rmem_max).
 const SIP_RCVBUF: usize = 4 << 20;
 
-/// One SIP datagram on its way from a listener's reader to a worker.
+/// One SIP message (a datagram, or one framed from a stream) on its way
+/// from a listener's reader to a worker.
 struct Datagram {
     from: SocketAddr,
+    transport: Transport,
     bytes: Vec<u8>,
+}
+
+/// The worker that owns a message: by its Call-ID, or, for one without,
+/// by its source, so that a flood of garbage is spread too.
+fn worker_for(bytes: &[u8], from: SocketAddr, workers: usize) -> usize {
+    match crate::sip::dispatch::call_id_of(bytes) {
+        Some(call_id) => crate::sip::dispatch::shard_of(call_id, workers),
+        None => match from.ip() {
+            IpAddr::V4(ip) => crate::sip::dispatch::shard_of(&ip.octets(), workers),
+            IpAddr::V6(ip) => crate::sip::dispatch::shard_of(&ip.octets(), workers),
+        },
+    }
 }
 
 /// What the rest of the server tells a listener.
@@ -278,6 +294,19 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
         secret.iter_mut().for_each(|b| *b = rng.u8(..));
         let admission_state = SharedAdmission::new(Admission::new(admission.clone(), secret));
         let busy_workers = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        // SIP over TCP on the same address and port (RFC 3261 18: a UA
+        // takes both), if the configuration turns it on.
+        let tcp = if shared.config.tcp {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| ServeError::Io(format!("cannot listen on TCP {addr}: {e}")))?;
+            let transport = tcp::TcpTransport::new();
+            tokio::spawn(Arc::clone(&transport).accept(listener));
+            tracing::info!(%addr, "SIP over TCP too");
+            Some(transport)
+        } else {
+            None
+        };
         let mut queues = Vec::with_capacity(worker_count);
         let mut inboxes = Vec::with_capacity(worker_count);
         for index in 0..worker_count {
@@ -302,6 +331,7 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
             let (sip_tx, sip_rx) = mpsc::channel(SIP_IN_QUEUE);
             let io = WorkerIo {
                 socket: Arc::clone(&socket),
+                tcp: tcp.clone(),
                 sip_rx,
                 rtp_out,
                 rtp_reader,
@@ -331,6 +361,9 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
         // few INVITEs, and a lost INVITE is a caller waiting for a resend.
         if let Err(e) = socket2::SockRef::from(socket.as_ref()).set_recv_buffer_size(SIP_RCVBUF) {
             tracing::warn!("cannot enlarge the SIP receive buffer: {e}");
+        }
+        if let Some(tcp) = &tcp {
+            tcp.set_workers(queues.clone());
         }
         readers.push(tokio::spawn(read_sip(socket, queues)));
     }
@@ -421,8 +454,7 @@ fn drain(control: &watch::Sender<Control>, shared: &Shared) {
 }
 
 /// Reads a listen address's SIP socket and hands each datagram to the
-/// worker that owns its Call-ID (one without, to a worker chosen by its
-/// source, so that a flood of garbage is spread too).
+/// worker that owns it ([`worker_for`]).
 async fn read_sip(socket: Arc<UdpSocket>, workers: Vec<mpsc::Sender<Datagram>>) {
     let mut buf = vec![0u8; 65536];
     let mut dropped: u64 = 0;
@@ -439,15 +471,10 @@ async fn read_sip(socket: Arc<UdpSocket>, workers: Vec<mpsc::Sender<Datagram>>) 
             continue;
         }
         let bytes = &buf[..n];
-        let index = match crate::sip::dispatch::call_id_of(bytes) {
-            Some(call_id) => crate::sip::dispatch::shard_of(call_id, workers.len()),
-            None => match from.ip() {
-                IpAddr::V4(ip) => crate::sip::dispatch::shard_of(&ip.octets(), workers.len()),
-                IpAddr::V6(ip) => crate::sip::dispatch::shard_of(&ip.octets(), workers.len()),
-            },
-        };
+        let index = worker_for(bytes, from, workers.len());
         let datagram = Datagram {
             from,
+            transport: Transport::Udp,
             bytes: bytes.to_vec(),
         };
         match workers[index].try_send(datagram) {
@@ -472,6 +499,7 @@ async fn read_sip(socket: Arc<UdpSocket>, workers: Vec<mpsc::Sender<Datagram>>) 
 /// from it), the datagrams the reader hands it, and its RTP threads.
 struct WorkerIo {
     socket: Arc<UdpSocket>,
+    tcp: Option<Arc<tcp::TcpTransport>>,
     sip_rx: mpsc::Receiver<Datagram>,
     rtp_out: rtp_out::RtpOut,
     rtp_reader: rtp_in::RtpReader,
@@ -485,7 +513,9 @@ struct Worker {
     endpoint: Endpoint,
     /// The listen address's socket, which the worker sends SIP from.
     socket: Arc<UdpSocket>,
-    /// SIP datagrams the reader handed to this worker.
+    /// SIP over TCP on the listen address, if it takes TCP.
+    tcp: Option<Arc<tcp::TcpTransport>>,
+    /// SIP messages the readers handed to this worker.
     sip_rx: mpsc::Receiver<Datagram>,
     /// Which worker of its listener this is, for the logs.
     index: usize,
@@ -551,6 +581,7 @@ impl Worker {
     ) -> (Self, mpsc::Receiver<ToListener>) {
         let WorkerIo {
             socket,
+            tcp,
             sip_rx,
             rtp_out,
             rtp_reader,
@@ -582,6 +613,7 @@ impl Worker {
             shared,
             endpoint,
             socket,
+            tcp,
             sip_rx,
             index,
             busy_workers,
@@ -636,14 +668,18 @@ impl Worker {
             }
             tokio::select! {
                 Some(d) = self.sip_rx.recv() => {
-                    self.endpoint.handle_datagram(now(), d.from, &d.bytes);
+                    let from = Peer { transport: d.transport, addr: d.from };
+                    self.endpoint.handle_datagram(now(), from, &d.bytes);
                     // Whatever else is waiting, in one go: a loop turn
                     // also paces every call's RTP, and taking one datagram
                     // per turn let a busy worker fall behind (INVITEs lost
                     // at 400 calls/s with 2,000 calls streaming).
                     for _ in 1..SIP_BATCH {
                         match self.sip_rx.try_recv() {
-                            Ok(d) => self.endpoint.handle_datagram(now(), d.from, &d.bytes),
+                            Ok(d) => {
+                                let from = Peer { transport: d.transport, addr: d.from };
+                                self.endpoint.handle_datagram(now(), from, &d.bytes)
+                            }
                             Err(_) => break,
                         }
                     }
@@ -696,11 +732,17 @@ impl Worker {
     async fn flush(&mut self) {
         while let Some(output) = self.endpoint.poll_output() {
             match output {
-                EndpointOutput::Transmit { to, bytes } => {
-                    if let Err(e) = self.socket.send_to(&bytes, to).await {
-                        tracing::debug!(%to, "SIP send failed: {e}");
+                EndpointOutput::Transmit { to, bytes } => match (to.transport, &self.tcp) {
+                    (Transport::Udp, _) => {
+                        if let Err(e) = self.socket.send_to(&bytes, to.addr).await {
+                            tracing::debug!(%to, "SIP send failed: {e}");
+                        }
                     }
-                }
+                    (Transport::Tcp, Some(tcp)) => tcp.send(to.addr, bytes),
+                    (Transport::Tcp, None) => {
+                        tracing::warn!(%to, "SIP over TCP is not enabled (tcp: true)")
+                    }
+                },
                 EndpointOutput::RtpOpened { port, .. } => self.rtp_opened(port),
                 EndpointOutput::RtpClosed { port } => self.rtp_closed(port),
                 EndpointOutput::RtpPeer { port, peer } => {

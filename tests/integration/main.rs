@@ -13,4 +13,5 @@ mod kamailio;
 mod rfc4475;
 mod shipped_flows;
 mod sipp;
+mod tcp;
 mod trunks;

@@ -24,7 +24,11 @@ enum Did {
 
 fn feed(bytes: &[u8]) -> Did {
     let mut ua = UserAgent::new(UaConfig::new("127.0.0.1:5060".parse().unwrap()));
-    ua.handle_datagram(Instant::now(), "127.0.0.1:5060".parse().unwrap(), bytes);
+    ua.handle_datagram(
+        Instant::now(),
+        "127.0.0.1:5060".parse::<std::net::SocketAddr>().unwrap(),
+        bytes,
+    );
     let mut did = Did::Dropped;
     while let Some(out) = ua.poll_output() {
         match out {

@@ -46,6 +46,7 @@ use crate::flow::interpreter::{Booked, CallbackError, CallbackRequest};
 use crate::media::latch::RtpPeer;
 use crate::sip::admission::AdmissionCounters;
 use crate::sip::sdp::LocalMedia;
+use crate::sip::transport::Peer;
 use crate::sip::ua::IncomingCall;
 use crate::sip::ua::{CallHandle, UaCounters, UaEvent, UaOutput, UserAgent, NO_FINAL_NOTIFY};
 use attempt::Progress;
@@ -65,10 +66,10 @@ pub trait Environment: Send {
 /// What the edge must do, besides sending RTP.
 #[derive(Debug, Clone, PartialEq)]
 pub enum EndpointOutput {
-    /// Send a SIP datagram.
+    /// Send a SIP message.
     Transmit {
-        /// Where to.
-        to: SocketAddr,
+        /// Where to, and over what.
+        to: Peer,
         /// The bytes.
         bytes: Arc<[u8]>,
     },
@@ -330,8 +331,9 @@ impl Endpoint {
             .is_some_and(|until| now >= until + DRAIN_GRACE)
     }
 
-    /// One SIP datagram from `source`.
-    pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, datagram: &[u8]) {
+    /// One SIP message from `source`: a datagram, or one framed from a
+    /// stream (a bare address is a UDP peer).
+    pub fn handle_datagram(&mut self, now: Instant, source: impl Into<Peer>, datagram: &[u8]) {
         self.ua.handle_datagram(now, source, datagram);
         self.pump(now);
     }

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use crate::sip::message::{self, Message, Method};
 use crate::sip::sdp::MediaSession;
+use crate::sip::transport::Peer;
 
 /// Where a dialog is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,9 +37,11 @@ pub(super) struct Dialog {
     pub local_cseq: u32,
     pub remote_cseq: u32,
     pub state: DialogState,
-    /// Where the INVITE came from: the fallback destination when the
-    /// target is a name we cannot resolve (no DNS here).
-    pub source: SocketAddr,
+    /// Where the INVITE came from (or, for a call we placed, where it
+    /// went): over a stream, the connection every request of the dialog
+    /// uses; over UDP, the fallback destination when the target is a name
+    /// we cannot resolve (no DNS here).
+    pub source: Peer,
     /// The initial INVITE and its transaction key, until it is answered.
     pub invite: Option<(Message, crate::sip::transaction::TransactionKey)>,
     /// The leg's offer/answer state: every SDP of the dialog goes
@@ -64,7 +67,17 @@ pub(super) struct Dialog {
 
 impl Dialog {
     /// Where requests in this dialog go.
-    pub fn destination(&self) -> SocketAddr {
+    pub fn destination(&self) -> Peer {
+        // A dialog over a stream keeps to its connection (RFC 5923): a
+        // peer or proxy behind NAT can only be reached over it, and a
+        // record-routing proxy expects it.
+        if self.source.transport.is_reliable() {
+            return self.source;
+        }
+        Peer::udp(self.udp_destination())
+    }
+
+    fn udp_destination(&self) -> SocketAddr {
         let target = self
             .route_set
             .first()
@@ -73,9 +86,9 @@ impl Dialog {
         match message::uri_host_port(target) {
             Some((host, port)) => match host.parse::<IpAddr>() {
                 Ok(ip) => SocketAddr::new(ip, port.unwrap_or(5060)),
-                Err(_) => self.source,
+                Err(_) => self.source.addr,
             },
-            None => self.source,
+            None => self.source.addr,
         }
     }
 
@@ -100,7 +113,12 @@ impl Dialog {
             None => self.remote_target.as_str(),
         };
         let _ = write!(s, "{} {} SIP/2.0\r\n", method.as_str(), request_uri);
-        let _ = write!(s, "Via: SIP/2.0/UDP {advertised};branch={branch};rport\r\n");
+        let transport = self.source.transport;
+        let _ = write!(
+            s,
+            "Via: SIP/2.0/{} {advertised};branch={branch};rport\r\n",
+            transport.via_token()
+        );
         let _ = write!(s, "Max-Forwards: 70\r\n");
         let skip = usize::from(strict.is_some());
         for route in self.route_set.iter().skip(skip) {
@@ -113,7 +131,11 @@ impl Dialog {
         let _ = write!(s, "To: {}\r\n", self.remote_party);
         let _ = write!(s, "Call-ID: {}\r\n", self.call_id);
         let _ = write!(s, "CSeq: {} {}\r\n", self.local_cseq, method.as_str());
-        let _ = write!(s, "Contact: <sip:callflow@{advertised}>\r\n");
+        let _ = write!(
+            s,
+            "Contact: <sip:callflow@{advertised}{}>\r\n",
+            transport.uri_param()
+        );
         let _ = write!(s, "User-Agent: {product}\r\n");
         for (n, v) in extra {
             let _ = write!(s, "{n}: {v}\r\n");

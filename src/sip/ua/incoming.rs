@@ -1,7 +1,7 @@
 //! Requests that arrive: new INVITEs, CANCEL, ACK, and requests inside a
 //! dialog (BYE, re-INVITE, INFO, NOTIFY, OPTIONS).
 
-use std::net::SocketAddr;
+use crate::sip::transport::Peer;
 use std::time::Instant;
 
 use super::dialog::{user_of, without_tag, Dialog, DialogState};
@@ -117,7 +117,7 @@ impl UserAgent {
     pub(super) fn on_request(
         &mut self,
         now: Instant,
-        source: SocketAddr,
+        source: Peer,
         m: Message,
         trunk: Option<TrunkId>,
     ) {
@@ -217,7 +217,7 @@ impl UserAgent {
     pub(super) fn respond(
         &mut self,
         now: Instant,
-        source: SocketAddr,
+        source: Peer,
         key: TransactionKey,
         request: &Message,
         status: u16,
@@ -232,13 +232,14 @@ impl UserAgent {
             Some(t) => t.to_string(),
             None => self.unique(),
         };
-        let mut b = ResponseBuilder::new(request, source, status, reason, Some(&tag))
+        let mut b = ResponseBuilder::new(request, source.addr, status, reason, Some(&tag))
             .header("Server", &self.config.product);
         for (n, v) in extra {
             b = b.header(n, v);
         }
-        let to = message::response_destination(via, source);
-        let mut tx = NonInviteServerTransaction::new(self.config.timers, false);
+        let to = super::reply_to(via, source);
+        let mut tx =
+            NonInviteServerTransaction::new(self.config.timers, source.transport.is_reliable());
         if tx.send_final(now, status, b.build().into()).is_ok() {
             self.server
                 .insert(key.clone(), ServerTx::NonInvite { tx, to });
@@ -247,7 +248,7 @@ impl UserAgent {
     }
 
     /// 481: the request names a dialog or transaction we do not have.
-    fn respond_481(&mut self, now: Instant, source: SocketAddr, key: TransactionKey, m: &Message) {
+    fn respond_481(&mut self, now: Instant, source: Peer, key: TransactionKey, m: &Message) {
         let reason = "Call/Transaction Does Not Exist";
         self.respond(now, source, key, m, 481, reason, &[], None);
     }
@@ -259,7 +260,7 @@ impl UserAgent {
         now: Instant,
         call: CallHandle,
         bytes: std::sync::Arc<[u8]>,
-        to: SocketAddr,
+        to: Peer,
     ) {
         let mut r = TwoXxRetransmitter::new(now, bytes, self.config.timers);
         // send_final already sent the first copy.
@@ -279,7 +280,7 @@ impl UserAgent {
     fn on_new_invite(
         &mut self,
         now: Instant,
-        source: SocketAddr,
+        source: Peer,
         key: TransactionKey,
         m: Message,
         trunk: Option<TrunkId>,
@@ -287,12 +288,13 @@ impl UserAgent {
         let Some(via) = m.top_via() else {
             return;
         };
-        let to = message::response_destination(via, source);
-        let mut tx = InviteServerTransaction::new(self.config.timers, false);
+        let to = super::reply_to(via, source);
+        let mut tx =
+            InviteServerTransaction::new(self.config.timers, source.transport.is_reliable());
         let tag = self.unique();
         let product = self.config.product.clone();
         let answer = |status: u16, reason: &str, extra: &[(&str, &str)]| {
-            let mut b = ResponseBuilder::new(&m, source, status, reason, Some(&tag))
+            let mut b = ResponseBuilder::new(&m, source.addr, status, reason, Some(&tag))
                 .header("Server", &product);
             for (n, v) in extra {
                 b = b.header(n, v);
@@ -364,7 +366,7 @@ impl UserAgent {
             return;
         }
         // 100 Trying at once stops the caller's retransmissions (17.2.1).
-        let trying = ResponseBuilder::new(&m, source, 100, "Trying", None).build();
+        let trying = ResponseBuilder::new(&m, source.addr, 100, "Trying", None).build();
         let _ = tx.send_provisional(now, trying.into());
         self.next_call += 1;
         let call = CallHandle(self.next_call);
@@ -417,7 +419,7 @@ impl UserAgent {
             from,
             to: to_header,
             offer: (!m.body.is_empty()).then(|| m.body.clone()),
-            source,
+            source: source.addr,
             trunk: policy.map(|p| p.name.clone()).unwrap_or_default(),
             media_networks: policy.map(|p| p.media.clone()).unwrap_or_default(),
         };
@@ -433,7 +435,7 @@ impl UserAgent {
     fn admit(
         &mut self,
         now: Instant,
-        source: SocketAddr,
+        source: Peer,
         trunk: Option<TrunkId>,
         m: &Message,
     ) -> Option<Refusal> {
@@ -452,7 +454,7 @@ impl UserAgent {
         if let DigestVerdict::Challenge(value) =
             self.admission
                 .lock()
-                .check_digest(now, trunk, source.ip(), m)
+                .check_digest(now, trunk, source.addr.ip(), m)
         {
             return Some((401, "Unauthorized", vec![("WWW-Authenticate", value)]));
         }
@@ -487,14 +489,18 @@ impl UserAgent {
             return false;
         };
         let source = d.source;
-        let mut b = ResponseBuilder::new(&invite, source, status, reason, Some(&d.local_tag))
+        let mut b = ResponseBuilder::new(&invite, source.addr, status, reason, Some(&d.local_tag))
             .header("Server", &self.config.product);
         if (200..300).contains(&status) {
             b = b
                 .record_route(&invite)
                 .header(
                     "Contact",
-                    &format!("<sip:callflow@{}>", self.config.advertised),
+                    &format!(
+                        "<sip:callflow@{}{}>",
+                        self.config.advertised,
+                        source.transport.uri_param()
+                    ),
                 )
                 .header("Allow", ALLOW);
         }
@@ -541,7 +547,7 @@ impl UserAgent {
         self.event(call, UaEvent::Confirmed { answer });
     }
 
-    fn on_cancel(&mut self, now: Instant, source: SocketAddr, key: TransactionKey, m: Message) {
+    fn on_cancel(&mut self, now: Instant, source: Peer, key: TransactionKey, m: Message) {
         let invite_key = transaction_key(&m, &Method::Invite);
         let call = match self.server.get(&invite_key) {
             Some(ServerTx::Invite { call, .. }) => *call,
@@ -576,12 +582,13 @@ impl UserAgent {
         }
     }
 
-    fn on_reinvite(&mut self, now: Instant, source: SocketAddr, key: TransactionKey, m: Message) {
+    fn on_reinvite(&mut self, now: Instant, source: Peer, key: TransactionKey, m: Message) {
         let Some(via) = m.top_via() else {
             return;
         };
-        let to = message::response_destination(via, source);
-        let mut tx = InviteServerTransaction::new(self.config.timers, false);
+        let to = super::reply_to(via, source);
+        let mut tx =
+            InviteServerTransaction::new(self.config.timers, source.transport.is_reliable());
         let respond_final = |tx: &mut InviteServerTransaction,
                              status: u16,
                              reason: &str,
@@ -589,8 +596,8 @@ impl UserAgent {
                              body: Option<&[u8]>,
                              tag: Option<&str>,
                              product: &str| {
-            let mut b =
-                ResponseBuilder::new(&m, source, status, reason, tag).header("Server", product);
+            let mut b = ResponseBuilder::new(&m, source.addr, status, reason, tag)
+                .header("Server", product);
             for (n, v) in extra {
                 b = b.header(n, v);
             }
@@ -663,7 +670,10 @@ impl UserAgent {
                     }
                 }
             };
-        let contact = format!("<sip:callflow@{advertised}>");
+        let contact = format!(
+            "<sip:callflow@{advertised}{}>",
+            source.transport.uri_param()
+        );
         let extra: Vec<(&str, &str)> = if status == 200 {
             vec![("Contact", contact.as_str()), ("Allow", ALLOW)]
         } else {
@@ -698,7 +708,7 @@ impl UserAgent {
         }
     }
 
-    fn on_in_dialog(&mut self, now: Instant, source: SocketAddr, key: TransactionKey, m: Message) {
+    fn on_in_dialog(&mut self, now: Instant, source: Peer, key: TransactionKey, m: Message) {
         let method = m.method();
         let Some(call) = self.dialog_of(&m) else {
             self.respond_481(now, source, key, &m);

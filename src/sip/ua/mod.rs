@@ -36,6 +36,7 @@ use super::transaction::{
     InviteServerTransaction, NonInviteClientTransaction, NonInviteServerTransaction, Output,
     Timers, Transaction, TransactionKey, TwoXxRetransmitter,
 };
+use super::transport::Peer;
 
 /// Our handle for a call (one dialog created by an incoming INVITE).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -188,10 +189,10 @@ pub enum DialFailure {
 /// What the IO edge must do.
 #[derive(Debug, Clone, PartialEq)]
 pub enum UaOutput {
-    /// Send a datagram.
+    /// Send a message.
     Transmit {
-        /// Where to.
-        to: SocketAddr,
+        /// Where to, and over what.
+        to: Peer,
         /// The bytes.
         bytes: Arc<[u8]>,
     },
@@ -203,26 +204,26 @@ pub enum UaOutput {
 enum ServerTx {
     Invite {
         tx: InviteServerTransaction,
-        to: SocketAddr,
+        to: Peer,
         call: Option<CallHandle>,
     },
     NonInvite {
         tx: NonInviteServerTransaction,
-        to: SocketAddr,
+        to: Peer,
     },
 }
 
 /// A client transaction we started in a dialog, and what it was for.
 struct ClientTx {
     tx: NonInviteClientTransaction,
-    to: SocketAddr,
+    to: Peer,
     call: CallHandle,
     method: Method,
 }
 
 impl ServerTx {
     /// The transaction, whichever kind, and where its responses go.
-    fn transaction(&mut self) -> (&mut dyn Transaction, SocketAddr) {
+    fn transaction(&mut self) -> (&mut dyn Transaction, Peer) {
         match self {
             ServerTx::Invite { tx, to, .. } => (tx, *to),
             ServerTx::NonInvite { tx, to } => (tx, *to),
@@ -235,6 +236,15 @@ impl ServerTx {
             ServerTx::NonInvite { tx, .. } => tx.poll_timeout(),
         }
     }
+}
+
+/// Where a response to a request from `source` goes: back over its
+/// connection on a stream (RFC 3261 18.2.2), else by the Via's rules.
+fn reply_to(via: &message::Via, source: Peer) -> Peer {
+    if source.transport.is_reliable() {
+        return source;
+    }
+    Peer::udp(message::response_destination(via, source.addr))
 }
 
 /// Whose deadline a heap entry is.
@@ -262,7 +272,7 @@ pub struct UserAgent {
     /// (Call-ID, local tag) to call, for in-dialog requests.
     by_tags: HashMap<(String, String), CallHandle>,
     /// 2xx retransmissions waiting for an ACK.
-    two_xx: HashMap<CallHandle, (TwoXxRetransmitter, SocketAddr)>,
+    two_xx: HashMap<CallHandle, (TwoXxRetransmitter, Peer)>,
     /// Our INVITEs in flight, by branch.
     invites: HashMap<String, outgoing::Invite>,
     /// Deadlines of all of the above, earliest first.
@@ -382,7 +392,7 @@ impl UserAgent {
         format!("{:x}{:08x}", self.next_id, self.rng.u32(..))
     }
 
-    fn transmit(&mut self, to: SocketAddr, bytes: Arc<[u8]>) {
+    fn transmit(&mut self, to: Peer, bytes: Arc<[u8]>) {
         self.out.push_back(UaOutput::Transmit { to, bytes });
     }
 
@@ -390,9 +400,11 @@ impl UserAgent {
         self.out.push_back(UaOutput::Event(call, event));
     }
 
-    /// Feeds one datagram from `source`.
-    pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, datagram: &[u8]) {
-        let verdict = self.admission.lock().on_datagram(now, source.ip());
+    /// Feeds one message from `source`: a datagram, or one framed from a
+    /// stream (a bare address is a UDP peer).
+    pub fn handle_datagram(&mut self, now: Instant, source: impl Into<Peer>, datagram: &[u8]) {
+        let source = source.into();
+        let verdict = self.admission.lock().on_datagram(now, source.addr.ip());
         let trunk = match verdict {
             Verdict::Trunk(t) => Some(t),
             Verdict::Known => None,
@@ -444,7 +456,7 @@ impl UserAgent {
     fn respond_stateless(
         &mut self,
         request: &Message,
-        source: SocketAddr,
+        source: Peer,
         status: u16,
         reason: &str,
         extra: &[(&str, &str)],
@@ -453,12 +465,12 @@ impl UserAgent {
             return;
         };
         let tag = self.unique();
-        let mut b = ResponseBuilder::new(request, source, status, reason, Some(&tag))
+        let mut b = ResponseBuilder::new(request, source.addr, status, reason, Some(&tag))
             .header("Server", &self.config.product);
         for (n, v) in extra {
             b = b.header(n, v);
         }
-        let to = message::response_destination(via, source);
+        let to = reply_to(via, source);
         self.transmit(to, b.build().into());
     }
 

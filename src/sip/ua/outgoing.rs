@@ -15,6 +15,7 @@ use super::{CallHandle, ClientTx, DialFailure, TimerOwner, UaEvent, UserAgent};
 use crate::sip::auth::{self, Challenge, Credentials};
 use crate::sip::message::{self, Message, Method};
 use crate::sip::transaction::{InviteClientTransaction, NonInviteClientTransaction, Output};
+use crate::sip::transport::Peer;
 
 /// A call to place.
 #[derive(Debug, Clone)]
@@ -134,7 +135,7 @@ impl UserAgent {
             local_cseq: 0,
             remote_cseq: 0,
             state: DialogState::Early,
-            source: call.destination,
+            source: Peer::udp(call.destination),
             invite: None,
             media: None,
             offer_in_2xx: false,
@@ -241,7 +242,7 @@ impl UserAgent {
         let next = inv.tx.poll_timeout();
         for o in outputs {
             match o {
-                Output::Transmit(bytes) => self.transmit(to, bytes),
+                Output::Transmit(bytes) => self.transmit(Peer::udp(to), bytes),
                 Output::TimedOut | Output::TransportError => {
                     self.invites.remove(branch);
                     self.dial_failed(
@@ -605,7 +606,10 @@ impl UserAgent {
             "Call-ID: {}\r\nCSeq: {} CANCEL\r\nContent-Length: 0\r\n\r\n",
             d.call_id, inv.cseq
         );
-        let (to, key) = (inv.request.destination, format!("{}-cancel", inv.branch));
+        let (to, key) = (
+            Peer::udp(inv.request.destination),
+            format!("{}-cancel", inv.branch),
+        );
         let give_up = now + self.config.timers.t1 * 64;
         if let Some(inv) = self.invites.get_mut(branch) {
             inv.cancel = Cancel::Sent(give_up);

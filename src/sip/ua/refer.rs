@@ -90,7 +90,7 @@ impl UserAgent {
         };
         let bytes = crate::sip::message::ResponseBuilder::new(
             invite,
-            d.source,
+            d.source.addr,
             180,
             "Ringing",
             Some(&d.local_tag),
@@ -98,7 +98,11 @@ impl UserAgent {
         .record_route(invite)
         .header(
             "Contact",
-            &format!("<sip:callflow@{}>", self.config.advertised),
+            &format!(
+                "<sip:callflow@{}{}>",
+                self.config.advertised,
+                d.source.transport.uri_param()
+            ),
         )
         .build();
         let key = key.clone();
@@ -182,7 +186,8 @@ impl UserAgent {
         };
         let bytes = d.request(&method, &branch, advertised, &product, extra, None);
         let to = d.destination();
-        let tx = NonInviteClientTransaction::new(now, bytes.into(), self.config.timers, false);
+        let reliable = to.transport.is_reliable();
+        let tx = NonInviteClientTransaction::new(now, bytes.into(), self.config.timers, reliable);
         self.client.insert(
             branch.clone(),
             ClientTx {

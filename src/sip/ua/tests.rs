@@ -16,6 +16,10 @@ struct Rig {
     now: Instant,
     start: Instant,
     sent: Vec<(Duration, SocketAddr, String)>,
+    /// Over what each of `sent` went.
+    transports: Vec<crate::sip::transport::Transport>,
+    /// Where the rig's messages come from.
+    source: crate::sip::transport::Peer,
     events: Vec<(CallHandle, UaEvent)>,
 }
 
@@ -82,6 +86,8 @@ impl Rig {
             now,
             start: now,
             sent: Vec::new(),
+            transports: Vec::new(),
+            source: crate::sip::transport::Peer::udp(PEER.parse().unwrap()),
             events: Vec::new(),
         }
     }
@@ -89,11 +95,14 @@ impl Rig {
     fn drain(&mut self) {
         while let Some(o) = self.ua.poll_output() {
             match o {
-                UaOutput::Transmit { to, bytes } => self.sent.push((
-                    self.now - self.start,
-                    to,
-                    String::from_utf8_lossy(&bytes).into_owned(),
-                )),
+                UaOutput::Transmit { to, bytes } => {
+                    self.transports.push(to.transport);
+                    self.sent.push((
+                        self.now - self.start,
+                        to.addr,
+                        String::from_utf8_lossy(&bytes).into_owned(),
+                    ))
+                }
                 UaOutput::Event(c, e) => self.events.push((c, e)),
             }
         }
@@ -101,7 +110,7 @@ impl Rig {
 
     fn recv(&mut self, text: &str) {
         self.ua
-            .handle_datagram(self.now, PEER.parse().unwrap(), text.as_bytes());
+            .handle_datagram(self.now, self.source, text.as_bytes());
         self.drain();
     }
 
@@ -190,6 +199,73 @@ fn invite_gets_100_trying_then_200_and_the_ack_confirms() {
     );
     rig.run_until(Duration::from_secs(40));
     assert_eq!(rig.sent.len(), 2, "no 2xx retransmission after the ACK");
+}
+
+#[test]
+fn a_call_over_tcp_keeps_to_its_connection_and_nothing_is_retransmitted() {
+    use crate::sip::transport::{Peer, Transport};
+    let mut rig = Rig::new();
+    // The connection's remote port is not the Via's: replies follow the
+    // connection (RFC 3261 18.2.2), not the Via.
+    let connection: SocketAddr = "127.0.0.1:40123".parse().unwrap();
+    rig.source = Peer::tcp(connection);
+    let tcp = |m: String| m.replace("SIP/2.0/UDP", "SIP/2.0/TCP");
+    rig.recv(&tcp(invite("t1", "z9hG4bK-t1", "", OFFER)));
+    let call = match rig.events.last() {
+        Some((c, UaEvent::Incoming(_))) => *c,
+        other => panic!("{other:?}"),
+    };
+    assert!(rig.accept(call));
+    rig.drain();
+    let tag = rig.to_tag();
+    rig.recv(&tcp(in_dialog("ACK", "t1", &tag, 1, "z9hG4bK-ta", "", "")));
+    let ok = &rig.sent[1].2;
+    assert!(
+        ok.contains("Contact: <sip:callflow@127.0.0.1:5060;transport=tcp>"),
+        "{ok}"
+    );
+    rig.ua.hangup(rig.now, call);
+    rig.drain();
+    let bye = rig.sent.last().unwrap().2.clone();
+    assert!(
+        bye.starts_with("BYE sip:sipp@127.0.0.1:5070 SIP/2.0"),
+        "{bye}"
+    );
+    assert!(bye.contains("Via: SIP/2.0/TCP 127.0.0.1:5060;"), "{bye}");
+    // Timer E does not run on a reliable transport: one BYE, however
+    // long its answer takes.
+    rig.run_until(Duration::from_secs(20));
+    assert_eq!(
+        rig.statuses(),
+        [
+            "SIP/2.0 100 Trying",
+            "SIP/2.0 200 OK",
+            bye.lines().next().unwrap()
+        ]
+    );
+    assert!(rig.sent.iter().all(|(_, to, _)| *to == connection));
+    assert!(rig.transports.iter().all(|t| *t == Transport::Tcp));
+}
+
+#[test]
+fn a_refusal_over_tcp_is_sent_once() {
+    use crate::sip::transport::Peer;
+    let mut rig = Rig::new();
+    rig.source = Peer::tcp("127.0.0.1:40124".parse().unwrap());
+    let tcp = |m: String| m.replace("SIP/2.0/UDP", "SIP/2.0/TCP");
+    rig.recv(&tcp(invite("t2", "z9hG4bK-t2", "", OFFER)));
+    let call = match rig.events.last() {
+        Some((c, UaEvent::Incoming(_))) => *c,
+        other => panic!("{other:?}"),
+    };
+    rig.ua.reject(rig.now, call, 486, "Busy Here", &[]);
+    rig.drain();
+    // No Timer G over TCP: the 486 is not sent again while no ACK comes.
+    rig.run_until(Duration::from_secs(40));
+    assert_eq!(
+        rig.statuses(),
+        ["SIP/2.0 100 Trying", "SIP/2.0 486 Busy Here"]
+    );
 }
 
 #[test]
@@ -580,7 +656,7 @@ fn a_strict_first_route_becomes_the_request_uri() {
     rig.recv(&in_dialog("ACK", "sr1", &tag, 1, "z9hG4bK-srack", "", ""));
     rig.ua.hangup(rig.now, call);
     rig.drain();
-    let bye = &rig.sent.last().unwrap().2;
+    let bye = rig.sent.last().unwrap().2.clone();
     assert!(bye.starts_with("BYE sip:127.0.0.1:5071 SIP/2.0"), "{bye}");
     assert!(
         bye.contains("Route: <sip:sipp@127.0.0.1:5070>\r\n"),

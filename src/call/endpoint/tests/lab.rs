@@ -196,7 +196,7 @@ impl Lab {
     fn collect_endpoint(&mut self) {
         while let Some(output) = self.endpoint.poll_output() {
             match output {
-                EndpointOutput::Transmit { to, bytes } => match self.peer_by_addr(to) {
+                EndpointOutput::Transmit { to, bytes } => match self.peer_by_addr(to.addr) {
                     Some(peer) => self.send(Packet::SipOut {
                         peer,
                         bytes: bytes.to_vec(),

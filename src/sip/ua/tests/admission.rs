@@ -39,8 +39,11 @@ fn rig_with(trunks: Vec<TrunkPolicy>, unknown: UnknownSources) -> Rig {
 impl Rig {
     /// Feeds `text` as if it came from `from`.
     fn recv_from(&mut self, from: &str, text: &str) {
-        self.ua
-            .handle_datagram(self.now, from.parse().unwrap(), text.as_bytes());
+        self.ua.handle_datagram(
+            self.now,
+            from.parse::<std::net::SocketAddr>().unwrap(),
+            text.as_bytes(),
+        );
         self.drain();
     }
 
