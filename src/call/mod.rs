@@ -318,6 +318,9 @@ impl Call {
                     EndReason::AckTimeout => {
                         self.forced_end = Some("no ACK for the 200 OK".to_string())
                     }
+                    EndReason::SessionExpired => {
+                        self.forced_end = Some("the session timer expired (RFC 4028)".to_string())
+                    }
                     _ => {}
                 }
                 self.feed(now, Event::HungUp);

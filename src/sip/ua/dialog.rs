@@ -63,6 +63,10 @@ pub(super) struct Dialog {
     /// For a call we placed: where its peer may ask us to send RTP (a
     /// call that came in has its trunk's).
     pub media_networks: Option<crate::sip::admission::Networks>,
+    /// The session timer (RFC 4028), when the peer asked for one.
+    pub session: Option<super::session_timer::SessionTimer>,
+    /// Whether the peer's Allow lists UPDATE (how we refresh a session).
+    pub update_allowed: bool,
 }
 
 impl Dialog {

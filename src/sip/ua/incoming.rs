@@ -1,10 +1,10 @@
 //! Requests that arrive: new INVITEs, CANCEL, ACK, and requests inside a
 //! dialog (BYE, re-INVITE, INFO, NOTIFY, OPTIONS).
 
-use crate::sip::transport::Peer;
 use std::time::Instant;
 
 use super::dialog::{user_of, without_tag, Dialog, DialogState};
+use super::session_timer::{SessionTimer, TooSmall};
 use super::{CallHandle, EndReason, IncomingCall, ServerTx, TrunkId, UaEvent, UserAgent, ALLOW};
 use crate::sip::admission::DigestVerdict;
 use crate::sip::message::{self, Message, Method, ResponseBuilder};
@@ -13,12 +13,29 @@ use crate::sip::transaction::{
     AckDisposition, InviteServerTransaction, LegacyRequest, NonInviteServerTransaction,
     TransactionKey, TwoXxRetransmitter,
 };
+use crate::sip::transport::Peer;
 
 /// Extensions we implement; a Require naming another gets 420 (RFC 3261
-/// 8.2.2.3). Empty for now: session timers (RFC 4028) and Replaces (RFC
-/// 3891) are not implemented, so neither is advertised nor accepted in a
-/// Require.
-const SUPPORTED: &[&str] = &[];
+/// 8.2.2.3). Session timers (RFC 4028) are; Replaces (RFC 3891) is not,
+/// so it is neither advertised nor accepted in a Require.
+const SUPPORTED: &[&str] = &["timer"];
+
+/// Our Min-SE, for a 422.
+const MIN_SE_TEXT: &str = "90";
+
+/// Adds a session timer's headers to a 2xx: the agreed interval and
+/// refresher, `Require: timer` if the peer supports it (RFC 4028 9), and
+/// `Supported: timer`.
+fn session_headers(b: ResponseBuilder, t: &SessionTimer) -> ResponseBuilder {
+    let b = b
+        .header("Session-Expires", &t.header())
+        .header("Supported", "timer");
+    if t.peer_supports {
+        b.header("Require", "timer")
+    } else {
+        b
+    }
+}
 
 /// A new INVITE turned away: status, reason phrase, extra headers.
 type Refusal = (u16, &'static str, Vec<(&'static str, String)>);
@@ -188,6 +205,7 @@ impl UserAgent {
                 self.respond(now, source, key, &m, 200, "OK", &extra, None);
             }
             Method::Bye | Method::Info | Method::Notify => self.on_in_dialog(now, source, key, m),
+            Method::Update => self.on_update(now, source, key, m),
             Method::Other(_) => self.respond(
                 now,
                 source,
@@ -270,7 +288,7 @@ impl UserAgent {
         self.schedule(next, super::TimerOwner::TwoXx(call));
     }
 
-    fn dialog_of(&self, m: &Message) -> Option<CallHandle> {
+    pub(super) fn dialog_of(&self, m: &Message) -> Option<CallHandle> {
         let tag = m.to_tag()?;
         self.by_tags
             .get(&(m.call_id().to_string(), tag.to_string()))
@@ -347,6 +365,8 @@ impl UserAgent {
         } else {
             None
         };
+        let update_allowed = SessionTimer::allows_update(&m);
+        let session = SessionTimer::requested(&m, now, update_allowed);
         let refusal = match refusal {
             Some(r) => Some(r),
             None => self
@@ -356,6 +376,18 @@ impl UserAgent {
                         headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
                     (status, answer(status, reason, &headers))
                 }),
+        };
+        let refusal = match (refusal, session) {
+            (Some(r), _) => Some(r),
+            (None, Err(TooSmall)) => Some((
+                422,
+                answer(
+                    422,
+                    "Session Interval Too Small",
+                    &[("Min-SE", MIN_SE_TEXT)],
+                ),
+            )),
+            (None, Ok(_)) => None,
         };
         if let Some((status, bytes)) = refusal {
             if tx.send_final(now, status, bytes.into()).is_ok() {
@@ -409,6 +441,8 @@ impl UserAgent {
             refer_settled_early: false,
             trunk,
             media_networks: None,
+            session: session.ok().flatten(),
+            update_allowed,
         };
         self.by_tags.insert((dialog.call_id.clone(), tag), call);
         let policy = trunk.and_then(|t| self.config.admission.trunks.get(t.0));
@@ -507,6 +541,18 @@ impl UserAgent {
         for (n, v) in extra {
             b = b.header(n, v);
         }
+        let session = d.session.as_mut().filter(|_| (200..300).contains(&status));
+        match session {
+            Some(t) => {
+                // The session starts with our answer.
+                t.since = now;
+                b = session_headers(b, t);
+            }
+            // Said in every 2xx, so a peer may ask for it in a re-INVITE.
+            None if (200..300).contains(&status) => b = b.header("Supported", "timer"),
+            None => {}
+        }
+        let session = d.session.filter(|_| (200..300).contains(&status));
         if let Some(sdp) = body {
             b = b.body("application/sdp", sdp);
         }
@@ -516,6 +562,9 @@ impl UserAgent {
             return false;
         }
         self.drain_server(&key);
+        if let Some(t) = session {
+            self.schedule(Some(t.deadline()), super::TimerOwner::Session(call));
+        }
         if (200..300).contains(&status) {
             // The 2xx is ours to retransmit until the ACK (13.3.1.4).
             self.retransmit_2xx(now, call, bytes, to);
@@ -640,8 +689,13 @@ impl UserAgent {
         };
         let cseq = m.cseq().map(|c| c.0).unwrap_or(0);
         let tag = d.local_tag.clone();
+        // A re-INVITE is a session refresh too (RFC 4028 9).
+        let session = SessionTimer::requested(&m, now, d.update_allowed);
         let (status, reason, body, changed): (u16, &str, Option<Vec<u8>>, Option<sdp::Negotiated>) =
             match d.media.as_mut() {
+                _ if session == Err(TooSmall) && d.state == DialogState::Confirmed => {
+                    (422, "Session Interval Too Small", None, None)
+                }
                 Some(_) if d.state != DialogState::Confirmed => {
                     (491, "Request Pending", None, None)
                 }
@@ -674,11 +728,25 @@ impl UserAgent {
             "<sip:callflow@{advertised}{}>",
             source.transport.uri_param()
         );
-        let extra: Vec<(&str, &str)> = if status == 200 {
-            vec![("Contact", contact.as_str()), ("Allow", ALLOW)]
-        } else {
-            vec![]
+        let timer = session.ok().flatten().filter(|_| status == 200);
+        let timer_headers = timer.map(|t| t.header()).unwrap_or_default();
+        let mut extra: Vec<(&str, &str)> = match status {
+            200 => vec![("Contact", contact.as_str()), ("Allow", ALLOW)],
+            422 => vec![("Min-SE", MIN_SE_TEXT)],
+            _ => vec![],
         };
+        if let Some(t) = timer {
+            extra.push(("Session-Expires", &timer_headers));
+            extra.push(("Supported", "timer"));
+            if t.peer_supports {
+                extra.push(("Require", "timer"));
+            }
+        }
+        if status == 200 {
+            if let Some(d) = self.dialogs.get_mut(&call) {
+                d.session = timer;
+            }
+        }
         let bytes = respond_final(
             &mut tx,
             status,
@@ -697,6 +765,9 @@ impl UserAgent {
             },
         );
         self.drain_server(&key);
+        if let Some(t) = timer {
+            self.schedule(Some(t.deadline()), super::TimerOwner::Session(call));
+        }
         if status == 200 {
             if let Some(d) = self.dialogs.get_mut(&call) {
                 d.state = DialogState::Answered;

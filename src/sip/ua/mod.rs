@@ -13,6 +13,7 @@ mod dialog;
 mod incoming;
 mod outgoing;
 mod refer;
+pub mod session_timer;
 #[cfg(test)]
 mod tests;
 
@@ -120,6 +121,9 @@ pub enum EndReason {
     Cancelled,
     /// We sent BYE (after `hangup`).
     LocalBye,
+    /// The session timer ran out (RFC 4028 10): no refresh came, or ours
+    /// was refused as a dialog that no longer exists; we sent BYE.
+    SessionExpired,
     /// We rejected the INVITE.
     Rejected(u16),
     /// The ACK for our 2xx never came (RFC 3261 13.3.1.4); we sent BYE.
@@ -256,6 +260,7 @@ enum TimerOwner {
     Refer(CallHandle),
     Invite(String),
     Ring(CallHandle),
+    Session(CallHandle),
 }
 
 /// The user agent.
@@ -302,7 +307,7 @@ pub struct UaCounters {
 pub const NO_FINAL_NOTIFY: &str = "no final NOTIFY in time";
 
 /// Methods we answer, for Allow headers.
-pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, REFER, NOTIFY";
+pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, REFER, NOTIFY, UPDATE";
 
 impl UserAgent {
     /// A user agent that accepts calls, with IDs from a random seed.
@@ -517,7 +522,9 @@ impl UserAgent {
             TimerOwner::Client(k) => client.contains_key(k),
             TimerOwner::TwoXx(c) => two_xx.contains_key(c),
             TimerOwner::Invite(k) => invites.contains_key(k),
-            TimerOwner::Refer(c) | TimerOwner::Ring(c) => dialogs.contains_key(c),
+            TimerOwner::Refer(c) | TimerOwner::Ring(c) | TimerOwner::Session(c) => {
+                dialogs.contains_key(c)
+            }
         });
         self.counters.timers_compacted += (before - self.timers.len()) as u64;
     }
@@ -582,6 +589,7 @@ impl UserAgent {
                     }
                 }
                 TimerOwner::Ring(call) => self.ring_timeout(now, call),
+                TimerOwner::Session(call) => self.session_due(now, call),
                 TimerOwner::Refer(call) => {
                     let late = self
                         .dialogs
@@ -672,7 +680,7 @@ impl UserAgent {
         self.schedule(next, TimerOwner::TwoXx(call));
     }
 
-    fn on_client_failure(&mut self, _now: Instant, call: CallHandle, method: &Method, why: &str) {
+    fn on_client_failure(&mut self, now: Instant, call: CallHandle, method: &Method, why: &str) {
         if *method == Method::Refer {
             if let Some(d) = self.dialogs.get_mut(&call) {
                 d.refer_deadline = None;
@@ -680,6 +688,8 @@ impl UserAgent {
             self.event(call, UaEvent::TransferResult(Err(format!("REFER: {why}"))));
         } else if *method == Method::Bye {
             self.forget(call);
+        } else if *method == Method::Update {
+            self.session_lost(now, call, why);
         }
     }
 
@@ -730,6 +740,7 @@ impl UserAgent {
         match method {
             Method::Refer => self.on_refer_response(now, call, status, &m),
             Method::Bye => self.forget(call),
+            Method::Update => self.on_refresh_response(now, call, status, &m),
             _ => {}
         }
     }

@@ -144,6 +144,9 @@ impl UserAgent {
             refer_settled_early: false,
             trunk: None,
             media_networks: Some(call.media_networks.clone()),
+            // Calls we place ask for no session timer (yet).
+            session: None,
+            update_allowed: false,
         };
         let mut dialog = dialog;
         let mut media = call.media.clone();

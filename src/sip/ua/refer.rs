@@ -172,7 +172,7 @@ impl UserAgent {
         }
     }
 
-    fn send_in_dialog(
+    pub(super) fn send_in_dialog(
         &mut self,
         now: Instant,
         call: CallHandle,

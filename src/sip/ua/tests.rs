@@ -268,6 +268,157 @@ fn a_refusal_over_tcp_is_sent_once() {
     );
 }
 
+/// The request lines and statuses sent so far, after the first `skip`.
+fn first_lines(rig: &Rig, skip: usize) -> Vec<String> {
+    rig.statuses().into_iter().skip(skip).collect()
+}
+
+#[test]
+fn a_session_interval_below_90_s_gets_422_with_our_min_se() {
+    let mut rig = Rig::new();
+    rig.recv(&invite(
+        "st1",
+        "z9hG4bK-st1",
+        "Session-Expires: 60\r\n",
+        OFFER,
+    ));
+    assert_eq!(rig.statuses(), ["SIP/2.0 422 Session Interval Too Small"]);
+    assert!(
+        rig.sent[0].2.contains("Min-SE: 90\r\n"),
+        "{}",
+        rig.sent[0].2
+    );
+    assert!(rig.events.is_empty(), "no call");
+}
+
+#[test]
+fn a_session_the_peer_refreshes_ends_with_our_bye_when_its_refresh_stops() {
+    let mut rig = Rig::new();
+    let extra = "Supported: timer\r\nSession-Expires: 120\r\n";
+    let call = rig.incoming_with("st2", extra);
+    assert!(rig.accept(call));
+    rig.drain();
+    let tag = rig.to_tag();
+    rig.recv(&in_dialog("ACK", "st2", &tag, 1, "z9hG4bK-a2", "", ""));
+    let ok = rig.sent[1].2.clone();
+    assert!(
+        ok.contains("Session-Expires: 120;refresher=uac\r\n"),
+        "{ok}"
+    );
+    assert!(ok.contains("Require: timer\r\n"), "{ok}");
+    assert!(ok.contains("Allow: INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, REFER, NOTIFY, UPDATE"));
+    // The peer refreshes at 50 s with UPDATE: the session goes on.
+    rig.run_until(Duration::from_secs(50));
+    rig.recv(&in_dialog(
+        "UPDATE",
+        "st2",
+        &tag,
+        2,
+        "z9hG4bK-u1",
+        extra,
+        "",
+    ));
+    let answer = rig.sent.last().unwrap().2.clone();
+    assert!(answer.starts_with("SIP/2.0 200 OK"), "{answer}");
+    assert!(
+        answer.contains("Session-Expires: 120;refresher=uac"),
+        "{answer}"
+    );
+    rig.run_until(Duration::from_secs(100));
+    assert!(
+        first_lines(&rig, 3).is_empty(),
+        "no BYE after a refresh: {:?}",
+        rig.statuses()
+    );
+    // No refresh after that: BYE 32 s before the interval ends.
+    rig.run_until(Duration::from_secs(140));
+    let bye = rig.sent.iter().find(|(_, _, t)| t.starts_with("BYE "));
+    let (at, _, _) = bye.unwrap_or_else(|| panic!("{:?}", rig.statuses()));
+    assert_eq!(*at, Duration::from_secs(50 + 88));
+    assert!(rig
+        .events
+        .contains(&(call, UaEvent::Ended(EndReason::SessionExpired))));
+}
+
+#[test]
+fn we_refresh_a_session_by_update_and_end_it_when_the_refresh_is_not_answered() {
+    let mut rig = Rig::new();
+    let extra = "Allow: INVITE, ACK, BYE, UPDATE\r\nSession-Expires: 120\r\n";
+    let call = rig.incoming_with("st3", extra);
+    assert!(rig.accept(call));
+    rig.drain();
+    let tag = rig.to_tag();
+    rig.recv(&in_dialog("ACK", "st3", &tag, 1, "z9hG4bK-a3", "", ""));
+    let ok = rig.sent[1].2.clone();
+    assert!(
+        ok.contains("Session-Expires: 120;refresher=uas\r\n"),
+        "{ok}"
+    );
+    assert!(
+        !ok.contains("Require: timer"),
+        "the peer does not support it: {ok}"
+    );
+    // Our refresh at half the interval.
+    rig.run_until(Duration::from_secs(61));
+    let (at, _, update) = rig.sent[2].clone();
+    assert_eq!(at, Duration::from_secs(60));
+    assert!(
+        update.starts_with("UPDATE sip:sipp@127.0.0.1:5070 SIP/2.0"),
+        "{update}"
+    );
+    assert!(
+        update.contains("Session-Expires: 120;refresher=uac\r\n"),
+        "{update}"
+    );
+    let branch = update
+        .lines()
+        .find(|l| l.starts_with("Via:"))
+        .and_then(|v| v.split("branch=").nth(1))
+        .map(|b| b.split(';').next().unwrap_or(b).to_string())
+        .unwrap();
+    let cseq = update
+        .lines()
+        .find(|l| l.starts_with("CSeq:"))
+        .unwrap()
+        .to_string();
+    let answer = format!(
+        "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch={branch};rport\r\n\
+From: <sip:8000@127.0.0.1:5060>;tag={tag}\r\nTo: sipp <sip:+37120000000@127.0.0.1:5070>;tag=caller1\r\n\
+Call-ID: st3\r\n{cseq}\r\nSession-Expires: 120;refresher=uac\r\nContent-Length: 0\r\n\r\n"
+    );
+    rig.recv(&answer);
+    // The next refresh is due 60 s after that answer; this one gets none,
+    // and the session expires 32 s before its interval ends (RFC 4028 10),
+    // before the UPDATE's own transaction would give up.
+    rig.run_until(Duration::from_secs(120));
+    let later = |rig: &Rig, from: u64| {
+        rig.sent
+            .iter()
+            .filter(|(at, _, t)| *at > Duration::from_secs(from) && t.starts_with("UPDATE"))
+            .count()
+    };
+    assert_eq!(later(&rig, 61), 0, "not yet");
+    rig.run_until(Duration::from_secs(122));
+    assert!(later(&rig, 120) > 0, "60 s after the answer");
+    rig.run_until(Duration::from_secs(200));
+    let updates = rig
+        .sent
+        .iter()
+        .filter(|(_, _, t)| t.starts_with("UPDATE"))
+        .count();
+    assert!(updates >= 2, "{:?}", rig.statuses());
+    let bye = rig.sent.iter().find(|(_, _, t)| t.starts_with("BYE"));
+    let (at, _, _) = bye.unwrap_or_else(|| panic!("{:?}", rig.statuses()));
+    assert_eq!(
+        *at,
+        Duration::from_secs(61 + 120 - 32),
+        "the session's expiry"
+    );
+    assert!(rig
+        .events
+        .contains(&(call, UaEvent::Ended(EndReason::SessionExpired))));
+}
+
 #[test]
 fn retransmitted_invite_never_creates_a_second_call() {
     let mut rig = Rig::new();
