@@ -41,6 +41,9 @@ const IDLE: Duration = Duration::from_secs(3600);
 const WRITE_QUEUE: usize = 256;
 /// How long opening a connection may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a connection the peer half-closed still takes our answers,
+/// and how long its last queued messages get to be written.
+const HALF_CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 /// A connection's number (a replaced one's end must not remove its
 /// successor) and the queue of what to write to it.
@@ -49,9 +52,62 @@ type Writer = (u64, mpsc::Sender<Arc<[u8]>>);
 /// The connections of one listen address.
 #[derive(Default)]
 struct Table {
+    /// Where messages to an address go: the newest connection with it.
     by_addr: HashMap<SocketAddr, Writer>,
-    per_ip: HashMap<IpAddr, usize>,
+    /// Every open connection, by number, with the source key it counts
+    /// against: a replaced connection still counts until it closes.
+    open: HashMap<u64, IpAddr>,
+    per_source: HashMap<IpAddr, usize>,
     next_id: u64,
+}
+
+/// What a connection counts against: its IP address, or for IPv6 its /64
+/// (one host commonly holds a whole /64).
+fn source_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => {
+            let mut octets = v6.octets();
+            octets[8..].fill(0);
+            IpAddr::from(octets)
+        }
+    }
+}
+
+impl Table {
+    /// Makes room for a connection with `addr`, within the bounds; the
+    /// connection's number, the queue to it and where it is read from.
+    fn register(&mut self, addr: SocketAddr) -> Option<(Writer, mpsc::Receiver<Arc<[u8]>>)> {
+        let key = source_key(addr.ip());
+        let from_source = self.per_source.get(&key).copied().unwrap_or(0);
+        if self.open.len() >= MAX_CONNECTIONS || from_source >= MAX_PER_ADDRESS {
+            return None;
+        }
+        self.next_id += 1;
+        let id = self.next_id;
+        let (tx, rx) = mpsc::channel(WRITE_QUEUE);
+        self.open.insert(id, key);
+        *self.per_source.entry(key).or_default() += 1;
+        // A second connection with the same address (a peer that
+        // reconnected) takes over what is sent there.
+        self.by_addr.insert(addr, (id, tx.clone()));
+        Some(((id, tx), rx))
+    }
+
+    /// Forgets connection `id` with `addr`.
+    fn unregister(&mut self, addr: SocketAddr, id: u64) {
+        if self.by_addr.get(&addr).is_some_and(|(i, _)| *i == id) {
+            self.by_addr.remove(&addr);
+        }
+        if let Some(key) = self.open.remove(&id) {
+            if let Some(n) = self.per_source.get_mut(&key) {
+                *n -= 1;
+                if *n == 0 {
+                    self.per_source.remove(&key);
+                }
+            }
+        }
+    }
 }
 
 /// SIP over TCP for one listen address.
@@ -80,6 +136,12 @@ impl TcpTransport {
         self.table.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Connections open now.
+    #[cfg(test)]
+    fn open(&self) -> usize {
+        self.table().open.len()
+    }
+
     /// Takes connections on `listener` until the server stops.
     pub(super) async fn accept(self: Arc<Self>, listener: TcpListener) {
         loop {
@@ -92,81 +154,58 @@ impl TcpTransport {
                     continue;
                 }
             };
-            let Some((id, rx)) = self.register(peer) else {
+            let registered = self.table().register(peer);
+            let Some((writer, rx)) = registered else {
                 tracing::debug!(%peer, "SIP over TCP: too many connections; closed");
                 continue;
             };
-            tokio::spawn(Arc::clone(&self).run(stream, peer, id, rx, false));
+            tokio::spawn(Arc::clone(&self).run(stream, peer, writer, rx, false));
         }
     }
 
     /// Sends `bytes` to `to` over the connection with it, opening one if
-    /// there is none. Never waits.
+    /// there is none (or its writer is gone). Never waits.
     pub(super) fn send(self: &Arc<Self>, to: SocketAddr, bytes: Arc<[u8]>) {
-        let existing = self.table().by_addr.get(&to).map(|(_, tx)| tx.clone());
-        if let Some(tx) = existing {
-            if let Err(e) = tx.try_send(bytes) {
-                tracing::warn!(%to, "SIP over TCP: message not sent: {e}");
+        // One lock for the lookup and the registration: two workers
+        // sending to a new address at once open one connection, not two.
+        let opened = {
+            let mut t = self.table();
+            let existing = t.by_addr.get(&to).cloned();
+            match existing {
+                Some((id, tx)) => match tx.try_send(bytes) {
+                    Ok(()) => return,
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        tracing::warn!(%to, "SIP over TCP: the peer is not reading; message dropped");
+                        return;
+                    }
+                    Err(mpsc::error::TrySendError::Closed(bytes)) => {
+                        t.unregister(to, id);
+                        t.register(to).map(|r| (r, bytes))
+                    }
+                },
+                None => t.register(to).map(|r| (r, bytes)),
             }
-            return;
-        }
-        let Some((id, rx)) = self.register(to) else {
+        };
+        let Some((((id, tx), rx), bytes)) = opened else {
             tracing::warn!(%to, "SIP over TCP: too many connections; message not sent");
             return;
         };
-        let tx = self.table().by_addr.get(&to).map(|(_, tx)| tx.clone());
-        if let Some(tx) = tx {
-            // Written once the connection is up.
-            let _ = tx.try_send(bytes);
-        }
+        // Written once the connection is up.
+        let _ = tx.try_send(bytes);
         let transport = Arc::clone(self);
         tokio::spawn(async move {
             match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(to)).await {
-                Ok(Ok(stream)) => transport.run(stream, to, id, rx, true).await,
+                Ok(Ok(stream)) => transport.run(stream, to, (id, tx), rx, true).await,
                 Ok(Err(e)) => {
                     tracing::warn!(%to, "SIP over TCP: cannot connect: {e}");
-                    transport.unregister(to, id);
+                    transport.table().unregister(to, id);
                 }
                 Err(_) => {
                     tracing::warn!(%to, "SIP over TCP: no connection within {CONNECT_TIMEOUT:?}");
-                    transport.unregister(to, id);
+                    transport.table().unregister(to, id);
                 }
             }
         });
-    }
-
-    /// Makes room for a connection with `addr`, within the bounds.
-    fn register(&self, addr: SocketAddr) -> Option<(u64, mpsc::Receiver<Arc<[u8]>>)> {
-        let mut t = self.table();
-        let from_ip = t.per_ip.get(&addr.ip()).copied().unwrap_or(0);
-        if t.by_addr.len() >= MAX_CONNECTIONS || from_ip >= MAX_PER_ADDRESS {
-            return None;
-        }
-        t.next_id += 1;
-        let id = t.next_id;
-        let (tx, rx) = mpsc::channel(WRITE_QUEUE);
-        // A second connection from the same address (a peer that
-        // reconnected) takes over its responses.
-        if let Some((old, _)) = t.by_addr.insert(addr, (id, tx)) {
-            tracing::debug!(%addr, old, "SIP over TCP: connection replaced");
-        } else {
-            *t.per_ip.entry(addr.ip()).or_default() += 1;
-        }
-        Some((id, rx))
-    }
-
-    /// Forgets connection `id` with `addr`, unless another replaced it.
-    fn unregister(&self, addr: SocketAddr, id: u64) {
-        let mut t = self.table();
-        if t.by_addr.get(&addr).is_some_and(|(i, _)| *i == id) {
-            t.by_addr.remove(&addr);
-            if let Some(n) = t.per_ip.get_mut(&addr.ip()) {
-                *n -= 1;
-                if *n == 0 {
-                    t.per_ip.remove(&addr.ip());
-                }
-            }
-        }
     }
 
     /// Serves one connection until it closes, breaks its framing or falls
@@ -175,19 +214,13 @@ impl TcpTransport {
         self: Arc<Self>,
         stream: TcpStream,
         peer: SocketAddr,
-        id: u64,
+        (id, pongs): Writer,
         mut rx: mpsc::Receiver<Arc<[u8]>>,
         opened: bool,
     ) {
         let _ = stream.set_nodelay(true);
         let (mut reader, mut writer) = stream.into_split();
-        let pongs = self
-            .table()
-            .by_addr
-            .get(&peer)
-            .filter(|(i, _)| *i == id)
-            .map(|(_, tx)| tx.clone());
-        let write = tokio::spawn(async move {
+        let mut write = tokio::spawn(async move {
             while let Some(bytes) = rx.recv().await {
                 if let Err(e) = writer.write_all(&bytes).await {
                     tracing::debug!(%peer, "SIP over TCP: write failed: {e}");
@@ -198,43 +231,68 @@ impl TcpTransport {
         });
         let mut framer = StreamFramer::new(MAX_MESSAGE);
         let mut buf = vec![0u8; 16 * 1024];
+        // A new connection's first message is due by one deadline, not per
+        // read: a byte every few seconds must not hold it open.
+        let first_by = (!opened).then(|| tokio::time::Instant::now() + FIRST_MESSAGE_WITHIN);
         let mut heard = opened;
-        let reason = loop {
-            let limit = if heard { IDLE } else { FIRST_MESSAGE_WITHIN };
-            let n = match tokio::time::timeout(limit, reader.read(&mut buf)).await {
-                Err(_) => break format!("silent for {limit:?}"),
-                Ok(Err(e)) => break format!("read failed: {e}"),
-                Ok(Ok(0)) => break "closed by the peer".to_string(),
-                Ok(Ok(n)) => n,
+        let (reason, half_closed) = loop {
+            let read = reader.read(&mut buf);
+            let n = match first_by.filter(|_| !heard) {
+                Some(by) => match tokio::time::timeout_at(by, read).await {
+                    Err(_) => break ("no message within the first 30 s".to_string(), false),
+                    Ok(r) => r,
+                },
+                None => match tokio::time::timeout(IDLE, read).await {
+                    Err(_) => break (format!("silent for {IDLE:?}"), false),
+                    Ok(r) => r,
+                },
+            };
+            let n = match n {
+                Err(e) => break (format!("read failed: {e}"), false),
+                Ok(0) => break ("closed by the peer".to_string(), true),
+                Ok(n) => n,
             };
             framer.push(&buf[..n]);
             let broken = loop {
                 match framer.next_frame() {
                     Ok(Some(Frame::Message(bytes))) => {
                         heard = true;
-                        self.dispatch(peer, bytes);
+                        self.dispatch(peer, bytes).await;
                     }
                     Ok(Some(Frame::Ping)) => {
-                        if let Some(tx) = &pongs {
-                            let _ = tx.try_send(Arc::from(PONG));
-                        }
+                        let _ = pongs.try_send(Arc::from(PONG));
                     }
                     Ok(None) => break None,
                     Err(e) => break Some(e),
                 }
             };
             if let Some(e) = broken {
-                break format!("framing broken: {e}");
+                break (format!("framing broken: {e}"), false);
             }
         };
         tracing::debug!(%peer, %reason, "SIP over TCP: connection closed");
-        self.unregister(peer, id);
+        if half_closed {
+            // The peer may still read: what the workers answer to its last
+            // messages (a BYE's 200) goes out before the connection ends.
+            tokio::time::sleep(HALF_CLOSE_GRACE).await;
+        }
+        self.table().unregister(peer, id);
         drop(pongs);
-        write.abort();
+        // The queue's last sender is gone: the writer ends once it has
+        // written what is queued, or is stopped if the peer stops reading.
+        if tokio::time::timeout(HALF_CLOSE_GRACE, &mut write)
+            .await
+            .is_err()
+        {
+            write.abort();
+        }
     }
 
-    /// Hands a message to the worker owning its Call-ID.
-    fn dispatch(&self, from: SocketAddr, bytes: Vec<u8>) {
+    /// Hands a message to the worker owning its Call-ID. A worker that is
+    /// behind makes this wait (the connection is not read meanwhile, and
+    /// TCP slows the peer down): nothing retransmits a message lost over a
+    /// stream.
+    async fn dispatch(&self, from: SocketAddr, bytes: Vec<u8>) {
         let Some(workers) = self.workers.get() else {
             return;
         };
@@ -244,8 +302,109 @@ impl TcpTransport {
             transport: Transport::Tcp,
             bytes,
         };
-        if let Err(e) = workers[index].try_send(message) {
-            tracing::warn!(%from, "SIP over TCP: a call worker is behind: message dropped: {e}");
+        if let Err(e) = workers[index].send(message).await {
+            tracing::debug!(%from, "SIP over TCP: the workers are gone: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OPTIONS: &[u8] = b"OPTIONS sip:a@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:1;branch=z9hG4bK1\r\nCall-ID: tcp-test\r\nContent-Length: 0\r\n\r\n";
+
+    async fn started() -> (Arc<TcpTransport>, SocketAddr, mpsc::Receiver<Datagram>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let transport = TcpTransport::new();
+        let (tx, rx) = mpsc::channel(16);
+        transport.set_workers(vec![tx]);
+        tokio::spawn(Arc::clone(&transport).accept(listener));
+        (transport, addr, rx)
+    }
+
+    async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
+        tokio::time::timeout(Duration::from_secs(5), f)
+            .await
+            .expect("in time")
+    }
+
+    #[tokio::test]
+    async fn messages_reach_the_worker_pings_are_answered_and_replies_follow_the_connection() {
+        let (transport, addr, mut rx) = started().await;
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        client.write_all(b"\r\n\r\n").await.unwrap();
+        let mut pong = [0u8; 2];
+        within(client.read_exact(&mut pong)).await.unwrap();
+        assert_eq!(&pong, b"\r\n", "a ping gets its pong");
+        client.write_all(&OPTIONS[..40]).await.unwrap();
+        client.write_all(&OPTIONS[40..]).await.unwrap();
+        let d = within(rx.recv()).await.unwrap();
+        assert_eq!((d.bytes.as_slice(), d.transport), (OPTIONS, Transport::Tcp));
+        assert_eq!(d.from, client.local_addr().unwrap());
+        let reply: &[u8] = b"SIP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n";
+        transport.send(d.from, Arc::from(reply));
+        let mut got = vec![0u8; reply.len()];
+        within(client.read_exact(&mut got)).await.unwrap();
+        assert_eq!(got, reply, "over the request's connection");
+        assert_eq!(transport.open(), 1);
+        drop(client);
+        within(async {
+            while transport.open() > 0 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_stream_without_content_length_is_closed() {
+        let (transport, addr, _rx) = started().await;
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        client
+            .write_all(b"BYE sip:a@b SIP/2.0\r\nVia: SIP/2.0/TCP h\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 16];
+        assert_eq!(within(client.read(&mut buf)).await.unwrap(), 0, "closed");
+        within(async {
+            while transport.open() > 0 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn connections_from_one_address_are_bounded() {
+        let (transport, addr, _rx) = started().await;
+        let mut clients = Vec::new();
+        for _ in 0..MAX_PER_ADDRESS {
+            clients.push(TcpStream::connect(addr).await.unwrap());
+        }
+        within(async {
+            while transport.open() < MAX_PER_ADDRESS {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        let mut one_more = TcpStream::connect(addr).await.unwrap();
+        let mut buf = [0u8; 4];
+        assert_eq!(
+            within(one_more.read(&mut buf)).await.unwrap_or(0),
+            0,
+            "closed at once"
+        );
+        assert_eq!(transport.open(), MAX_PER_ADDRESS);
+    }
+
+    #[test]
+    fn ipv6_sources_count_by_their_64() {
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(source_key(a), source_key(b));
+        assert_ne!(source_key(a), source_key(c));
     }
 }

@@ -73,9 +73,16 @@ pub(crate) fn sipp_uas(
     child
 }
 
+/// A loopback port free for UDP and, at the moment, for TCP too (a
+/// server started with --tcp listens on both).
 pub(crate) fn free_udp_port() -> u16 {
-    let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    s.local_addr().expect("addr").port()
+    loop {
+        let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let port = s.local_addr().expect("addr").port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 pub(crate) struct Server {

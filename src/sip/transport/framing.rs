@@ -55,8 +55,16 @@ impl std::error::Error for FramingError {}
 #[derive(Debug)]
 pub struct StreamFramer {
     buf: Vec<u8>,
-    /// How far the search for the end of the headers has looked.
+    /// Where the unframed bytes start: taking a frame moves this, not the
+    /// bytes after it (a read full of pings would otherwise be copied
+    /// once per ping).
+    start: usize,
+    /// How far past `start` the search for the end of the headers has
+    /// looked.
     scanned: usize,
+    /// The current message's whole length, once its headers are read (a
+    /// body trickling in is not re-parsed).
+    length: Option<usize>,
     max: usize,
 }
 
@@ -65,78 +73,102 @@ impl StreamFramer {
     pub fn new(max: usize) -> Self {
         Self {
             buf: Vec::new(),
+            start: 0,
             scanned: 0,
+            length: None,
             max,
         }
     }
 
     /// Bytes read from the stream.
     pub fn push(&mut self, bytes: &[u8]) {
+        // Reclaim the consumed front once it is most of the buffer: each
+        // byte is moved a bounded number of times.
+        if self.start > 0 && self.start >= self.buf.len() / 2 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
         self.buf.extend_from_slice(bytes);
     }
 
     /// Bytes held that are not yet a whole message.
     pub fn pending(&self) -> usize {
-        self.buf.len()
+        self.buf.len() - self.start
     }
 
     /// The next whole frame, if the bytes so far hold one.
     pub fn next_frame(&mut self) -> Result<Option<Frame>, FramingError> {
-        // The buffer always starts at a message boundary, where line ends
-        // are keep-alives (or stray, RFC 3261 7.5: ignored).
-        let ends = self
-            .buf
-            .iter()
-            .take_while(|b| **b == b'\r' || **b == b'\n')
-            .count();
-        if ends > 0 {
-            if self.buf.starts_with(b"\r\n\r\n") {
-                self.buf.drain(..4);
-                return Ok(Some(Frame::Ping));
+        if self.length.is_none() && self.scanned == 0 {
+            // At a message boundary, line ends are keep-alives (or stray,
+            // RFC 3261 7.5: ignored).
+            let rest = &self.buf[self.start..];
+            let ends = rest
+                .iter()
+                .take_while(|b| **b == b'\r' || **b == b'\n')
+                .count();
+            if ends > 0 {
+                if rest.starts_with(b"\r\n\r\n") {
+                    self.start += 4;
+                    return Ok(Some(Frame::Ping));
+                }
+                if ends == rest.len() && b"\r\n\r\n".starts_with(rest) {
+                    // Perhaps a ping whose end is still on the way.
+                    return Ok(None);
+                }
+                self.start += ends;
             }
-            if ends == self.buf.len() && b"\r\n\r\n".starts_with(&self.buf) {
-                // Perhaps a ping whose end is still on the way.
-                return Ok(None);
-            }
-            self.buf.drain(..ends);
-            self.scanned = 0;
         }
-        let Some(head) = self.header_end() else {
-            if self.buf.len() > self.max {
-                return Err(FramingError::TooLarge(self.buf.len()));
+        let length = match self.length {
+            Some(length) => length,
+            None => {
+                let Some(head) = self.header_end() else {
+                    if self.pending() > self.max {
+                        return Err(FramingError::TooLarge(self.pending()));
+                    }
+                    return Ok(None);
+                };
+                let body = content_length(&self.buf[self.start..self.start + head])?;
+                let total = head.saturating_add(body);
+                if total > self.max {
+                    return Err(FramingError::TooLarge(total));
+                }
+                self.length = Some(total);
+                total
             }
-            return Ok(None);
         };
-        let body = content_length(&self.buf[..head])?;
-        let total = head.saturating_add(body);
-        if total > self.max {
-            return Err(FramingError::TooLarge(total));
-        }
-        if self.buf.len() < total {
+        if self.pending() < length {
             return Ok(None);
         }
-        let rest = self.buf.split_off(total);
-        Ok(Some(Frame::Message(std::mem::replace(&mut self.buf, rest))))
+        let message = self.buf[self.start..self.start + length].to_vec();
+        self.start += length;
+        (self.length, self.scanned) = (None, 0);
+        Ok(Some(Frame::Message(message)))
     }
 
-    /// Where the header block ends (past its empty line), if it has; a
-    /// search goes on from where the last one stopped.
+    /// Where the header block ends (past its empty line, counted from
+    /// `start`), if it has; a search goes on from where the last stopped.
     fn header_end(&mut self) -> Option<usize> {
+        let rest = &self.buf[self.start..];
         let from = self.scanned.saturating_sub(3);
-        let found = self.buf[from..]
+        let found = rest[from..]
             .windows(4)
             .position(|w| w == b"\r\n\r\n")
             .map(|i| from + i + 4);
-        self.scanned = if found.is_some() { 0 } else { self.buf.len() };
+        self.scanned = if found.is_some() { 0 } else { rest.len() };
         found
     }
 }
 
 /// The Content-Length of a header block (its full or compact name, any
-/// case; repeated only with the same value).
+/// case; repeated only with the same value). Read as the message parser
+/// reads it: a folded line continues the header before it, and the value
+/// is digits only.
 fn content_length(head: &[u8]) -> Result<usize, FramingError> {
     let mut found: Option<usize> = None;
     for line in head.split(|b| *b == b'\n') {
+        if line.first().is_some_and(|b| *b == b' ' || *b == b'\t') {
+            continue;
+        }
         let Some(colon) = line.iter().position(|b| *b == b':') else {
             continue;
         };
@@ -146,6 +178,9 @@ fn content_length(head: &[u8]) -> Result<usize, FramingError> {
         }
         let value = line[colon + 1..].trim_ascii();
         let text = String::from_utf8_lossy(value).into_owned();
+        if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+            return Err(FramingError::BadContentLength(text));
+        }
         let n: usize = text
             .parse()
             .map_err(|_| FramingError::BadContentLength(text.clone()))?;
@@ -180,6 +215,32 @@ mod tests {
         }
         assert_eq!(frames(&mut f), vec![Frame::Message(OPTIONS.to_vec())]);
         assert_eq!(f.pending(), 0);
+    }
+
+    #[test]
+    fn the_empty_line_split_across_reads_at_every_point_is_found() {
+        let end = OPTIONS.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+        for cut in end - 1..=end + 4 {
+            let mut f = StreamFramer::new(65_535);
+            f.push(&OPTIONS[..cut]);
+            assert!(frames(&mut f).is_empty(), "cut at {cut}");
+            f.push(&OPTIONS[cut..]);
+            assert_eq!(
+                frames(&mut f),
+                vec![Frame::Message(OPTIONS.to_vec())],
+                "cut at {cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_read_full_of_pings_is_answered_ping_by_ping() {
+        let mut f = StreamFramer::new(65_535);
+        f.push(&b"\r\n\r\n".repeat(4096));
+        assert_eq!(frames(&mut f).len(), 4096);
+        assert_eq!(f.pending(), 0);
+        f.push(OPTIONS);
+        assert_eq!(frames(&mut f), vec![Frame::Message(OPTIONS.to_vec())]);
     }
 
     #[test]
