@@ -53,8 +53,14 @@ enum BridgeState {
 /// What the SIP side must do for this call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CallCommand {
-    /// Send REFER with this Refer-To value.
-    Refer(String),
+    /// Send REFER with this Refer-To value and these extra headers.
+    Refer {
+        /// The Refer-To value.
+        target: String,
+        /// Headers on the REFER itself (the context, when the queue wants
+        /// it there).
+        headers: Vec<(String, String)>,
+    },
     /// End the call (BYE).
     Hangup,
 }
@@ -579,12 +585,12 @@ impl Call {
                 match t.handoff {
                     Handoff::Bridge => self.start_bridge(t),
                     Handoff::Refer | Handoff::ReferThenBridge => {
-                        let target = transfer_refer_to(&t);
+                        let (target, headers) = transfer_refer(&t);
                         if t.handoff == Handoff::ReferThenBridge {
                             self.bridge_fallback = Some(t);
                         }
                         self.out
-                            .push_back(CallOutput::Sip(CallCommand::Refer(target)));
+                            .push_back(CallOutput::Sip(CallCommand::Refer { target, headers }));
                     }
                 }
             }
@@ -701,8 +707,60 @@ pub fn context_headers(t: &TransferRequest) -> Vec<(String, String)> {
     headers
 }
 
-/// The REFER target with the flow's context ([`context_headers`]) as URI
-/// headers.
-pub fn transfer_refer_to(t: &TransferRequest) -> String {
-    refer_to(&t.uri, &context_headers(t))
+/// The flow's context as User-to-User (RFC 7433), when the queue asks for
+/// it: the queue, the priority and the context, as many as fit.
+pub fn user_to_user(t: &TransferRequest) -> Option<(String, String)> {
+    if !t.user_to_user {
+        return None;
+    }
+    let mut pairs = Vec::with_capacity(t.context.len() + 2);
+    if let Some(q) = &t.queue {
+        pairs.push(("queue".to_string(), q.clone()));
+    }
+    if let Some(p) = t.priority {
+        pairs.push(("priority".to_string(), p.to_string()));
+    }
+    pairs.extend(t.context.iter().cloned());
+    let (value, left_out) = crate::sip::uui::encode(&pairs);
+    if !left_out.is_empty() {
+        tracing::warn!(?left_out, "context left out of User-to-User: it would pass ISDN's 128 octets (the X- headers carry all of it)");
+    }
+    Some(("User-to-User".to_string(), value))
+}
+
+/// A context value as a header value: control characters dropped (a
+/// caller may have typed the variable it came from) and at most 256 bytes.
+pub(crate) fn header_value(value: &str) -> String {
+    let mut out: String = value.chars().filter(|c| !c.is_control()).collect();
+    if out.len() > 256 {
+        let mut end = 256;
+        while !out.is_char_boundary(end) {
+            end -= 1;
+        }
+        out.truncate(end);
+    }
+    out
+}
+
+/// A transfer's REFER: the Refer-To value, and headers on the REFER
+/// itself, each with the flow's context ([`context_headers`], and
+/// User-to-User if the queue asks) where the queue's `refer_context`
+/// says.
+pub fn transfer_refer(t: &TransferRequest) -> (String, Vec<(String, String)>) {
+    let mut context = context_headers(t);
+    context.extend(user_to_user(t));
+    let in_uri = if t.refer_context.in_uri() {
+        context.clone()
+    } else {
+        Vec::new()
+    };
+    let on_request = if t.refer_context.in_request() {
+        context
+            .into_iter()
+            .map(|(k, v)| (k, header_value(&v)))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    (refer_to(&t.uri, &in_uri), on_request)
 }

@@ -196,9 +196,10 @@ fn an_rfc4733_key_transfers_with_context_and_a_2xx_ends_the_call() {
     let out = outputs(&mut call);
     assert_eq!(
         out,
-        [CallOutput::Sip(CallCommand::Refer(
-            "<sip:support@acd.example.net?X-Queue=support&X-Priority=7&X-Context-path=hello%3Emenu%3Eagent>".into()
-        ))],
+        [CallOutput::Sip(CallCommand::Refer {
+            target: "<sip:support@acd.example.net?X-Queue=support&X-Priority=7&X-Context-path=hello%3Emenu%3Eagent>".into(),
+            headers: Vec::new(),
+        })],
         "one key press, counted once"
     );
     call.on_sip(t1, UaEvent::TransferAccepted);
@@ -299,7 +300,7 @@ fn keys_from_a_stranger_or_another_ssrc_are_ignored() {
     let out = outputs(&mut call);
     assert!(
         !out.iter()
-            .any(|o| matches!(o, CallOutput::Sip(CallCommand::Refer(_)))),
+            .any(|o| matches!(o, CallOutput::Sip(CallCommand::Refer { .. }))),
         "{out:?}"
     );
     assert!(
@@ -374,7 +375,7 @@ fn press_one_to_transfer(call: &mut Call, t: Instant) -> Instant {
     let out = outputs(call);
     assert!(
         out.iter()
-            .any(|o| matches!(o, CallOutput::Sip(CallCommand::Refer(_)))),
+            .any(|o| matches!(o, CallOutput::Sip(CallCommand::Refer { .. }))),
         "{out:?}"
     );
     t + Duration::from_millis(200)
@@ -420,4 +421,50 @@ fn a_call_ends_at_its_maximum_duration() {
     let out = outputs(&mut call);
     let r = record_of(&out);
     assert_eq!(r.detail, "maximum call duration reached");
+}
+
+fn transfer(refer_context: crate::flow::model::ReferContext, uui: bool) -> TransferRequest {
+    TransferRequest {
+        uri: "sip:support@acd.example.net".into(),
+        queue: Some("support".into()),
+        priority: Some(3),
+        context: vec![("account".into(), "12\r\n34".into())],
+        handoff: Handoff::Refer,
+        user_to_user: uui,
+        refer_context,
+        ring_timeout: Duration::from_secs(60),
+    }
+}
+
+#[test]
+fn a_refer_carries_the_context_where_the_queue_says_with_user_to_user_if_asked() {
+    use crate::flow::model::ReferContext;
+    let (target, headers) = transfer_refer(&transfer(ReferContext::Uri, false));
+    assert_eq!(
+        target,
+        "<sip:support@acd.example.net?X-Queue=support&X-Priority=3&X-Context-account=12%0D%0A34>"
+    );
+    assert!(headers.is_empty());
+
+    let (target, headers) = transfer_refer(&transfer(ReferContext::Request, true));
+    assert_eq!(target, "<sip:support@acd.example.net>");
+    let names: Vec<&str> = headers.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        ["X-Queue", "X-Priority", "X-Context-account", "User-to-User"]
+    );
+    assert_eq!(headers[2].1, "1234", "no line breaks a caller typed");
+    assert!(
+        headers[3].1.ends_with(";encoding=hex;purpose=isdn-uui"),
+        "{}",
+        headers[3].1
+    );
+
+    let (target, headers) = transfer_refer(&transfer(ReferContext::Both, true));
+    assert!(target.contains("&User-to-User="), "{target}");
+    assert!(
+        target.contains("%3Bencoding%3Dhex"),
+        "escaped in the URI: {target}"
+    );
+    assert_eq!(headers.len(), 4);
 }

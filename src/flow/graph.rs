@@ -130,8 +130,10 @@ pub struct Queue {
     pub hours: Option<u32>,
     /// How calls are handed over.
     pub handoff: super::model::Handoff,
-    /// Send the context as User-to-User on a bridged call.
+    /// Send the context as User-to-User too.
     pub user_to_user: bool,
+    /// Where a REFER carries the context.
+    pub refer_context: super::model::ReferContext,
     /// How long a bridged call to the queue may ring.
     pub ring_timeout: Duration,
 }

@@ -64,10 +64,17 @@ pub struct QueueDef {
     /// trunk refuses it, bridge).
     #[serde(default, skip_serializing_if = "Handoff::is_refer")]
     pub handoff: Handoff,
-    /// For a bridged call: also send the flow's context as User-to-User
-    /// (RFC 7433, hex), for ACDs that read UUI rather than `X-` headers.
+    /// Also send the flow's context as User-to-User (RFC 7433, hex), for
+    /// ACDs that read UUI rather than `X-` headers: on a bridged call's
+    /// INVITE, and with a REFER's other context (see `refer_context`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub user_to_user: bool,
+    /// Where a REFER carries the context: `uri` (the default: as headers
+    /// of the Refer-To URI, which the trunk copies into its INVITE to the
+    /// queue), `request` (as headers on the REFER itself, for trunks and
+    /// ACDs that read it there) or `both`.
+    #[serde(default, skip_serializing_if = "ReferContext::is_uri")]
+    pub refer_context: ReferContext,
     /// For a bridged call: how long the queue may ring before the
     /// transfer counts as failed (default 60s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -87,6 +94,36 @@ pub struct QueueDef {
     /// Free text for people reading the flow.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+}
+
+/// Where a REFER carries the flow's context.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReferContext {
+    /// As headers of the Refer-To URI (RFC 3261 19.1.1).
+    #[default]
+    Uri,
+    /// As headers on the REFER request.
+    Request,
+    /// Both.
+    Both,
+}
+
+impl ReferContext {
+    /// Whether this is the default, `uri`.
+    pub fn is_uri(&self) -> bool {
+        *self == ReferContext::Uri
+    }
+
+    /// Whether the Refer-To URI carries the context.
+    pub fn in_uri(self) -> bool {
+        self != ReferContext::Request
+    }
+
+    /// Whether the REFER request carries the context.
+    pub fn in_request(self) -> bool {
+        self != ReferContext::Uri
+    }
 }
 
 /// How a call is handed to a queue.

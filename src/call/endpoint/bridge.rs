@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::call::context_headers;
+use crate::call::{context_headers, header_value, user_to_user};
 use crate::callback::AttemptOutcome;
 use crate::flow::compile::bridge_destination;
 use crate::flow::interpreter::TransferRequest;
@@ -15,7 +15,6 @@ use crate::media::latch::{RtpLatch, RtpPeer};
 use crate::sip::admission::Networks;
 use crate::sip::sdp::{MediaSession, Negotiated};
 use crate::sip::ua::{CallHandle, EndReason, OutgoingCall, UaEvent};
-use crate::sip::uui;
 
 use super::{Endpoint, EndpointOutput, QueuedPacket};
 
@@ -68,20 +67,6 @@ fn presentable(caller: &str) -> &str {
     } else {
         "anonymous"
     }
-}
-
-/// A context value as a header value: control characters dropped (a
-/// caller may have typed the variable it came from) and at most 256 bytes.
-fn header_value(value: &str) -> String {
-    let mut out: String = value.chars().filter(|c| !c.is_control()).collect();
-    if out.len() > 256 {
-        let mut end = 256;
-        while !out.is_char_boundary(end) {
-            end -= 1;
-        }
-        out.truncate(end);
-    }
-    out
 }
 
 /// The URI without its URI headers (`?X-...`), which are for REFER only.
@@ -157,21 +142,7 @@ impl Endpoint {
             .into_iter()
             .map(|(k, v)| (k, header_value(&v)))
             .collect();
-        if t.user_to_user {
-            let mut pairs = Vec::with_capacity(t.context.len() + 2);
-            if let Some(q) = &t.queue {
-                pairs.push(("queue".to_string(), q.clone()));
-            }
-            if let Some(p) = t.priority {
-                pairs.push(("priority".to_string(), p.to_string()));
-            }
-            pairs.extend(t.context.iter().cloned());
-            let (value, left_out) = uui::encode(&pairs);
-            if !left_out.is_empty() {
-                tracing::warn!(?left_out, "context left out of User-to-User: it would pass ISDN's 128 octets (the X- headers carry all of it)");
-            }
-            headers.push(("User-to-User".to_string(), value));
-        }
+        headers.extend(user_to_user(&t));
         let port = local.port;
         let networks = self.media_networks_of(destination);
         let handle = self.ua.originate(

@@ -618,7 +618,9 @@ impl Endpoint {
                 _entered = Some(a.span.clone().entered());
             }
             match output {
-                CallOutput::Sip(CallCommand::Refer(target)) => self.ua.refer(now, handle, &target),
+                CallOutput::Sip(CallCommand::Refer { target, headers }) => {
+                    self.ua.refer(now, handle, &target, &headers)
+                }
                 CallOutput::Sip(CallCommand::Hangup) => self.ua.hangup(now, handle),
                 CallOutput::Bridge(t) => bridge = Some(t),
                 CallOutput::StoreCallback(request) => {

@@ -516,6 +516,7 @@ fn compile_queues(cx: &mut Ctx<'_>, def: &FlowFile) -> Vec<Queue> {
             hours,
             handoff: q.handoff,
             user_to_user: q.user_to_user,
+            refer_context: q.refer_context,
             ring_timeout: q.ring_timeout.map_or(DEFAULT_BRIDGE_RING_TIMEOUT, |d| d.0),
         });
     }

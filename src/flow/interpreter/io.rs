@@ -132,8 +132,10 @@ pub struct TransferRequest {
     pub context: Vec<(String, String)>,
     /// REFER, bridge, or REFER then bridge (a literal URI: REFER).
     pub handoff: crate::flow::model::Handoff,
-    /// For a bridged call: send the context as User-to-User too.
+    /// Send the context as User-to-User too.
     pub user_to_user: bool,
+    /// Where a REFER carries the context.
+    pub refer_context: crate::flow::model::ReferContext,
     /// For a bridged call: how long it may ring.
     pub ring_timeout: std::time::Duration,
 }

@@ -128,14 +128,17 @@ impl UserAgent {
     /// Transfers the call: REFER with `refer_to` (see [`refer_to`]). The
     /// outcome comes as [`UaEvent::TransferAccepted`] then
     /// [`UaEvent::TransferResult`].
-    pub fn refer(&mut self, now: Instant, call: CallHandle, refer_to: &str) {
+    pub fn refer(
+        &mut self,
+        now: Instant,
+        call: CallHandle,
+        refer_to: &str,
+        extra: &[(String, String)],
+    ) {
         let referred_by = format!("<sip:callflow@{}>", self.config.advertised);
-        self.send_in_dialog(
-            now,
-            call,
-            Method::Refer,
-            &[("Refer-To", refer_to), ("Referred-By", &referred_by)],
-        );
+        let mut headers = vec![("Refer-To", refer_to), ("Referred-By", &referred_by)];
+        headers.extend(extra.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+        self.send_in_dialog(now, call, Method::Refer, &headers);
         if let Some(d) = self.dialogs.get_mut(&call) {
             d.refer_sent = true;
             d.refer_settled_early = false;

@@ -626,13 +626,15 @@ fn refer_202_and_a_2xx_sipfrag_complete_the_transfer() {
         "sip:support@acd.example.net",
         &[("X-Queue".into(), "support".into())],
     );
-    rig.ua.refer(rig.now, call, &target);
+    let on_request = [("X-Context-account".to_string(), "123".to_string())];
+    rig.ua.refer(rig.now, call, &target, &on_request);
     rig.drain();
     let refer = rig.sent.last().unwrap().2.clone();
     assert!(
         refer.starts_with("REFER sip:sipp@127.0.0.1:5070 SIP/2.0\r\n"),
         "{refer}"
     );
+    assert!(refer.contains("\r\nX-Context-account: 123\r\n"), "{refer}");
     assert!(refer.contains("Refer-To: <sip:support@acd.example.net?X-Queue=support>"));
     assert!(refer.contains("Referred-By: <sip:callflow@127.0.0.1:5060>"));
     assert!(refer.contains(&format!("From: <sip:8000@127.0.0.1:5060>;tag={tag}")));
@@ -673,7 +675,7 @@ fn refer_202_and_a_2xx_sipfrag_complete_the_transfer() {
 fn a_rejected_refer_or_a_failing_sipfrag_or_silence_fail_the_transfer() {
     let mut rig = Rig::new();
     let (call, tag) = rig.answered("c8");
-    rig.ua.refer(rig.now, call, "<sip:q@acd>");
+    rig.ua.refer(rig.now, call, "<sip:q@acd>", &[]);
     rig.drain();
     respond_to_last(&mut rig, "405 Method Not Allowed");
     assert_eq!(
@@ -684,7 +686,7 @@ fn a_rejected_refer_or_a_failing_sipfrag_or_silence_fail_the_transfer() {
         ))
     );
 
-    rig.ua.refer(rig.now, call, "<sip:q@acd>");
+    rig.ua.refer(rig.now, call, "<sip:q@acd>", &[]);
     rig.drain();
     respond_to_last(&mut rig, "202 Accepted");
     rig.recv(&notify(
@@ -703,7 +705,7 @@ fn a_rejected_refer_or_a_failing_sipfrag_or_silence_fail_the_transfer() {
         ))
     );
 
-    rig.ua.refer(rig.now, call, "<sip:q@acd>");
+    rig.ua.refer(rig.now, call, "<sip:q@acd>", &[]);
     rig.drain();
     respond_to_last(&mut rig, "202 Accepted");
     rig.run_until(Duration::from_secs(31));
