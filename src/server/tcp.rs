@@ -110,6 +110,41 @@ impl Table {
     }
 }
 
+/// Where a message for the closed connection with `to` goes instead: a
+/// response to the port of its Via's sent-by (RFC 3261 18.2.2: the
+/// connection's address is an ephemeral port nobody listens on), a
+/// request in a dialog to its first Route or its Request-URI (the
+/// dialog's target).
+/// Only ever on the same host as `to`: a Contact is a claim, and must not
+/// point our connections at a third party.
+fn fallback(to: SocketAddr, bytes: &[u8]) -> Option<SocketAddr> {
+    let m = crate::sip::message::parse(bytes).ok()?;
+    // A new dialog's request goes where it was sent: only a dialog's
+    // messages had a connection that may have closed.
+    if m.is_request() && m.to_tag().is_none() {
+        return None;
+    }
+    let port = if m.is_request() {
+        let uri = match m.headers_named("Route").next() {
+            Some(route) => crate::sip::message::uri_of(route).to_string(),
+            None => match &m.start {
+                crate::sip::message::StartLine::Request { uri, .. } => uri.clone(),
+                crate::sip::message::StartLine::Response { .. } => return None,
+            },
+        };
+        let (host, port) = crate::sip::message::uri_host_port(&uri)?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.parse::<IpAddr>().ok()? != to.ip() {
+            return None;
+        }
+        port.unwrap_or(5060)
+    } else {
+        m.top_via()?.port.unwrap_or(5060)
+    };
+    let addr = SocketAddr::new(to.ip(), port);
+    (addr != to).then_some(addr)
+}
+
 /// SIP over TCP for one listen address.
 pub(super) struct TcpTransport {
     table: Mutex<Table>,
@@ -164,8 +199,16 @@ impl TcpTransport {
     }
 
     /// Sends `bytes` to `to` over the connection with it, opening one if
-    /// there is none (or its writer is gone). Never waits.
+    /// there is none (or its writer is gone): to `to` itself, or, if the
+    /// message says where its peer listens on that host, there (see
+    /// [`fallback`]). Never waits.
     pub(super) fn send(self: &Arc<Self>, to: SocketAddr, bytes: Arc<[u8]>) {
+        let connected = self.table().by_addr.contains_key(&to);
+        let to = if connected {
+            to
+        } else {
+            fallback(to, &bytes).unwrap_or(to)
+        };
         // One lock for the lookup and the registration: two workers
         // sending to a new address at once open one connection, not two.
         let opened = {
@@ -397,6 +440,48 @@ mod tests {
             "closed at once"
         );
         assert_eq!(transport.open(), MAX_PER_ADDRESS);
+    }
+
+    #[test]
+    fn a_closed_connections_messages_go_where_the_peer_listens_on_that_host() {
+        let to: SocketAddr = "192.0.2.7:40123".parse().unwrap();
+        let response = b"SIP/2.0 200 OK\r\nVia: SIP/2.0/TCP 192.0.2.7:5070;branch=z9hG4bK1;received=192.0.2.7\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>;tag=2\r\nCall-ID: f\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n";
+        assert_eq!(
+            fallback(to, response),
+            Some("192.0.2.7:5070".parse().unwrap())
+        );
+        let bye = |uri: &str| {
+            format!("BYE {uri} SIP/2.0\r\nVia: SIP/2.0/TCP 198.51.100.1:5060;branch=z9hG4bK2\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>;tag=2\r\nCall-ID: f\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n")
+        };
+        assert_eq!(
+            fallback(to, bye("sip:phone@192.0.2.7:5062;transport=tcp").as_bytes()),
+            Some("192.0.2.7:5062".parse().unwrap()),
+            "the dialog's target"
+        );
+        assert_eq!(
+            fallback(to, bye("sip:phone@203.0.113.9:5062").as_bytes()),
+            None,
+            "never another host"
+        );
+        assert_eq!(fallback(to, b"garbage"), None);
+        let invite = bye("sip:q@192.0.2.7:5080")
+            .replace("BYE", "INVITE")
+            .replace(";tag=2", "");
+        assert_eq!(fallback(to, invite.as_bytes()), None, "not in a dialog");
+    }
+
+    #[tokio::test]
+    async fn a_response_after_its_connection_closed_reaches_the_via_port() {
+        let (transport, _addr, _rx) = started().await;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let gone: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let response = format!("SIP/2.0 200 OK\r\nVia: SIP/2.0/TCP 127.0.0.1:{port};branch=z9hG4bK1;received=127.0.0.1\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>;tag=2\r\nCall-ID: f\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n");
+        transport.send(gone, Arc::from(response.as_bytes()));
+        let (mut conn, _) = within(listener.accept()).await.unwrap();
+        let mut got = vec![0u8; response.len()];
+        within(conn.read_exact(&mut got)).await.unwrap();
+        assert_eq!(got, response.as_bytes());
     }
 
     #[test]
