@@ -807,3 +807,30 @@ fn the_estimated_wait_steers_the_flow_and_a_dead_status_endpoint_falls_back() {
         assert!(server.stop().success());
     }
 }
+
+/// Session timers (RFC 4028) against SIPp: a caller that supports them
+/// refreshes once with UPDATE and then stops; callflow ends the call with
+/// BYE when the session expires (30 s before its 90 s interval ends, 60 s
+/// after the refresh). Too small an interval gets 422 with Min-SE.
+#[test]
+fn a_session_whose_refreshes_stop_is_ended_by_the_session_timer() {
+    let server = Server::start(&["--route", "8009=long", "--rtp-timeout", "150s"]);
+    server.call("session_too_small", &[]);
+    let started = Instant::now();
+    // The session lasts a minute: past SIPp's usual 60 s limit.
+    server.call("session_timer", &["-timeout", "90s"]);
+    let lasted = started.elapsed();
+    assert!(
+        lasted >= Duration::from_secs(60) && lasted < Duration::from_secs(75),
+        "the BYE came after {lasted:?}"
+    );
+    let records = server.records(1);
+    let r = records.last().expect("a record");
+    assert!(
+        r["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("session timer expired"),
+        "{r}"
+    );
+}
