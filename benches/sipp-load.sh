@@ -10,6 +10,7 @@
 # 3. Call setup: INVITE, 200, ACK, BYE, 200 with no hold, 15 s at each of
 #    SETUP_RATES (default 4000), split over SIPP_INSTANCES SIPp processes
 #    (default 2): one SIPp tops out near 3,200 calls/s on a core here.
+#    SETUP_TRANSPORT=tcp runs it over TCP (one connection per SIPp, -t t1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rates=(200 400 600 800 1000)
@@ -30,7 +31,9 @@ port=5990
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 
 start_server() {
-  $bin serve --listen 127.0.0.1:$port --rtp-ports 20000-45000 --flows benches/flows \
+  local tcp=()
+  if [ "${SETUP_TRANSPORT:-udp}" = tcp ]; then tcp=(--tcp); fi
+  $bin serve "${tcp[@]}" --listen 127.0.0.1:$port --rtp-ports 20000-45000 --flows benches/flows \
     --default-flow stream --call-records "$work/calls.jsonl" --rtp-timeout 120s \
     >"$work/serve.log" 2>&1 &
   server=$!
@@ -74,9 +77,10 @@ for r in "${rates[@]}"; do
 done
 
 run_sipp_split() { # rate total: N SIPp processes, each on its own ports
-  local rate=$1 total=$2 n=${SIPP_INSTANCES:-2} pids=() i
+  local rate=$1 total=$2 n=${SIPP_INSTANCES:-2} pids=() i transport=u1
+  if [ "${SETUP_TRANSPORT:-udp}" = tcp ]; then transport=t1; fi
   for ((i = 0; i < n; i++)); do
-    sipp 127.0.0.1:$port -sf benches/sipp/hold.xml -i 127.0.0.1 -p $((5991 + i)) \
+    sipp 127.0.0.1:$port -sf benches/sipp/hold.xml -t $transport -i 127.0.0.1 -p $((5991 + i)) \
       -mp $((16000 + i * 2000)) -nostdin -buff_size 4194304 -trace_stat \
       -stf "$work/stat$i.csv" -timeout 300s -r $((rate / n)) -m $((total / n)) \
       >"$work/sipp$i.out" 2>&1 &
@@ -90,7 +94,7 @@ run_sipp_split() { # rate total: N SIPp processes, each on its own ports
 }
 
 echo
-echo "== call setup: INVITE/200/ACK/BYE/200, no hold, 15 s at each rate, ${SIPP_INSTANCES:-2} SIPp processes"
+echo "== call setup over ${SETUP_TRANSPORT:-udp}: INVITE/200/ACK/BYE/200, no hold, 15 s at each rate, ${SIPP_INSTANCES:-2} SIPp processes"
 printf '%8s %10s %8s %8s %10s\n' rate successful failed cpu% calls/s
 for r in ${SETUP_RATES:-4000}; do
   start_server
