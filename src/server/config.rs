@@ -210,6 +210,10 @@ pub struct TrunkConfig {
     pub username: Option<String>,
     /// Digest password.
     pub password: Option<String>,
+    /// `udp` (the default) or `tcp` (needs `tcp: true`, which takes the
+    /// trunk's answers and requests over the connection too).
+    #[serde(default)]
+    pub transport: crate::sip::transport::Transport,
 }
 
 impl TrunkConfig {
@@ -217,6 +221,7 @@ impl TrunkConfig {
     pub fn outbound(&self) -> crate::call::endpoint::OutboundTrunk {
         crate::call::endpoint::OutboundTrunk {
             address: self.address,
+            transport: self.transport,
             domain: self.domain.clone(),
             from: self.from.clone(),
             credentials: self.credentials(),

@@ -399,6 +399,15 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
 /// callback flow transfers to its own queue. A reload that fails these
 /// keeps the last good flows, so that no routed number starts getting 404.
 fn check_runtime(config: &ServerConfig, runtime: &Runtime) -> Result<(), String> {
+    if config
+        .trunk
+        .as_ref()
+        .is_some_and(|t| t.transport == Transport::Tcp && !config.tcp)
+    {
+        return Err(
+            "the trunk's transport is tcp, but SIP over TCP is off: set `tcp: true`".to_string(),
+        );
+    }
     if runtime.entry(&config.default_flow).is_none() {
         return Err(format!(
             "the default flow `{}` is not among the flows in {}; set default_flow",
@@ -919,6 +928,21 @@ mod tests {
         config.routes.clear();
         config.default_flow = "gone".into();
         assert!(check_runtime(&config, &runtime).is_err());
+    }
+
+    #[test]
+    fn a_trunk_over_tcp_needs_sip_over_tcp_on() {
+        let (mut config, runtime) = shipped();
+        config.trunk = Some(
+            serde_yaml::from_str(
+                "{ address: 192.0.2.10:5060, from: \"37167000000\", transport: tcp }",
+            )
+            .unwrap(),
+        );
+        let why = check_runtime(&config, &runtime).unwrap_err();
+        assert!(why.contains("tcp: true"), "{why}");
+        config.tcp = true;
+        assert_eq!(check_runtime(&config, &runtime), Ok(()));
     }
 
     #[test]

@@ -14,6 +14,7 @@ use crate::flow::interpreter::TransferRequest;
 use crate::media::latch::{RtpLatch, RtpPeer};
 use crate::sip::admission::Networks;
 use crate::sip::sdp::{MediaSession, Negotiated};
+use crate::sip::transport::{Peer, Transport};
 use crate::sip::ua::{CallHandle, EndReason, OutgoingCall, UaEvent};
 
 use super::{Endpoint, EndpointOutput, QueuedPacket};
@@ -124,11 +125,13 @@ impl Endpoint {
         let media = a.call.media().copied();
         let presented = presentable(a.call.caller()).to_string();
         let placed = bridge_destination(&t.uri).and_then(|destination| {
+            let transport = Transport::of_uri(&t.uri)
+                .ok_or_else(|| format!("`{}`: a transport callflow does not speak", t.uri))?;
             let media = media.ok_or("the caller has no media to bridge")?;
             let local = self.open_media()?;
-            Ok((destination, media, local))
+            Ok((destination, transport, media, local))
         });
-        let (destination, media, local) = match placed {
+        let (destination, transport, media, local) = match placed {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(uri = %t.uri, "cannot bridge the call: {e}");
@@ -150,7 +153,10 @@ impl Endpoint {
             OutgoingCall {
                 target: request_uri(&t.uri).to_string(),
                 from_user: presented,
-                destination,
+                destination: Peer {
+                    transport,
+                    addr: destination,
+                },
                 media: MediaSession::with_codecs(local, &[media.codec]),
                 media_networks: networks.clone(),
                 credentials: None,

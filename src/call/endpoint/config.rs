@@ -46,6 +46,8 @@ impl Routing {
 pub struct OutboundTrunk {
     /// Where INVITEs go.
     pub address: SocketAddr,
+    /// Over what.
+    pub transport: crate::sip::transport::Transport,
     /// The Request-URI's host, if not the address.
     pub domain: Option<String>,
     /// Our number, in From.

@@ -55,7 +55,10 @@ impl Endpoint {
             OutgoingCall {
                 target: target.clone(),
                 from_user: trunk.from.clone(),
-                destination: trunk.address,
+                destination: crate::sip::transport::Peer {
+                    transport: trunk.transport,
+                    addr: trunk.address,
+                },
                 media: MediaSession::new(local),
                 media_networks: self.config.outbound_media.clone(),
                 credentials: trunk.credentials.clone(),

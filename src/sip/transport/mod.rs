@@ -14,7 +14,8 @@ use std::fmt;
 use std::net::SocketAddr;
 
 /// A SIP transport.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Transport {
     /// Datagrams; the transaction layer retransmits.
     #[default]
@@ -47,6 +48,21 @@ impl Transport {
         }
     }
 
+    /// The transport a SIP URI asks for: its `transport=` parameter, UDP
+    /// without one (RFC 3263 4.1, for a numeric host).
+    pub fn of_uri(uri: &str) -> Option<Self> {
+        let params = uri.split('?').next().unwrap_or(uri);
+        match params.split(';').skip(1).find_map(|p| {
+            let (k, v) = p.split_once('=')?;
+            k.trim()
+                .eq_ignore_ascii_case("transport")
+                .then_some(v.trim())
+        }) {
+            Some(v) => Self::from_param(v),
+            None => Some(Transport::Udp),
+        }
+    }
+
     /// The transport a `transport=` URI parameter names, if we speak it.
     pub fn from_param(value: &str) -> Option<Self> {
         match value.to_ascii_lowercase().as_str() {
@@ -54,6 +70,21 @@ impl Transport {
             "tcp" => Some(Transport::Tcp),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_uri_says_its_transport_or_is_udp() {
+        assert_eq!(Transport::of_uri("sip:q@10.0.0.5"), Some(Transport::Udp));
+        assert_eq!(
+            Transport::of_uri("sip:q@10.0.0.5:5080;transport=TCP?X-A=1"),
+            Some(Transport::Tcp)
+        );
+        assert_eq!(Transport::of_uri("sip:q@10.0.0.5;transport=sctp"), None);
     }
 }
 

@@ -6,7 +6,6 @@
 //! with a new transaction (section 13.2.2.4).
 
 use std::fmt::Write as _;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,8 +23,8 @@ pub struct OutgoingCall {
     pub target: String,
     /// The user part of our From (the number presented to the callee).
     pub from_user: String,
-    /// Where the INVITE goes (the trunk or outbound proxy).
-    pub destination: SocketAddr,
+    /// Where the INVITE goes (the trunk or outbound proxy), and over what.
+    pub destination: Peer,
     /// The leg's media: our offer comes from it, the callee's answer goes
     /// to it, and the dialog keeps it for re-INVITEs.
     pub media: crate::sip::sdp::MediaSession,
@@ -135,7 +134,7 @@ impl UserAgent {
             local_cseq: 0,
             remote_cseq: 0,
             state: DialogState::Early,
-            source: Peer::udp(call.destination),
+            source: call.destination,
             invite: None,
             media: None,
             offer_in_2xx: false,
@@ -212,7 +211,8 @@ impl UserAgent {
             Some(("application/sdp", &offer)),
         );
         let cseq = d.local_cseq;
-        let tx = InviteClientTransaction::new(now, bytes.into(), self.config.timers, false);
+        let reliable = call.destination.transport.is_reliable();
+        let tx = InviteClientTransaction::new(now, bytes.into(), self.config.timers, reliable);
         self.invites.insert(
             branch.clone(),
             Invite {
@@ -245,7 +245,7 @@ impl UserAgent {
         let next = inv.tx.poll_timeout();
         for o in outputs {
             match o {
-                Output::Transmit(bytes) => self.transmit(Peer::udp(to), bytes),
+                Output::Transmit(bytes) => self.transmit(to, bytes),
                 Output::TimedOut | Output::TransportError => {
                     self.invites.remove(branch);
                     self.dial_failed(
@@ -450,8 +450,10 @@ impl UserAgent {
         let _ = write!(s, "ACK {} SIP/2.0\r\n", inv.request.target);
         let _ = write!(
             s,
-            "Via: SIP/2.0/UDP {};branch={};rport\r\n",
-            self.config.advertised, inv.branch
+            "Via: SIP/2.0/{} {};branch={};rport\r\n",
+            inv.request.destination.transport.via_token(),
+            self.config.advertised,
+            inv.branch
         );
         let _ = write!(s, "Max-Forwards: 70\r\n");
         if let Some(from) = m.header("From") {
@@ -503,7 +505,8 @@ impl UserAgent {
         let _ = write!(s, "ACK {} SIP/2.0\r\n", d.remote_target);
         let _ = write!(
             s,
-            "Via: SIP/2.0/UDP {advertised};branch={branch};rport\r\nMax-Forwards: 70\r\n"
+            "Via: SIP/2.0/{} {advertised};branch={branch};rport\r\nMax-Forwards: 70\r\n",
+            d.source.transport.via_token()
         );
         for r in &d.route_set {
             let _ = write!(s, "Route: {r}\r\n");
@@ -593,8 +596,10 @@ impl UserAgent {
         let _ = write!(s, "CANCEL {} SIP/2.0\r\n", inv.request.target);
         let _ = write!(
             s,
-            "Via: SIP/2.0/UDP {};branch={};rport\r\nMax-Forwards: 70\r\n",
-            self.config.advertised, inv.branch
+            "Via: SIP/2.0/{} {};branch={};rport\r\nMax-Forwards: 70\r\n",
+            inv.request.destination.transport.via_token(),
+            self.config.advertised,
+            inv.branch
         );
         let Some(d) = self.dialogs.get(&call) else {
             return;
@@ -609,17 +614,19 @@ impl UserAgent {
             "Call-ID: {}\r\nCSeq: {} CANCEL\r\nContent-Length: 0\r\n\r\n",
             d.call_id, inv.cseq
         );
-        let (to, key) = (
-            Peer::udp(inv.request.destination),
-            format!("{}-cancel", inv.branch),
-        );
+        let (to, key) = (inv.request.destination, format!("{}-cancel", inv.branch));
         let give_up = now + self.config.timers.t1 * 64;
         if let Some(inv) = self.invites.get_mut(branch) {
             inv.cancel = Cancel::Sent(give_up);
         }
         self.schedule(Some(give_up), TimerOwner::Ring(call));
-        let tx =
-            NonInviteClientTransaction::new(now, s.into_bytes().into(), self.config.timers, false);
+        let reliable = to.transport.is_reliable();
+        let tx = NonInviteClientTransaction::new(
+            now,
+            s.into_bytes().into(),
+            self.config.timers,
+            reliable,
+        );
         self.client.insert(
             key.clone(),
             ClientTx {

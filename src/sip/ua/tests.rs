@@ -841,12 +841,23 @@ fn we_hang_up_with_bye_to_the_contact() {
 const TRUNK: &str = "127.0.0.1:5070";
 
 fn originate(rig: &mut Rig, password: Option<&str>) -> CallHandle {
+    originate_over(rig, password, crate::sip::transport::Transport::Udp)
+}
+
+fn originate_over(
+    rig: &mut Rig,
+    password: Option<&str>,
+    transport: crate::sip::transport::Transport,
+) -> CallHandle {
     let call = rig.ua.originate(
         rig.now,
         OutgoingCall {
             target: "sip:+37167000000@127.0.0.1:5070".into(),
             from_user: "+37160000000".into(),
-            destination: TRUNK.parse().unwrap(),
+            destination: crate::sip::transport::Peer {
+                transport,
+                addr: TRUNK.parse().unwrap(),
+            },
             media: crate::sip::sdp::MediaSession::new(crate::sip::sdp::LocalMedia {
                 addr: "127.0.0.1".parse().unwrap(),
                 port: 30000,
@@ -892,6 +903,43 @@ fn header<'a>(text: &'a str, name: &str) -> &'a str {
     text.lines()
         .find(|l| l.starts_with(name))
         .unwrap_or_default()
+}
+
+#[test]
+fn a_call_placed_over_tcp_says_so_is_not_retransmitted_and_is_acked_over_its_connection() {
+    use crate::sip::transport::Transport;
+    let mut rig = Rig::new();
+    originate_over(&mut rig, None, Transport::Tcp);
+    let invite = rig.sent[0].2.clone();
+    assert!(
+        invite.contains("Via: SIP/2.0/TCP 127.0.0.1:5060;"),
+        "{invite}"
+    );
+    assert!(
+        invite.contains("Contact: <sip:callflow@127.0.0.1:5060;transport=tcp>"),
+        "{invite}"
+    );
+    // No Timer A over a stream: one INVITE however long the answer takes.
+    rig.run_until(Duration::from_secs(10));
+    assert_eq!(rig.sent.len(), 1, "{:?}", rig.statuses());
+    rig.source = crate::sip::transport::Peer::tcp(TRUNK.parse().unwrap());
+    answer_last(
+        &mut rig,
+        "200 OK",
+        "Contact: <sip:callee@127.0.0.1:5071;transport=tcp>\r\n",
+    );
+    let ack = rig.sent.last().unwrap().2.clone();
+    assert!(
+        ack.starts_with("ACK sip:callee@127.0.0.1:5071;transport=tcp SIP/2.0"),
+        "{ack}"
+    );
+    assert!(ack.contains("Via: SIP/2.0/TCP "), "{ack}");
+    assert_eq!(
+        rig.sent.last().unwrap().1,
+        TRUNK.parse().unwrap(),
+        "over the connection the INVITE went on"
+    );
+    assert!(rig.transports.iter().all(|t| *t == Transport::Tcp));
 }
 
 #[test]

@@ -327,6 +327,7 @@ fn dialled(loss: f64, seed: u64, answers: Vec<u16>) -> Lab {
     let trunk_addr = std::net::SocketAddr::from(([127, 0, 0, 2], 5080));
     config.trunk = Some(OutboundTrunk {
         address: trunk_addr,
+        transport: crate::sip::transport::Transport::Udp,
         domain: Some("trunk.test".into()),
         from: "37160000000".into(),
         credentials: Some(crate::sip::auth::Credentials {
