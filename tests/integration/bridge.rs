@@ -17,17 +17,13 @@ use crate::sipp::{sipp_uas, Server};
 const CALLER_SSRC: u32 = 0xCA11_E500;
 const AGENT_SSRC: u32 = 0xA6E7_0001;
 
-/// SIPp playing the ACD on 127.0.0.2:5391 (where the `bridge` flow's
-/// queues point), its SDP naming `rtp` as its media port.
-fn acd(server: &Server, rtp: u16) -> Child {
+/// SIPp playing the ACD on 127.0.0.2:`port` (where the flow's queues
+/// point), its SDP naming `rtp` as its media port.
+fn acd(server: &Server, port: u16, rtp: u16, extra: &[&str]) -> Child {
     let rtp = rtp.to_string();
-    sipp_uas(
-        server.dir.path(),
-        "bridge_acd",
-        "127.0.0.2",
-        5391,
-        &["-set", "rtp", &rtp],
-    )
+    let mut args = vec!["-set", "rtp", &rtp];
+    args.extend_from_slice(extra);
+    sipp_uas(server.dir.path(), "bridge_acd", "127.0.0.2", port, &args)
 }
 
 fn packet(pt: u8, seq: u16, ssrc: u32, payload: &[u8]) -> Vec<u8> {
@@ -107,7 +103,30 @@ fn talk(caller: &UdpSocket, agent: &UdpSocket, limit: Duration) -> Seen {
 
 #[test]
 fn a_trunk_refusing_refer_gets_the_call_bridged_to_the_acd_with_audio_both_ways() {
-    let server = Server::start(&["--route", "802=bridge"]);
+    let server = bridged_call(&["--route", "802=bridge"], 5391, &[]);
+    assert!(server.stop().success());
+}
+
+/// The same with the ACD over TCP (its URI says ;transport=tcp): the
+/// INVITE, the ACK and the BYE go over the connection callflow opens.
+#[test]
+fn a_bridged_call_reaches_an_acd_over_tcp() {
+    let server = bridged_call(&["--route", "802=bridge_tcp", "--tcp"], 5392, &["-t", "t1"]);
+    let messages = std::fs::read_to_string(server.dir.path().join("bridge_acd-messages.log"))
+        .unwrap_or_default();
+    assert!(
+        messages.contains("TCP message received") && !messages.contains("UDP message received"),
+        "SIPp took the ACD leg over TCP only:\n{messages}"
+    );
+    assert!(messages.contains("Via: SIP/2.0/TCP"), "{messages}");
+    assert!(server.stop().success());
+}
+
+/// Places a call that the trunk's REFER refusal sends to the ACD (SIPp on
+/// 127.0.0.2:`acd_port`, with `acd_extra`) as a bridge, checks the audio
+/// both ways and the record; the server is left running.
+fn bridged_call(server_args: &[&str], acd_port: u16, acd_extra: &[&str]) -> Server {
+    let server = Server::start(server_args);
     let caller_rtp = UdpSocket::bind("127.0.0.1:0").expect("bind");
     let agent_rtp = UdpSocket::bind("127.0.0.2:0").expect("bind 127.0.0.2");
     for s in [&caller_rtp, &agent_rtp] {
@@ -116,7 +135,7 @@ fn a_trunk_refusing_refer_gets_the_call_bridged_to_the_acd_with_audio_both_ways(
     }
     let caller_port = caller_rtp.local_addr().expect("addr").port().to_string();
     let agent_port = agent_rtp.local_addr().expect("addr").port();
-    let acd = acd(&server, agent_port);
+    let acd = acd(&server, acd_port, agent_port, acd_extra);
     let caller = server
         .sipp_command(
             "127.0.0.1",
@@ -170,5 +189,5 @@ fn a_trunk_refusing_refer_gets_the_call_bridged_to_the_acd_with_audio_both_ways(
             .contains("405"),
         "{r}"
     );
-    assert!(server.stop().success());
+    server
 }
