@@ -161,6 +161,15 @@ impl UserAgent {
             self.session_lost(now, call, "no refresh before the session expired");
             return;
         }
+        self.send_refresh(now, call);
+    }
+
+    /// Sends our refreshing UPDATE, and waits for its answer until the
+    /// session would expire.
+    fn send_refresh(&mut self, now: Instant, call: CallHandle) {
+        let Some(t) = self.dialogs.get_mut(&call).and_then(|d| d.session.as_mut()) else {
+            return;
+        };
         t.refreshing = true;
         let (header, next) = (t.request_header(), t.deadline());
         tracing::debug!(call = call.0, "refreshing the session (UPDATE)");
@@ -226,9 +235,8 @@ impl UserAgent {
                 match min.filter(|min| *min > t.interval && *min <= Duration::from_secs(86_400)) {
                     Some(min) => {
                         t.interval = min;
-                        t.refreshing = false;
                         t.since = now;
-                        self.session_due(now, call);
+                        self.send_refresh(now, call);
                     }
                     None => self.session_lost(now, call, "422 without a usable Min-SE"),
                 }

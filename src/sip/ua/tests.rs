@@ -1362,3 +1362,30 @@ fn workers_sharing_admission_share_a_trunks_call_limit() {
         "the other worker's call counts against the trunk: {last}"
     );
 }
+
+#[test]
+fn a_refresh_refused_as_too_short_is_sent_again_at_once_with_the_peers_minimum() {
+    let mut rig = Rig::new();
+    let extra = "Allow: INVITE, ACK, BYE, UPDATE\r\nSession-Expires: 120\r\n";
+    let call = rig.incoming_with("st4", extra);
+    assert!(rig.accept(call));
+    rig.drain();
+    let tag = rig.to_tag();
+    rig.recv(&in_dialog("ACK", "st4", &tag, 1, "z9hG4bK-a4", "", ""));
+    rig.run_until(Duration::from_secs(60));
+    assert!(rig.sent.last().unwrap().2.starts_with("UPDATE"));
+    answer_last(
+        &mut rig,
+        "422 Session Interval Too Small",
+        "Min-SE: 300\r\n",
+    );
+    let retry = rig.sent.last().unwrap().2.clone();
+    assert!(retry.starts_with("UPDATE"), "{:?}", rig.statuses());
+    assert!(
+        retry.contains("Session-Expires: 300;refresher=uac\r\n"),
+        "{retry}"
+    );
+    assert!(!rig
+        .events
+        .contains(&(call, UaEvent::Ended(EndReason::SessionExpired))));
+}
