@@ -373,6 +373,16 @@ mod tests {
             .expect("in time")
     }
 
+    /// Waits until the transport has forgotten every connection.
+    async fn all_closed(transport: &TcpTransport) {
+        within(async {
+            while transport.open() > 0 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+    }
+
     #[tokio::test]
     async fn messages_reach_the_worker_pings_are_answered_and_replies_follow_the_connection() {
         let (transport, addr, mut rx) = started().await;
@@ -393,12 +403,7 @@ mod tests {
         assert_eq!(got, reply, "over the request's connection");
         assert_eq!(transport.open(), 1);
         drop(client);
-        within(async {
-            while transport.open() > 0 {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        })
-        .await;
+        all_closed(&transport).await;
     }
 
     #[tokio::test]
@@ -411,12 +416,7 @@ mod tests {
             .unwrap();
         let mut buf = [0u8; 16];
         assert_eq!(within(client.read(&mut buf)).await.unwrap(), 0, "closed");
-        within(async {
-            while transport.open() > 0 {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        })
-        .await;
+        all_closed(&transport).await;
     }
 
     #[tokio::test]

@@ -168,7 +168,12 @@ impl Rig {
     }
 
     fn answered(&mut self, call_id: &str) -> (CallHandle, String) {
-        let call = self.incoming(call_id);
+        self.answered_with(call_id, "")
+    }
+
+    /// A call whose INVITE had `extra` header lines, answered and acked.
+    fn answered_with(&mut self, call_id: &str, extra: &str) -> (CallHandle, String) {
+        let call = self.incoming_with(call_id, extra);
         assert!(self.accept(call));
         self.drain();
         let tag = self.to_tag();
@@ -295,11 +300,7 @@ fn a_session_interval_below_90_s_gets_422_with_our_min_se() {
 fn a_session_the_peer_refreshes_ends_with_our_bye_when_its_refresh_stops() {
     let mut rig = Rig::new();
     let extra = "Supported: timer\r\nSession-Expires: 120\r\n";
-    let call = rig.incoming_with("st2", extra);
-    assert!(rig.accept(call));
-    rig.drain();
-    let tag = rig.to_tag();
-    rig.recv(&in_dialog("ACK", "st2", &tag, 1, "z9hG4bK-a2", "", ""));
+    let (call, tag) = rig.answered_with("st2", extra);
     let ok = rig.sent[1].2.clone();
     assert!(
         ok.contains("Session-Expires: 120;refresher=uac\r\n"),
@@ -344,11 +345,7 @@ fn a_session_the_peer_refreshes_ends_with_our_bye_when_its_refresh_stops() {
 fn we_refresh_a_session_by_update_and_end_it_when_the_refresh_is_not_answered() {
     let mut rig = Rig::new();
     let extra = "Allow: INVITE, ACK, BYE, UPDATE\r\nSession-Expires: 120\r\n";
-    let call = rig.incoming_with("st3", extra);
-    assert!(rig.accept(call));
-    rig.drain();
-    let tag = rig.to_tag();
-    rig.recv(&in_dialog("ACK", "st3", &tag, 1, "z9hG4bK-a3", "", ""));
+    let (call, tag) = rig.answered_with("st3", extra);
     let ok = rig.sent[1].2.clone();
     assert!(
         ok.contains("Session-Expires: 120;refresher=uas\r\n"),
@@ -1367,11 +1364,7 @@ fn workers_sharing_admission_share_a_trunks_call_limit() {
 fn a_refresh_refused_as_too_short_is_sent_again_at_once_with_the_peers_minimum() {
     let mut rig = Rig::new();
     let extra = "Allow: INVITE, ACK, BYE, UPDATE\r\nSession-Expires: 120\r\n";
-    let call = rig.incoming_with("st4", extra);
-    assert!(rig.accept(call));
-    rig.drain();
-    let tag = rig.to_tag();
-    rig.recv(&in_dialog("ACK", "st4", &tag, 1, "z9hG4bK-a4", "", ""));
+    let (call, _) = rig.answered_with("st4", extra);
     rig.run_until(Duration::from_secs(60));
     assert!(rig.sent.last().unwrap().2.starts_with("UPDATE"));
     answer_last(
