@@ -47,6 +47,21 @@ impl Runtime {
         ips
     }
 
+    /// The transports bridged queues are called over.
+    pub fn bridge_transports(&self) -> Vec<crate::sip::transport::Transport> {
+        let mut transports: Vec<_> = self
+            .flows
+            .flows
+            .iter()
+            .flat_map(|f| f.queues.iter())
+            .filter(|q| q.handoff != crate::flow::model::Handoff::Refer)
+            .filter_map(|q| crate::sip::transport::Transport::of_uri(&q.uri))
+            .collect();
+        transports.sort();
+        transports.dedup();
+        transports
+    }
+
     /// Loads and checks the flows in `flows`, then decodes their prompts.
     pub fn load(flows: &Path, prompts: &Path) -> Result<Self, LoadError> {
         let loaded = load_paths(

@@ -81,6 +81,11 @@ pub struct ServerConfig {
     /// 18); replies and in-dialog requests keep to the connection a call
     /// came on.
     pub tcp: bool,
+    /// Take SIP over TLS too, on its own port of each listen address, and
+    /// place calls over it (RFC 3261 26.2): our certificate and key, and
+    /// optionally the CA a client's certificate must chain to (mutual TLS)
+    /// and the roots a server's is checked against.
+    pub tls: Option<crate::server::tls::TlsConfig>,
     /// Call workers per listen address, each pacing its own calls (a
     /// call's SIP and RTP stay on one); default: one per CPU core.
     pub workers: Option<usize>,
@@ -210,10 +215,14 @@ pub struct TrunkConfig {
     pub username: Option<String>,
     /// Digest password.
     pub password: Option<String>,
-    /// `udp` (the default) or `tcp` (needs `tcp: true`, which takes the
-    /// trunk's answers and requests over the connection too).
+    /// `udp` (the default), `tcp` (needs `tcp: true`, which takes the
+    /// trunk's answers and requests over the connection too) or `tls`
+    /// (needs `tls`).
     #[serde(default)]
     pub transport: crate::sip::transport::Transport,
+    /// Over TLS, the name the trunk's certificate must carry (its host
+    /// name); default: its IP address.
+    pub tls_name: Option<String>,
 }
 
 impl TrunkConfig {
@@ -325,6 +334,7 @@ impl Default for ServerConfig {
             booking_limits: BookingLimitsConfig::default(),
             max_call_duration: FlowDuration(Duration::from_secs(4 * 3600)),
             tcp: false,
+            tls: None,
             workers: None,
             hold_timeout: FlowDuration(Duration::from_secs(3600)),
             trunk: None,
@@ -564,6 +574,7 @@ impl ServerConfig {
         let mut ua = crate::sip::ua::UaConfig::new(advertised);
         ua.transfer_timeout = self.transfer_timeout.0;
         ua.admission = admission;
+        ua.tls_port = self.tls.as_ref().map(|t| t.port);
         crate::call::endpoint::EndpointConfig {
             ua,
             rtp_ip: self.rtp_address.unwrap_or(advertised.ip()),

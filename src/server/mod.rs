@@ -19,6 +19,7 @@ mod rtp_out;
 pub use crate::call::runtime;
 pub mod stats;
 mod tcp;
+pub mod tls;
 
 /// The dialling policy lives with the pure flow code, which applies it.
 pub use crate::flow::dialling as policy;
@@ -232,6 +233,19 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
         }
     }
     let outbound_media = config.outbound_media(&admission);
+    let tls_setup = match &config.tls {
+        Some(t) => {
+            let mut tls = tls::Tls::load(t).map_err(|e| ServeError::Io(e.to_string()))?;
+            if let Some(trunk) = &config.trunk {
+                if let Some(name) = &trunk.tls_name {
+                    tls.expect_name(trunk.address, name)
+                        .map_err(|e| ServeError::Io(format!("trunk: {e}")))?;
+                }
+            }
+            Some(tls)
+        }
+        None => None,
+    };
     let mut sockets = Vec::new();
     for addr in &config.listen {
         let socket = UdpSocket::bind(addr)
@@ -307,6 +321,22 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
         } else {
             None
         };
+        let tls = match &tls_setup {
+            Some(tls) => {
+                let at = SocketAddr::new(
+                    addr.ip(),
+                    shared.config.tls.as_ref().map_or(5061, |t| t.port),
+                );
+                let listener = tokio::net::TcpListener::bind(at)
+                    .await
+                    .map_err(|e| ServeError::Io(format!("cannot listen on TLS {at}: {e}")))?;
+                let transport = tcp::TcpTransport::tls(tls.clone());
+                tokio::spawn(Arc::clone(&transport).accept(listener));
+                tracing::info!(%at, "SIP over TLS");
+                Some(transport)
+            }
+            None => None,
+        };
         let mut queues = Vec::with_capacity(worker_count);
         let mut inboxes = Vec::with_capacity(worker_count);
         for index in 0..worker_count {
@@ -332,6 +362,7 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
             let io = WorkerIo {
                 socket: Arc::clone(&socket),
                 tcp: tcp.clone(),
+                tls: tls.clone(),
                 sip_rx,
                 rtp_out,
                 rtp_reader,
@@ -362,8 +393,8 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
         if let Err(e) = socket2::SockRef::from(socket.as_ref()).set_recv_buffer_size(SIP_RCVBUF) {
             tracing::warn!("cannot enlarge the SIP receive buffer: {e}");
         }
-        if let Some(tcp) = &tcp {
-            tcp.set_workers(queues.clone());
+        for stream in [&tcp, &tls].into_iter().flatten() {
+            stream.set_workers(queues.clone());
         }
         readers.push(tokio::spawn(read_sip(socket, queues)));
     }
@@ -407,6 +438,29 @@ fn check_runtime(config: &ServerConfig, runtime: &Runtime) -> Result<(), String>
         return Err(
             "the trunk's transport is tcp, but SIP over TCP is off: set `tcp: true`".to_string(),
         );
+    }
+    if config
+        .trunk
+        .as_ref()
+        .is_some_and(|t| t.transport == Transport::Tls && config.tls.is_none())
+    {
+        return Err(
+            "the trunk's transport is tls, but SIP over TLS is off: configure `tls`".to_string(),
+        );
+    }
+    for transport in runtime.bridge_transports() {
+        if transport == Transport::Tcp && !config.tcp {
+            return Err(
+                "a bridged queue is called over TCP, but SIP over TCP is off: set `tcp: true`"
+                    .to_string(),
+            );
+        }
+        if transport == Transport::Tls && config.tls.is_none() {
+            return Err(
+                "a bridged queue is called over TLS, but SIP over TLS is off: configure `tls`"
+                    .to_string(),
+            );
+        }
     }
     if runtime.entry(&config.default_flow).is_none() {
         return Err(format!(
@@ -509,6 +563,7 @@ async fn read_sip(socket: Arc<UdpSocket>, workers: Vec<mpsc::Sender<Datagram>>) 
 struct WorkerIo {
     socket: Arc<UdpSocket>,
     tcp: Option<Arc<tcp::TcpTransport>>,
+    tls: Option<Arc<tcp::TcpTransport>>,
     sip_rx: mpsc::Receiver<Datagram>,
     rtp_out: rtp_out::RtpOut,
     rtp_reader: rtp_in::RtpReader,
@@ -524,6 +579,8 @@ struct Worker {
     socket: Arc<UdpSocket>,
     /// SIP over TCP on the listen address, if it takes TCP.
     tcp: Option<Arc<tcp::TcpTransport>>,
+    /// SIP over TLS on the listen address's TLS port, if it takes TLS.
+    tls: Option<Arc<tcp::TcpTransport>>,
     /// SIP messages the readers handed to this worker.
     sip_rx: mpsc::Receiver<Datagram>,
     /// Which worker of its listener this is, for the logs.
@@ -591,6 +648,7 @@ impl Worker {
         let WorkerIo {
             socket,
             tcp,
+            tls,
             sip_rx,
             rtp_out,
             rtp_reader,
@@ -623,6 +681,7 @@ impl Worker {
             endpoint,
             socket,
             tcp,
+            tls,
             sip_rx,
             index,
             busy_workers,
@@ -741,16 +800,20 @@ impl Worker {
     async fn flush(&mut self) {
         while let Some(output) = self.endpoint.poll_output() {
             match output {
-                EndpointOutput::Transmit { to, bytes } => match (to.transport, &self.tcp) {
-                    (Transport::Udp, _) => {
+                EndpointOutput::Transmit { to, bytes } => match to.transport {
+                    Transport::Udp => {
                         if let Err(e) = self.socket.send_to(&bytes, to.addr).await {
                             tracing::debug!(%to, "SIP send failed: {e}");
                         }
                     }
-                    (Transport::Tcp, Some(tcp)) => tcp.send(to.addr, bytes),
-                    (Transport::Tcp, None) => {
-                        tracing::warn!(%to, "SIP over TCP is not enabled (tcp: true)")
-                    }
+                    Transport::Tcp => match &self.tcp {
+                        Some(tcp) => tcp.send(to.addr, bytes),
+                        None => tracing::warn!(%to, "SIP over TCP is not enabled (tcp: true)"),
+                    },
+                    Transport::Tls => match &self.tls {
+                        Some(tls) => tls.send(to.addr, bytes),
+                        None => tracing::warn!(%to, "SIP over TLS is not enabled (tls)"),
+                    },
                 },
                 EndpointOutput::RtpOpened { port, .. } => self.rtp_opened(port),
                 EndpointOutput::RtpClosed { port } => self.rtp_closed(port),
@@ -906,6 +969,8 @@ mod tests {
             flows: root.join("tests/sipp/flows"),
             prompts: root.join("prompts"),
             default_flow: "e2e".into(),
+            // bridge_tcp calls its queue over TCP.
+            tcp: true,
             ..ServerConfig::default()
         };
         let runtime = Runtime::load(&config.flows, &config.prompts).unwrap();
@@ -939,9 +1004,37 @@ mod tests {
             )
             .unwrap(),
         );
+        config.tcp = false;
         let why = check_runtime(&config, &runtime).unwrap_err();
         assert!(why.contains("tcp: true"), "{why}");
         config.tcp = true;
+        assert_eq!(check_runtime(&config, &runtime), Ok(()));
+    }
+
+    #[test]
+    fn a_queue_bridged_over_tcp_needs_sip_over_tcp_on() {
+        let (mut config, runtime) = shipped();
+        config.tcp = false;
+        let why = check_runtime(&config, &runtime).unwrap_err();
+        assert!(
+            why.contains("bridged queue") && why.contains("tcp: true"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn a_trunk_over_tls_needs_tls_configured() {
+        let (mut config, runtime) = shipped();
+        config.trunk = Some(
+            serde_yaml::from_str(
+                "{ address: 192.0.2.10:5061, from: \"37167000000\", transport: tls, tls_name: sip.example.net }",
+            )
+            .unwrap(),
+        );
+        let why = check_runtime(&config, &runtime).unwrap_err();
+        assert!(why.contains("configure `tls`"), "{why}");
+        config.tls = Some(serde_yaml::from_str("{ certificate: cert.pem, key: key.pem }").unwrap());
+        assert_eq!(config.tls.as_ref().map(|t| t.port), Some(5061));
         assert_eq!(check_runtime(&config, &runtime), Ok(()));
     }
 

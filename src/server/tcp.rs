@@ -1,5 +1,6 @@
-//! SIP over TCP (RFC 3261 section 18) at the edge: a listener beside each
-//! UDP listen address, a task per connection that cuts messages out of
+//! SIP over TCP (RFC 3261 section 18) and over TLS (26.2) at the edge: a
+//! TCP listener beside each UDP listen address, a TLS one on the TLS port,
+//! each with a task per connection that cuts messages out of
 //! the stream ([`StreamFramer`]) and hands each to the worker owning its
 //! Call-ID, and a queue per connection that the workers write to.
 //!
@@ -16,10 +17,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
+use super::tls::Tls;
 use super::Datagram;
 use crate::sip::transport::framing::{Frame, StreamFramer, PONG};
 use crate::sip::transport::Transport;
@@ -39,8 +41,10 @@ const IDLE: Duration = Duration::from_secs(3600);
 /// Messages waiting to be written to one connection at most: past this
 /// the peer is not reading, and more are dropped (and logged).
 const WRITE_QUEUE: usize = 256;
-/// How long opening a connection may take.
+/// How long opening a connection may take (with its TLS handshake).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a peer that connected to us has for the TLS handshake.
+const HANDSHAKE_WITHIN: Duration = Duration::from_secs(10);
 /// How long a connection the peer half-closed still takes our answers,
 /// and how long its last queued messages get to be written.
 const HALF_CLOSE_GRACE: Duration = Duration::from_secs(2);
@@ -117,7 +121,7 @@ impl Table {
 /// dialog's target).
 /// Only ever on the same host as `to`: a Contact is a claim, and must not
 /// point our connections at a third party.
-fn fallback(to: SocketAddr, bytes: &[u8]) -> Option<SocketAddr> {
+fn fallback(to: SocketAddr, bytes: &[u8], default_port: u16) -> Option<SocketAddr> {
     let m = crate::sip::message::parse(bytes).ok()?;
     // A new dialog's request goes where it was sent: only a dialog's
     // messages had a connection that may have closed.
@@ -137,28 +141,52 @@ fn fallback(to: SocketAddr, bytes: &[u8]) -> Option<SocketAddr> {
         if host.parse::<IpAddr>().ok()? != to.ip() {
             return None;
         }
-        port.unwrap_or(5060)
+        port.unwrap_or(default_port)
     } else {
-        m.top_via()?.port.unwrap_or(5060)
+        m.top_via()?.port.unwrap_or(default_port)
     };
     let addr = SocketAddr::new(to.ip(), port);
     (addr != to).then_some(addr)
 }
 
-/// SIP over TCP for one listen address.
+/// A connection we opened.
+enum Connected {
+    Tcp(TcpStream),
+    // Boxed: a TLS stream is some 1 KB beside a TcpStream's few words.
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+/// SIP over TCP, or over TLS, for one listen address.
 pub(super) struct TcpTransport {
     table: Mutex<Table>,
     /// The listener's workers, each fed the messages of its Call-IDs.
     workers: OnceLock<Vec<mpsc::Sender<Datagram>>>,
+    /// With TLS, what connections are wrapped in.
+    tls: Option<Tls>,
+    /// TCP, or TLS.
+    transport: Transport,
 }
 
 impl TcpTransport {
-    /// A transport with no connections, whose workers come later
+    /// A TCP transport with no connections, whose workers come later
     /// ([`TcpTransport::set_workers`]).
     pub(super) fn new() -> Arc<Self> {
         Arc::new(Self {
             table: Mutex::default(),
             workers: OnceLock::new(),
+            tls: None,
+            transport: Transport::Tcp,
+        })
+    }
+
+    /// A TLS transport: every connection, accepted or opened, is wrapped
+    /// in `tls` before a byte of SIP crosses it.
+    pub(super) fn tls(tls: Tls) -> Arc<Self> {
+        Arc::new(Self {
+            table: Mutex::default(),
+            workers: OnceLock::new(),
+            tls: Some(tls),
+            transport: Transport::Tls,
         })
     }
 
@@ -184,17 +212,38 @@ impl TcpTransport {
                 Ok(c) => c,
                 Err(e) => {
                     // Out of descriptors, say: wait rather than spin.
-                    tracing::warn!("SIP over TCP: cannot accept: {e}");
+                    tracing::warn!("SIP over {}: cannot accept: {e}", self.transport);
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
             };
             let registered = self.table().register(peer);
             let Some((writer, rx)) = registered else {
-                tracing::debug!(%peer, "SIP over TCP: too many connections; closed");
+                tracing::debug!(%peer, "SIP over {}: too many connections; closed", self.transport);
                 continue;
             };
-            tokio::spawn(Arc::clone(&self).run(stream, peer, writer, rx, false));
+            let transport = Arc::clone(&self);
+            tokio::spawn(async move {
+                let _ = stream.set_nodelay(true);
+                let Some(tls) = &transport.tls else {
+                    return transport.run(stream, peer, writer, rx, false).await;
+                };
+                // The handshake runs in the connection's own task, so a
+                // slow one holds up nobody else; the connection already
+                // counts against the bounds while it lasts.
+                let accepted = tokio::time::timeout(HANDSHAKE_WITHIN, tls.acceptor.accept(stream));
+                match accepted.await {
+                    Ok(Ok(stream)) => transport.run(stream, peer, writer, rx, false).await,
+                    Ok(Err(e)) => {
+                        tracing::info!(%peer, "SIP over TLS: handshake failed: {e}");
+                        transport.table().unregister(peer, writer.0);
+                    }
+                    Err(_) => {
+                        tracing::info!(%peer, "SIP over TLS: no handshake within {HANDSHAKE_WITHIN:?}");
+                        transport.table().unregister(peer, writer.0);
+                    }
+                }
+            });
         }
     }
 
@@ -207,7 +256,7 @@ impl TcpTransport {
         let to = if connected {
             to
         } else {
-            fallback(to, &bytes).unwrap_or(to)
+            fallback(to, &bytes, self.transport.default_port()).unwrap_or(to)
         };
         // One lock for the lookup and the registration: two workers
         // sending to a new address at once open one connection, not two.
@@ -218,7 +267,7 @@ impl TcpTransport {
                 Some((id, tx)) => match tx.try_send(bytes) {
                     Ok(()) => return,
                     Err(mpsc::error::TrySendError::Full(_)) => {
-                        tracing::warn!(%to, "SIP over TCP: the peer is not reading; message dropped");
+                        tracing::warn!(%to, "SIP over {}: the peer is not reading; message dropped", self.transport);
                         return;
                     }
                     Err(mpsc::error::TrySendError::Closed(bytes)) => {
@@ -230,43 +279,70 @@ impl TcpTransport {
             }
         };
         let Some((((id, tx), rx), bytes)) = opened else {
-            tracing::warn!(%to, "SIP over TCP: too many connections; message not sent");
+            tracing::warn!(%to, "SIP over {}: too many connections; message not sent", self.transport);
             return;
         };
         // Written once the connection is up.
         let _ = tx.try_send(bytes);
         let transport = Arc::clone(self);
         tokio::spawn(async move {
-            match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(to)).await {
-                Ok(Ok(stream)) => transport.run(stream, to, (id, tx), rx, true).await,
+            let connected = tokio::time::timeout(CONNECT_TIMEOUT, transport.connect(to)).await;
+            match connected {
+                Ok(Ok(Connected::Tcp(stream))) => {
+                    transport.run(stream, to, (id, tx), rx, true).await
+                }
+                Ok(Ok(Connected::Tls(stream))) => {
+                    transport.run(*stream, to, (id, tx), rx, true).await
+                }
                 Ok(Err(e)) => {
-                    tracing::warn!(%to, "SIP over TCP: cannot connect: {e}");
+                    tracing::warn!(%to, "SIP over {}: cannot connect: {e}", transport.transport);
                     transport.table().unregister(to, id);
                 }
                 Err(_) => {
-                    tracing::warn!(%to, "SIP over TCP: no connection within {CONNECT_TIMEOUT:?}");
+                    tracing::warn!(%to, "SIP over {}: no connection within {CONNECT_TIMEOUT:?}", transport.transport);
                     transport.table().unregister(to, id);
                 }
             }
         });
     }
 
+    /// Opens a connection to `to`, and with TLS makes sure it is who we
+    /// expect ([`Tls::name_of`]).
+    async fn connect(&self, to: SocketAddr) -> std::io::Result<Connected> {
+        let stream = TcpStream::connect(to).await?;
+        let _ = stream.set_nodelay(true);
+        match &self.tls {
+            None => Ok(Connected::Tcp(stream)),
+            Some(tls) => {
+                let stream = tls.connector.connect(tls.name_of(to), stream).await?;
+                Ok(Connected::Tls(Box::new(stream)))
+            }
+        }
+    }
+
     /// Serves one connection until it closes, breaks its framing or falls
     /// silent; `opened` if we opened it (then it owes us nothing first).
-    async fn run(
+    async fn run<S>(
         self: Arc<Self>,
-        stream: TcpStream,
+        stream: S,
         peer: SocketAddr,
         (id, pongs): Writer,
         mut rx: mpsc::Receiver<Arc<[u8]>>,
         opened: bool,
-    ) {
-        let _ = stream.set_nodelay(true);
-        let (mut reader, mut writer) = stream.into_split();
+    ) where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let (mut reader, mut writer) = tokio::io::split(stream);
+        let transport = self.transport;
         let mut write = tokio::spawn(async move {
             while let Some(bytes) = rx.recv().await {
                 if let Err(e) = writer.write_all(&bytes).await {
-                    tracing::debug!(%peer, "SIP over TCP: write failed: {e}");
+                    tracing::debug!(%peer, "SIP over {transport}: write failed: {e}");
+                    break;
+                }
+                // TLS holds what it encrypted until flushed.
+                if let Err(e) = writer.flush().await {
+                    tracing::debug!(%peer, "SIP over {transport}: write failed: {e}");
                     break;
                 }
             }
@@ -313,7 +389,7 @@ impl TcpTransport {
                 break (format!("framing broken: {e}"), false);
             }
         };
-        tracing::debug!(%peer, %reason, "SIP over TCP: connection closed");
+        tracing::debug!(%peer, %reason, "SIP over {transport}: connection closed");
         if half_closed {
             // The peer may still read: what the workers answer to its last
             // messages (a BYE's 200) goes out before the connection ends.
@@ -342,11 +418,11 @@ impl TcpTransport {
         let index = super::worker_for(&bytes, from, workers.len());
         let message = Datagram {
             from,
-            transport: Transport::Tcp,
+            transport: self.transport,
             bytes,
         };
         if let Err(e) = workers[index].send(message).await {
-            tracing::debug!(%from, "SIP over TCP: the workers are gone: {e}");
+            tracing::debug!(%from, "SIP over {}: the workers are gone: {e}", self.transport);
         }
     }
 }
@@ -447,27 +523,35 @@ mod tests {
         let to: SocketAddr = "192.0.2.7:40123".parse().unwrap();
         let response = b"SIP/2.0 200 OK\r\nVia: SIP/2.0/TCP 192.0.2.7:5070;branch=z9hG4bK1;received=192.0.2.7\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>;tag=2\r\nCall-ID: f\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n";
         assert_eq!(
-            fallback(to, response),
+            fallback(to, response, 5060),
             Some("192.0.2.7:5070".parse().unwrap())
         );
         let bye = |uri: &str| {
             format!("BYE {uri} SIP/2.0\r\nVia: SIP/2.0/TCP 198.51.100.1:5060;branch=z9hG4bK2\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>;tag=2\r\nCall-ID: f\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n")
         };
         assert_eq!(
-            fallback(to, bye("sip:phone@192.0.2.7:5062;transport=tcp").as_bytes()),
+            fallback(
+                to,
+                bye("sip:phone@192.0.2.7:5062;transport=tcp").as_bytes(),
+                5060
+            ),
             Some("192.0.2.7:5062".parse().unwrap()),
             "the dialog's target"
         );
         assert_eq!(
-            fallback(to, bye("sip:phone@203.0.113.9:5062").as_bytes()),
+            fallback(to, bye("sip:phone@203.0.113.9:5062").as_bytes(), 5060),
             None,
             "never another host"
         );
-        assert_eq!(fallback(to, b"garbage"), None);
+        assert_eq!(fallback(to, b"garbage", 5060), None);
         let invite = bye("sip:q@192.0.2.7:5080")
             .replace("BYE", "INVITE")
             .replace(";tag=2", "");
-        assert_eq!(fallback(to, invite.as_bytes()), None, "not in a dialog");
+        assert_eq!(
+            fallback(to, invite.as_bytes(), 5060),
+            None,
+            "not in a dialog"
+        );
     }
 
     #[tokio::test]
@@ -482,6 +566,154 @@ mod tests {
         let mut got = vec![0u8; response.len()];
         within(conn.read_exact(&mut got)).await.unwrap();
         assert_eq!(got, response.as_bytes());
+    }
+
+    /// A TLS transport serving a certificate for 127.0.0.1 from `pki`,
+    /// listening on loopback, its worker's queue, and where it listens.
+    async fn started_tls(
+        pki: &crate::server::tls::test_pki::Pki,
+        file: &str,
+        mutual: bool,
+    ) -> (Arc<TcpTransport>, SocketAddr, mpsc::Receiver<Datagram>) {
+        let tls = Tls::load(&pki.config(file, &["127.0.0.1"], mutual)).expect("tls");
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let transport = TcpTransport::tls(tls);
+        let (tx, rx) = mpsc::channel(16);
+        transport.set_workers(vec![tx]);
+        tokio::spawn(Arc::clone(&transport).accept(listener));
+        (transport, addr, rx)
+    }
+
+    /// A rustls client trusting `pki`'s CA, with a certificate of its own
+    /// if `with_cert`.
+    fn client(
+        pki: &crate::server::tls::test_pki::Pki,
+        with_cert: bool,
+    ) -> tokio_rustls::TlsConnector {
+        use rustls::pki_types::pem::PemObject;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls::pki_types::CertificateDer::pem_file_iter(pki.ca()).unwrap() {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots);
+        let config = if with_cert {
+            let (c, k) = pki.leaf("client", &["client.example"]);
+            let chain = rustls::pki_types::CertificateDer::pem_file_iter(c)
+                .unwrap()
+                .collect::<Result<Vec<_>, _>>()
+                .unwrap();
+            let key = rustls::pki_types::PrivateKeyDer::from_pem_file(k).unwrap();
+            builder.with_client_auth_cert(chain, key).unwrap()
+        } else {
+            builder.with_no_client_auth()
+        };
+        tokio_rustls::TlsConnector::from(Arc::new(config))
+    }
+
+    fn loopback() -> rustls::pki_types::ServerName<'static> {
+        rustls::pki_types::ServerName::IpAddress(std::net::IpAddr::from([127, 0, 0, 1]).into())
+    }
+
+    #[tokio::test]
+    async fn over_tls_messages_reach_the_worker_and_replies_follow_the_connection() {
+        let pki = crate::server::tls::test_pki::Pki::new();
+        let (transport, addr, mut rx) = started_tls(&pki, "server", false).await;
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let local = tcp.local_addr().unwrap();
+        let mut client = within(client(&pki, false).connect(loopback(), tcp))
+            .await
+            .expect("the server's certificate is good for 127.0.0.1");
+        client.write_all(&OPTIONS[..30]).await.unwrap();
+        client.write_all(&OPTIONS[30..]).await.unwrap();
+        client.flush().await.unwrap();
+        let d = within(rx.recv()).await.unwrap();
+        assert_eq!((d.bytes.as_slice(), d.transport), (OPTIONS, Transport::Tls));
+        assert_eq!(d.from, local);
+        let reply: &[u8] = b"SIP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n";
+        transport.send(d.from, Arc::from(reply));
+        let mut got = vec![0u8; reply.len()];
+        within(client.read_exact(&mut got)).await.unwrap();
+        assert_eq!(got, reply, "over the request's connection, encrypted");
+        drop(client);
+        all_closed(&transport).await;
+    }
+
+    #[tokio::test]
+    async fn mutual_tls_takes_only_clients_with_a_certificate_from_the_ca() {
+        let pki = crate::server::tls::test_pki::Pki::new();
+        let (transport, addr, mut rx) = started_tls(&pki, "server", true).await;
+        // Without a certificate: refused, and nothing reaches a worker.
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        if let Ok(mut c) = within(client(&pki, false).connect(loopback(), tcp)).await {
+            // TLS 1.3 finishes the client's side before the server has
+            // judged it: the refusal comes on the first read.
+            let _ = c.write_all(OPTIONS).await;
+            let _ = c.flush().await;
+            let mut buf = [0u8; 16];
+            assert!(
+                !matches!(within(c.read(&mut buf)).await, Ok(n) if n > 0),
+                "refused"
+            );
+        }
+        all_closed(&transport).await;
+        assert!(
+            rx.try_recv().is_err(),
+            "nothing from a client without a certificate"
+        );
+        // With one from the CA: served.
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let mut c = within(client(&pki, true).connect(loopback(), tcp))
+            .await
+            .expect("handshake");
+        c.write_all(OPTIONS).await.unwrap();
+        c.flush().await.unwrap();
+        let d = within(rx.recv()).await.unwrap();
+        assert_eq!(d.transport, Transport::Tls);
+    }
+
+    #[tokio::test]
+    async fn a_connection_we_open_over_tls_checks_the_servers_certificate() {
+        let pki = crate::server::tls::test_pki::Pki::new();
+        let (_server, server_addr, mut server_rx) = started_tls(&pki, "server", true).await;
+        // Ours verifies the server (127.0.0.1, signed by the CA) and shows
+        // our certificate, which the server demands.
+        let ours =
+            TcpTransport::tls(Tls::load(&pki.config("ours", &["127.0.0.1"], false)).expect("tls"));
+        ours.send(server_addr, Arc::from(OPTIONS));
+        let d = within(server_rx.recv()).await.unwrap();
+        assert_eq!((d.bytes.as_slice(), d.transport), (OPTIONS, Transport::Tls));
+        // A server whose certificate names another host is not told a
+        // thing.
+        let (_impostor, impostor_addr, mut impostor_rx) = {
+            let tls = Tls::load(&pki.config("impostor", &["sip.example.org"], false)).expect("tls");
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let transport = TcpTransport::tls(tls);
+            let (tx, rx) = mpsc::channel(16);
+            transport.set_workers(vec![tx]);
+            tokio::spawn(Arc::clone(&transport).accept(listener));
+            (transport, addr, rx)
+        };
+        let ours =
+            TcpTransport::tls(Tls::load(&pki.config("ours1", &["127.0.0.1"], false)).expect("tls"));
+        ours.send(impostor_addr, Arc::from(OPTIONS));
+        all_closed(&ours).await;
+        assert!(
+            impostor_rx.try_recv().is_err(),
+            "nothing sent to the impostor"
+        );
+        // Unless that is the name we expect of it.
+        let mut named = Tls::load(&pki.config("ours2", &["127.0.0.1"], false)).expect("tls");
+        named.expect_name(impostor_addr, "sip.example.org").unwrap();
+        let ours = TcpTransport::tls(named);
+        ours.send(impostor_addr, Arc::from(OPTIONS));
+        let d = within(impostor_rx.recv()).await.unwrap();
+        assert_eq!(d.bytes.as_slice(), OPTIONS);
     }
 
     #[test]

@@ -111,7 +111,7 @@ fn a_trunk_refusing_refer_gets_the_call_bridged_to_the_acd_with_audio_both_ways(
 /// INVITE, the ACK and the BYE go over the connection callflow opens.
 #[test]
 fn a_bridged_call_reaches_an_acd_over_tcp() {
-    let server = bridged_call(&["--route", "802=bridge_tcp", "--tcp"], 5392, &["-t", "t1"]);
+    let server = bridged_call(&["--route", "802=bridge_tcp"], 5392, &["-t", "t1"]);
     let messages = std::fs::read_to_string(server.dir.path().join("bridge_acd-messages.log"))
         .unwrap_or_default();
     assert!(

@@ -122,6 +122,8 @@ impl Server {
                 "prompts",
                 "--default-flow",
                 "e2e",
+                // A flow there bridges over TCP, which needs SIP over TCP.
+                "--tcp",
             ])
             .arg("--call-records")
             .arg(&records)

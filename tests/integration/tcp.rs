@@ -6,7 +6,7 @@ use crate::sipp::Server;
 
 #[test]
 fn over_tcp_rfc4733_keys_lead_to_a_refer_and_the_call_is_transferred() {
-    let server = Server::start(&["--tcp"]);
+    let server = Server::start(&[]);
     server.call("transfer_rfc4733", &["-t", "t1"]);
     let r = &server.records(1)[0];
     assert_eq!(r["outcome"], "transferred", "{r}");

@@ -588,8 +588,8 @@ fn check_static_sip_uri(uri: &str) -> Result<(), String> {
 const DEFAULT_BRIDGE_RING_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Where a bridged call to `uri` is sent: its host, which must be an IP
-/// address (with the port, 5060 if none) until trunks and queues may be
-/// named in DNS.
+/// address (with the port, or its transport's default: 5060, 5061 over
+/// TLS) until trunks and queues may be named in DNS.
 pub fn bridge_destination(uri: &str) -> Result<std::net::SocketAddr, String> {
     let (_, _, host_part) = split_sip_uri(uri)?;
     let host_port = host_part
@@ -613,7 +613,9 @@ pub fn bridge_destination(uri: &str) -> Result<std::net::SocketAddr, String> {
         )
     })?;
     let port = match port {
-        None => 5060,
+        None => crate::sip::transport::Transport::of_uri(uri)
+            .unwrap_or_default()
+            .default_port(),
         Some(p) => p
             .parse()
             .map_err(|_| format!("`{uri}`: `{p}` is not a port"))?,

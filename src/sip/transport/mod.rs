@@ -6,7 +6,8 @@
 //! address) and the edge finds the connection. A TCP connection is known
 //! by its remote address, so a response to a request that came over TCP
 //! goes back over the same connection (RFC 3261 18.2.2), and requests to
-//! an address we already have a connection with reuse it (RFC 5923).
+//! an address we already have a connection with reuse it (RFC 5923). TLS
+//! is a stream transport too, on its own port.
 
 pub mod framing;
 
@@ -22,6 +23,9 @@ pub enum Transport {
     Udp,
     /// A byte stream; reliable, so nothing is retransmitted.
     Tcp,
+    /// TCP under TLS (RFC 3261 26.2): reliable, and the peer proved who
+    /// it is.
+    Tls,
 }
 
 impl Transport {
@@ -30,6 +34,15 @@ impl Transport {
         match self {
             Transport::Udp => "UDP",
             Transport::Tcp => "TCP",
+            Transport::Tls => "TLS",
+        }
+    }
+
+    /// The port a URI without one means (RFC 3263 4.2).
+    pub fn default_port(self) -> u16 {
+        match self {
+            Transport::Udp | Transport::Tcp => 5060,
+            Transport::Tls => 5061,
         }
     }
 
@@ -45,12 +58,20 @@ impl Transport {
         match self {
             Transport::Udp => "",
             Transport::Tcp => ";transport=tcp",
+            Transport::Tls => ";transport=tls",
         }
     }
 
-    /// The transport a SIP URI asks for: its `transport=` parameter, UDP
-    /// without one (RFC 3263 4.1, for a numeric host).
+    /// The transport a SIP URI asks for: TLS for a `sips:` URI, else its
+    /// `transport=` parameter, UDP without one (RFC 3263 4.1, for a
+    /// numeric host).
     pub fn of_uri(uri: &str) -> Option<Self> {
+        let uri = uri.trim();
+        if uri.len() > 5 && uri[..5].eq_ignore_ascii_case("sips:") {
+            // Every hop of a sips: URI is TLS; a `transport=tcp` on one
+            // (RFC 5630 says so) still means TLS over that TCP.
+            return Some(Transport::Tls);
+        }
         let params = uri.split('?').next().unwrap_or(uri);
         match params.split(';').skip(1).find_map(|p| {
             let (k, v) = p.split_once('=')?;
@@ -68,6 +89,7 @@ impl Transport {
         match value.to_ascii_lowercase().as_str() {
             "udp" => Some(Transport::Udp),
             "tcp" => Some(Transport::Tcp),
+            "tls" => Some(Transport::Tls),
             _ => None,
         }
     }
@@ -85,6 +107,15 @@ mod tests {
             Some(Transport::Tcp)
         );
         assert_eq!(Transport::of_uri("sip:q@10.0.0.5;transport=sctp"), None);
+        assert_eq!(
+            Transport::of_uri("sip:q@10.0.0.5;transport=tls"),
+            Some(Transport::Tls)
+        );
+        assert_eq!(
+            Transport::of_uri("SIPS:q@10.0.0.5;transport=tcp"),
+            Some(Transport::Tls),
+            "a sips: URI is TLS on every hop"
+        );
     }
 }
 
@@ -117,6 +148,14 @@ impl Peer {
     pub fn tcp(addr: SocketAddr) -> Self {
         Self {
             transport: Transport::Tcp,
+            addr,
+        }
+    }
+
+    /// A peer reached over TLS.
+    pub fn tls(addr: SocketAddr) -> Self {
+        Self {
+            transport: Transport::Tls,
             addr,
         }
     }

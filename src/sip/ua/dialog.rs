@@ -67,6 +67,9 @@ pub(super) struct Dialog {
     pub session: Option<super::session_timer::SessionTimer>,
     /// Whether the peer's Allow lists UPDATE (how we refresh a session).
     pub update_allowed: bool,
+    /// A secure dialog (RFC 3261 12.1.1): its INVITE came over TLS to a
+    /// `sips:` URI (or we placed it to one), so our Contact is `sips:`.
+    pub secure: bool,
 }
 
 impl Dialog {
@@ -101,8 +104,7 @@ impl Dialog {
         &mut self,
         method: &Method,
         branch: &str,
-        advertised: SocketAddr,
-        product: &str,
+        config: &super::UaConfig,
         extra: &[(&str, &str)],
         body: Option<(&str, &[u8])>,
     ) -> Vec<u8> {
@@ -120,8 +122,9 @@ impl Dialog {
         let transport = self.source.transport;
         let _ = write!(
             s,
-            "Via: SIP/2.0/{} {advertised};branch={branch};rport\r\n",
-            transport.via_token()
+            "Via: SIP/2.0/{} {};branch={branch};rport\r\n",
+            transport.via_token(),
+            config.sent_by(transport)
         );
         let _ = write!(s, "Max-Forwards: 70\r\n");
         let skip = usize::from(strict.is_some());
@@ -135,12 +138,8 @@ impl Dialog {
         let _ = write!(s, "To: {}\r\n", self.remote_party);
         let _ = write!(s, "Call-ID: {}\r\n", self.call_id);
         let _ = write!(s, "CSeq: {} {}\r\n", self.local_cseq, method.as_str());
-        let _ = write!(
-            s,
-            "Contact: <sip:callflow@{advertised}{}>\r\n",
-            transport.uri_param()
-        );
-        let _ = write!(s, "User-Agent: {product}\r\n");
+        let _ = write!(s, "Contact: {}\r\n", config.contact(transport, self.secure));
+        let _ = write!(s, "User-Agent: {}\r\n", config.product);
         for (n, v) in extra {
             let _ = write!(s, "{n}: {v}\r\n");
         }

@@ -13,7 +13,7 @@ use crate::sip::transaction::{
     AckDisposition, InviteServerTransaction, LegacyRequest, NonInviteServerTransaction,
     TransactionKey, TwoXxRetransmitter,
 };
-use crate::sip::transport::Peer;
+use crate::sip::transport::{Peer, Transport};
 
 /// Extensions we implement; a Require naming another gets 420 (RFC 3261
 /// 8.2.2.3). Session timers (RFC 4028) are; Replaces (RFC 3891) is not,
@@ -443,6 +443,11 @@ impl UserAgent {
             media_networks: None,
             session: session.ok().flatten(),
             update_allowed,
+            // RFC 3261 12.1.1: over TLS, to a sips: Request-URI.
+            secure: source.transport == Transport::Tls
+                && uri
+                    .get(..5)
+                    .is_some_and(|s| s.eq_ignore_ascii_case("sips:")),
         };
         self.by_tags.insert((dialog.call_id.clone(), tag), call);
         let policy = trunk.and_then(|t| self.config.admission.trunks.get(t.0));
@@ -528,14 +533,7 @@ impl UserAgent {
         if (200..300).contains(&status) {
             b = b
                 .record_route(&invite)
-                .header(
-                    "Contact",
-                    &format!(
-                        "<sip:callflow@{}{}>",
-                        self.config.advertised,
-                        source.transport.uri_param()
-                    ),
-                )
+                .header("Contact", &self.config.contact(source.transport, d.secure))
                 .header("Allow", ALLOW);
         }
         for (n, v) in extra {
@@ -658,7 +656,6 @@ impl UserAgent {
             bytes
         };
         let product = self.config.product.clone();
-        let advertised = self.config.advertised;
         let Some(call) = self.dialog_of(&m) else {
             respond_final(
                 &mut tx,
@@ -724,10 +721,7 @@ impl UserAgent {
                     }
                 }
             };
-        let contact = format!(
-            "<sip:callflow@{advertised}{}>",
-            source.transport.uri_param()
-        );
+        let contact = self.config.contact(source.transport, d.secure);
         let timer = session.ok().flatten().filter(|_| status == 200);
         let timer_headers = timer.map(|t| t.header()).unwrap_or_default();
         let mut extra: Vec<(&str, &str)> = match status {

@@ -37,7 +37,7 @@ use super::transaction::{
     InviteServerTransaction, NonInviteClientTransaction, NonInviteServerTransaction, Output,
     Timers, Transaction, TransactionKey, TwoXxRetransmitter,
 };
-use super::transport::Peer;
+use super::transport::{Peer, Transport};
 
 /// Our handle for a call (one dialog created by an incoming INVITE).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -49,6 +49,9 @@ pub struct UaConfig {
     /// The address we advertise in Via and Contact (may differ from the
     /// bound one behind NAT).
     pub advertised: SocketAddr,
+    /// The port SIP over TLS is taken on, when it is: Via and Contact of a
+    /// message over TLS name it instead of `advertised`'s.
+    pub tls_port: Option<u16>,
     /// User-Agent / Server header value.
     pub product: String,
     /// RFC 3261 timer values.
@@ -73,10 +76,32 @@ pub struct UaConfig {
 }
 
 impl UaConfig {
+    /// The address our Via names for a message over `transport` (TLS has
+    /// its own port).
+    pub fn sent_by(&self, transport: Transport) -> SocketAddr {
+        match (transport, self.tls_port) {
+            (Transport::Tls, Some(port)) => SocketAddr::new(self.advertised.ip(), port),
+            _ => self.advertised,
+        }
+    }
+
+    /// Our Contact for a dialog over `transport`: a `sips:` URI for a
+    /// secure dialog (RFC 3261 12.1.1: its requests were `sips:`), else
+    /// the transport as a parameter, so that requests come back on it.
+    pub fn contact(&self, transport: Transport, secure: bool) -> String {
+        let at = self.sent_by(transport);
+        if secure && transport == Transport::Tls {
+            format!("<sips:callflow@{at}>")
+        } else {
+            format!("<sip:callflow@{at}{}>", transport.uri_param())
+        }
+    }
+
     /// Defaults for a UA advertising `advertised`.
     pub fn new(advertised: SocketAddr) -> Self {
         Self {
             advertised,
+            tls_port: None,
             product: concat!("callflow/", env!("CARGO_PKG_VERSION")).to_string(),
             timers: Timers::default(),
             transfer_timeout: Duration::from_secs(30),

@@ -14,7 +14,7 @@ use super::{CallHandle, ClientTx, DialFailure, TimerOwner, UaEvent, UserAgent};
 use crate::sip::auth::{self, Challenge, Credentials};
 use crate::sip::message::{self, Message, Method};
 use crate::sip::transaction::{InviteClientTransaction, NonInviteClientTransaction, Output};
-use crate::sip::transport::Peer;
+use crate::sip::transport::{Peer, Transport};
 
 /// A call to place.
 #[derive(Debug, Clone)]
@@ -146,6 +146,11 @@ impl UserAgent {
             // Calls we place ask for no session timer (yet).
             session: None,
             update_allowed: false,
+            secure: call.destination.transport == Transport::Tls
+                && call
+                    .target
+                    .get(..5)
+                    .is_some_and(|s| s.eq_ignore_ascii_case("sips:")),
         };
         let mut dialog = dialog;
         let mut media = call.media.clone();
@@ -170,7 +175,6 @@ impl UserAgent {
         ring_deadline: Instant,
     ) {
         let branch = format!("z9hG4bK{}", self.unique());
-        let (advertised, product) = (self.config.advertised, self.config.product.clone());
         let Some(d) = self.dialogs.get_mut(&handle) else {
             return;
         };
@@ -205,8 +209,7 @@ impl UserAgent {
         let bytes = d.request(
             &Method::Invite,
             &branch,
-            advertised,
-            &product,
+            &self.config,
             &extra,
             Some(("application/sdp", &offer)),
         );
@@ -452,7 +455,7 @@ impl UserAgent {
             s,
             "Via: SIP/2.0/{} {};branch={};rport\r\n",
             inv.request.destination.transport.via_token(),
-            self.config.advertised,
+            self.config.sent_by(inv.request.destination.transport),
             inv.branch
         );
         let _ = write!(s, "Max-Forwards: 70\r\n");
@@ -482,10 +485,10 @@ impl UserAgent {
         credentials: &[(&'static str, String)],
     ) {
         let branch = format!("z9hG4bK{}", self.unique());
-        let advertised = self.config.advertised;
         let Some(d) = self.dialogs.get_mut(&call) else {
             return;
         };
+        let advertised = self.config.sent_by(d.source.transport);
         if d.state == DialogState::Early {
             if let Some(to) = m.header("To") {
                 d.remote_party = to.to_string();
@@ -598,7 +601,7 @@ impl UserAgent {
             s,
             "Via: SIP/2.0/{} {};branch={};rport\r\nMax-Forwards: 70\r\n",
             inv.request.destination.transport.via_token(),
-            self.config.advertised,
+            self.config.sent_by(inv.request.destination.transport),
             inv.branch
         );
         let Some(d) = self.dialogs.get(&call) else {

@@ -98,11 +98,7 @@ impl UserAgent {
         .record_route(invite)
         .header(
             "Contact",
-            &format!(
-                "<sip:callflow@{}{}>",
-                self.config.advertised,
-                d.source.transport.uri_param()
-            ),
+            &self.config.contact(d.source.transport, d.secure),
         )
         .build();
         let key = key.clone();
@@ -183,11 +179,10 @@ impl UserAgent {
         extra: &[(&str, &str)],
     ) {
         let branch = format!("z9hG4bK{}", self.unique());
-        let (advertised, product) = (self.config.advertised, self.config.product.clone());
         let Some(d) = self.dialogs.get_mut(&call) else {
             return;
         };
-        let bytes = d.request(&method, &branch, advertised, &product, extra, None);
+        let bytes = d.request(&method, &branch, &self.config, extra, None);
         let to = d.destination();
         let reliable = to.transport.is_reliable();
         let tx = NonInviteClientTransaction::new(now, bytes.into(), self.config.timers, reliable);

@@ -253,6 +253,71 @@ fn a_call_over_tcp_keeps_to_its_connection_and_nothing_is_retransmitted() {
 }
 
 #[test]
+fn a_call_over_tls_to_a_sips_uri_is_a_secure_dialog_on_the_tls_port() {
+    use crate::sip::transport::{Peer, Transport};
+    let mut config = UaConfig::new("127.0.0.1:5060".parse().unwrap());
+    config.tls_port = Some(5061);
+    let mut rig = Rig::with(config);
+    let connection: SocketAddr = "127.0.0.1:40125".parse().unwrap();
+    rig.source = Peer::tls(connection);
+    let tls = |m: String| {
+        m.replace("SIP/2.0/UDP", "SIP/2.0/TLS")
+            .replace("INVITE sip:8000", "INVITE sips:8000")
+            .replace("<sip:sipp@127.0.0.1:5070>", "<sips:sipp@127.0.0.1:5071>")
+    };
+    rig.recv(&tls(invite("s1", "z9hG4bK-s1", "", OFFER)));
+    let call = match rig.events.last() {
+        Some((c, UaEvent::Incoming(_))) => *c,
+        other => panic!("{other:?}"),
+    };
+    assert!(rig.accept(call));
+    rig.drain();
+    let tag = rig.to_tag();
+    let ok = rig.sent[1].2.clone();
+    assert!(
+        ok.contains("Contact: <sips:callflow@127.0.0.1:5061>"),
+        "{ok}"
+    );
+    rig.recv(&tls(in_dialog("ACK", "s1", &tag, 1, "z9hG4bK-sa", "", "")));
+    rig.ua.hangup(rig.now, call);
+    rig.drain();
+    let bye = rig.sent.last().unwrap().2.clone();
+    assert!(
+        bye.starts_with("BYE sips:sipp@127.0.0.1:5071 SIP/2.0"),
+        "{bye}"
+    );
+    assert!(bye.contains("Via: SIP/2.0/TLS 127.0.0.1:5061;"), "{bye}");
+    assert!(
+        bye.contains("Contact: <sips:callflow@127.0.0.1:5061>"),
+        "{bye}"
+    );
+    assert!(rig.sent.iter().all(|(_, to, _)| *to == connection));
+    assert!(rig.transports.iter().all(|t| *t == Transport::Tls));
+}
+
+#[test]
+fn a_call_over_tls_to_a_sip_uri_says_its_transport_in_the_contact() {
+    use crate::sip::transport::Peer;
+    let mut config = UaConfig::new("127.0.0.1:5060".parse().unwrap());
+    config.tls_port = Some(5061);
+    let mut rig = Rig::with(config);
+    rig.source = Peer::tls("127.0.0.1:40126".parse().unwrap());
+    let tls = |m: String| m.replace("SIP/2.0/UDP", "SIP/2.0/TLS");
+    rig.recv(&tls(invite("s2", "z9hG4bK-s2", "", OFFER)));
+    let call = match rig.events.last() {
+        Some((c, UaEvent::Incoming(_))) => *c,
+        other => panic!("{other:?}"),
+    };
+    assert!(rig.accept(call));
+    rig.drain();
+    let ok = &rig.sent[1].2;
+    assert!(
+        ok.contains("Contact: <sip:callflow@127.0.0.1:5061;transport=tls>"),
+        "{ok}"
+    );
+}
+
+#[test]
 fn a_refusal_over_tcp_is_sent_once() {
     use crate::sip::transport::Peer;
     let mut rig = Rig::new();
