@@ -17,28 +17,44 @@ use crate::common::repo;
 use crate::sipp::{free_udp_port, Server};
 
 /// A Kamailio proxy relaying to one callflow server.
-struct Proxy {
+pub(crate) struct Proxy {
     child: Child,
-    port: u16,
-    dir: tempfile::TempDir,
+    /// Its UDP port.
+    pub(crate) port: u16,
+    /// Where its log and run files are (and a test's own files may be).
+    pub(crate) dir: tempfile::TempDir,
 }
 
 impl Proxy {
     /// Starts Kamailio on a free port in front of `uas_port`.
     fn start(uas_port: u16) -> Proxy {
-        let dir = tempfile::tempdir().expect("tempdir");
+        Self::launch(
+            tempfile::tempdir().expect("tempdir"),
+            "proxy.cfg",
+            &[format!("UAS_PORT={uas_port}")],
+        )
+    }
+
+    /// Starts Kamailio with `tests/kamailio/{cfg}` and `defines` (each
+    /// `NAME=VALUE`), its UDP port free and given as PROXY_PORT, its files
+    /// in `dir`.
+    pub(crate) fn launch(dir: tempfile::TempDir, cfg: &str, defines: &[String]) -> Proxy {
         let port = free_udp_port();
         let log = std::fs::File::create(dir.path().join("kamailio.log")).expect("log");
         let err = log.try_clone().expect("log");
-        let child = Command::new("kamailio")
-            // Kamailio changes to / after reading its config: absolute paths.
+        let mut command = Command::new("kamailio");
+        // Kamailio changes to / after reading its config: absolute paths.
+        command
             .arg("-f")
-            .arg(repo("tests/kamailio/proxy.cfg"))
+            .arg(repo(&format!("tests/kamailio/{cfg}")))
             .args(["-DD", "-E", "-n", "1", "-m", "32", "-M", "8"])
             .arg("-Y")
             .arg(dir.path().join("run"))
-            .args(["-A", &format!("PROXY_PORT={port}")])
-            .args(["-A", &format!("UAS_PORT={uas_port}")])
+            .args(["-A", &format!("PROXY_PORT={port}")]);
+        for define in defines {
+            command.args(["-A", define]);
+        }
+        let child = command
             // Its children outlive a SIGKILL of the main process; a group
             // of their own lets Drop end them all.
             .process_group(0)
@@ -75,7 +91,8 @@ impl Proxy {
         panic!("kamailio did not start:\n{}", self.log());
     }
 
-    fn log(&self) -> String {
+    /// What Kamailio logged.
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("kamailio.log")).unwrap_or_default()
     }
 }

@@ -14,4 +14,5 @@ mod rfc4475;
 mod shipped_flows;
 mod sipp;
 mod tcp;
+mod tls;
 mod trunks;

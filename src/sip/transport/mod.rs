@@ -38,6 +38,17 @@ impl Transport {
         }
     }
 
+    /// What our Via carries after `rport` on this transport: over a
+    /// stream, `alias` (RFC 5923), so that the peer sends its requests to
+    /// us over the connection we opened, in order with its responses,
+    /// rather than opening one of its own to our sent-by.
+    pub fn via_params(self) -> &'static str {
+        match self {
+            Transport::Udp => "",
+            Transport::Tcp | Transport::Tls => ";alias",
+        }
+    }
+
     /// The port a URI without one means (RFC 3263 4.2).
     pub fn default_port(self) -> u16 {
         match self {

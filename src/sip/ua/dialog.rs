@@ -122,9 +122,10 @@ impl Dialog {
         let transport = self.source.transport;
         let _ = write!(
             s,
-            "Via: SIP/2.0/{} {};branch={branch};rport\r\n",
+            "Via: SIP/2.0/{} {};branch={branch};rport{}\r\n",
             transport.via_token(),
-            config.sent_by(transport)
+            config.sent_by(transport),
+            transport.via_params()
         );
         let _ = write!(s, "Max-Forwards: 70\r\n");
         let skip = usize::from(strict.is_some());

@@ -453,10 +453,11 @@ impl UserAgent {
         let _ = write!(s, "ACK {} SIP/2.0\r\n", inv.request.target);
         let _ = write!(
             s,
-            "Via: SIP/2.0/{} {};branch={};rport\r\n",
+            "Via: SIP/2.0/{} {};branch={};rport{}\r\n",
             inv.request.destination.transport.via_token(),
             self.config.sent_by(inv.request.destination.transport),
-            inv.branch
+            inv.branch,
+            inv.request.destination.transport.via_params()
         );
         let _ = write!(s, "Max-Forwards: 70\r\n");
         if let Some(from) = m.header("From") {
@@ -508,8 +509,9 @@ impl UserAgent {
         let _ = write!(s, "ACK {} SIP/2.0\r\n", d.remote_target);
         let _ = write!(
             s,
-            "Via: SIP/2.0/{} {advertised};branch={branch};rport\r\nMax-Forwards: 70\r\n",
-            d.source.transport.via_token()
+            "Via: SIP/2.0/{} {advertised};branch={branch};rport{}\r\nMax-Forwards: 70\r\n",
+            d.source.transport.via_token(),
+            d.source.transport.via_params()
         );
         for r in &d.route_set {
             let _ = write!(s, "Route: {r}\r\n");
@@ -599,10 +601,11 @@ impl UserAgent {
         let _ = write!(s, "CANCEL {} SIP/2.0\r\n", inv.request.target);
         let _ = write!(
             s,
-            "Via: SIP/2.0/{} {};branch={};rport\r\nMax-Forwards: 70\r\n",
+            "Via: SIP/2.0/{} {};branch={};rport{}\r\nMax-Forwards: 70\r\n",
             inv.request.destination.transport.via_token(),
             self.config.sent_by(inv.request.destination.transport),
-            inv.branch
+            inv.branch,
+            inv.request.destination.transport.via_params()
         );
         let Some(d) = self.dialogs.get(&call) else {
             return;
