@@ -223,6 +223,25 @@ pub struct TrunkConfig {
     /// Over TLS, the name the trunk's certificate must carry (its host
     /// name); default: its IP address.
     pub tls_name: Option<String>,
+    /// Register with the trunk (its address is the registrar), so that it
+    /// sends calls to us; digest credentials are `username`/`password`.
+    pub register: Option<RegisterSettings>,
+}
+
+/// `trunk.register` in the config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterSettings {
+    /// The user of our address-of-record and Contact; default: `username`,
+    /// else `from`.
+    pub user: Option<String>,
+    /// The binding's lifetime asked for (refreshed before it ends).
+    #[serde(default = "default_register_expires")]
+    pub expires: FlowDuration,
+}
+
+fn default_register_expires() -> FlowDuration {
+    FlowDuration(Duration::from_secs(3600))
 }
 
 impl TrunkConfig {
@@ -235,6 +254,36 @@ impl TrunkConfig {
             from: self.from.clone(),
             credentials: self.credentials(),
         }
+    }
+
+    /// The registration to keep, if the trunk wants one.
+    pub fn registration(&self) -> Option<crate::sip::ua::RegisterConfig> {
+        let settings = self.register.as_ref()?;
+        Some(crate::sip::ua::RegisterConfig {
+            registrar: crate::sip::transport::Peer {
+                transport: self.transport,
+                addr: self.address,
+            },
+            domain: self
+                .domain
+                .clone()
+                .unwrap_or_else(|| self.address.ip().to_string()),
+            user: self.registered_user().unwrap_or_default(),
+            credentials: self.credentials(),
+            expires: settings.expires.0,
+        })
+    }
+
+    /// The user we register as, if we register.
+    pub fn registered_user(&self) -> Option<String> {
+        let settings = self.register.as_ref()?;
+        Some(
+            settings
+                .user
+                .clone()
+                .or_else(|| self.username.clone())
+                .unwrap_or_else(|| self.from.clone()),
+        )
     }
 
     /// Digest credentials, when both halves are configured.
@@ -502,7 +551,23 @@ impl ServerConfig {
         };
         if let Some(out) = &self.trunk {
             let ip = out.address.ip();
-            if !config.trunks.iter().any(|t| t.sources.contains(ip)) {
+            if config.trunks.iter().any(|t| t.sources.contains(ip)) {
+                // Its calls are matched to the inbound trunk that has it.
+            } else if out.register.is_some() {
+                // We register so that it sends us calls: it is an inbound
+                // trunk too, with the default limits, its media from
+                // itself unless `trunks` says more.
+                let host = ipnet::IpNet::from(ip);
+                config.trunks.push(TrunkPolicy {
+                    name: "registrar".into(),
+                    sources: Networks::new(vec![host]),
+                    media: Networks::new(vec![host]),
+                    digest: None,
+                    max_calls: default_max_calls(),
+                    calls_per_second: Rate::per_second(default_cps()),
+                    source_rate: Rate::per_second(10.0 * default_cps()),
+                });
+            } else {
                 config.also_from.push(ip);
             }
         }

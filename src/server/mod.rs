@@ -348,6 +348,11 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
                 Arc::clone(&shared.bookings),
             );
             endpoint_config.ua.shared_admission = Some(admission_state.clone());
+            endpoint_config.ua.registered_user = shared
+                .config
+                .trunk
+                .as_ref()
+                .and_then(|t| t.registered_user());
             endpoint_config.ua.shard = Some((index, worker_count));
             let rtp_out = if worker_count < cores {
                 rtp_out::RtpOut::thread()
@@ -368,13 +373,22 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
                 rtp_reader,
                 rtp_rx,
             };
-            let (worker, inbox) = Worker::new(
+            let (mut worker, inbox) = Worker::new(
                 Arc::clone(&shared),
                 endpoint_config,
                 io,
                 index,
                 Arc::clone(&busy_workers),
             );
+            // The first listener's first worker keeps the registration
+            // (its Call-ID is chosen to come back to it).
+            if index == 0 && dialler.is_none() {
+                if let Some(registration) =
+                    shared.config.trunk.as_ref().and_then(|t| t.registration())
+                {
+                    worker.endpoint.register(now(), registration);
+                }
+            }
             queues.push(sip_tx);
             inboxes.push(worker.inbox.clone());
             workers.spawn(worker.run(inbox, control_rx.clone()));

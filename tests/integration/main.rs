@@ -10,6 +10,7 @@ mod dialler;
 mod fuzz_corpus;
 mod journeys;
 mod kamailio;
+mod register;
 mod rfc4475;
 mod shipped_flows;
 mod sipp;

@@ -249,6 +249,18 @@ impl Endpoint {
         }
     }
 
+    /// Registers with a trunk's registrar and keeps the binding fresh; a
+    /// drain removes it.
+    pub fn register(&mut self, now: Instant, config: crate::sip::ua::RegisterConfig) {
+        self.ua.register(now, config);
+        self.pump(now);
+    }
+
+    /// Where the registration stands, if we keep one.
+    pub fn registration_state(&self) -> Option<&crate::sip::ua::RegistrationState> {
+        self.ua.registration_state()
+    }
+
     /// New flows and prompts (a reload); calls in progress keep theirs.
     pub fn set_runtime(&mut self, runtime: Arc<Runtime>) {
         self.runtime = runtime;
@@ -273,7 +285,11 @@ impl Endpoint {
 
     /// Whether nothing is left to do before a drained server may stop.
     pub fn is_idle(&self) -> bool {
-        self.calls.is_empty() && self.ringing.is_empty() && self.ua.active_calls() == 0
+        self.calls.is_empty()
+            && self.ringing.is_empty()
+            && self.ua.active_calls() == 0
+            // A stopping server waits for its unregistration's answer.
+            && !self.ua.registration_busy()
     }
 
     /// What admission control turned away.
@@ -418,6 +434,7 @@ impl Endpoint {
         }
         self.drain_until = Some(until);
         self.ua.set_accepting(false);
+        self.ua.unregister(now);
         for r in std::mem::take(&mut self.ringing) {
             self.ua.reject(
                 now,

@@ -49,6 +49,8 @@ pub enum Method {
     Update,
     /// PRACK (RFC 3262)
     Prack,
+    /// REGISTER (RFC 3261 10)
+    Register,
     /// Any other method, by name.
     Other(String),
 }
@@ -67,6 +69,7 @@ impl Method {
             "NOTIFY" => Method::Notify,
             "UPDATE" => Method::Update,
             "PRACK" => Method::Prack,
+            "REGISTER" => Method::Register,
             other => Method::Other(other.to_string()),
         }
     }
@@ -84,6 +87,7 @@ impl Method {
             Method::Notify => "NOTIFY",
             Method::Update => "UPDATE",
             Method::Prack => "PRACK",
+            Method::Register => "REGISTER",
             Method::Other(s) => s,
         }
     }

@@ -206,7 +206,8 @@ impl UserAgent {
             }
             Method::Bye | Method::Info | Method::Notify => self.on_in_dialog(now, source, key, m),
             Method::Update => self.on_update(now, source, key, m),
-            Method::Other(_) => self.respond(
+            // We are no registrar.
+            Method::Other(_) | Method::Register => self.respond(
                 now,
                 source,
                 key,
@@ -454,7 +455,12 @@ impl UserAgent {
         let incoming = IncomingCall {
             call_id: dialog.call_id.clone(),
             caller: user_of(message::uri_of(&from)),
-            called: user_of(&uri),
+            // A trunk we registered with sends to our Contact, whose user
+            // is the registration's: the number dialled is in the To.
+            called: match self.registered_user() {
+                Some(user) if user_of(&uri) == user => user_of(message::uri_of(&to_header)),
+                _ => user_of(&uri),
+            },
             from,
             to: to_header,
             offer: (!m.body.is_empty()).then(|| m.body.clone()),

@@ -13,6 +13,7 @@ mod dialog;
 mod incoming;
 mod outgoing;
 mod refer;
+pub mod register;
 pub mod session_timer;
 #[cfg(test)]
 mod tests;
@@ -27,6 +28,7 @@ use dialog::Dialog;
 pub use dialog::DialogState;
 pub use outgoing::{header_safe, OutgoingCall};
 pub use refer::{refer_to, sipfrag_status};
+pub use register::{RegisterConfig, RegistrationState};
 
 use super::admission::{
     Admission, AdmissionConfig, AdmissionCounters, Networks, SharedAdmission, TrunkId, Verdict,
@@ -52,6 +54,10 @@ pub struct UaConfig {
     /// The port SIP over TLS is taken on, when it is: Via and Contact of a
     /// message over TLS name it instead of `advertised`'s.
     pub tls_port: Option<u16>,
+    /// The user of the Contact we register with a trunk (whichever of a
+    /// listener's user agents keeps the registration): an INVITE to it
+    /// is for the number in its To.
+    pub registered_user: Option<String>,
     /// User-Agent / Server header value.
     pub product: String,
     /// RFC 3261 timer values.
@@ -102,6 +108,7 @@ impl UaConfig {
         Self {
             advertised,
             tls_port: None,
+            registered_user: None,
             product: concat!("callflow/", env!("CARGO_PKG_VERSION")).to_string(),
             timers: Timers::default(),
             transfer_timeout: Duration::from_secs(30),
@@ -286,6 +293,8 @@ enum TimerOwner {
     Invite(String),
     Ring(CallHandle),
     Session(CallHandle),
+    /// The registration's refresh or retry.
+    Register,
 }
 
 /// The user agent.
@@ -305,6 +314,8 @@ pub struct UserAgent {
     two_xx: HashMap<CallHandle, (TwoXxRetransmitter, Peer)>,
     /// Our INVITEs in flight, by branch.
     invites: HashMap<String, outgoing::Invite>,
+    /// Our registration with a trunk's registrar, if we keep one.
+    registration: Option<register::Registration>,
     /// Deadlines of all of the above, earliest first.
     timers: BinaryHeap<Reverse<(Instant, TimerOwner)>>,
     out: VecDeque<UaOutput>,
@@ -360,6 +371,7 @@ impl UserAgent {
             by_tags: HashMap::new(),
             two_xx: HashMap::new(),
             invites: HashMap::new(),
+            registration: None,
             timers: BinaryHeap::new(),
             out: VecDeque::new(),
         }
@@ -550,6 +562,7 @@ impl UserAgent {
             TimerOwner::Refer(c) | TimerOwner::Ring(c) | TimerOwner::Session(c) => {
                 dialogs.contains_key(c)
             }
+            TimerOwner::Register => true,
         });
         self.counters.timers_compacted += (before - self.timers.len()) as u64;
     }
@@ -614,6 +627,7 @@ impl UserAgent {
                     }
                 }
                 TimerOwner::Ring(call) => self.ring_timeout(now, call),
+                TimerOwner::Register => self.registration_due(now),
                 TimerOwner::Session(call) => self.session_due(now, call),
                 TimerOwner::Refer(call) => {
                     let late = self
@@ -715,6 +729,8 @@ impl UserAgent {
             self.forget(call);
         } else if *method == Method::Update {
             self.session_lost(now, call, why);
+        } else if *method == Method::Register {
+            self.register_failed(now, format!("REGISTER: {why}"));
         }
     }
 
@@ -766,6 +782,7 @@ impl UserAgent {
             Method::Refer => self.on_refer_response(now, call, status, &m),
             Method::Bye => self.forget(call),
             Method::Update => self.on_refresh_response(now, call, status, &m),
+            Method::Register => self.on_register_response(now, status, &m),
             _ => {}
         }
     }

@@ -1447,3 +1447,251 @@ fn a_refresh_refused_as_too_short_is_sent_again_at_once_with_the_peers_minimum()
         .events
         .contains(&(call, UaEvent::Ended(EndReason::SessionExpired))));
 }
+
+/// A registrar's response to the REGISTER `request`: its Via, From,
+/// Call-ID and CSeq, a To with a tag, and `extra` header lines.
+fn registrar_says(request: &str, status: &str, extra: &str) -> String {
+    let header = |name: &str| {
+        request
+            .lines()
+            .find(|l| l.starts_with(&format!("{name}:")))
+            .unwrap_or_else(|| panic!("no {name} in {request}"))
+            .to_string()
+    };
+    format!(
+        "SIP/2.0 {status}\r\n{}\r\n{}\r\n{};tag=reg1\r\n{}\r\n{}\r\n{extra}Content-Length: 0\r\n\r\n",
+        header("Via"),
+        header("From"),
+        header("To"),
+        header("Call-ID"),
+        header("CSeq"),
+    )
+}
+
+fn registration(expires: u64) -> super::RegisterConfig {
+    super::RegisterConfig {
+        registrar: crate::sip::transport::Peer::udp("127.0.0.1:5090".parse().unwrap()),
+        domain: "trunk.test".into(),
+        user: "callflow7".into(),
+        credentials: Some(crate::sip::auth::Credentials {
+            username: "callflow7".into(),
+            password: "s3cret".into(),
+        }),
+        expires: Duration::from_secs(expires),
+    }
+}
+
+const CHALLENGE: &str =
+    "WWW-Authenticate: Digest realm=\"trunk.test\", nonce=\"n1\", algorithm=MD5, qop=\"auth\"\r\n";
+
+/// The REGISTERs sent so far, each once (not its retransmissions).
+fn registers(rig: &Rig) -> Vec<(Duration, String)> {
+    let mut seen = Vec::new();
+    rig.sent
+        .iter()
+        .filter(|(_, _, t)| t.starts_with("REGISTER "))
+        .filter(|(_, _, t)| {
+            let cseq = t
+                .lines()
+                .find(|l| l.starts_with("CSeq:"))
+                .map(str::to_string);
+            let fresh = !seen.contains(&cseq);
+            seen.push(cseq);
+            fresh
+        })
+        .map(|(at, _, t)| (*at, t.clone()))
+        .collect()
+}
+
+#[test]
+fn a_registration_answers_the_challenge_and_is_refreshed_before_it_expires() {
+    use super::RegistrationState;
+    let mut rig = Rig::new();
+    rig.ua.register(rig.now, registration(120));
+    rig.drain();
+    let first = registers(&rig)[0].1.clone();
+    assert!(
+        first.starts_with("REGISTER sip:trunk.test SIP/2.0\r\n"),
+        "{first}"
+    );
+    for line in [
+        "From: <sip:callflow7@trunk.test>;tag=",
+        "To: <sip:callflow7@trunk.test>\r\n",
+        "CSeq: 1 REGISTER",
+        "Contact: <sip:callflow7@127.0.0.1:5060>",
+        "Expires: 120",
+    ] {
+        assert!(first.contains(line), "{line} in {first}");
+    }
+    assert_eq!(
+        rig.ua.registration_state(),
+        Some(&RegistrationState::Registering)
+    );
+    rig.recv(&registrar_says(&first, "401 Unauthorized", CHALLENGE));
+    let second = registers(&rig)[1].1.clone();
+    assert!(second.contains("CSeq: 2 REGISTER"), "{second}");
+    assert!(
+        second.contains("Authorization: Digest username=\"callflow7\""),
+        "{second}"
+    );
+    assert!(second.contains("uri=\"sip:trunk.test\""), "{second}");
+    let call_id = |t: &str| {
+        t.lines()
+            .find(|l| l.starts_with("Call-ID:"))
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(call_id(&first), call_id(&second), "one Call-ID (10.2.4)");
+    // The registrar grants less than asked, in our Contact's expires.
+    rig.recv(&registrar_says(
+        &second,
+        "200 OK",
+        "Contact: <sip:other@192.0.2.9>;expires=3000, <sip:callflow7@127.0.0.1:5060>;expires=90\r\n",
+    ));
+    assert_eq!(
+        rig.ua.registration_state(),
+        Some(&RegistrationState::Registered {
+            expires: Duration::from_secs(90)
+        })
+    );
+    // Refreshed at 45 s (half of a short binding), with the credentials.
+    rig.run_until(Duration::from_secs(44));
+    assert_eq!(registers(&rig).len(), 2);
+    rig.run_until(Duration::from_secs(46));
+    let refresh = registers(&rig)[2].1.clone();
+    assert!(refresh.contains("CSeq: 3 REGISTER"), "{refresh}");
+    assert!(refresh.contains("Authorization: Digest"), "{refresh}");
+    assert!(
+        refresh.contains("nc=00000002"),
+        "the nonce is counted on: {refresh}"
+    );
+    // Its nonce expired: a new challenge is answered, not taken as refusal.
+    rig.recv(&registrar_says(
+        &refresh,
+        "401 Unauthorized",
+        &CHALLENGE.replace("n1", "n2"),
+    ));
+    let again = registers(&rig)[3].1.clone();
+    assert!(again.contains("nonce=\"n2\""), "{again}");
+    rig.recv(&registrar_says(&again, "200 OK", "Expires: 3600\r\n"));
+    assert_eq!(
+        rig.ua.registration_state(),
+        Some(&RegistrationState::Registered {
+            expires: Duration::from_secs(3600)
+        })
+    );
+}
+
+#[test]
+fn a_refused_registration_backs_off_doubling_and_a_423_raises_the_interval() {
+    use super::RegistrationState;
+    let mut rig = Rig::new();
+    rig.ua.register(rig.now, registration(120));
+    rig.drain();
+    let first = registers(&rig)[0].1.clone();
+    rig.recv(&registrar_says(&first, "401 Unauthorized", CHALLENGE));
+    let second = registers(&rig)[1].1.clone();
+    // The same realm challenges the answer again: the credentials are wrong.
+    rig.recv(&registrar_says(
+        &second,
+        "401 Unauthorized",
+        &CHALLENGE.replace("n1", "n9"),
+    ));
+    assert!(matches!(
+        rig.ua.registration_state(),
+        Some(RegistrationState::Failed { reason }) if reason.contains("refused our credentials")
+    ));
+    // Retried after 15-30 s, not before.
+    rig.run_until(Duration::from_secs(14));
+    assert_eq!(registers(&rig).len(), 2);
+    rig.run_until(Duration::from_secs(31));
+    assert_eq!(registers(&rig).len(), 3);
+    let (at3, third) = registers(&rig)[2].clone();
+    // A 403 doubles the wait: 30-60 s.
+    rig.recv(&registrar_says(&third, "403 Forbidden", ""));
+    rig.run_until(at3 + Duration::from_secs(29));
+    assert_eq!(registers(&rig).len(), 3);
+    rig.run_until(at3 + Duration::from_secs(61));
+    let (at4, fourth) = registers(&rig)[3].clone();
+    // No answer at all (Timer F) is a failure too: 60-120 s after.
+    rig.run_until(at4 + Duration::from_secs(33));
+    assert!(matches!(
+        rig.ua.registration_state(),
+        Some(RegistrationState::Failed { reason }) if reason.contains("timeout")
+    ));
+    assert_eq!(registers(&rig).len(), 4, "only retransmissions of {fourth}");
+    rig.run_until(at4 + Duration::from_secs(32 + 29));
+    assert_eq!(registers(&rig).len(), 4);
+    // Answered as soon as it is sent (by 32 + 120 s).
+    let mut t = at4 + Duration::from_secs(32 + 29);
+    while registers(&rig).len() < 5 {
+        t += Duration::from_millis(100);
+        assert!(
+            t <= at4 + Duration::from_secs(32 + 121),
+            "no fifth REGISTER"
+        );
+        rig.run_until(t);
+    }
+    let (_, fifth) = registers(&rig).last().unwrap().clone();
+    // The registrar wants a longer binding.
+    rig.recv(&registrar_says(
+        &fifth,
+        "423 Interval Too Brief",
+        "Min-Expires: 600\r\n",
+    ));
+    let sixth = registers(&rig).last().unwrap().1.clone();
+    assert!(sixth.contains("Expires: 600"), "{sixth}");
+    rig.recv(&registrar_says(&sixth, "200 OK", ""));
+    assert_eq!(
+        rig.ua.registration_state(),
+        Some(&RegistrationState::Registered {
+            expires: Duration::from_secs(600)
+        }),
+        "without an expiry in the answer, the one asked for"
+    );
+}
+
+#[test]
+fn unregistering_removes_the_binding_and_nothing_is_refreshed_after() {
+    use super::RegistrationState;
+    let mut rig = Rig::new();
+    rig.ua.register(rig.now, registration(120));
+    rig.drain();
+    let first = registers(&rig)[0].1.clone();
+    rig.recv(&registrar_says(&first, "200 OK", "Expires: 120\r\n"));
+    rig.ua.unregister(rig.now);
+    rig.drain();
+    let removal = registers(&rig)[1].1.clone();
+    assert!(removal.contains("Expires: 0\r\n"), "{removal}");
+    assert!(rig.ua.registration_busy());
+    rig.recv(&registrar_says(&removal, "200 OK", ""));
+    assert!(!rig.ua.registration_busy());
+    assert_eq!(
+        rig.ua.registration_state(),
+        Some(&RegistrationState::Unregistered)
+    );
+    rig.run_until(Duration::from_secs(600));
+    assert_eq!(registers(&rig).len(), 2, "no refresh after");
+}
+
+#[test]
+fn an_invite_to_our_registered_contact_is_for_the_number_in_its_to() {
+    let mut config = UaConfig::new("127.0.0.1:5060".parse().unwrap());
+    config.registered_user = Some("callflow7".into());
+    let mut rig = Rig::with(config);
+    let to_contact =
+        invite("r1", "z9hG4bK-r1", "", OFFER).replace("INVITE sip:8000@", "INVITE sip:callflow7@");
+    rig.recv(&to_contact);
+    match rig.events.last() {
+        Some((_, UaEvent::Incoming(i))) => assert_eq!(i.called, "8000"),
+        other => panic!("{other:?}"),
+    }
+    // Any other Request-URI is its own number.
+    rig.recv(
+        &invite("r2", "z9hG4bK-r2", "", OFFER).replace("INVITE sip:8000@", "INVITE sip:8001@"),
+    );
+    match rig.events.last() {
+        Some((_, UaEvent::Incoming(i))) => assert_eq!(i.called, "8001"),
+        other => panic!("{other:?}"),
+    }
+}
