@@ -462,6 +462,10 @@ fn check_runtime(config: &ServerConfig, runtime: &Runtime) -> Result<(), String>
             "the trunk's transport is tls, but SIP over TLS is off: configure `tls`".to_string(),
         );
     }
+    if config.tls.as_ref().is_some_and(|t| t.port == 0) {
+        // Via and Contact would advertise port 0.
+        return Err("tls.port must name a port, not 0".to_string());
+    }
     for transport in runtime.bridge_transports() {
         if transport == Transport::Tcp && !config.tcp {
             return Err(

@@ -12,7 +12,7 @@
 //! connection has to say something, the time one may stay silent, and the
 //! messages waiting to be written.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -62,6 +62,9 @@ struct Table {
     /// against: a replaced connection still counts until it closes.
     open: HashMap<u64, IpAddr>,
     per_source: HashMap<IpAddr, usize>,
+    /// The connections we opened (and, over TLS, verified): one a peer
+    /// opens to us never takes over their address.
+    ours: HashSet<u64>,
     next_id: u64,
 }
 
@@ -81,7 +84,13 @@ fn source_key(ip: IpAddr) -> IpAddr {
 impl Table {
     /// Makes room for a connection with `addr`, within the bounds; the
     /// connection's number, the queue to it and where it is read from.
-    fn register(&mut self, addr: SocketAddr) -> Option<(Writer, mpsc::Receiver<Arc<[u8]>>)> {
+    /// One we open (`ours`) is where messages to `addr` go at once; one a
+    /// peer opened only once [`Table::publish`]ed.
+    fn register(
+        &mut self,
+        addr: SocketAddr,
+        ours: bool,
+    ) -> Option<(Writer, mpsc::Receiver<Arc<[u8]>>)> {
         let key = source_key(addr.ip());
         let from_source = self.per_source.get(&key).copied().unwrap_or(0);
         if self.open.len() >= MAX_CONNECTIONS || from_source >= MAX_PER_ADDRESS {
@@ -92,10 +101,26 @@ impl Table {
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
         self.open.insert(id, key);
         *self.per_source.entry(key).or_default() += 1;
-        // A second connection with the same address (a peer that
-        // reconnected) takes over what is sent there.
-        self.by_addr.insert(addr, (id, tx.clone()));
+        if ours {
+            self.ours.insert(id);
+            self.by_addr.insert(addr, (id, tx.clone()));
+        }
         Some(((id, tx), rx))
+    }
+
+    /// Makes a connection a peer opened (over TLS: once its handshake is
+    /// done) where messages to its address go: a peer that reconnected
+    /// takes over from its old connection, but never from one we opened,
+    /// which is the one we verified.
+    fn publish(&mut self, addr: SocketAddr, writer: &Writer) {
+        if self
+            .by_addr
+            .get(&addr)
+            .is_some_and(|(id, _)| self.ours.contains(id))
+        {
+            return;
+        }
+        self.by_addr.insert(addr, writer.clone());
     }
 
     /// Forgets connection `id` with `addr`.
@@ -103,6 +128,7 @@ impl Table {
         if self.by_addr.get(&addr).is_some_and(|(i, _)| *i == id) {
             self.by_addr.remove(&addr);
         }
+        self.ours.remove(&id);
         if let Some(key) = self.open.remove(&id) {
             if let Some(n) = self.per_source.get_mut(&key) {
                 *n -= 1;
@@ -217,7 +243,7 @@ impl TcpTransport {
                     continue;
                 }
             };
-            let registered = self.table().register(peer);
+            let registered = self.table().register(peer, false);
             let Some((writer, rx)) = registered else {
                 tracing::debug!(%peer, "SIP over {}: too many connections; closed", self.transport);
                 continue;
@@ -226,6 +252,7 @@ impl TcpTransport {
             tokio::spawn(async move {
                 let _ = stream.set_nodelay(true);
                 let Some(tls) = &transport.tls else {
+                    transport.table().publish(peer, &writer);
                     return transport.run(stream, peer, writer, rx, false).await;
                 };
                 // The handshake runs in the connection's own task, so a
@@ -233,7 +260,10 @@ impl TcpTransport {
                 // counts against the bounds while it lasts.
                 let accepted = tokio::time::timeout(HANDSHAKE_WITHIN, tls.acceptor.accept(stream));
                 match accepted.await {
-                    Ok(Ok(stream)) => transport.run(stream, peer, writer, rx, false).await,
+                    Ok(Ok(stream)) => {
+                        transport.table().publish(peer, &writer);
+                        transport.run(stream, peer, writer, rx, false).await
+                    }
                     Ok(Err(e)) => {
                         tracing::info!(%peer, "SIP over TLS: handshake failed: {e}");
                         transport.table().unregister(peer, writer.0);
@@ -272,10 +302,10 @@ impl TcpTransport {
                     }
                     Err(mpsc::error::TrySendError::Closed(bytes)) => {
                         t.unregister(to, id);
-                        t.register(to).map(|r| (r, bytes))
+                        t.register(to, true).map(|r| (r, bytes))
                     }
                 },
-                None => t.register(to).map(|r| (r, bytes)),
+                None => t.register(to, true).map(|r| (r, bytes)),
             }
         };
         let Some((((id, tx), rx), bytes)) = opened else {
@@ -714,6 +744,28 @@ mod tests {
         ours.send(impostor_addr, Arc::from(OPTIONS));
         let d = within(impostor_rx.recv()).await.unwrap();
         assert_eq!(d.bytes.as_slice(), OPTIONS);
+    }
+
+    #[test]
+    fn a_connection_a_peer_opens_never_takes_over_one_we_opened() {
+        let mut t = Table::default();
+        let addr: SocketAddr = "192.0.2.10:5061".parse().unwrap();
+        let (ours, _rx1) = t.register(addr, true).unwrap();
+        assert_eq!(t.by_addr.get(&addr).map(|w| w.0), Some(ours.0));
+        // Someone connects from that address: until published it gets
+        // nothing, and publishing does not displace ours.
+        let (theirs, _rx2) = t.register(addr, false).unwrap();
+        assert_eq!(t.by_addr.get(&addr).map(|w| w.0), Some(ours.0));
+        t.publish(addr, &theirs);
+        assert_eq!(t.by_addr.get(&addr).map(|w| w.0), Some(ours.0));
+        // Once ours is gone, a peer's published connection is used.
+        t.unregister(addr, ours.0);
+        t.publish(addr, &theirs);
+        assert_eq!(t.by_addr.get(&addr).map(|w| w.0), Some(theirs.0));
+        // A peer that reconnects takes over from its own old connection.
+        let (again, _rx3) = t.register(addr, false).unwrap();
+        t.publish(addr, &again);
+        assert_eq!(t.by_addr.get(&addr).map(|w| w.0), Some(again.0));
     }
 
     #[test]

@@ -78,7 +78,10 @@ impl Transport {
     /// numeric host).
     pub fn of_uri(uri: &str) -> Option<Self> {
         let uri = uri.trim();
-        if uri.len() > 5 && uri[..5].eq_ignore_ascii_case("sips:") {
+        if uri
+            .get(..5)
+            .is_some_and(|s| s.eq_ignore_ascii_case("sips:"))
+        {
             // Every hop of a sips: URI is TLS; a `transport=tcp` on one
             // (RFC 5630 says so) still means TLS over that TCP.
             return Some(Transport::Tls);
@@ -118,6 +121,7 @@ mod tests {
             Some(Transport::Tcp)
         );
         assert_eq!(Transport::of_uri("sip:q@10.0.0.5;transport=sctp"), None);
+        assert_eq!(Transport::of_uri("sip:é@10.0.0.5"), Some(Transport::Udp));
         assert_eq!(
             Transport::of_uri("sip:q@10.0.0.5;transport=tls"),
             Some(Transport::Tls)
