@@ -605,7 +605,17 @@ mod tests {
         file: &str,
         mutual: bool,
     ) -> (Arc<TcpTransport>, SocketAddr, mpsc::Receiver<Datagram>) {
-        let tls = Tls::load(&pki.config(file, &["127.0.0.1"], mutual)).expect("tls");
+        started_tls_as(pki, file, &["127.0.0.1"], mutual).await
+    }
+
+    /// [`started_tls`] with a certificate for `names`.
+    async fn started_tls_as(
+        pki: &crate::server::tls::test_pki::Pki,
+        file: &str,
+        names: &[&str],
+        mutual: bool,
+    ) -> (Arc<TcpTransport>, SocketAddr, mpsc::Receiver<Datagram>) {
+        let tls = Tls::load(&pki.config(file, names, mutual)).expect("tls");
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let transport = TcpTransport::tls(tls);
@@ -719,16 +729,8 @@ mod tests {
         assert_eq!((d.bytes.as_slice(), d.transport), (OPTIONS, Transport::Tls));
         // A server whose certificate names another host is not told a
         // thing.
-        let (_impostor, impostor_addr, mut impostor_rx) = {
-            let tls = Tls::load(&pki.config("impostor", &["sip.example.org"], false)).expect("tls");
-            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let addr = listener.local_addr().unwrap();
-            let transport = TcpTransport::tls(tls);
-            let (tx, rx) = mpsc::channel(16);
-            transport.set_workers(vec![tx]);
-            tokio::spawn(Arc::clone(&transport).accept(listener));
-            (transport, addr, rx)
-        };
+        let (_impostor, impostor_addr, mut impostor_rx) =
+            started_tls_as(&pki, "impostor", &["sip.example.org"], false).await;
         let ours =
             TcpTransport::tls(Tls::load(&pki.config("ours1", &["127.0.0.1"], false)).expect("tls"));
         ours.send(impostor_addr, Arc::from(OPTIONS));
