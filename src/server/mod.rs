@@ -408,6 +408,7 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
             tracing::warn!("cannot enlarge the SIP receive buffer: {e}");
         }
         for stream in [&tcp, &tls].into_iter().flatten() {
+            stream.set_admission(admission.clone());
             stream.set_workers(queues.clone());
         }
         readers.push(tokio::spawn(read_sip(socket, queues)));

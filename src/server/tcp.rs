@@ -28,6 +28,9 @@ use crate::sip::transport::Transport;
 
 /// Connections at most, in all.
 const MAX_CONNECTIONS: usize = 4096;
+/// Of those, this many only for connections we open: peers that fill the
+/// table cannot cut us off from the trunk.
+const RESERVED_FOR_OURS: usize = 256;
 /// Connections at most from (or to) one IP address.
 const MAX_PER_ADDRESS: usize = 64;
 /// The largest message taken from a stream.
@@ -93,7 +96,12 @@ impl Table {
     ) -> Option<(Writer, mpsc::Receiver<Arc<[u8]>>)> {
         let key = source_key(addr.ip());
         let from_source = self.per_source.get(&key).copied().unwrap_or(0);
-        if self.open.len() >= MAX_CONNECTIONS || from_source >= MAX_PER_ADDRESS {
+        let room = if ours {
+            MAX_CONNECTIONS
+        } else {
+            MAX_CONNECTIONS - RESERVED_FOR_OURS
+        };
+        if self.open.len() >= room || from_source >= MAX_PER_ADDRESS {
             return None;
         }
         self.next_id += 1;
@@ -189,6 +197,8 @@ pub(super) struct TcpTransport {
     workers: OnceLock<Vec<mpsc::Sender<Datagram>>>,
     /// With TLS, what connections are wrapped in.
     tls: Option<Tls>,
+    /// Who may connect to us (without it, anyone: tests).
+    admission: OnceLock<crate::sip::admission::AdmissionConfig>,
     /// TCP, or TLS.
     transport: Transport,
 }
@@ -200,6 +210,7 @@ impl TcpTransport {
         Arc::new(Self {
             table: Mutex::default(),
             workers: OnceLock::new(),
+            admission: OnceLock::new(),
             tls: None,
             transport: Transport::Tcp,
         })
@@ -211,9 +222,16 @@ impl TcpTransport {
         Arc::new(Self {
             table: Mutex::default(),
             workers: OnceLock::new(),
+            admission: OnceLock::new(),
             tls: Some(tls),
             transport: Transport::Tls,
         })
+    }
+
+    /// Who may connect: a source admission would never take a request
+    /// from is closed on at once, before any TLS handshake.
+    pub(super) fn set_admission(&self, admission: crate::sip::admission::AdmissionConfig) {
+        let _ = self.admission.set(admission);
     }
 
     /// The workers that take what the connections read.
@@ -243,6 +261,14 @@ impl TcpTransport {
                     continue;
                 }
             };
+            if self
+                .admission
+                .get()
+                .is_some_and(|a| !a.may_connect(peer.ip()))
+            {
+                tracing::debug!(%peer, "SIP over {}: not from a trunk; closed", self.transport);
+                continue;
+            }
             let registered = self.table().register(peer, false);
             let Some((writer, rx)) = registered else {
                 tracing::debug!(%peer, "SIP over {}: too many connections; closed", self.transport);
@@ -722,8 +748,11 @@ mod tests {
         let (_server, server_addr, mut server_rx) = started_tls(&pki, "server", true).await;
         // Ours verifies the server (127.0.0.1, signed by the CA) and shows
         // our certificate, which the server demands.
-        let ours =
-            TcpTransport::tls(Tls::load(&pki.config("ours", &["127.0.0.1"], false)).expect("tls"));
+        // (with a client certificate of its own, apart from its server one)
+        let mut config = pki.config("ours", &["127.0.0.1"], false);
+        let (chain, key) = pki.leaf("ours-as-client", &["client.test"]);
+        (config.client_certificate, config.client_key) = (Some(chain), Some(key));
+        let ours = TcpTransport::tls(Tls::load(&config).expect("tls"));
         ours.send(server_addr, Arc::from(OPTIONS));
         let d = within(server_rx.recv()).await.unwrap();
         assert_eq!((d.bytes.as_slice(), d.transport), (OPTIONS, Transport::Tls));
@@ -768,6 +797,38 @@ mod tests {
         let (again, _rx3) = t.register(addr, false).unwrap();
         t.publish(addr, &again);
         assert_eq!(t.by_addr.get(&addr).map(|w| w.0), Some(again.0));
+    }
+
+    #[tokio::test]
+    async fn a_source_no_trunk_has_is_closed_on_before_anything() {
+        let (transport, addr, mut rx) = started().await;
+        let mut admission = crate::sip::admission::AdmissionConfig::default();
+        admission.trunks = crate::sip::admission::AdmissionConfig::loopback_only().trunks;
+        admission.trunks[0].sources =
+            crate::sip::admission::Networks::new(vec!["192.0.2.0/24".parse().unwrap()]);
+        transport.set_admission(admission);
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        let _ = client.write_all(OPTIONS).await;
+        let mut buf = [0u8; 4];
+        assert_eq!(
+            within(client.read(&mut buf)).await.unwrap_or(0),
+            0,
+            "closed at once"
+        );
+        assert_eq!(transport.open(), 0, "never counted");
+        assert!(rx.try_recv().is_err(), "nothing read");
+    }
+
+    #[test]
+    fn peers_cannot_take_the_slots_kept_for_connections_we_open() {
+        let mut t = Table::default();
+        for n in 0..(MAX_CONNECTIONS - RESERVED_FOR_OURS) {
+            let ip = IpAddr::from([10, (n >> 16) as u8, (n >> 8) as u8, n as u8]);
+            assert!(t.register(SocketAddr::new(ip, 5060), false).is_some());
+        }
+        let late: SocketAddr = "198.51.100.1:5060".parse().unwrap();
+        assert!(t.register(late, false).is_none(), "peers are full");
+        assert!(t.register(late, true).is_some(), "ours still fit");
     }
 
     #[test]

@@ -35,6 +35,12 @@ pub struct TlsConfig {
     /// The roots servers we connect to are verified against (PEM);
     /// default: the Mozilla root programme's (webpki-roots).
     pub ca: Option<PathBuf>,
+    /// The chain we show a server that asks for one (mutual TLS), PEM;
+    /// default: `certificate`, which then must allow client use too
+    /// (extended key usage clientAuth, or none at all).
+    pub client_certificate: Option<PathBuf>,
+    /// Its key; needed with `client_certificate`.
+    pub client_key: Option<PathBuf>,
 }
 
 fn default_port() -> u16 {
@@ -119,12 +125,25 @@ impl Tls {
                 roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
             },
         };
+        let (client_chain, client_key) = match (&config.client_certificate, &config.client_key) {
+            (None, None) => (chain, key),
+            (Some(c), Some(k)) => (
+                read_certs(c, "client_certificate")?,
+                PrivateKeyDer::from_pem_file(k)
+                    .map_err(|e| TlsError(format!("client_key {}: {e}", k.display())))?,
+            ),
+            _ => {
+                return Err(TlsError(
+                    "client_certificate and client_key go together".into(),
+                ))
+            }
+        };
         let client = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| TlsError(e.to_string()))?
             .with_root_certificates(trusted)
-            .with_client_auth_cert(chain, key)
-            .map_err(|e| TlsError(format!("certificate as a client: {e}")))?;
+            .with_client_auth_cert(client_chain, client_key)
+            .map_err(|e| TlsError(format!("our client certificate: {e}")))?;
         Ok(Self {
             acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(server)),
             connector: tokio_rustls::TlsConnector::from(Arc::new(client)),
@@ -208,6 +227,8 @@ pub(crate) mod test_pki {
                 key,
                 client_ca: mutual.then(|| self.ca()),
                 ca: Some(self.ca()),
+                client_certificate: None,
+                client_key: None,
             }
         }
     }
@@ -232,6 +253,10 @@ mod tests {
         config.certificate = pki.dir.path().join("absent.pem");
         let why = Tls::load(&config).err().expect("refused").to_string();
         assert!(why.contains("absent.pem"), "{why}");
+        let mut halves = pki.config("server2", &["127.0.0.1"], false);
+        halves.client_certificate = Some(halves.certificate.clone());
+        let why = Tls::load(&halves).err().expect("refused").to_string();
+        assert!(why.contains("go together"), "{why}");
         std::fs::write(pki.dir.path().join("empty.pem"), "").expect("write");
         config.certificate = pki.dir.path().join("empty.pem");
         let why = Tls::load(&config).err().expect("refused").to_string();

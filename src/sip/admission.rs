@@ -157,6 +157,17 @@ pub struct AdmissionConfig {
 }
 
 impl AdmissionConfig {
+    /// Whether `ip` may open a connection to us: a trunk's source, an
+    /// address whose answers we take, or anyone when strangers get a 403
+    /// (which needs a connection to go back over). Judged before a TLS
+    /// handshake, so that a stranger cannot make us do one.
+    pub fn may_connect(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.unknown == UnknownSources::Reject
+            || self.trunks.iter().any(|t| t.sources.contains(ip))
+            || self.also_from.contains(&ip)
+    }
+
     /// One trunk, "local", for loopback with generous limits: what a
     /// server with no `trunks` configured runs with.
     pub fn loopback_only() -> Self {

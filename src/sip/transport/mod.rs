@@ -38,14 +38,15 @@ impl Transport {
         }
     }
 
-    /// What our Via carries after `rport` on this transport: over a
-    /// stream, `alias` (RFC 5923), so that the peer sends its requests to
-    /// us over the connection we opened, in order with its responses,
-    /// rather than opening one of its own to our sent-by.
+    /// What our Via carries after `rport` on this transport: over TLS,
+    /// `alias` (RFC 5923), so that the peer sends its requests to us over
+    /// the connection, in order with its responses, rather than opening
+    /// one of its own to our sent-by. Not over TCP, where nothing proves
+    /// who holds the connection (RFC 5923 applies to TLS only).
     pub fn via_params(self) -> &'static str {
         match self {
-            Transport::Udp => "",
-            Transport::Tcp | Transport::Tls => ";alias",
+            Transport::Udp | Transport::Tcp => "",
+            Transport::Tls => ";alias",
         }
     }
 

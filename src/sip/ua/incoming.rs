@@ -444,11 +444,17 @@ impl UserAgent {
             media_networks: None,
             session: session.ok().flatten(),
             update_allowed,
-            // RFC 3261 12.1.1: over TLS, to a sips: Request-URI.
-            secure: source.transport == Transport::Tls
-                && uri
-                    .get(..5)
-                    .is_some_and(|s| s.eq_ignore_ascii_case("sips:")),
+            // RFC 3261 12.1.1: over TLS, with a sips: URI in the
+            // Request-URI, the top Record-Route, or (without one) the
+            // Contact: then our Contact must be sips: too.
+            secure: source.transport == Transport::Tls && {
+                let sips = |u: &str| u.get(..5).is_some_and(|s| s.eq_ignore_ascii_case("sips:"));
+                let next_hop = match m.headers_named("Record-Route").next() {
+                    Some(rr) => Some(message::uri_of(rr)),
+                    None => m.header("Contact").map(message::uri_of),
+                };
+                sips(&uri) || next_hop.is_some_and(sips)
+            },
         };
         self.by_tags.insert((dialog.call_id.clone(), tag), call);
         let policy = trunk.and_then(|t| self.config.admission.trunks.get(t.0));

@@ -310,9 +310,28 @@ fn a_call_over_tls_to_a_sip_uri_says_its_transport_in_the_contact() {
     };
     assert!(rig.accept(call));
     rig.drain();
-    let ok = &rig.sent[1].2;
+    let ok = rig.sent[1].2.clone();
     assert!(
         ok.contains("Contact: <sip:callflow@127.0.0.1:5061;transport=tls>"),
+        "{ok}"
+    );
+    // A sips: top Record-Route makes it secure too (RFC 3261 12.1.1).
+    let via_proxy = tls(invite(
+        "s3",
+        "z9hG4bK-s3",
+        "Record-Route: <sips:proxy.test;lr>\r\n",
+        OFFER,
+    ));
+    rig.recv(&via_proxy);
+    let call = match rig.events.last() {
+        Some((c, UaEvent::Incoming(_))) => *c,
+        other => panic!("{other:?}"),
+    };
+    assert!(rig.accept(call));
+    rig.drain();
+    let ok = rig.sent.last().unwrap().2.clone();
+    assert!(
+        ok.contains("Contact: <sips:callflow@127.0.0.1:5061>"),
         "{ok}"
     );
 }
