@@ -86,6 +86,10 @@ pub struct ServerConfig {
     /// optionally the CA a client's certificate must chain to (mutual TLS)
     /// and the roots a server's is checked against.
     pub tls: Option<crate::server::tls::TlsConfig>,
+    /// TCP and TLS connections: how long one may stay silent before it is
+    /// closed, and how often we ping those we opened (RFC 5626 CRLF
+    /// keep-alive; `0s`: never).
+    pub streams: StreamsConfig,
     /// Call workers per listen address, each pacing its own calls (a
     /// call's SIP and RTP stay on one); default: one per CPU core.
     pub workers: Option<usize>,
@@ -99,6 +103,25 @@ pub struct ServerConfig {
     pub dialler: DiallerConfig,
     /// Per-queue callback settings (queues not listed get the defaults).
     pub queues: BTreeMap<String, QueueConfig>,
+}
+
+/// `streams` in the config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamsConfig {
+    /// Close a connection silent this long.
+    pub idle_timeout: FlowDuration,
+    /// Ping connections we opened this often; `0s` for never.
+    pub keepalive: FlowDuration,
+}
+
+impl Default for StreamsConfig {
+    fn default() -> Self {
+        Self {
+            idle_timeout: FlowDuration(Duration::from_secs(3600)),
+            keepalive: FlowDuration(Duration::from_secs(90)),
+        }
+    }
 }
 
 /// `booking_limits` in the config.
@@ -384,6 +407,7 @@ impl Default for ServerConfig {
             max_call_duration: FlowDuration(Duration::from_secs(4 * 3600)),
             tcp: false,
             tls: None,
+            streams: StreamsConfig::default(),
             workers: None,
             hold_timeout: FlowDuration(Duration::from_secs(3600)),
             trunk: None,
@@ -500,6 +524,16 @@ impl ServerConfig {
             policies.transfer = transfer.clone();
         }
         policies
+    }
+
+    /// How TCP and TLS connections are timed.
+    pub(crate) fn stream_timing(&self) -> crate::server::tcp::StreamTiming {
+        crate::server::tcp::StreamTiming {
+            // A zero idle timeout would close every connection at once.
+            idle: self.streams.idle_timeout.0.max(Duration::from_secs(1)),
+            keepalive: Some(self.streams.keepalive.0).filter(|k| !k.is_zero()),
+            ..Default::default()
+        }
     }
 
     /// Admission control as the user agent takes it: the trunks, or

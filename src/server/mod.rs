@@ -314,7 +314,7 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .map_err(|e| ServeError::Io(format!("cannot listen on TCP {addr}: {e}")))?;
-            let transport = tcp::TcpTransport::new();
+            let transport = tcp::TcpTransport::new(shared.config.stream_timing());
             tokio::spawn(Arc::clone(&transport).accept(listener));
             tracing::info!(%addr, "SIP over TCP too");
             Some(transport)
@@ -330,7 +330,7 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
                 let listener = tokio::net::TcpListener::bind(at)
                     .await
                     .map_err(|e| ServeError::Io(format!("cannot listen on TLS {at}: {e}")))?;
-                let transport = tcp::TcpTransport::tls(tls.clone());
+                let transport = tcp::TcpTransport::tls(tls.clone(), shared.config.stream_timing());
                 tokio::spawn(Arc::clone(&transport).accept(listener));
                 tracing::info!(%at, "SIP over TLS");
                 Some(transport)

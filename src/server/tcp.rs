@@ -37,10 +37,35 @@ const MAX_PER_ADDRESS: usize = 64;
 const MAX_MESSAGE: usize = 64 * 1024;
 /// A new connection that sends no whole message this soon is closed.
 const FIRST_MESSAGE_WITHIN: Duration = Duration::from_secs(30);
-/// A connection silent this long is closed (a long call's connection
-/// carries nothing between its INVITE and its BYE; keep-alives, RFC 5626,
-/// keep a peer's connection open past this).
-const IDLE: Duration = Duration::from_secs(3600);
+/// A ping, RFC 5626 3.5.1.
+const PING: &[u8] = b"\r\n\r\n";
+
+/// How long connections may stay silent, and how often we ping those we
+/// opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct StreamTiming {
+    /// A connection silent this long is closed (a long call's connection
+    /// carries nothing between its INVITE and its BYE; keep-alives keep
+    /// it open past this).
+    pub idle: Duration,
+    /// On a connection we opened, a ping this often (RFC 5626 4.4.1),
+    /// which keeps NAT bindings and firewalls open and finds a dead peer:
+    /// no pong within 10 s closes the connection. `None`: no pings.
+    pub keepalive: Option<Duration>,
+    /// How long a pong may take before the connection counts as dead
+    /// (RFC 5626 4.4.1: 10 s).
+    pub pong_within: Duration,
+}
+
+impl Default for StreamTiming {
+    fn default() -> Self {
+        Self {
+            idle: Duration::from_secs(3600),
+            keepalive: Some(Duration::from_secs(90)),
+            pong_within: Duration::from_secs(10),
+        }
+    }
+}
 /// Messages waiting to be written to one connection at most: past this
 /// the peer is not reading, and more are dropped (and logged).
 const WRITE_QUEUE: usize = 256;
@@ -201,13 +226,15 @@ pub(super) struct TcpTransport {
     admission: OnceLock<crate::sip::admission::AdmissionConfig>,
     /// TCP, or TLS.
     transport: Transport,
+    timing: StreamTiming,
 }
 
 impl TcpTransport {
     /// A TCP transport with no connections, whose workers come later
     /// ([`TcpTransport::set_workers`]).
-    pub(super) fn new() -> Arc<Self> {
+    pub(super) fn new(timing: StreamTiming) -> Arc<Self> {
         Arc::new(Self {
+            timing,
             table: Mutex::default(),
             workers: OnceLock::new(),
             admission: OnceLock::new(),
@@ -218,8 +245,9 @@ impl TcpTransport {
 
     /// A TLS transport: every connection, accepted or opened, is wrapped
     /// in `tls` before a byte of SIP crosses it.
-    pub(super) fn tls(tls: Tls) -> Arc<Self> {
+    pub(super) fn tls(tls: Tls, timing: StreamTiming) -> Arc<Self> {
         Arc::new(Self {
+            timing,
             table: Mutex::default(),
             workers: OnceLock::new(),
             admission: OnceLock::new(),
@@ -408,20 +436,49 @@ impl TcpTransport {
         let mut buf = vec![0u8; 16 * 1024];
         // A new connection's first message is due by one deadline, not per
         // read: a byte every few seconds must not hold it open.
-        let first_by = (!opened).then(|| tokio::time::Instant::now() + FIRST_MESSAGE_WITHIN);
+        let start = tokio::time::Instant::now();
+        let first_by = (!opened).then(|| start + FIRST_MESSAGE_WITHIN);
         let mut heard = opened;
+        let idle = self.timing.idle;
+        let mut idle_by = start + idle;
+        // We ping only connections we opened: the peer pings its own.
+        let keepalive = self.timing.keepalive.filter(|k| opened && !k.is_zero());
+        let mut ping_at = keepalive.map(|k| start + k);
+        let mut pong_by: Option<tokio::time::Instant> = None;
         let (reason, half_closed) = loop {
-            let read = reader.read(&mut buf);
-            let n = match first_by.filter(|_| !heard) {
-                Some(by) => match tokio::time::timeout_at(by, read).await {
-                    Err(_) => break ("no message within the first 30 s".to_string(), false),
-                    Ok(r) => r,
-                },
-                None => match tokio::time::timeout(IDLE, read).await {
-                    Err(_) => break (format!("silent for {IDLE:?}"), false),
-                    Ok(r) => r,
-                },
+            let first = first_by.filter(|_| !heard);
+            let wake = [first, Some(idle_by), ping_at, pong_by]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or(idle_by);
+            let n = tokio::select! {
+                r = reader.read(&mut buf) => r,
+                () = tokio::time::sleep_until(wake) => {
+                    let now = tokio::time::Instant::now();
+                    if first.is_some_and(|by| now >= by) {
+                        break ("no message within the first 30 s".to_string(), false);
+                    }
+                    if now >= idle_by {
+                        break (format!("silent for {idle:?}"), false);
+                    }
+                    if pong_by.is_some_and(|by| now >= by) {
+                        break (format!("no pong within {:?}", self.timing.pong_within), false);
+                    }
+                    if let (Some(at), Some(every)) = (ping_at, keepalive) {
+                        if now >= at {
+                            if pongs.try_send(Arc::from(PING)).is_ok() {
+                                pong_by.get_or_insert(now + self.timing.pong_within);
+                            }
+                            ping_at = Some(now + every);
+                        }
+                    }
+                    continue;
+                }
             };
+            // Anything read, a pong included, shows the peer alive.
+            idle_by = tokio::time::Instant::now() + idle;
+            pong_by = None;
             let n = match n {
                 Err(e) => break (format!("read failed: {e}"), false),
                 Ok(0) => break ("closed by the peer".to_string(), true),
@@ -490,9 +547,15 @@ mod tests {
     const OPTIONS: &[u8] = b"OPTIONS sip:a@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:1;branch=z9hG4bK1\r\nCall-ID: tcp-test\r\nContent-Length: 0\r\n\r\n";
 
     async fn started() -> (Arc<TcpTransport>, SocketAddr, mpsc::Receiver<Datagram>) {
+        started_with(StreamTiming::default()).await
+    }
+
+    async fn started_with(
+        timing: StreamTiming,
+    ) -> (Arc<TcpTransport>, SocketAddr, mpsc::Receiver<Datagram>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let transport = TcpTransport::new();
+        let transport = TcpTransport::new(timing);
         let (tx, rx) = mpsc::channel(16);
         transport.set_workers(vec![tx]);
         tokio::spawn(Arc::clone(&transport).accept(listener));
@@ -644,7 +707,7 @@ mod tests {
         let tls = Tls::load(&pki.config(file, names, mutual)).expect("tls");
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let transport = TcpTransport::tls(tls);
+        let transport = TcpTransport::tls(tls, StreamTiming::default());
         let (tx, rx) = mpsc::channel(16);
         transport.set_workers(vec![tx]);
         tokio::spawn(Arc::clone(&transport).accept(listener));
@@ -752,7 +815,7 @@ mod tests {
         let mut config = pki.config("ours", &["127.0.0.1"], false);
         let (chain, key) = pki.leaf("ours-as-client", &["client.test"]);
         (config.client_certificate, config.client_key) = (Some(chain), Some(key));
-        let ours = TcpTransport::tls(Tls::load(&config).expect("tls"));
+        let ours = TcpTransport::tls(Tls::load(&config).expect("tls"), StreamTiming::default());
         ours.send(server_addr, Arc::from(OPTIONS));
         let d = within(server_rx.recv()).await.unwrap();
         assert_eq!((d.bytes.as_slice(), d.transport), (OPTIONS, Transport::Tls));
@@ -760,8 +823,10 @@ mod tests {
         // thing.
         let (_impostor, impostor_addr, mut impostor_rx) =
             started_tls_as(&pki, "impostor", &["sip.example.org"], false).await;
-        let ours =
-            TcpTransport::tls(Tls::load(&pki.config("ours1", &["127.0.0.1"], false)).expect("tls"));
+        let ours = TcpTransport::tls(
+            Tls::load(&pki.config("ours1", &["127.0.0.1"], false)).expect("tls"),
+            StreamTiming::default(),
+        );
         ours.send(impostor_addr, Arc::from(OPTIONS));
         all_closed(&ours).await;
         assert!(
@@ -771,7 +836,7 @@ mod tests {
         // Unless that is the name we expect of it.
         let mut named = Tls::load(&pki.config("ours2", &["127.0.0.1"], false)).expect("tls");
         named.expect_name(impostor_addr, "sip.example.org").unwrap();
-        let ours = TcpTransport::tls(named);
+        let ours = TcpTransport::tls(named, StreamTiming::default());
         ours.send(impostor_addr, Arc::from(OPTIONS));
         let d = within(impostor_rx.recv()).await.unwrap();
         assert_eq!(d.bytes.as_slice(), OPTIONS);
@@ -829,6 +894,48 @@ mod tests {
         let late: SocketAddr = "198.51.100.1:5060".parse().unwrap();
         assert!(t.register(late, false).is_none(), "peers are full");
         assert!(t.register(late, true).is_some(), "ours still fit");
+    }
+
+    #[tokio::test]
+    async fn we_ping_connections_we_opened_and_pongs_keep_them_open() {
+        let timing = StreamTiming {
+            idle: Duration::from_secs(60),
+            keepalive: Some(Duration::from_millis(200)),
+            pong_within: Duration::from_millis(300),
+        };
+        let (transport, _, _rx) = started_with(timing).await;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        transport.send(listener.local_addr().unwrap(), Arc::from(OPTIONS));
+        let (mut peer, _) = within(listener.accept()).await.unwrap();
+        let mut got = vec![0u8; OPTIONS.len()];
+        within(peer.read_exact(&mut got)).await.unwrap();
+        for _ in 0..3 {
+            let mut ping = [0u8; 4];
+            within(peer.read_exact(&mut ping)).await.unwrap();
+            assert_eq!(&ping, PING);
+            peer.write_all(PONG).await.unwrap();
+        }
+        assert_eq!(transport.open(), 1, "answered pings keep it open");
+        // A peer that stops answering is given up on.
+        let mut ping = [0u8; 4];
+        within(peer.read_exact(&mut ping)).await.unwrap();
+        all_closed(&transport).await;
+    }
+
+    #[tokio::test]
+    async fn a_connection_silent_past_the_idle_timeout_is_closed() {
+        let timing = StreamTiming {
+            idle: Duration::from_millis(300),
+            keepalive: None,
+            pong_within: Duration::from_secs(10),
+        };
+        let (transport, addr, mut rx) = started_with(timing).await;
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        client.write_all(OPTIONS).await.unwrap();
+        within(rx.recv()).await.unwrap();
+        let mut buf = [0u8; 4];
+        assert_eq!(within(client.read(&mut buf)).await.unwrap(), 0, "closed");
+        all_closed(&transport).await;
     }
 
     #[test]
