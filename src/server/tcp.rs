@@ -433,7 +433,9 @@ impl TcpTransport {
             let _ = writer.shutdown().await;
         });
         let mut framer = StreamFramer::new(MAX_MESSAGE);
-        let mut buf = vec![0u8; 16 * 1024];
+        // Small: most SIP messages fit, a bigger one takes a few reads,
+        // and an idle connection holds it for hours.
+        let mut buf = vec![0u8; 4 * 1024];
         // A new connection's first message is due by one deadline, not per
         // read: a byte every few seconds must not hold it open.
         let start = tokio::time::Instant::now();
