@@ -3,14 +3,17 @@
 //! timeout. A call never waits for it: it reads the last good value, which
 //! expires after `max_age`, then the configured default. A down, slow or
 //! confused ACD can therefore never stall or break a call.
+//!
+//! The HTTP side is reqwest (hyper under it) over rustls: HTTP/1.1 and 2,
+//! HTTPS checked against the Mozilla roots or the source's own `ca`,
+//! chunked bodies, redirects, connections kept between polls, and an
+//! `Authorization` header from the config (an ACD or CRM API token).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use super::now;
 use crate::flow::duration::FlowDuration;
@@ -24,11 +27,18 @@ pub enum WaitSource {
         /// The wait.
         wait: FlowDuration,
     },
-    /// Polled from `url` (plain `http://host:port/path`), reading the
-    /// number of seconds in the JSON field `field`.
+    /// Polled from `url` (`http://` or `https://`), reading the number of
+    /// seconds in the JSON field `field`.
     Http {
         /// The endpoint.
         url: String,
+        /// The `Authorization` header to send, e.g. `Bearer abc123`.
+        #[serde(default)]
+        authorization: Option<String>,
+        /// Over HTTPS, the CA (PEM) the endpoint's certificate chains to,
+        /// for an ACD with a private CA; default: the Mozilla roots.
+        #[serde(default)]
+        ca: Option<std::path::PathBuf>,
         /// The JSON field with the wait in seconds (dots for nesting).
         field: String,
         /// How often to poll (default 10s).
@@ -68,8 +78,9 @@ fn default_wait() -> FlowDuration {
 /// Why a poll gave no value.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PollError {
-    /// The URL is not `http://host:port/path`.
-    #[error("`{0}` is not an http://host:port/path URL")]
+    /// The URL is not an `http://` or `https://` URL, or the source's
+    /// settings cannot be used (its CA file, its Authorization value).
+    #[error("{0}")]
     BadUrl(String),
     /// Connecting, sending or reading failed.
     #[error("{0}")]
@@ -169,6 +180,8 @@ pub fn start(sources: &BTreeMap<String, WaitSource>) -> Arc<QueueWaits> {
             ),
             WaitSource::Http {
                 url,
+                authorization,
+                ca,
                 field,
                 every,
                 timeout,
@@ -193,11 +206,20 @@ pub fn start(sources: &BTreeMap<String, WaitSource>) -> Arc<QueueWaits> {
                     callbacks_field.clone(),
                 );
                 let (every, timeout) = (every.0.max(Duration::from_millis(100)), timeout.0);
+                let poller =
+                    match Poller::new(&url, authorization.as_deref(), ca.as_deref(), timeout) {
+                        Ok(p) => p,
+                        Err(e) => {
+                            // The default stands in for it, as for a down ACD.
+                            tracing::error!(%queue, %url, "queue status: {e}");
+                            continue;
+                        }
+                    };
                 tokio::spawn(async move {
                     let mut tick = tokio::time::interval(every);
                     loop {
                         tick.tick().await;
-                        match poll_status(&url, &field, callbacks_field.as_deref(), timeout).await {
+                        match poller.status(&field, callbacks_field.as_deref()).await {
                             Ok(status) => waits.update(&queue, status, now()),
                             Err(e) => tracing::warn!(%queue, %url, "queue status: {e}"),
                         }
@@ -224,72 +246,157 @@ pub async fn poll(url: &str, field: &str, timeout: Duration) -> Result<Duration,
 }
 
 /// One poll for the wait and, with `callbacks_field`, the callback
-/// capacity. A capacity that is missing or not a count is logged and left
-/// out: the wait alone is still worth having.
+/// capacity.
 pub async fn poll_status(
     url: &str,
     field: &str,
     callbacks_field: Option<&str>,
     timeout: Duration,
 ) -> Result<Status, PollError> {
-    let body = tokio::time::timeout(timeout, fetch(url))
+    Poller::new(url, None, None, timeout)?
+        .status(field, callbacks_field)
         .await
-        .map_err(|_| PollError::Timeout(timeout))??;
-    let wait = read_field(&body, field)?;
-    let callbacks = callbacks_field.and_then(|f| match read_count(&body, f) {
-        Ok(n) => Some(n),
-        Err(e) => {
-            tracing::warn!(%url, "queue status: {e}");
-            None
-        }
-    });
-    Ok(Status { wait, callbacks })
 }
 
-async fn fetch(url: &str) -> Result<Vec<u8>, PollError> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| PollError::BadUrl(url.into()))?;
-    let (hostport, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    if hostport.is_empty() {
-        return Err(PollError::BadUrl(url.into()));
+/// The largest status body taken: a status answer is small, and a source
+/// that streams without end must not fill memory.
+const MAX_BODY: usize = 64 * 1024;
+
+/// Polls one status URL, keeping its connection between polls.
+pub struct Poller {
+    client: reqwest::Client,
+    url: reqwest::Url,
+    authorization: Option<reqwest::header::HeaderValue>,
+    timeout: Duration,
+}
+
+impl Poller {
+    /// A poller of `url`, sending `authorization` if given, trusting `ca`
+    /// (PEM) over HTTPS if given, giving up on a poll after `timeout`.
+    pub fn new(
+        url: &str,
+        authorization: Option<&str>,
+        ca: Option<&std::path::Path>,
+        timeout: Duration,
+    ) -> Result<Self, PollError> {
+        let parsed = reqwest::Url::parse(url)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+            .ok_or_else(|| {
+                PollError::BadUrl(format!("`{url}` is not an http:// or https:// URL"))
+            })?;
+        let authorization = authorization
+            .map(|v| {
+                let mut v = reqwest::header::HeaderValue::from_str(v)
+                    .map_err(|_| PollError::BadUrl("authorization: not a header value".into()))?;
+                // Kept out of any debug output.
+                v.set_sensitive(true);
+                Ok::<_, PollError>(v)
+            })
+            .transpose()?;
+        let mut roots = rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        };
+        if let Some(ca) = ca {
+            use rustls::pki_types::pem::PemObject;
+            let certs = rustls::pki_types::CertificateDer::pem_file_iter(ca)
+                .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| PollError::BadUrl(format!("ca {}: {e}", ca.display())))?;
+            for cert in certs {
+                roots
+                    .add(cert)
+                    .map_err(|e| PollError::BadUrl(format!("ca {}: {e}", ca.display())))?;
+            }
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| PollError::BadUrl(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let client = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .redirect(reqwest::redirect::Policy::limited(5))
+            .build()
+            .map_err(|e| PollError::BadUrl(format!("HTTP client: {e}")))?;
+        Ok(Self {
+            client,
+            url: parsed,
+            authorization,
+            timeout,
+        })
     }
-    let mut stream = TcpStream::connect(hostport)
-        .await
-        .map_err(|e| PollError::Io(format!("{hostport}: {e}")))?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {hostport}\r\nAccept: application/json\r\nConnection: close\r\n\r\n");
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .map_err(|e| PollError::Io(e.to_string()))?;
-    let mut response = Vec::new();
-    // A status answer is small; more than this is not one.
-    let mut limited = stream.take(64 * 1024);
-    limited
-        .read_to_end(&mut response)
-        .await
-        .map_err(|e| PollError::Io(e.to_string()))?;
-    let head_end = response
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| PollError::Garbage("no HTTP header end".into()))?;
-    let head = String::from_utf8_lossy(&response[..head_end]);
-    let status = head.lines().next().unwrap_or("");
-    if !status.starts_with("HTTP/1.") || status.split_whitespace().nth(1) != Some("200") {
-        return Err(PollError::Garbage(format!("status line `{status}`")));
+
+    /// One poll for the wait and, with `callbacks_field`, the callback
+    /// capacity. A capacity that is missing or not a count is logged and
+    /// left out: the wait alone is still worth having.
+    pub async fn status(
+        &self,
+        field: &str,
+        callbacks_field: Option<&str>,
+    ) -> Result<Status, PollError> {
+        let body = tokio::time::timeout(self.timeout, self.fetch())
+            .await
+            .map_err(|_| PollError::Timeout(self.timeout))??;
+        let wait = read_field(&body, field)?;
+        let callbacks = callbacks_field.and_then(|f| match read_count(&body, f) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                tracing::warn!(url = %self.url, "queue status: {e}");
+                None
+            }
+        });
+        Ok(Status { wait, callbacks })
     }
-    if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        return Err(PollError::Garbage(
-            "chunked bodies are not supported".into(),
-        ));
+
+    async fn fetch(&self) -> Result<Vec<u8>, PollError> {
+        let mut request = self
+            .client
+            .get(self.url.clone())
+            .header(reqwest::header::ACCEPT, "application/json");
+        if let Some(a) = &self.authorization {
+            request = request.header(reqwest::header::AUTHORIZATION, a.clone());
+        }
+        let mut response = request.send().await.map_err(|e| {
+            if e.is_timeout() {
+                PollError::Timeout(self.timeout)
+            } else {
+                PollError::Io(error_chain(&e))
+            }
+        })?;
+        let status = response.status();
+        if status != reqwest::StatusCode::OK {
+            return Err(PollError::Garbage(format!("HTTP status {status}")));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| PollError::Io(error_chain(&e)))?
+        {
+            if body.len() + chunk.len() > MAX_BODY {
+                return Err(PollError::Garbage(format!("a body over {MAX_BODY} bytes")));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
     }
-    Ok(response[head_end + 4..].to_vec())
+}
+
+/// An error with its causes, which reqwest keeps apart ("error sending
+/// request" alone says nothing).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 /// The number at `field` (dots for nesting) of a JSON body.
@@ -329,7 +436,113 @@ fn read_field(body: &[u8], field: &str) -> Result<Duration, PollError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
+
+    /// A one-shot HTTP server answering `reply`, and what it was asked.
+    async fn serve_recording(
+        reply: &'static str,
+    ) -> (String, tokio::sync::oneshot::Receiver<String>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            if let Ok((mut s, _)) = listener.accept().await {
+                let mut buf = [0u8; 4096];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                let _ = tx.send(String::from_utf8_lossy(&buf[..n]).into_owned());
+                let _ = s.write_all(reply.as_bytes()).await;
+            }
+        });
+        (format!("http://{addr}/status"), rx)
+    }
+
+    #[tokio::test]
+    async fn chunked_bodies_and_the_authorization_header_work() {
+        let (url, asked) = serve_recording(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n6\r\n{\"wait\r\n5\r\n\":42}\r\n0\r\n\r\n",
+        )
+        .await;
+        let poller = Poller::new(&url, Some("Bearer t0ken"), None, Duration::from_secs(2)).unwrap();
+        assert_eq!(
+            poller.status("wait", None).await.map(|s| s.wait),
+            Ok(Duration::from_secs(42))
+        );
+        let request = asked.await.unwrap();
+        assert!(request.contains("authorization: Bearer t0ken"), "{request}");
+    }
+
+    #[tokio::test]
+    async fn a_redirect_is_followed() {
+        let (target, _) =
+            serve_recording("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n{\"wait\":7}").await;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            if let Ok((mut s, _)) = listener.accept().await {
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).await;
+                let reply = format!(
+                    "HTTP/1.1 302 Found\r\nLocation: {target}\r\nContent-Length: 0\r\n\r\n"
+                );
+                let _ = s.write_all(reply.as_bytes()).await;
+            }
+        });
+        assert_eq!(
+            poll(
+                &format!("http://{addr}/old"),
+                "wait",
+                Duration::from_secs(2)
+            )
+            .await,
+            Ok(Duration::from_secs(7))
+        );
+    }
+
+    #[tokio::test]
+    async fn https_with_the_sources_own_ca() {
+        let pki = crate::server::tls::test_pki::Pki::new();
+        let tls = crate::server::tls::Tls::load(&pki.config("acd", &["127.0.0.1"], false)).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let acceptor = tls.acceptor.clone();
+        tokio::spawn(async move {
+            for _ in 0..2 {
+                let Ok((s, _)) = listener.accept().await else {
+                    return;
+                };
+                let Ok(mut s) = acceptor.accept(s).await else {
+                    continue;
+                };
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n{\"wait\":12}")
+                    .await;
+                let _ = s.shutdown().await;
+            }
+        });
+        let url = format!("https://{addr}/status");
+        // Without the CA: refused, an error, not a hang.
+        assert!(matches!(
+            poll(&url, "wait", Duration::from_secs(2)).await,
+            Err(PollError::Io(_))
+        ));
+        let poller = Poller::new(&url, None, Some(&pki.ca()), Duration::from_secs(2)).unwrap();
+        assert_eq!(
+            poller.status("wait", None).await.map(|s| s.wait),
+            Ok(Duration::from_secs(12))
+        );
+    }
+
+    #[test]
+    fn only_http_urls_and_header_safe_tokens_are_taken() {
+        let t = Duration::from_secs(1);
+        assert!(Poller::new("ftp://acd/x", None, None, t).is_err());
+        assert!(Poller::new("not a url", None, None, t).is_err());
+        assert!(Poller::new("http://acd/x", Some("Bearer a\nb"), None, t).is_err());
+        assert!(Poller::new("https://acd.example.net/q", Some("Bearer ok"), None, t).is_ok());
+    }
 
     /// A one-shot HTTP server answering `reply` after `delay`.
     async fn serve_once(reply: &'static str, delay: Duration) -> String {
