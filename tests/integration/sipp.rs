@@ -418,6 +418,17 @@ fn greeting_is_streamed_as_paced_pcmu_of_the_prompt() {
 }
 
 #[test]
+fn a_queue_may_want_the_context_on_the_refer_itself_and_as_user_to_user() {
+    // SIPp checks the REFER: a bare Refer-To, the X- headers and the
+    // User-to-User (hex of the IA5 text, RFC 7433) on the request.
+    let server = Server::start(&["--route", "8010=refer_headers"]);
+    server.call("transfer_refer_headers", &[]);
+    let r = &server.records(1)[0];
+    assert_eq!(r["outcome"], "transferred", "{r}");
+    assert_eq!(r["detail"], "support");
+}
+
+#[test]
 fn rfc4733_keys_lead_to_a_refer_with_context_and_the_call_is_transferred() {
     let server = Server::start(&[]);
     server.call("transfer_rfc4733", &[]);
