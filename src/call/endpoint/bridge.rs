@@ -162,6 +162,7 @@ impl Endpoint {
                 credentials: None,
                 ring_timeout: t.ring_timeout,
                 headers,
+                session_expires: Some(crate::sip::ua::SESSION_EXPIRES),
             },
         );
         let latch = RtpLatch::new(false, networks.clone());

@@ -64,6 +64,7 @@ impl Endpoint {
                 credentials: trunk.credentials.clone(),
                 ring_timeout: self.config.ring_timeout,
                 headers: Vec::new(),
+                session_expires: Some(crate::sip::ua::SESSION_EXPIRES),
             },
         );
         let since_request = (self.wall(now) - leg.requested_at).num_microseconds();

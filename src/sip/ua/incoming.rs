@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use super::dialog::{user_of, without_tag, Dialog, DialogState};
-use super::session_timer::{SessionTimer, TooSmall};
+use super::session_timer::{SessionTimer, TooSmall, MIN_SE_TEXT};
 use super::{CallHandle, EndReason, IncomingCall, ServerTx, TrunkId, UaEvent, UserAgent, ALLOW};
 use crate::sip::admission::DigestVerdict;
 use crate::sip::message::{self, Message, Method, ResponseBuilder};
@@ -19,9 +19,6 @@ use crate::sip::transport::{Peer, Transport};
 /// 8.2.2.3). Session timers (RFC 4028) are; Replaces (RFC 3891) is not,
 /// so it is neither advertised nor accepted in a Require.
 const SUPPORTED: &[&str] = &["timer"];
-
-/// Our Min-SE, for a 422.
-const MIN_SE_TEXT: &str = "90";
 
 /// Adds a session timer's headers to a 2xx: the agreed interval and
 /// refresher, `Require: timer` if the peer supports it (RFC 4028 9), and

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use dialog::Dialog;
 pub use dialog::DialogState;
-pub use outgoing::{header_safe, OutgoingCall};
+pub use outgoing::{header_safe, OutgoingCall, SESSION_EXPIRES};
 pub use refer::{refer_to, sipfrag_status};
 pub use register::{RegisterConfig, RegistrationState};
 

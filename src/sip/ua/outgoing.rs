@@ -40,7 +40,16 @@ pub struct OutgoingCall {
     /// User-to-User). Names must be tokens and values free of control
     /// characters: see [`header_safe`].
     pub headers: Vec<(String, String)>,
+    /// Ask for a session timer of this interval (RFC 4028), refreshed by
+    /// the callee (`refresher=uas`, which it must then honour): a call
+    /// whose far end vanished ends when the refreshes stop, rather than
+    /// holding an agent or a line until someone notices.
+    pub session_expires: Option<Duration>,
 }
+
+/// The session interval we ask for on calls we place (RFC 4028 4
+/// recommends 1800 s).
+pub const SESSION_EXPIRES: Duration = Duration::from_secs(1800);
 
 /// Whether `name: value` may go into a request as it is: the name a token
 /// (RFC 3261 25.1) and the value without CR, LF or other control
@@ -198,6 +207,14 @@ impl UserAgent {
             None => Vec::new(),
         };
         let mut extra: Vec<(&str, &str)> = vec![("Allow", super::ALLOW)];
+        let session_expires = call
+            .session_expires
+            .map(|se| format!("{};refresher=uas", se.as_secs()));
+        if let Some(se) = &session_expires {
+            extra.push(("Session-Expires", se));
+            extra.push(("Min-SE", super::session_timer::MIN_SE_TEXT));
+            extra.push(("Supported", "timer"));
+        }
         for (name, value) in &sent_credentials {
             extra.push((name, value.as_str()));
         }
@@ -329,6 +346,7 @@ impl UserAgent {
                         Some(media) => media.accept_answer(&m.body).map_err(|e| e.to_string()),
                         None => Err("no media session to take the answer".to_string()),
                     };
+                    self.start_placed_session_timer(now, call, m);
                     self.event(call, UaEvent::Answered { answer });
                 }
                 None => {}
@@ -354,6 +372,7 @@ impl UserAgent {
                 self.event(call, UaEvent::Ringing);
             }
             401 | 407 => self.answer_challenge(now, branch, status, m),
+            422 if self.retry_with_min_se(now, branch, m) => {}
             _ => {
                 let no_answer = self.invites.get(branch).is_some_and(|i| i.no_answer);
                 let reason = match &m.start {
@@ -371,6 +390,70 @@ impl UserAgent {
                 self.dial_failed(call, cause, status, &reason);
             }
         }
+    }
+
+    /// The callee's 2xx says whether a session timer runs (RFC 4028 7.2):
+    /// with Session-Expires it does, refreshed by whom it names.
+    fn start_placed_session_timer(&mut self, now: Instant, call: CallHandle, m: &Message) {
+        use super::session_timer::{session_expires, Refresher, SessionTimer, MIN_SE};
+        let Some(d) = self.dialogs.get_mut(&call) else {
+            return;
+        };
+        d.update_allowed = SessionTimer::allows_update(m);
+        let Some((interval, refresher)) = session_expires(m) else {
+            return; // the callee runs none: neither do we
+        };
+        // `uac` is us: we sent the INVITE.
+        let refresher = match refresher {
+            Some("uac") => Refresher::Us,
+            _ => Refresher::Them,
+        };
+        if refresher == Refresher::Us && !d.update_allowed {
+            tracing::warn!(
+                call = call.0,
+                "the callee made us the session refresher but takes no UPDATE; session timer off"
+            );
+            return;
+        }
+        let timer = SessionTimer {
+            interval: interval.max(MIN_SE),
+            refresher,
+            peer_supports: true,
+            since: now,
+            refreshing: false,
+        };
+        d.session = Some(timer);
+        self.schedule(Some(timer.deadline()), TimerOwner::Session(call));
+    }
+
+    /// A 422 to our INVITE: send it again at once with the callee's
+    /// Min-SE (RFC 4028 7.4), once. Whether it was sent.
+    fn retry_with_min_se(&mut self, now: Instant, branch: &str, m: &Message) -> bool {
+        let min = m
+            .header("Min-SE")
+            .and_then(|v| v.split(';').next())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let Some(inv) = self.invites.get_mut(branch) else {
+            return false;
+        };
+        let asked = inv.request.session_expires;
+        let Some(min) = min
+            .filter(|min| asked.is_some_and(|a| *min > a) && *min <= Duration::from_secs(86_400))
+        else {
+            return false;
+        };
+        inv.superseded = true;
+        let (call, mut request, nonces, credentials, deadline) = (
+            inv.call,
+            (inv.request.clone(), inv.offer.clone()),
+            inv.answered_nonces.clone(),
+            inv.credentials.clone(),
+            inv.ring_deadline,
+        );
+        request.0.session_expires = Some(min);
+        self.send_invite(now, call, request, credentials, nonces, deadline);
+        true
     }
 
     fn answer_challenge(&mut self, now: Instant, branch: &str, status: u16, m: &Message) {

@@ -15,6 +15,8 @@ use crate::sip::transport::Peer;
 /// The smallest interval we take (RFC 4028 4: 90 s at least); a request
 /// asking less gets 422 with this as our Min-SE.
 pub const MIN_SE: Duration = Duration::from_secs(90);
+/// [`MIN_SE`] as a header value.
+pub const MIN_SE_TEXT: &str = "90";
 
 /// Who sends the refreshes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -292,7 +294,7 @@ impl UserAgent {
         }
         match SessionTimer::requested(&m, now, d.update_allowed) {
             Err(TooSmall) => {
-                let extra = [("Min-SE", "90")];
+                let extra = [("Min-SE", MIN_SE_TEXT)];
                 self.respond(
                     now,
                     source,

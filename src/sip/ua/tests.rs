@@ -956,6 +956,7 @@ fn originate_over(
                 ("X-Context-note".into(), "two\r\nVia: injected".into()),
                 ("Bad Name".into(), "x".into()),
             ],
+            session_expires: Some(crate::sip::ua::SESSION_EXPIRES),
         },
     );
     rig.drain();
@@ -1714,4 +1715,94 @@ fn an_invite_to_our_registered_contact_is_for_the_number_in_its_to() {
         Some((_, UaEvent::Incoming(i))) => assert_eq!(i.called, "8001"),
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn a_call_we_place_asks_for_a_session_timer_the_callee_refreshes() {
+    let mut rig = Rig::new();
+    let call = originate(&mut rig, None);
+    let invite = rig.sent[0].2.clone();
+    for line in [
+        "Session-Expires: 1800;refresher=uas\r\n",
+        "Min-SE: 90\r\n",
+        "Supported: timer\r\n",
+    ] {
+        assert!(invite.contains(line), "{line} in {invite}");
+    }
+    // The callee wants longer: sent again at once with its minimum.
+    answer_last(
+        &mut rig,
+        "422 Session Interval Too Small",
+        "Min-SE: 3600\r\n",
+    );
+    let again = rig.sent.last().unwrap().2.clone();
+    assert!(again.starts_with("INVITE "), "{again}");
+    assert!(
+        again.contains("Session-Expires: 3600;refresher=uas"),
+        "{again}"
+    );
+    assert!(again.contains("CSeq: 2 INVITE"), "{again}");
+    answer_last(
+        &mut rig,
+        "200 OK",
+        "Contact: <sip:callee@127.0.0.1:5071>\r\nSession-Expires: 3600;refresher=uas\r\nRequire: timer\r\n",
+    );
+    assert!(matches!(
+        rig.events.last(),
+        Some((c, UaEvent::Answered { .. })) if *c == call
+    ));
+    // The callee never refreshes: the call ends at 3600 - 32 s with BYE.
+    rig.run_until(Duration::from_secs(3567));
+    assert!(!rig.statuses().iter().any(|s| s.starts_with("BYE ")));
+    rig.run_until(Duration::from_secs(3569));
+    assert!(
+        rig.statuses().iter().any(|s| s.starts_with("BYE ")),
+        "{:?}",
+        rig.statuses()
+    );
+    assert!(rig
+        .events
+        .iter()
+        .any(|(c, e)| *c == call && *e == UaEvent::Ended(EndReason::SessionExpired)));
+}
+
+#[test]
+fn a_callee_that_makes_us_the_refresher_gets_our_updates() {
+    let mut rig = Rig::new();
+    originate(&mut rig, None);
+    answer_last(
+        &mut rig,
+        "200 OK",
+        "Contact: <sip:callee@127.0.0.1:5071>\r\nSession-Expires: 120;refresher=uac\r\nAllow: INVITE, ACK, BYE, UPDATE\r\n",
+    );
+    rig.run_until(Duration::from_secs(59));
+    assert!(!rig.statuses().iter().any(|s| s.starts_with("UPDATE ")));
+    rig.run_until(Duration::from_secs(61));
+    let update = rig.sent.last().unwrap().2.clone();
+    assert!(
+        update.starts_with("UPDATE sip:callee@127.0.0.1:5071 SIP/2.0"),
+        "{update}"
+    );
+    assert!(
+        update.contains("Session-Expires: 120;refresher=uac"),
+        "{update}"
+    );
+}
+
+#[test]
+fn a_callee_without_session_timers_gets_none() {
+    let mut rig = Rig::new();
+    let call = originate(&mut rig, None);
+    answer_last(
+        &mut rig,
+        "200 OK",
+        "Contact: <sip:callee@127.0.0.1:5071>\r\n",
+    );
+    rig.run_until(Duration::from_secs(7200));
+    assert!(
+        !rig.events
+            .iter()
+            .any(|(c, e)| *c == call && matches!(e, UaEvent::Ended(_))),
+        "no timer: the call stands"
+    );
 }
