@@ -246,6 +246,7 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
         }
         None => None,
     };
+    let mut tls_by_ip: HashMap<IpAddr, Arc<tcp::TcpTransport>> = HashMap::new();
     let mut sockets = Vec::new();
     for addr in &config.listen {
         let socket = UdpSocket::bind(addr)
@@ -322,6 +323,9 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
             None
         };
         let tls = match &tls_setup {
+            // Listen addresses on one IP (several UDP ports) share its one
+            // TLS port: the first one's workers take what comes over it.
+            Some(_) if tls_by_ip.contains_key(&addr.ip()) => tls_by_ip.get(&addr.ip()).cloned(),
             Some(tls) => {
                 let at = SocketAddr::new(
                     addr.ip(),
@@ -333,6 +337,7 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
                 let transport = tcp::TcpTransport::tls(tls.clone(), shared.config.stream_timing());
                 tokio::spawn(Arc::clone(&transport).accept(listener));
                 tracing::info!(%at, "SIP over TLS");
+                tls_by_ip.insert(addr.ip(), Arc::clone(&transport));
                 Some(transport)
             }
             None => None,

@@ -241,6 +241,25 @@ impl UserAgent {
         extra: &[(&str, &str)],
         to_tag: Option<&str>,
     ) {
+        self.respond_with(
+            now, source, key, request, status, reason, extra, to_tag, None,
+        );
+    }
+
+    /// [`UserAgent::respond`] with a body (content type, bytes).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn respond_with(
+        &mut self,
+        now: Instant,
+        source: Peer,
+        key: TransactionKey,
+        request: &Message,
+        status: u16,
+        reason: &str,
+        extra: &[(&str, &str)],
+        to_tag: Option<&str>,
+        body: Option<(&str, &[u8])>,
+    ) {
         let Some(via) = request.top_via() else {
             return;
         };
@@ -252,6 +271,9 @@ impl UserAgent {
             .header("Server", &self.config.product);
         for (n, v) in extra {
             b = b.header(n, v);
+        }
+        if let Some((content_type, bytes)) = body {
+            b = b.body(content_type, bytes);
         }
         let to = super::reply_to(via, source);
         let mut tx =
@@ -680,16 +702,7 @@ impl UserAgent {
             self.drain_server(&key);
             return;
         };
-        let media_networks = self.dialogs.get(&call).and_then(|d| {
-            d.trunk
-                .and_then(|t| self.config.admission.trunks.get(t.0))
-                .map(|p| p.media.clone())
-                .or_else(|| d.media_networks.clone())
-        });
-        let allowed = |n: &sdp::Negotiated| {
-            let ip = n.remote.ip();
-            ip.is_unspecified() || media_networks.as_ref().is_none_or(|m| m.contains(ip))
-        };
+        let allowed = self.media_allowed(call);
         let Some(d) = self.dialogs.get_mut(&call) else {
             return;
         };
@@ -779,6 +792,22 @@ impl UserAgent {
         }
         if let Some(n) = changed {
             self.event(call, UaEvent::MediaChanged(n));
+        }
+    }
+
+    /// Where `call`'s media may be moved by a new offer: its trunk's media
+    /// networks (or, for a call we placed, the ones given with it), and
+    /// nowhere (hold: an unspecified address).
+    pub(super) fn media_allowed(&self, call: CallHandle) -> impl Fn(&sdp::Negotiated) -> bool {
+        let media_networks = self.dialogs.get(&call).and_then(|d| {
+            d.trunk
+                .and_then(|t| self.config.admission.trunks.get(t.0))
+                .map(|p| p.media.clone())
+                .or_else(|| d.media_networks.clone())
+        });
+        move |n: &sdp::Negotiated| {
+            let ip = n.remote.ip();
+            ip.is_unspecified() || media_networks.as_ref().is_none_or(|m| m.contains(ip))
         }
     }
 

@@ -260,8 +260,10 @@ impl UserAgent {
         }
     }
 
-    /// An UPDATE from the peer: a session refresh (one carrying an SDP
-    /// offer is refused with 488: media changes come by re-INVITE here).
+    /// An UPDATE from the peer (RFC 3311): a session refresh, and with an
+    /// SDP offer a media change, answered in its 200 as a re-INVITE's
+    /// would be (the same checks: media only within the trunk's networks,
+    /// 491 while an offer of ours is unanswered).
     pub(super) fn on_update(
         &mut self,
         now: Instant,
@@ -278,20 +280,41 @@ impl UserAgent {
             return;
         };
         let tag = d.local_tag.clone();
+        let mut answer: Option<(String, crate::sip::sdp::Negotiated)> = None;
         if !m.body.is_empty() {
-            let warning = "399 callflow \"no offer in UPDATE: use re-INVITE\"";
-            self.respond(
-                now,
-                source,
-                key,
-                &m,
-                488,
-                "Not Acceptable Here",
-                &[("Warning", warning)],
-                Some(&tag),
-            );
-            return;
+            let allowed = self.media_allowed(call);
+            let Some(d) = self.dialogs.get_mut(&call) else {
+                return;
+            };
+            let refusal = match d.media.as_mut() {
+                // Our offer (in a 2xx) waits for its answer in the ACK.
+                Some(_) if d.offer_in_2xx => Some((491, "Request Pending")),
+                None => Some((491, "Request Pending")),
+                Some(media) => {
+                    // Checked on a copy: a refused offer changes nothing.
+                    let mut trial = media.clone();
+                    match trial.answer(&m.body) {
+                        Ok((_, negotiated)) if !allowed(&negotiated) => {
+                            Some((488, "Not Acceptable Here"))
+                        }
+                        Ok((sdp, negotiated)) => {
+                            *media = trial;
+                            answer = Some((sdp, negotiated));
+                            None
+                        }
+                        Err(_) => Some((488, "Not Acceptable Here")),
+                    }
+                }
+            };
+            if let Some((status, reason)) = refusal {
+                self.respond(now, source, key, &m, status, reason, &[], Some(&tag));
+                return;
+            }
         }
+        let Some(d) = self.dialogs.get_mut(&call) else {
+            return;
+        };
+        let (d_transport, d_secure) = (d.source.transport, d.secure);
         match SessionTimer::requested(&m, now, d.update_allowed) {
             Err(TooSmall) => {
                 let extra = [("Min-SE", MIN_SE_TEXT)];
@@ -317,7 +340,16 @@ impl UserAgent {
                     }
                     self.schedule(Some(t.deadline()), TimerOwner::Session(call));
                 }
-                self.respond(now, source, key, &m, 200, "OK", &extra, Some(&tag));
+                // UPDATE refreshes the target (RFC 3311 5.2): our Contact.
+                let contact = self.config.contact(d_transport, d_secure);
+                extra.push(("Contact", contact.as_str()));
+                let body = answer
+                    .as_ref()
+                    .map(|(sdp, _)| ("application/sdp", sdp.as_bytes()));
+                self.respond_with(now, source, key, &m, 200, "OK", &extra, Some(&tag), body);
+                if let Some((_, negotiated)) = answer {
+                    self.event(call, UaEvent::MediaChanged(negotiated));
+                }
             }
         }
     }

@@ -1806,3 +1806,54 @@ fn a_callee_without_session_timers_gets_none() {
         "no timer: the call stands"
     );
 }
+
+#[test]
+fn an_update_with_an_offer_moves_the_media_within_the_trunks_networks() {
+    let mut rig = Rig::new();
+    let (call, tag) = rig.answered("up1");
+    let moved = OFFER.replace("m=audio 6000", "m=audio 6100");
+    rig.recv(&in_dialog(
+        "UPDATE",
+        "up1",
+        &tag,
+        2,
+        "z9hG4bK-up1",
+        "Content-Type: application/sdp\r\n",
+        &moved,
+    ));
+    let ok = rig.sent.last().unwrap().2.clone();
+    assert!(ok.starts_with("SIP/2.0 200 OK"), "{ok}");
+    assert!(ok.contains("Content-Type: application/sdp"), "{ok}");
+    assert!(ok.contains("m=audio 20000 RTP/AVP 0"), "our answer: {ok}");
+    assert!(
+        ok.contains("Contact: <sip:callflow@127.0.0.1:5060>"),
+        "{ok}"
+    );
+    assert!(
+        rig.events
+            .iter()
+            .any(|(c, e)| *c == call
+                && matches!(e, UaEvent::MediaChanged(n) if n.remote.port() == 6100)),
+        "{:?}",
+        rig.events
+    );
+    // Media pointed outside the trunk's networks: refused, nothing moves.
+    let away = OFFER.replace("c=IN IP4 127.0.0.1", "c=IN IP4 192.0.2.66");
+    rig.recv(&in_dialog(
+        "UPDATE",
+        "up1",
+        &tag,
+        3,
+        "z9hG4bK-up2",
+        "Content-Type: application/sdp\r\n",
+        &away,
+    ));
+    let refused = rig.sent.last().unwrap().2.clone();
+    assert!(refused.starts_with("SIP/2.0 488"), "{refused}");
+    let moves = rig
+        .events
+        .iter()
+        .filter(|(_, e)| matches!(e, UaEvent::MediaChanged(_)))
+        .count();
+    assert_eq!(moves, 1);
+}
