@@ -55,6 +55,8 @@ pub(crate) struct StreamTiming {
     /// How long a pong may take before the connection counts as dead
     /// (RFC 5626 4.4.1: 10 s).
     pub pong_within: Duration,
+    /// How long a peer that connected to us has for the TLS handshake.
+    pub handshake: Duration,
 }
 
 impl Default for StreamTiming {
@@ -63,6 +65,7 @@ impl Default for StreamTiming {
             idle: Duration::from_secs(3600),
             keepalive: Some(Duration::from_secs(90)),
             pong_within: Duration::from_secs(10),
+            handshake: Duration::from_secs(10),
         }
     }
 }
@@ -71,8 +74,6 @@ impl Default for StreamTiming {
 const WRITE_QUEUE: usize = 256;
 /// How long opening a connection may take (with its TLS handshake).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a peer that connected to us has for the TLS handshake.
-const HANDSHAKE_WITHIN: Duration = Duration::from_secs(10);
 /// How long a connection the peer half-closed still takes our answers,
 /// and how long its last queued messages get to be written.
 const HALF_CLOSE_GRACE: Duration = Duration::from_secs(2);
@@ -312,7 +313,8 @@ impl TcpTransport {
                 // The handshake runs in the connection's own task, so a
                 // slow one holds up nobody else; the connection already
                 // counts against the bounds while it lasts.
-                let accepted = tokio::time::timeout(HANDSHAKE_WITHIN, tls.acceptor.accept(stream));
+                let within = transport.timing.handshake;
+                let accepted = tokio::time::timeout(within, tls.acceptor.accept(stream));
                 match accepted.await {
                     Ok(Ok(stream)) => {
                         transport.table().publish(peer, &writer);
@@ -323,7 +325,7 @@ impl TcpTransport {
                         transport.table().unregister(peer, writer.0);
                     }
                     Err(_) => {
-                        tracing::info!(%peer, "SIP over TLS: no handshake within {HANDSHAKE_WITHIN:?}");
+                        tracing::info!(%peer, "SIP over TLS: no handshake within {within:?}");
                         transport.table().unregister(peer, writer.0);
                     }
                 }
@@ -706,10 +708,21 @@ mod tests {
         names: &[&str],
         mutual: bool,
     ) -> (Arc<TcpTransport>, SocketAddr, mpsc::Receiver<Datagram>) {
+        started_tls_timed(pki, file, names, mutual, StreamTiming::default()).await
+    }
+
+    /// [`started_tls_as`] with `timing`.
+    async fn started_tls_timed(
+        pki: &crate::server::tls::test_pki::Pki,
+        file: &str,
+        names: &[&str],
+        mutual: bool,
+        timing: StreamTiming,
+    ) -> (Arc<TcpTransport>, SocketAddr, mpsc::Receiver<Datagram>) {
         let tls = Tls::load(&pki.config(file, names, mutual)).expect("tls");
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let transport = TcpTransport::tls(tls, StreamTiming::default());
+        let transport = TcpTransport::tls(tls, timing);
         let (tx, rx) = mpsc::channel(16);
         transport.set_workers(vec![tx]);
         tokio::spawn(Arc::clone(&transport).accept(listener));
@@ -904,6 +917,7 @@ mod tests {
             idle: Duration::from_secs(60),
             keepalive: Some(Duration::from_millis(200)),
             pong_within: Duration::from_millis(300),
+            ..StreamTiming::default()
         };
         let (transport, _, _rx) = started_with(timing).await;
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -929,7 +943,7 @@ mod tests {
         let timing = StreamTiming {
             idle: Duration::from_millis(300),
             keepalive: None,
-            pong_within: Duration::from_secs(10),
+            ..StreamTiming::default()
         };
         let (transport, addr, mut rx) = started_with(timing).await;
         let mut client = TcpStream::connect(addr).await.unwrap();
@@ -937,6 +951,32 @@ mod tests {
         within(rx.recv()).await.unwrap();
         let mut buf = [0u8; 4];
         assert_eq!(within(client.read(&mut buf)).await.unwrap(), 0, "closed");
+        all_closed(&transport).await;
+    }
+
+    #[tokio::test]
+    async fn a_tls_peer_that_never_finishes_its_handshake_is_closed_on() {
+        let pki = crate::server::tls::test_pki::Pki::new();
+        let timing = StreamTiming {
+            handshake: Duration::from_millis(300),
+            ..StreamTiming::default()
+        };
+        let (transport, addr, _rx) =
+            started_tls_timed(&pki, "server", &["127.0.0.1"], false, timing).await;
+        // Connects, and sends nothing (no ClientHello).
+        let mut silent = TcpStream::connect(addr).await.unwrap();
+        within(async {
+            while transport.open() == 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        let mut buf = [0u8; 4];
+        assert_eq!(
+            within(silent.read(&mut buf)).await.unwrap_or(0),
+            0,
+            "closed"
+        );
         all_closed(&transport).await;
     }
 
