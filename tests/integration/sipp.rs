@@ -821,6 +821,22 @@ fn the_estimated_wait_steers_the_flow_and_a_dead_status_endpoint_falls_back() {
     }
 }
 
+/// Session timers with a caller that neither supports them nor takes
+/// UPDATE: we refresh by re-INVITE half-way through the interval (45 s).
+#[test]
+fn a_caller_that_takes_no_update_is_refreshed_by_re_invite() {
+    let server = Server::start(&["--route", "8009=long", "--rtp-timeout", "150s"]);
+    let started = Instant::now();
+    server.call("session_reinvite", &["-timeout", "80s"]);
+    let lasted = started.elapsed();
+    assert!(
+        lasted >= Duration::from_secs(44) && lasted < Duration::from_secs(60),
+        "the re-INVITE came after {lasted:?}"
+    );
+    let r = &server.records(1)[0];
+    assert_eq!(r["outcome"], "caller_hung_up", "{r}");
+}
+
 /// Session timers (RFC 4028) against SIPp: a caller that supports them
 /// refreshes once with UPDATE and then stops; callflow ends the call with
 /// BYE when the session expires (30 s before its 90 s interval ends, 60 s

@@ -115,6 +115,17 @@ impl MediaSession {
         Ok((text, negotiated))
     }
 
+    /// An offer that keeps the session as agreed (a session refresh, RFC
+    /// 4028): the agreed codec alone, as a new version (every codec of
+    /// ours before anything was agreed).
+    pub fn refresh_offer(&mut self) -> String {
+        self.next_version();
+        match self.negotiated {
+            Some(n) => offer_codecs(&self.local, &[n.codec]),
+            None => offer_codecs(&self.local, &self.codecs),
+        }
+    }
+
     /// Takes the peer's answer to our offer (from a 2xx, or an ACK).
     pub fn accept_answer(&mut self, answer: &[u8]) -> Result<Negotiated, SessionError> {
         let answer = parse_body(answer)?;

@@ -70,6 +70,8 @@ pub(super) struct Dialog {
     /// A secure dialog (RFC 3261 12.1.1): its INVITE came over TLS to a
     /// `sips:` URI (or we placed it to one), so our Contact is `sips:`.
     pub secure: bool,
+    /// Our re-INVITE is out: an offer from the peer meanwhile gets 491.
+    pub reinvite_pending: bool,
 }
 
 impl Dialog {

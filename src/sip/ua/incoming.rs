@@ -386,7 +386,7 @@ impl UserAgent {
             None
         };
         let update_allowed = SessionTimer::allows_update(&m);
-        let session = SessionTimer::requested(&m, now, update_allowed);
+        let session = SessionTimer::requested(&m, now);
         let refusal = match refusal {
             Some(r) => Some(r),
             None => self
@@ -474,6 +474,7 @@ impl UserAgent {
                 };
                 sips(&uri) || next_hop.is_some_and(sips)
             },
+            reinvite_pending: false,
         };
         self.by_tags.insert((dialog.call_id.clone(), tag), call);
         let policy = trunk.and_then(|t| self.config.admission.trunks.get(t.0));
@@ -709,13 +710,14 @@ impl UserAgent {
         let cseq = m.cseq().map(|c| c.0).unwrap_or(0);
         let tag = d.local_tag.clone();
         // A re-INVITE is a session refresh too (RFC 4028 9).
-        let session = SessionTimer::requested(&m, now, d.update_allowed);
+        let session = SessionTimer::requested(&m, now);
         let (status, reason, body, changed): (u16, &str, Option<Vec<u8>>, Option<sdp::Negotiated>) =
             match d.media.as_mut() {
                 _ if session == Err(TooSmall) && d.state == DialogState::Confirmed => {
                     (422, "Session Interval Too Small", None, None)
                 }
-                Some(_) if d.state != DialogState::Confirmed => {
+                // Not yet confirmed, or our own re-INVITE is out: glare.
+                Some(_) if d.state != DialogState::Confirmed || d.reinvite_pending => {
                     (491, "Request Pending", None, None)
                 }
                 None => (491, "Request Pending", None, None),

@@ -14,6 +14,7 @@ mod incoming;
 mod outgoing;
 mod refer;
 pub mod register;
+mod reinvite;
 pub mod session_timer;
 #[cfg(test)]
 mod tests;
@@ -295,6 +296,8 @@ enum TimerOwner {
     Session(CallHandle),
     /// The registration's refresh or retry.
     Register,
+    /// Our refreshing re-INVITE's transaction.
+    ReInvite(String),
 }
 
 /// The user agent.
@@ -316,6 +319,8 @@ pub struct UserAgent {
     invites: HashMap<String, outgoing::Invite>,
     /// Our registration with a trunk's registrar, if we keep one.
     registration: Option<register::Registration>,
+    /// Our refreshing re-INVITEs in flight, by branch.
+    reinvites: HashMap<String, reinvite::ReInvite>,
     /// Deadlines of all of the above, earliest first.
     timers: BinaryHeap<Reverse<(Instant, TimerOwner)>>,
     out: VecDeque<UaOutput>,
@@ -372,6 +377,7 @@ impl UserAgent {
             two_xx: HashMap::new(),
             invites: HashMap::new(),
             registration: None,
+            reinvites: HashMap::new(),
             timers: BinaryHeap::new(),
             out: VecDeque::new(),
         }
@@ -540,6 +546,7 @@ impl UserAgent {
             + self.client.len()
             + self.two_xx.len()
             + self.invites.len()
+            + self.reinvites.len()
             + self.dialogs.len()
     }
 
@@ -547,12 +554,13 @@ impl UserAgent {
     /// entries cannot grow the heap without bound.
     fn compact_timers(&mut self) {
         let before = self.timers.len();
-        let (server, client, two_xx, invites, dialogs) = (
+        let (server, client, two_xx, invites, dialogs, reinvites) = (
             &self.server,
             &self.client,
             &self.two_xx,
             &self.invites,
             &self.dialogs,
+            &self.reinvites,
         );
         self.timers.retain(|Reverse((_, owner))| match owner {
             TimerOwner::Server(k) => server.contains_key(k),
@@ -563,6 +571,7 @@ impl UserAgent {
                 dialogs.contains_key(c)
             }
             TimerOwner::Register => true,
+            TimerOwner::ReInvite(k) => reinvites.contains_key(k),
         });
         self.counters.timers_compacted += (before - self.timers.len()) as u64;
     }
@@ -628,6 +637,18 @@ impl UserAgent {
                 }
                 TimerOwner::Ring(call) => self.ring_timeout(now, call),
                 TimerOwner::Register => self.registration_due(now),
+                TimerOwner::ReInvite(branch) => {
+                    let fire = match self.reinvites.get_mut(&branch) {
+                        Some(r) if due(r.tx.poll_timeout()) => {
+                            r.tx.handle_timeout(now);
+                            true
+                        }
+                        _ => false,
+                    };
+                    if fire {
+                        self.drain_reinvite(now, &branch);
+                    }
+                }
                 TimerOwner::Session(call) => self.session_due(now, call),
                 TimerOwner::Refer(call) => {
                     let late = self
@@ -756,6 +777,10 @@ impl UserAgent {
         match m.cseq().map(|c| c.1) {
             Ok("INVITE") if self.invites.contains_key(&branch) => {
                 self.on_invite_response(now, &branch, &m);
+                return;
+            }
+            Ok("INVITE") if self.reinvites.contains_key(&branch) => {
+                self.on_reinvite_response(now, &branch, &m);
                 return;
             }
             Ok("CANCEL") => {

@@ -160,6 +160,7 @@ impl UserAgent {
                     .target
                     .get(..5)
                     .is_some_and(|s| s.eq_ignore_ascii_case("sips:")),
+            reinvite_pending: false,
         };
         let mut dialog = dialog;
         let mut media = call.media.clone();
@@ -408,13 +409,6 @@ impl UserAgent {
             Some("uac") => Refresher::Us,
             _ => Refresher::Them,
         };
-        if refresher == Refresher::Us && !d.update_allowed {
-            tracing::warn!(
-                call = call.0,
-                "the callee made us the session refresher but takes no UPDATE; session timer off"
-            );
-            return;
-        }
         let timer = SessionTimer {
             interval: interval.max(MIN_SE),
             refresher,
@@ -560,7 +554,7 @@ impl UserAgent {
 
     /// Confirms the dialog from the 2xx and sends its ACK, a transaction of
     /// its own, to the remote target (13.2.2.4, 12.1.2).
-    fn ack_2xx(
+    pub(super) fn ack_2xx(
         &mut self,
         _now: Instant,
         call: CallHandle,

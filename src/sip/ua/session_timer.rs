@@ -68,18 +68,12 @@ pub fn session_expires(m: &Message) -> Option<(Duration, Option<&'static str>)> 
 }
 
 impl SessionTimer {
-    /// The timer a request from the peer (INVITE, re-INVITE or UPDATE of a
-    /// call we answered) asks for, starting `now`: none without
-    /// Session-Expires (RFC 4028 9: the timer is then off), [`TooSmall`]
-    /// below our Min-SE. `peer_allows_update` says whether we could
-    /// refresh, which we must do for a peer without timer support: if we
-    /// could not, we decline the timer (the 2xx then carries none, which
-    /// tells a proxy that asked for it that it is not in use).
-    pub fn requested(
-        m: &Message,
-        now: Instant,
-        peer_allows_update: bool,
-    ) -> Result<Option<Self>, TooSmall> {
+    /// The timer a request from the peer (INVITE, re-INVITE or UPDATE)
+    /// asks for, starting `now`: none without Session-Expires (RFC 4028 9:
+    /// the timer is then off), [`TooSmall`] below our Min-SE. When we are
+    /// to refresh, we do by UPDATE if the peer takes it, else by
+    /// re-INVITE.
+    pub fn requested(m: &Message, now: Instant) -> Result<Option<Self>, TooSmall> {
         let Some((interval, refresher)) = session_expires(m) else {
             return Ok(None);
         };
@@ -94,12 +88,6 @@ impl SessionTimer {
             None if peer_supports => Refresher::Them,
             None => Refresher::Us,
         };
-        if refresher == Refresher::Us && !peer_allows_update {
-            tracing::info!(
-                "session timer asked for, but the peer takes no UPDATE to refresh it: declined"
-            );
-            return Ok(None);
-        }
         Ok(Some(Self {
             interval,
             refresher,
@@ -174,13 +162,18 @@ impl UserAgent {
         };
         t.refreshing = true;
         let (header, next) = (t.request_header(), t.deadline());
-        tracing::debug!(call = call.0, "refreshing the session (UPDATE)");
-        self.send_in_dialog(
-            now,
-            call,
-            Method::Update,
-            &[("Session-Expires", header.as_str()), ("Supported", "timer")],
-        );
+        let by_update = self.dialogs.get(&call).is_some_and(|d| d.update_allowed);
+        if by_update {
+            tracing::debug!(call = call.0, "refreshing the session (UPDATE)");
+            self.send_in_dialog(
+                now,
+                call,
+                Method::Update,
+                &[("Session-Expires", header.as_str()), ("Supported", "timer")],
+            );
+        } else {
+            self.send_reinvite_refresh(now, call);
+        }
         self.schedule(Some(next), TimerOwner::Session(call));
     }
 
@@ -288,7 +281,7 @@ impl UserAgent {
             };
             let refusal = match d.media.as_mut() {
                 // Our offer (in a 2xx) waits for its answer in the ACK.
-                Some(_) if d.offer_in_2xx => Some((491, "Request Pending")),
+                Some(_) if d.offer_in_2xx || d.reinvite_pending => Some((491, "Request Pending")),
                 None => Some((491, "Request Pending")),
                 Some(media) => {
                     // Checked on a copy: a refused offer changes nothing.
@@ -315,7 +308,7 @@ impl UserAgent {
             return;
         };
         let (d_transport, d_secure) = (d.source.transport, d.secure);
-        match SessionTimer::requested(&m, now, d.update_allowed) {
+        match SessionTimer::requested(&m, now) {
             Err(TooSmall) => {
                 let extra = [("Min-SE", MIN_SE_TEXT)];
                 self.respond(
@@ -376,33 +369,30 @@ From: <sip:a@b>;tag=1\r\nTo: <sip:8000@127.0.0.1>\r\nCall-ID: st\r\nCSeq: 1 INVI
     #[test]
     fn no_session_expires_no_timer_and_too_small_is_refused() {
         let now = t0();
-        assert_eq!(SessionTimer::requested(&request(""), now, true), Ok(None));
+        assert_eq!(SessionTimer::requested(&request(""), now), Ok(None));
         assert_eq!(
-            SessionTimer::requested(&request("Session-Expires: 60\r\n"), now, true),
+            SessionTimer::requested(&request("Session-Expires: 60\r\n"), now),
             Err(TooSmall)
         );
         assert_eq!(
-            SessionTimer::requested(&request("Session-Expires: soon\r\n"), now, true),
+            SessionTimer::requested(&request("Session-Expires: soon\r\n"), now),
             Ok(None),
             "a malformed one is ignored"
         );
     }
 
     #[test]
-    fn the_peer_refreshes_when_it_supports_timers_else_we_do_by_update() {
+    fn the_peer_refreshes_when_it_supports_timers_else_we_do() {
         let now = t0();
-        let theirs = SessionTimer::requested(
-            &request("Supported: timer, 100rel\r\nx: 1800\r\n"),
-            now,
-            false,
-        )
-        .unwrap()
-        .unwrap();
+        let theirs =
+            SessionTimer::requested(&request("Supported: timer, 100rel\r\nx: 1800\r\n"), now)
+                .unwrap()
+                .unwrap();
         assert_eq!(theirs.refresher, Refresher::Them);
         assert_eq!(theirs.header(), "1800;refresher=uac");
         assert_eq!(theirs.deadline(), now + Duration::from_secs(1800 - 32));
 
-        let ours = SessionTimer::requested(&request("Session-Expires: 120\r\n"), now, true)
+        let ours = SessionTimer::requested(&request("Session-Expires: 120\r\n"), now)
             .unwrap()
             .unwrap();
         assert_eq!(ours.refresher, Refresher::Us);
@@ -418,15 +408,9 @@ From: <sip:a@b>;tag=1\r\nTo: <sip:8000@127.0.0.1>\r\nCall-ID: st\r\nCSeq: 1 INVI
             "no answer: expiry, 32 s before the interval ends"
         );
 
-        assert_eq!(
-            SessionTimer::requested(&request("Session-Expires: 120\r\n"), now, false),
-            Ok(None),
-            "we would have to refresh and cannot: declined"
-        );
         let named = SessionTimer::requested(
             &request("Supported: timer\r\nSession-Expires: 300;refresher=uas\r\n"),
             now,
-            true,
         )
         .unwrap()
         .unwrap();

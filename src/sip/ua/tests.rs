@@ -1857,3 +1857,147 @@ fn an_update_with_an_offer_moves_the_media_within_the_trunks_networks() {
         .count();
     assert_eq!(moves, 1);
 }
+
+/// The peer's answer to the last request we sent in a dialog: its Via,
+/// From, To, Call-ID and CSeq as they are, and `extra` lines and `body`.
+fn peer_answers(rig: &mut Rig, status: &str, extra: &str, body: &str) {
+    let request = rig.sent.last().unwrap().2.clone();
+    let mut lines = vec![format!("SIP/2.0 {status}")];
+    for l in request.lines().skip(1) {
+        if ["Via:", "From:", "To:", "Call-ID:", "CSeq:"]
+            .iter()
+            .any(|h| l.starts_with(h))
+        {
+            lines.push(l.to_string());
+        }
+    }
+    let body_lines = if body.is_empty() {
+        String::new()
+    } else {
+        "Content-Type: application/sdp\r\n".to_string()
+    };
+    lines.push(format!("{extra}{body_lines}Content-Length: {}", body.len()));
+    rig.recv(&(lines.join("\r\n") + "\r\n\r\n" + body));
+}
+
+/// A call answered with a real SDP answer to its offer (the media agreed,
+/// as the endpoint does it), and acknowledged.
+fn answered_for_real(rig: &mut Rig, call_id: &str, extra: &str) -> (CallHandle, String) {
+    rig.recv(&invite(call_id, "z9hG4bK-inv1", extra, OFFER));
+    let call = match rig.events.last() {
+        Some((c, UaEvent::Incoming(_))) => *c,
+        other => panic!("{other:?}"),
+    };
+    let mut session = crate::sip::sdp::MediaSession::new(media());
+    let (answer, _) = session.answer(OFFER.as_bytes()).unwrap();
+    assert!(rig
+        .ua
+        .accept(rig.now, call, session, answer.as_bytes(), false));
+    rig.drain();
+    let tag = rig.to_tag();
+    rig.recv(&in_dialog("ACK", call_id, &tag, 1, "z9hG4bK-ack1", "", ""));
+    (call, tag)
+}
+
+#[test]
+fn a_peer_that_takes_no_update_is_refreshed_by_re_invite() {
+    let mut rig = Rig::new();
+    // No Supported: timer, no UPDATE in Allow: we refresh, by re-INVITE.
+    let extra = "Allow: INVITE, ACK, BYE, CANCEL\r\nSession-Expires: 120\r\n";
+    let (call, tag) = answered_for_real(&mut rig, "ri1", extra);
+    let ok = rig.sent[1].2.clone();
+    assert!(ok.contains("Session-Expires: 120;refresher=uas"), "{ok}");
+    rig.run_until(Duration::from_secs(59));
+    assert!(!rig.statuses().iter().any(|s| s.starts_with("INVITE ")));
+    rig.run_until(Duration::from_secs(61));
+    let reinvite = rig.sent.last().unwrap().2.clone();
+    assert!(
+        reinvite.starts_with("INVITE sip:sipp@127.0.0.1:5070 SIP/2.0"),
+        "{reinvite}"
+    );
+    assert!(
+        reinvite.contains("Session-Expires: 120;refresher=uac"),
+        "{reinvite}"
+    );
+    assert!(
+        reinvite.contains("m=audio 20000 RTP/AVP 0 "),
+        "the agreed codec: {reinvite}"
+    );
+    assert!(reinvite.contains(&format!("From: <sip:8000@127.0.0.1:5060>;tag={tag}")));
+    // The peer's own offer crosses ours: 491 (RFC 3261 14.2).
+    rig.recv(&in_dialog(
+        "INVITE",
+        "ri1",
+        &tag,
+        2,
+        "z9hG4bK-ri-glare",
+        "Content-Type: application/sdp\r\n",
+        OFFER,
+    ));
+    assert!(
+        rig.sent.last().unwrap().2.starts_with("SIP/2.0 491"),
+        "{:?}",
+        rig.statuses()
+    );
+    // Ours is answered: ACKed, and the session goes on.
+    let sent_before = rig.sent.len();
+    let reinvite_at = rig
+        .sent
+        .iter()
+        .rposition(|(_, _, t)| t.starts_with("INVITE "))
+        .unwrap();
+    rig.sent.truncate(reinvite_at + 1);
+    peer_answers(
+        &mut rig,
+        "200 OK",
+        "Contact: <sip:sipp@127.0.0.1:5070>\r\n",
+        OFFER,
+    );
+    let ack = rig.sent.last().unwrap().2.clone();
+    assert!(
+        ack.starts_with("ACK sip:sipp@127.0.0.1:5070 SIP/2.0"),
+        "{ack}"
+    );
+    assert!(ack.contains("CSeq: 1 ACK"), "{ack}");
+    assert!(sent_before > reinvite_at);
+    rig.run_until(Duration::from_secs(115));
+    assert!(!rig.statuses().iter().any(|s| s.starts_with("BYE ")));
+    // The next refresh comes half an interval after the last.
+    let refreshes = rig
+        .sent
+        .iter()
+        .filter(|(_, _, t)| t.starts_with("INVITE "))
+        .count();
+    assert_eq!(refreshes, 2, "{:?}", rig.statuses());
+    assert!(!rig
+        .events
+        .iter()
+        .any(|(c, e)| *c == call && matches!(e, UaEvent::Ended(_))));
+}
+
+#[test]
+fn a_refreshing_re_invite_refused_with_491_is_sent_again_soon() {
+    let mut rig = Rig::new();
+    let extra = "Session-Expires: 120\r\n";
+    answered_for_real(&mut rig, "ri2", extra);
+    rig.run_until(Duration::from_secs(61));
+    peer_answers(&mut rig, "491 Request Pending", "", "");
+    let ack = rig.sent.last().unwrap().2.clone();
+    assert!(
+        ack.starts_with("ACK sip:sipp@127.0.0.1:5070 SIP/2.0"),
+        "{ack}"
+    );
+    assert!(ack.contains("CSeq: 1 ACK"), "the transaction's ACK: {ack}");
+    rig.run_until(Duration::from_secs(63));
+    let invites = |rig: &Rig| {
+        rig.sent
+            .iter()
+            .filter(|(_, _, t)| t.starts_with("INVITE "))
+            .map(|(_, _, t)| header(t, "CSeq:").to_string())
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+    };
+    assert_eq!(invites(&rig), 1);
+    rig.run_until(Duration::from_secs(65));
+    assert_eq!(invites(&rig), 2, "again 2.1-4 s after the 491");
+}
