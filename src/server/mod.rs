@@ -323,9 +323,14 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
             None
         };
         let tls = match &tls_setup {
-            // Listen addresses on one IP (several UDP ports) share its one
-            // TLS port: the first one's workers take what comes over it.
-            Some(_) if tls_by_ip.contains_key(&addr.ip()) => tls_by_ip.get(&addr.ip()).cloned(),
+            // Listen addresses on one IP (several UDP ports) have one TLS
+            // port between them: the first takes it. The others speak no
+            // TLS, since what came back over it would reach the first's
+            // workers, who would not know their transactions.
+            Some(_) if tls_by_ip.contains_key(&addr.ip()) => {
+                tracing::warn!(%addr, "SIP over TLS only on the first listen address of its IP");
+                None
+            }
             Some(tls) => {
                 let at = SocketAddr::new(
                     addr.ip(),

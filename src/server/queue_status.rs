@@ -320,6 +320,8 @@ impl Poller {
             .timeout(timeout)
             .connect_timeout(timeout)
             .redirect(reqwest::redirect::Policy::limited(5))
+            // No proxy from the environment: the token goes to the ACD.
+            .no_proxy()
             .build()
             .map_err(|e| PollError::BadUrl(format!("HTTP client: {e}")))?;
         Ok(Self {

@@ -449,6 +449,10 @@ impl TcpTransport {
         let keepalive = self.timing.keepalive.filter(|k| opened && !k.is_zero());
         let mut ping_at = keepalive.map(|k| start + k);
         let mut pong_by: Option<tokio::time::Instant> = None;
+        // Only a peer that has answered a ping is held to answering them
+        // (RFC 5626 peers do; many trunks ignore the CRLFs, and their
+        // connections are healthy all the same).
+        let mut answers_pings = false;
         let (reason, half_closed) = loop {
             let first = first_by.filter(|_| !heard);
             let wake = [first, Some(idle_by), ping_at, pong_by]
@@ -457,6 +461,9 @@ impl TcpTransport {
                 .min()
                 .unwrap_or(idle_by);
             let n = tokio::select! {
+                // Data first: a read that is ready is never lost to a
+                // deadline that is due at the same moment.
+                biased;
                 r = reader.read(&mut buf) => r,
                 () = tokio::time::sleep_until(wake) => {
                     let now = tokio::time::Instant::now();
@@ -467,7 +474,10 @@ impl TcpTransport {
                         break (format!("silent for {idle:?}"), false);
                     }
                     if pong_by.is_some_and(|by| now >= by) {
-                        break (format!("no pong within {:?}", self.timing.pong_within), false);
+                        if answers_pings {
+                            break (format!("no pong within {:?}", self.timing.pong_within), false);
+                        }
+                        pong_by = None;
                     }
                     if let (Some(at), Some(every)) = (ping_at, keepalive) {
                         if now >= at {
@@ -482,12 +492,14 @@ impl TcpTransport {
             };
             // Anything read, a pong included, shows the peer alive.
             idle_by = tokio::time::Instant::now() + idle;
-            pong_by = None;
             let n = match n {
                 Err(e) => break (format!("read failed: {e}"), false),
                 Ok(0) => break ("closed by the peer".to_string(), true),
                 Ok(n) => n,
             };
+            if pong_by.take().is_some() && buf[..n].iter().all(|b| matches!(b, b'\r' | b'\n')) {
+                answers_pings = true;
+            }
             framer.push(&buf[..n]);
             let broken = loop {
                 match framer.next_frame() {
@@ -936,6 +948,25 @@ mod tests {
         let mut ping = [0u8; 4];
         within(peer.read_exact(&mut ping)).await.unwrap();
         all_closed(&transport).await;
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_ignores_pings_keeps_its_connection() {
+        let timing = StreamTiming {
+            idle: Duration::from_secs(60),
+            keepalive: Some(Duration::from_millis(100)),
+            pong_within: Duration::from_millis(100),
+            ..StreamTiming::default()
+        };
+        let (transport, _, _rx) = started_with(timing).await;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        transport.send(listener.local_addr().unwrap(), Arc::from(OPTIONS));
+        let (mut peer, _) = within(listener.accept()).await.unwrap();
+        let mut got = vec![0u8; OPTIONS.len() + 3 * PING.len()];
+        within(peer.read_exact(&mut got)).await.unwrap();
+        assert!(got.ends_with(PING), "pinged, unanswered");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(transport.open(), 1, "never answering is no sign of death");
     }
 
     #[tokio::test]

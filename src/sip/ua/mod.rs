@@ -700,6 +700,9 @@ impl UserAgent {
         for o in outputs {
             match o {
                 Output::Transmit(bytes) => self.transmit(to, bytes),
+                Output::TimedOut | Output::TransportError if method == Method::Register => {
+                    self.register_unanswered(now, branch);
+                }
                 Output::TimedOut | Output::TransportError => {
                     self.on_client_failure(now, call, &method, "no response (timeout)")
                 }
@@ -750,8 +753,6 @@ impl UserAgent {
             self.forget(call);
         } else if *method == Method::Update {
             self.session_lost(now, call, why);
-        } else if *method == Method::Register {
-            self.register_failed(now, format!("REGISTER: {why}"));
         }
     }
 
@@ -765,6 +766,9 @@ impl UserAgent {
             }
         }
         self.two_xx.remove(&call);
+        // A re-INVITE that got a provisional answer and never a final one
+        // has no timer left: it goes with its dialog.
+        self.reinvites.retain(|_, r| r.call != call);
     }
 
     fn on_response(&mut self, now: Instant, m: Message) {

@@ -415,6 +415,7 @@ impl UserAgent {
             peer_supports: true,
             since: now,
             refreshing: false,
+            retried: false,
         };
         d.session = Some(timer);
         self.schedule(Some(timer.deadline()), TimerOwner::Session(call));

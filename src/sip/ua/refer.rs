@@ -168,6 +168,8 @@ impl UserAgent {
         if let Some(d) = self.dialogs.get_mut(&call) {
             d.state = DialogState::Terminating;
             d.refer_deadline = None;
+            // An ending dialog is refreshed no more.
+            d.session = None;
         }
     }
 

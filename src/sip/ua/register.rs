@@ -107,7 +107,11 @@ pub(super) struct Registration {
 /// time for its retransmissions and one more try.
 fn refresh_after(granted: Duration) -> Duration {
     let half = granted / 2;
-    granted.saturating_sub(Duration::from_secs(60)).max(half)
+    granted
+        .saturating_sub(Duration::from_secs(60))
+        .max(half)
+        // A registrar granting seconds is not refreshed seconds apart.
+        .max(Duration::from_secs(30))
 }
 
 impl UserAgent {
@@ -263,7 +267,12 @@ impl UserAgent {
                 tracing::info!(registrar = %r.config.registrar, "registration removed");
             }
             200..=299 => {
-                let granted = granted_expiry(m, &r.config.user).unwrap_or(r.expires);
+                let ours = format!(
+                    "sip:{}@{}",
+                    r.config.user,
+                    self.config.sent_by(r.config.registrar.transport)
+                );
+                let granted = granted_expiry(m, &ours).unwrap_or(r.expires);
                 if granted.is_zero() {
                     // The registrar kept no binding of ours.
                     self.register_failed(now, "the registrar granted no binding".into());
@@ -365,6 +374,18 @@ impl UserAgent {
         self.send_register(now);
     }
 
+    /// A REGISTER got no answer: a failure if it is the one in flight (an
+    /// older refresh timing out must not end the unregistration's wait).
+    pub(super) fn register_unanswered(&mut self, now: Instant, branch: &str) {
+        let ours = self
+            .registration
+            .as_ref()
+            .is_some_and(|r| r.in_flight.as_deref() == Some(branch));
+        if ours {
+            self.register_failed(now, "REGISTER: no response (timeout)".into());
+        }
+    }
+
     /// The REGISTER failed: try again after the back-off.
     pub(super) fn register_failed(&mut self, now: Instant, reason: String) {
         let jitter = self.rng.f64();
@@ -425,12 +446,16 @@ pub(super) const NO_CALL: CallHandle = CallHandle(0);
 
 /// The lifetime the registrar granted our binding: the `expires` of our
 /// Contact among those it lists (10.2.4), else its Expires header.
-fn granted_expiry(m: &Message, user: &str) -> Option<Duration> {
-    let ours = format!("sip:{user}@");
+fn granted_expiry(m: &Message, ours: &str) -> Option<Duration> {
+    let is_ours = |uri: &str| {
+        uri.strip_prefix(ours)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with(';'))
+    };
     let from_contact = m.headers_named("Contact").find_map(|c| {
-        // A 200 may list other bindings of the same address-of-record.
+        // A 200 lists every binding of the address-of-record, other
+        // hosts' too: ours is the one with our address.
         c.split(',')
-            .find(|one| message::uri_of(one).starts_with(&ours))
+            .find(|one| is_ours(message::uri_of(one)))
             .and_then(|one| {
                 one.split(';').skip(1).find_map(|p| {
                     let (k, v) = p.split_once('=')?;
@@ -443,5 +468,6 @@ fn granted_expiry(m: &Message, user: &str) -> Option<Duration> {
     });
     from_contact
         .or_else(|| m.header("Expires").and_then(|v| v.trim().parse().ok()))
-        .map(Duration::from_secs)
+        // A day at most: it is added to the clock.
+        .map(|s: u64| Duration::from_secs(s.min(86_400)))
 }

@@ -130,6 +130,11 @@ impl UserAgent {
         let first_2xx = (200..300).contains(&status) && !std::mem::replace(&mut r.answered, true);
         self.drain_reinvite(now, branch);
         if (200..300).contains(&status) {
+            // A re-INVITE refreshes the target (12.2.1.2): the ACK goes to
+            // the 2xx's Contact, and so does what follows.
+            if let (Some(d), Some(contact)) = (self.dialogs.get_mut(&call), m.header("Contact")) {
+                d.remote_target = message::uri_of(contact).to_string();
+            }
             // Every 2xx, retransmissions too, gets our ACK (13.2.2.4).
             self.ack_2xx(now, call, cseq, m, &[]);
             if !first_2xx {

@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{CallHandle, EndReason, TimerOwner, UaEvent, UserAgent};
+use super::{CallHandle, DialogState, EndReason, TimerOwner, UaEvent, UserAgent};
 use crate::sip::message::{param, Message, Method};
 use crate::sip::transaction::TransactionKey;
 use crate::sip::transport::Peer;
@@ -40,6 +40,8 @@ pub struct SessionTimer {
     pub since: Instant,
     /// Our refresh is out and not yet answered.
     pub refreshing: bool,
+    /// Our last refresh failed and was tried once more.
+    pub retried: bool,
 }
 
 /// Why a request's session timer cannot be taken.
@@ -58,7 +60,9 @@ fn lists(m: &Message, name: &str, option: &str) -> bool {
 pub fn session_expires(m: &Message) -> Option<(Duration, Option<&'static str>)> {
     let value = m.header("Session-Expires")?;
     let (seconds, params) = value.split_once(';').unwrap_or((value, ""));
-    let seconds: u64 = seconds.trim().parse().ok()?;
+    // A day at most: the interval is added to the clock, and no session
+    // needs longer between refreshes.
+    let seconds: u64 = seconds.trim().parse::<u64>().ok()?.min(86_400);
     let refresher = match param(params, "refresher") {
         Some(v) if v.eq_ignore_ascii_case("uac") => Some("uac"),
         Some(v) if v.eq_ignore_ascii_case("uas") => Some("uas"),
@@ -94,6 +98,7 @@ impl SessionTimer {
             peer_supports,
             since: now,
             refreshing: false,
+            retried: false,
         }))
     }
 
@@ -208,6 +213,7 @@ impl UserAgent {
             200..=299 => {
                 t.since = now;
                 t.refreshing = false;
+                t.retried = false;
                 if let Some((interval, refresher)) = session_expires(m) {
                     t.interval = interval.max(MIN_SE);
                     // `uac` is us: we sent the UPDATE.
@@ -248,7 +254,16 @@ impl UserAgent {
                 );
                 d.session = None;
             }
-            // Anything else: the session stands until it expires.
+            // Anything else (a 500, 488, a challenge): tried once more in
+            // 10 s, then the session stands until it expires.
+            _ if !t.retried => {
+                t.retried = true;
+                t.refreshing = false;
+                self.schedule(
+                    Some(now + Duration::from_secs(10)),
+                    TimerOwner::Session(call),
+                );
+            }
             _ => {}
         }
     }
@@ -273,15 +288,33 @@ impl UserAgent {
             return;
         };
         let tag = d.local_tag.clone();
+        // RFC 3261 12.2.2: a lower CSeq is out of order (a replayed or
+        // late UPDATE must not move the media back).
+        let cseq = m.cseq().map(|c| c.0).unwrap_or(0);
+        if cseq <= d.remote_cseq {
+            let reason = "Server Internal Error";
+            self.respond(now, source, key, &m, 500, reason, &[], Some(&tag));
+            return;
+        }
+        d.remote_cseq = cseq;
+        let session = SessionTimer::requested(&m, now);
         let mut answer: Option<(String, crate::sip::sdp::Negotiated)> = None;
-        if !m.body.is_empty() {
+        // A refused interval refuses the whole request: the offer is not
+        // taken either.
+        if !m.body.is_empty() && session.is_ok() {
             let allowed = self.media_allowed(call);
             let Some(d) = self.dialogs.get_mut(&call) else {
                 return;
             };
             let refusal = match d.media.as_mut() {
-                // Our offer (in a 2xx) waits for its answer in the ACK.
-                Some(_) if d.offer_in_2xx || d.reinvite_pending => Some((491, "Request Pending")),
+                // An offer/answer of ours is open: our offer in a 2xx
+                // waiting for the ACK, our re-INVITE, or the INVITE of an
+                // early dialog (RFC 3311 5.2).
+                Some(_)
+                    if d.offer_in_2xx || d.reinvite_pending || d.state == DialogState::Early =>
+                {
+                    Some((491, "Request Pending"))
+                }
                 None => Some((491, "Request Pending")),
                 Some(media) => {
                     // Checked on a copy: a refused offer changes nothing.
@@ -308,7 +341,7 @@ impl UserAgent {
             return;
         };
         let (d_transport, d_secure) = (d.source.transport, d.secure);
-        match SessionTimer::requested(&m, now) {
+        match session {
             Err(TooSmall) => {
                 let extra = [("Min-SE", MIN_SE_TEXT)];
                 self.respond(
