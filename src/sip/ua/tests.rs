@@ -144,6 +144,14 @@ impl Rig {
         to.split("tag=").nth(1).unwrap().trim().to_string()
     }
 
+    /// The call the last event announced as incoming.
+    fn last_incoming(&self) -> CallHandle {
+        match self.events.last() {
+            Some((c, UaEvent::Incoming(_))) => *c,
+            other => panic!("{other:?}"),
+        }
+    }
+
     fn incoming(&mut self, call_id: &str) -> CallHandle {
         self.incoming_with(call_id, "")
     }
@@ -216,10 +224,7 @@ fn a_call_over_tcp_keeps_to_its_connection_and_nothing_is_retransmitted() {
     rig.source = Peer::tcp(connection);
     let tcp = |m: String| m.replace("SIP/2.0/UDP", "SIP/2.0/TCP");
     rig.recv(&tcp(invite("t1", "z9hG4bK-t1", "", OFFER)));
-    let call = match rig.events.last() {
-        Some((c, UaEvent::Incoming(_))) => *c,
-        other => panic!("{other:?}"),
-    };
+    let call = rig.last_incoming();
     assert!(rig.accept(call));
     rig.drain();
     let tag = rig.to_tag();
@@ -252,12 +257,17 @@ fn a_call_over_tcp_keeps_to_its_connection_and_nothing_is_retransmitted() {
     assert!(rig.transports.iter().all(|t| *t == Transport::Tcp));
 }
 
+/// A user agent taking TLS on 5061 beside UDP and TCP on 5060.
+fn tls_rig() -> Rig {
+    let mut config = UaConfig::new("127.0.0.1:5060".parse().unwrap());
+    config.tls_port = Some(5061);
+    Rig::with(config)
+}
+
 #[test]
 fn a_call_over_tls_to_a_sips_uri_is_a_secure_dialog_on_the_tls_port() {
     use crate::sip::transport::{Peer, Transport};
-    let mut config = UaConfig::new("127.0.0.1:5060".parse().unwrap());
-    config.tls_port = Some(5061);
-    let mut rig = Rig::with(config);
+    let mut rig = tls_rig();
     let connection: SocketAddr = "127.0.0.1:40125".parse().unwrap();
     rig.source = Peer::tls(connection);
     let tls = |m: String| {
@@ -266,10 +276,7 @@ fn a_call_over_tls_to_a_sips_uri_is_a_secure_dialog_on_the_tls_port() {
             .replace("<sip:sipp@127.0.0.1:5070>", "<sips:sipp@127.0.0.1:5071>")
     };
     rig.recv(&tls(invite("s1", "z9hG4bK-s1", "", OFFER)));
-    let call = match rig.events.last() {
-        Some((c, UaEvent::Incoming(_))) => *c,
-        other => panic!("{other:?}"),
-    };
+    let call = rig.last_incoming();
     assert!(rig.accept(call));
     rig.drain();
     let tag = rig.to_tag();
@@ -298,16 +305,11 @@ fn a_call_over_tls_to_a_sips_uri_is_a_secure_dialog_on_the_tls_port() {
 #[test]
 fn a_call_over_tls_to_a_sip_uri_says_its_transport_in_the_contact() {
     use crate::sip::transport::Peer;
-    let mut config = UaConfig::new("127.0.0.1:5060".parse().unwrap());
-    config.tls_port = Some(5061);
-    let mut rig = Rig::with(config);
+    let mut rig = tls_rig();
     rig.source = Peer::tls("127.0.0.1:40126".parse().unwrap());
     let tls = |m: String| m.replace("SIP/2.0/UDP", "SIP/2.0/TLS");
     rig.recv(&tls(invite("s2", "z9hG4bK-s2", "", OFFER)));
-    let call = match rig.events.last() {
-        Some((c, UaEvent::Incoming(_))) => *c,
-        other => panic!("{other:?}"),
-    };
+    let call = rig.last_incoming();
     assert!(rig.accept(call));
     rig.drain();
     let ok = rig.sent[1].2.clone();
@@ -323,10 +325,7 @@ fn a_call_over_tls_to_a_sip_uri_says_its_transport_in_the_contact() {
         OFFER,
     ));
     rig.recv(&via_proxy);
-    let call = match rig.events.last() {
-        Some((c, UaEvent::Incoming(_))) => *c,
-        other => panic!("{other:?}"),
-    };
+    let call = rig.last_incoming();
     assert!(rig.accept(call));
     rig.drain();
     let ok = rig.sent.last().unwrap().2.clone();
@@ -343,10 +342,7 @@ fn a_refusal_over_tcp_is_sent_once() {
     rig.source = Peer::tcp("127.0.0.1:40124".parse().unwrap());
     let tcp = |m: String| m.replace("SIP/2.0/UDP", "SIP/2.0/TCP");
     rig.recv(&tcp(invite("t2", "z9hG4bK-t2", "", OFFER)));
-    let call = match rig.events.last() {
-        Some((c, UaEvent::Incoming(_))) => *c,
-        other => panic!("{other:?}"),
-    };
+    let call = rig.last_incoming();
     rig.ua.reject(rig.now, call, 486, "Busy Here", &[]);
     rig.drain();
     // No Timer G over TCP: the 486 is not sent again while no ACK comes.
@@ -1884,10 +1880,7 @@ fn peer_answers(rig: &mut Rig, status: &str, extra: &str, body: &str) {
 /// as the endpoint does it), and acknowledged.
 fn answered_for_real(rig: &mut Rig, call_id: &str, extra: &str) -> (CallHandle, String) {
     rig.recv(&invite(call_id, "z9hG4bK-inv1", extra, OFFER));
-    let call = match rig.events.last() {
-        Some((c, UaEvent::Incoming(_))) => *c,
-        other => panic!("{other:?}"),
-    };
+    let call = rig.last_incoming();
     let mut session = crate::sip::sdp::MediaSession::new(media());
     let (answer, _) = session.answer(OFFER.as_bytes()).unwrap();
     assert!(rig
