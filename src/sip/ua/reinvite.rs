@@ -6,7 +6,7 @@
 //! session version) through an INVITE client transaction of its own; its
 //! 2xx is acknowledged by us like any 2xx, and its answer taken. While it
 //! is out, an offer from the peer gets 491 (RFC 3261 14.2); a 491 to ours
-//! is tried again after 2.1 to 4 s (14.1).
+//! is tried again after the wait of 14.1.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -166,9 +166,16 @@ impl UserAgent {
         }
         self.reinvite_settled(call);
         if status == 491 {
-            // Glare: the peer's own offer crossed ours. Again in 2.1-4 s,
-            // before the session expires.
-            let wait = Duration::from_millis(2100 + u64::from(self.rng.u32(..1900)));
+            // Glare: the peer's own offer crossed ours. Again after a wait
+            // that keeps the two sides apart (RFC 3261 14.1): 2.1-4 s if
+            // the Call-ID is ours (we placed the call; an incoming one
+            // always has its trunk), else 0-2 s.
+            let ours = self.dialogs.get(&call).is_some_and(|d| d.trunk.is_none());
+            let wait = if ours {
+                Duration::from_millis(2100 + u64::from(self.rng.u32(..1900)))
+            } else {
+                Duration::from_millis(u64::from(self.rng.u32(..2000)))
+            };
             if let Some(t) = self.dialogs.get_mut(&call).and_then(|d| d.session.as_mut()) {
                 t.refreshing = false;
             }
