@@ -39,6 +39,9 @@ pub struct MediaSession {
     /// the session (RFC 3264 section 8).
     sent: bool,
     negotiated: Option<Negotiated>,
+    /// The codecs our last offer listed: its answer may pick only one of
+    /// them (RFC 3264 6.1).
+    offered: Vec<Codec>,
 }
 
 fn parse_body(body: &[u8]) -> Result<SessionDescription, SessionError> {
@@ -58,6 +61,7 @@ impl MediaSession {
             codecs: codecs.to_vec(),
             sent: false,
             negotiated: None,
+            offered: Vec::new(),
         }
     }
 
@@ -96,6 +100,7 @@ impl MediaSession {
     /// without SDP.
     pub fn offer(&mut self) -> String {
         self.next_version();
+        self.offered = self.codecs.clone();
         offer_codecs(&self.local, &self.codecs)
     }
 
@@ -120,16 +125,22 @@ impl MediaSession {
     /// ours before anything was agreed).
     pub fn refresh_offer(&mut self) -> String {
         self.next_version();
-        match self.negotiated {
-            Some(n) => offer_codecs(&self.local, &[n.codec]),
-            None => offer_codecs(&self.local, &self.codecs),
-        }
+        self.offered = match self.negotiated {
+            Some(n) => vec![n.codec],
+            None => self.codecs.clone(),
+        };
+        offer_codecs(&self.local, &self.offered)
     }
 
     /// Takes the peer's answer to our offer (from a 2xx, or an ACK).
     pub fn accept_answer(&mut self, answer: &[u8]) -> Result<Negotiated, SessionError> {
         let answer = parse_body(answer)?;
-        let negotiated = accept_answer_with(&answer, &self.codecs)?;
+        let codecs = if self.offered.is_empty() {
+            &self.codecs
+        } else {
+            &self.offered
+        };
+        let negotiated = accept_answer_with(&answer, codecs)?;
         self.negotiated = Some(negotiated);
         Ok(negotiated)
     }
@@ -192,5 +203,20 @@ mod tests {
             Err(SessionError::Malformed(_))
         ));
         assert!(MediaSession::check_offer(PCMA_OFFER.as_bytes(), local().addr).is_ok());
+    }
+
+    #[test]
+    fn the_answer_to_a_refresh_may_pick_only_the_codec_offered() {
+        let mut session = MediaSession::new(local());
+        session.answer(PCMA_OFFER.as_bytes()).unwrap();
+        let offer = session.refresh_offer();
+        assert!(offer.contains("m=audio 30000 RTP/AVP 8 101"), "{offer}");
+        let pcmu = "v=0\r\no=x 1 2 IN IP4 127.0.0.2\r\ns=-\r\nc=IN IP4 127.0.0.2\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
+        assert!(
+            session.accept_answer(pcmu.as_bytes()).is_err(),
+            "not offered"
+        );
+        let pcma = pcmu.replace("RTP/AVP 0", "RTP/AVP 8");
+        assert!(session.accept_answer(pcma.as_bytes()).is_ok());
     }
 }
