@@ -29,6 +29,7 @@ fn config() -> AdmissionConfig {
             max_calls: usize::MAX,
             calls_per_second: Rate::per_second(1e12),
             source_rate: Rate::per_second(1e12),
+            located: None,
         })
         .collect();
     AdmissionConfig {

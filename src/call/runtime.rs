@@ -34,17 +34,36 @@ impl Runtime {
     /// in-dialog requests) a call we place to them brings back.
     pub fn bridge_destinations(&self) -> Vec<std::net::IpAddr> {
         let mut ips: Vec<std::net::IpAddr> = self
-            .flows
-            .flows
-            .iter()
-            .flat_map(|f| f.queues.iter())
-            .filter(|q| q.handoff != crate::flow::model::Handoff::Refer)
-            .filter_map(|q| crate::flow::compile::bridge_destination(&q.uri).ok())
-            .map(|a| a.ip())
+            .bridge_targets()
+            .into_iter()
+            .filter_map(|t| t.fixed())
+            .map(|p| p.addr.ip())
             .collect();
         ips.sort();
         ips.dedup();
         ips
+    }
+
+    /// The bridged queues called by host name: DNS must place them.
+    pub fn bridge_names(&self) -> Vec<crate::sip::locate::SipTarget> {
+        let mut names: Vec<_> = self
+            .bridge_targets()
+            .into_iter()
+            .filter(|t| t.fixed().is_none())
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    fn bridge_targets(&self) -> Vec<crate::sip::locate::SipTarget> {
+        self.flows
+            .flows
+            .iter()
+            .flat_map(|f| f.queues.iter())
+            .filter(|q| q.handoff != crate::flow::model::Handoff::Refer)
+            .filter_map(|q| crate::flow::compile::bridge_target(&q.uri).ok())
+            .collect()
     }
 
     /// The transports bridged queues are called over.

@@ -13,6 +13,7 @@ use crate::flow::duration::FlowDuration;
 use crate::sip::admission::{
     AdmissionConfig, InboundDigest, Networks, Rate, TrunkPolicy, UnknownSources,
 };
+use crate::sip::locate::{Host, SipTarget};
 
 /// Where and how `callflow serve` runs.
 #[derive(Debug, Clone, Deserialize)]
@@ -90,6 +91,8 @@ pub struct ServerConfig {
     /// closed, and how often we ping those we opened (RFC 5626 CRLF
     /// keep-alive; `0s`: never).
     pub streams: StreamsConfig,
+    /// How trunk, registrar and queue host names are looked up (RFC 3263).
+    pub dns: DnsConfig,
     /// Call workers per listen address, each pacing its own calls (a
     /// call's SIP and RTP stay on one); default: one per CPU core.
     pub workers: Option<usize>,
@@ -122,6 +125,45 @@ impl Default for StreamsConfig {
             keepalive: FlowDuration(Duration::from_secs(90)),
         }
     }
+}
+
+/// `dns` in the config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsConfig {
+    /// The name servers to ask (`192.0.2.53`, `127.0.0.1:5353`); default:
+    /// the system's (`/etc/resolv.conf`).
+    #[serde(deserialize_with = "name_servers")]
+    pub servers: Vec<SocketAddr>,
+    /// How long one query may take before it is asked again or of the
+    /// next server (twice at most): a lookup fails within a few of these,
+    /// never hangs a call.
+    pub timeout: FlowDuration,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        Self {
+            servers: Vec::new(),
+            timeout: FlowDuration(Duration::from_secs(2)),
+        }
+    }
+}
+
+fn name_servers<'de, D>(d: D) -> Result<Vec<SocketAddr>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    one_or_many::<D, String>(d)?
+        .iter()
+        .map(|s| {
+            s.parse::<SocketAddr>()
+                .or_else(|_| s.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+                .map_err(|_| {
+                    serde::de::Error::custom(format!("`{s}` is not a name server address"))
+                })
+        })
+        .collect()
 }
 
 /// `booking_limits` in the config.
@@ -227,8 +269,12 @@ fn default_realm() -> String {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrunkConfig {
-    /// Where INVITEs are sent: the outbound proxy or registrar, `ip:port`.
-    pub address: SocketAddr,
+    /// Where INVITEs are sent: the outbound proxy or registrar, as
+    /// `ip:port`, `ip`, a host name (located by DNS as RFC 3263 says:
+    /// NAPTR, then SRV, then A/AAAA, tried in order) or `host:port`
+    /// (A/AAAA only).
+    #[serde(deserialize_with = "sip_target")]
+    pub address: SipTarget,
     /// The host part of the Request-URI (`sip:NUMBER@domain`); default: the
     /// address.
     pub domain: Option<String>,
@@ -238,13 +284,14 @@ pub struct TrunkConfig {
     pub username: Option<String>,
     /// Digest password.
     pub password: Option<String>,
-    /// `udp` (the default), `tcp` (needs `tcp: true`, which takes the
-    /// trunk's answers and requests over the connection too) or `tls`
-    /// (needs `tls`).
+    /// `udp`, `tcp` (needs `tcp: true`, which takes the trunk's answers
+    /// and requests over the connection too) or `tls` (needs `tls`).
+    /// Default: UDP for an address; for a host name without a port,
+    /// whatever its NAPTR records prefer among the transports turned on.
     #[serde(default)]
-    pub transport: crate::sip::transport::Transport,
-    /// Over TLS, the name the trunk's certificate must carry (its host
-    /// name); default: its IP address.
+    pub transport: Option<crate::sip::transport::Transport>,
+    /// Over TLS, the name the trunk's certificate must carry; default:
+    /// its host name, or for an IP address that address.
     pub tls_name: Option<String>,
     /// Register with the trunk (its address is the registrar), so that it
     /// sends calls to us; digest credentials are `username`/`password`.
@@ -271,8 +318,7 @@ impl TrunkConfig {
     /// The trunk as the endpoint dials through it.
     pub fn outbound(&self) -> crate::call::endpoint::OutboundTrunk {
         crate::call::endpoint::OutboundTrunk {
-            address: self.address,
-            transport: self.transport,
+            address: self.target(),
             domain: self.domain.clone(),
             from: self.from.clone(),
             credentials: self.credentials(),
@@ -283,18 +329,23 @@ impl TrunkConfig {
     pub fn registration(&self) -> Option<crate::sip::ua::RegisterConfig> {
         let settings = self.register.as_ref()?;
         Some(crate::sip::ua::RegisterConfig {
-            registrar: crate::sip::transport::Peer {
-                transport: self.transport,
-                addr: self.address,
-            },
+            registrar: self.target(),
             domain: self
                 .domain
                 .clone()
-                .unwrap_or_else(|| self.address.ip().to_string()),
+                .unwrap_or_else(|| self.address.host.to_string()),
             user: self.registered_user().unwrap_or_default(),
             credentials: self.credentials(),
             expires: settings.expires.0,
         })
+    }
+
+    /// Where the trunk is, over the transport configured.
+    pub fn target(&self) -> SipTarget {
+        SipTarget {
+            transport: self.transport,
+            ..self.address.clone()
+        }
     }
 
     /// The user we register as, if we register.
@@ -408,6 +459,7 @@ impl Default for ServerConfig {
             tcp: false,
             tls: None,
             streams: StreamsConfig::default(),
+            dns: DnsConfig::default(),
             workers: None,
             hold_timeout: FlowDuration(Duration::from_secs(3600)),
             trunk: None,
@@ -418,6 +470,14 @@ impl Default for ServerConfig {
 }
 
 /// `listen: 127.0.0.1:5060` and `listen: [a, b]` both work.
+fn sip_target<'de, D>(d: D) -> Result<SipTarget, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let s = String::deserialize(d)?;
+    SipTarget::parse(&s, None).map_err(serde::de::Error::custom)
+}
+
 fn one_or_many<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
 where
     D: serde::Deserializer<'de>,
@@ -577,6 +637,7 @@ impl ServerConfig {
                 max_calls: t.max_calls,
                 calls_per_second: Rate::per_second(cps),
                 source_rate: Rate::per_second(rps),
+                located: None,
             });
         }
         config.unknown = match self.unknown_sources {
@@ -584,25 +645,37 @@ impl ServerConfig {
             UnknownSourcesConfig::Reject => UnknownSources::Reject,
         };
         if let Some(out) = &self.trunk {
-            let ip = out.address.ip();
-            if config.trunks.iter().any(|t| t.sources.contains(ip)) {
-                // Its calls are matched to the inbound trunk that has it.
-            } else if out.register.is_some() {
-                // We register so that it sends us calls: it is an inbound
-                // trunk too, with the default limits, its media from
-                // itself unless `trunks` says more.
-                let host = ipnet::IpNet::from(ip);
-                config.trunks.push(TrunkPolicy {
-                    name: "registrar".into(),
-                    sources: Networks::new(vec![host]),
-                    media: Networks::new(vec![host]),
-                    digest: None,
-                    max_calls: default_max_calls(),
-                    calls_per_second: Rate::per_second(default_cps()),
-                    source_rate: Rate::per_second(10.0 * default_cps()),
-                });
-            } else {
-                config.also_from.push(ip);
+            // A trunk we register with sends us calls: an inbound trunk
+            // too (with the default limits, its media from itself unless
+            // `trunks` says more). One we only call out through may
+            // answer and send in-dialog requests, never start a call.
+            let registrar = |sources: Networks, located: Option<SipTarget>| TrunkPolicy {
+                name: "registrar".into(),
+                media: sources.clone(),
+                sources,
+                digest: None,
+                max_calls: default_max_calls(),
+                calls_per_second: Rate::per_second(default_cps()),
+                source_rate: Rate::per_second(10.0 * default_cps()),
+                located,
+            };
+            match out.address.host {
+                Host::Ip(ip) if config.trunks.iter().any(|t| t.sources.contains(ip)) => {
+                    // Its calls are matched to the inbound trunk that has it.
+                }
+                Host::Ip(ip) if out.register.is_some() => {
+                    let host = ipnet::IpNet::from(ip);
+                    config
+                        .trunks
+                        .push(registrar(Networks::new(vec![host]), None));
+                }
+                Host::Ip(ip) => config.also_from.push(ip),
+                // A name: its addresses are let in as DNS gives them (an
+                // inbound trunk in `trunks` that has them still wins).
+                Host::Name(_) if out.register.is_some() => config
+                    .trunks
+                    .push(registrar(Networks::default(), Some(out.target()))),
+                Host::Name(_) => config.also_located.push(out.target()),
             }
         }
         Ok(config)
@@ -614,7 +687,10 @@ impl ServerConfig {
         let Some(out) = &self.trunk else {
             return Networks::default();
         };
-        let ip = out.address.ip();
+        // A trunk by name: worked out per call, from where DNS puts it.
+        let Host::Ip(ip) = out.address.host else {
+            return Networks::default();
+        };
         admission
             .trunks
             .iter()

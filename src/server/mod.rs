@@ -12,6 +12,7 @@ mod callbacks;
 mod cdr;
 pub mod config;
 mod dialler;
+mod dns;
 mod ports;
 pub mod queue_status;
 mod rtp_in;
@@ -80,6 +81,10 @@ struct Datagram {
     from: SocketAddr,
     transport: Transport,
     bytes: Vec<u8>,
+    /// Not a message: the edge could not reach `from` over `transport`
+    /// (a connection refused or not opened in time), so requests waiting
+    /// there fail at once (`bytes` is empty).
+    undelivered: bool,
 }
 
 /// The worker that owns a message: by its Call-ID, or, for one without,
@@ -135,6 +140,9 @@ struct Shared {
     /// The bridged queues' addresses admitted at the start: a reload may
     /// not bridge anywhere else (its answers would be dropped).
     bridged: Vec<IpAddr>,
+    /// The bridged queues called by name, located and admitted since the
+    /// start: likewise.
+    bridged_names: Vec<crate::sip::locate::SipTarget>,
 }
 
 impl Shared {
@@ -173,7 +181,7 @@ impl Shared {
         let (flows, prompts) = (self.config.flows.clone(), self.config.prompts.clone());
         match tokio::task::spawn_blocking(move || Runtime::load(&flows, &prompts)).await {
             Ok(Ok(runtime)) => match check_runtime(&self.config, &runtime)
-                .and_then(|()| check_bridged(&self.bridged, &runtime))
+                .and_then(|()| check_bridged(&self.bridged, &self.bridged_names, &runtime))
             {
                 Ok(()) => {
                     tracing::info!(flows = runtime.flows.flows.len(), "flows reloaded");
@@ -219,6 +227,8 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
             admission.also_from.push(*ip);
         }
     }
+    let bridged_names = runtime.bridge_names();
+    admission.also_located.extend(bridged_names.iter().cloned());
     if config.trunks.is_empty() {
         tracing::info!(
             "no trunks configured: taking SIP only from loopback (127.0.0.0/8, ::1); add `trunks` to take calls from elsewhere"
@@ -235,10 +245,12 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
     let outbound_media = config.outbound_media(&admission);
     let tls_setup = match &config.tls {
         Some(t) => {
-            let mut tls = tls::Tls::load(t).map_err(|e| ServeError::Io(e.to_string()))?;
+            let tls = tls::Tls::load(t).map_err(|e| ServeError::Io(e.to_string()))?;
             if let Some(trunk) = &config.trunk {
-                if let Some(name) = &trunk.tls_name {
-                    tls.expect_name(trunk.address, name)
+                // A trunk by name is checked against its name as DNS
+                // places it (see `dns`); one by address here.
+                if let (Some(name), Some(peer)) = (&trunk.tls_name, trunk.target().fixed()) {
+                    tls.expect_name(peer.addr, name)
                         .map_err(|e| ServeError::Io(format!("trunk: {e}")))?;
                 }
             }
@@ -287,6 +299,7 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
             config.booking_limits.rules(),
         ))),
         bridged,
+        bridged_names,
         config,
     });
     let (control_tx, control_rx) = watch::channel(Control::Running);
@@ -296,7 +309,29 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
     let worker_count = shared.config.workers();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     tracing::info!(workers = worker_count, "call workers per listen address");
-    for (addr, socket) in sockets {
+    let admission_states: Vec<SharedAdmission> = sockets
+        .iter()
+        .map(|_| {
+            let mut rng = fastrand::Rng::new();
+            let mut secret = [0u8; 16];
+            secret.iter_mut().for_each(|b| *b = rng.u8(..));
+            SharedAdmission::new(Admission::new(admission.clone(), secret))
+        })
+        .collect();
+    // Named servers are placed before the first call needs them.
+    let directory = Arc::new(crate::sip::locate::Directory::default());
+    start_dns(
+        &shared.config,
+        &shared.bridged_names,
+        dns::Sinks {
+            directory: Arc::clone(&directory),
+            admissions: admission_states.clone(),
+            tls: None,
+        },
+        tls_setup.as_ref(),
+    )
+    .await?;
+    for ((addr, socket), admission_state) in sockets.into_iter().zip(admission_states) {
         // With one listen address `advertise` may replace it (NAT); with
         // several, each advertises itself.
         let advertised = match shared.config.advertise {
@@ -304,10 +339,6 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
             _ => addr,
         };
         let socket = Arc::new(socket);
-        let mut rng = fastrand::Rng::new();
-        let mut secret = [0u8; 16];
-        secret.iter_mut().for_each(|b| *b = rng.u8(..));
-        let admission_state = SharedAdmission::new(Admission::new(admission.clone(), secret));
         let busy_workers = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         // SIP over TCP on the same address and port (RFC 3261 18: a UA
         // takes both), if the configuration turns it on.
@@ -358,6 +389,7 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
                 Arc::clone(&shared.bookings),
             );
             endpoint_config.ua.shared_admission = Some(admission_state.clone());
+            endpoint_config.ua.directory = Arc::clone(&directory);
             endpoint_config.ua.registered_user = shared
                 .config
                 .trunk
@@ -418,7 +450,7 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
             tracing::warn!("cannot enlarge the SIP receive buffer: {e}");
         }
         for stream in [&tcp, &tls].into_iter().flatten() {
-            stream.set_admission(admission.clone());
+            stream.set_admission(admission_state.clone());
             stream.set_workers(queues.clone());
         }
         readers.push(tokio::spawn(read_sip(socket, queues)));
@@ -450,6 +482,54 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
     Ok(())
 }
 
+/// Starts looking up the named servers of the configuration (the trunk,
+/// which is also the registrar, and the bridged queues), if there are any: at once, so that the
+/// first calls have their addresses, and again as the records expire.
+async fn start_dns(
+    config: &ServerConfig,
+    bridged: &[crate::sip::locate::SipTarget],
+    mut sinks: dns::Sinks,
+    tls: Option<&tls::Tls>,
+) -> Result<(), ServeError> {
+    let mut targets = Vec::new();
+    let mut tls_names = HashMap::new();
+    if let Some(trunk) = &config.trunk {
+        let target = trunk.target();
+        if target.fixed().is_none() {
+            // RFC 5922 4.1: the server must prove the name we were
+            // given, not the one DNS led us to.
+            let name = trunk
+                .tls_name
+                .clone()
+                .unwrap_or_else(|| target.host.to_string());
+            tls_names.insert(target.clone(), name);
+            targets.push(target);
+        }
+    }
+    for target in bridged {
+        tls_names.insert(target.clone(), target.host.to_string());
+        if !targets.contains(target) {
+            targets.push(target.clone());
+        }
+    }
+    if targets.is_empty() {
+        return Ok(());
+    }
+    // Secure first where TLS is on, for domains without NAPTR records.
+    let mut enabled = Vec::new();
+    if config.tls.is_some() {
+        enabled.push(Transport::Tls);
+    }
+    if config.tcp {
+        enabled.push(Transport::Tcp);
+    }
+    enabled.push(Transport::Udp);
+    let locator = dns::Locator::new(&config.dns, enabled).map_err(ServeError::Io)?;
+    sinks.tls = tls.map(|t| (t.clone(), tls_names));
+    dns::keep_located(locator, targets, sinks).await;
+    Ok(())
+}
+
 /// What start-up and every reload demand of the flows: the default flow,
 /// every routed flow and every queue's callback flow are loaded, and each
 /// callback flow transfers to its own queue. A reload that fails these
@@ -458,7 +538,7 @@ fn check_runtime(config: &ServerConfig, runtime: &Runtime) -> Result<(), String>
     if config
         .trunk
         .as_ref()
-        .is_some_and(|t| t.transport == Transport::Tcp && !config.tcp)
+        .is_some_and(|t| t.transport == Some(Transport::Tcp) && !config.tcp)
     {
         return Err(
             "the trunk's transport is tcp, but SIP over TCP is off: set `tcp: true`".to_string(),
@@ -467,7 +547,7 @@ fn check_runtime(config: &ServerConfig, runtime: &Runtime) -> Result<(), String>
     if config
         .trunk
         .as_ref()
-        .is_some_and(|t| t.transport == Transport::Tls && config.tls.is_none())
+        .is_some_and(|t| t.transport == Some(Transport::Tls) && config.tls.is_none())
     {
         return Err(
             "the trunk's transport is tls, but SIP over TLS is off: configure `tls`".to_string(),
@@ -524,15 +604,28 @@ fn check_runtime(config: &ServerConfig, runtime: &Runtime) -> Result<(), String>
 }
 
 /// What a reload demands of bridged queues: that they call addresses
-/// admitted at the start (a new one needs a restart, or a trunk).
-fn check_bridged(admitted: &[IpAddr], runtime: &Runtime) -> Result<(), String> {
-    match runtime
+/// admitted at the start, or names located since (a new one needs a
+/// restart, or a trunk).
+fn check_bridged(
+    admitted: &[IpAddr],
+    located: &[crate::sip::locate::SipTarget],
+    runtime: &Runtime,
+) -> Result<(), String> {
+    let new_ip = runtime
         .bridge_destinations()
         .into_iter()
         .find(|ip| !admitted.contains(ip))
-    {
-        Some(ip) => Err(format!(
-            "a bridged queue now calls {ip}, whose answers were not admitted at the start; restart callflow to bridge there"
+        .map(|ip| ip.to_string());
+    let new_name = || {
+        runtime
+            .bridge_names()
+            .into_iter()
+            .find(|t| !located.contains(t))
+            .map(|t| t.to_string())
+    };
+    match new_ip.or_else(new_name) {
+        Some(at) => Err(format!(
+            "a bridged queue now calls {at}, whose answers were not admitted at the start; restart callflow to bridge there"
         )),
         None => Ok(()),
     }
@@ -568,6 +661,7 @@ async fn read_sip(socket: Arc<UdpSocket>, workers: Vec<mpsc::Sender<Datagram>>) 
             from,
             transport: Transport::Udp,
             bytes: bytes.to_vec(),
+            undelivered: false,
         };
         match workers[index].try_send(datagram) {
             Ok(()) => {}
@@ -765,18 +859,14 @@ impl Worker {
             }
             tokio::select! {
                 Some(d) = self.sip_rx.recv() => {
-                    let from = Peer { transport: d.transport, addr: d.from };
-                    self.endpoint.handle_datagram(now(), from, &d.bytes);
+                    self.take(d);
                     // Whatever else is waiting, in one go: a loop turn
                     // also paces every call's RTP, and taking one datagram
                     // per turn let a busy worker fall behind (INVITEs lost
                     // at 400 calls/s with 2,000 calls streaming).
                     for _ in 1..SIP_BATCH {
                         match self.sip_rx.try_recv() {
-                            Ok(d) => {
-                                let from = Peer { transport: d.transport, addr: d.from };
-                                self.endpoint.handle_datagram(now(), from, &d.bytes)
-                            }
+                            Ok(d) => self.take(d),
                             Err(_) => break,
                         }
                     }
@@ -823,6 +913,19 @@ impl Worker {
         }
         self.flush().await;
         self.report(true);
+    }
+
+    /// Hands the endpoint what a reader passed on.
+    fn take(&mut self, d: Datagram) {
+        let from = Peer {
+            transport: d.transport,
+            addr: d.from,
+        };
+        if d.undelivered {
+            self.endpoint.handle_unreachable(now(), from);
+        } else {
+            self.endpoint.handle_datagram(now(), from, &d.bytes);
+        }
     }
 
     /// Does what the endpoint asked for and sends its RTP.
@@ -1072,8 +1175,8 @@ mod tests {
         let (_, runtime) = shipped();
         let bridged = runtime.bridge_destinations();
         assert_eq!(bridged, vec![IpAddr::from([127, 0, 0, 2])]);
-        assert_eq!(check_bridged(&bridged, &runtime), Ok(()));
-        let why = check_bridged(&[], &runtime).unwrap_err();
+        assert_eq!(check_bridged(&bridged, &[], &runtime), Ok(()));
+        let why = check_bridged(&[], &[], &runtime).unwrap_err();
         assert!(
             why.contains("127.0.0.2") && why.contains("restart"),
             "{why}"

@@ -224,7 +224,7 @@ pub(super) struct TcpTransport {
     /// With TLS, what connections are wrapped in.
     tls: Option<Tls>,
     /// Who may connect to us (without it, anyone: tests).
-    admission: OnceLock<crate::sip::admission::AdmissionConfig>,
+    admission: OnceLock<crate::sip::admission::SharedAdmission>,
     /// TCP, or TLS.
     transport: Transport,
     timing: StreamTiming,
@@ -259,7 +259,7 @@ impl TcpTransport {
 
     /// Who may connect: a source admission would never take a request
     /// from is closed on at once, before any TLS handshake.
-    pub(super) fn set_admission(&self, admission: crate::sip::admission::AdmissionConfig) {
+    pub(super) fn set_admission(&self, admission: crate::sip::admission::SharedAdmission) {
         let _ = self.admission.set(admission);
     }
 
@@ -293,7 +293,7 @@ impl TcpTransport {
             if self
                 .admission
                 .get()
-                .is_some_and(|a| !a.may_connect(peer.ip()))
+                .is_some_and(|a| !a.lock().may_connect(peer.ip()))
             {
                 tracing::debug!(%peer, "SIP over {}: not from a trunk; closed", self.transport);
                 continue;
@@ -383,13 +383,29 @@ impl TcpTransport {
                 Ok(Err(e)) => {
                     tracing::warn!(%to, "SIP over {}: cannot connect: {e}", transport.transport);
                     transport.table().unregister(to, id);
+                    transport.undelivered(to).await;
                 }
                 Err(_) => {
                     tracing::warn!(%to, "SIP over {}: no connection within {CONNECT_TIMEOUT:?}", transport.transport);
                     transport.table().unregister(to, id);
+                    transport.undelivered(to).await;
                 }
             }
         });
+    }
+
+    /// Tells every worker that `to` could not be reached: which of them
+    /// had requests queued for it is not known here, and this is rare.
+    async fn undelivered(&self, to: SocketAddr) {
+        for worker in self.workers.get().into_iter().flatten() {
+            let message = Datagram {
+                from: to,
+                transport: self.transport,
+                bytes: Vec::new(),
+                undelivered: true,
+            };
+            let _ = worker.send(message).await;
+        }
     }
 
     /// Opens a connection to `to`, and with TLS makes sure it is who we
@@ -549,6 +565,7 @@ impl TcpTransport {
             from,
             transport: self.transport,
             bytes,
+            undelivered: false,
         };
         if let Err(e) = workers[index].send(message).await {
             tracing::debug!(%from, "SIP over {}: the workers are gone: {e}", self.transport);
@@ -861,7 +878,7 @@ mod tests {
             "nothing sent to the impostor"
         );
         // Unless that is the name we expect of it.
-        let mut named = Tls::load(&pki.config("ours2", &["127.0.0.1"], false)).expect("tls");
+        let named = Tls::load(&pki.config("ours2", &["127.0.0.1"], false)).expect("tls");
         named.expect_name(impostor_addr, "sip.example.org").unwrap();
         let ours = TcpTransport::tls(named, StreamTiming::default());
         ours.send(impostor_addr, Arc::from(OPTIONS));
@@ -898,7 +915,9 @@ mod tests {
         admission.trunks = crate::sip::admission::AdmissionConfig::loopback_only().trunks;
         admission.trunks[0].sources =
             crate::sip::admission::Networks::new(vec!["192.0.2.0/24".parse().unwrap()]);
-        transport.set_admission(admission);
+        transport.set_admission(crate::sip::admission::SharedAdmission::new(
+            crate::sip::admission::Admission::new(admission, [0; 16]),
+        ));
         let mut client = TcpStream::connect(addr).await.unwrap();
         let _ = client.write_all(OPTIONS).await;
         let mut buf = [0u8; 4];

@@ -86,7 +86,8 @@ pub struct Tls {
     pub connector: tokio_rustls::TlsConnector,
     /// The name a server's certificate must carry, by its address; an
     /// address not listed must carry its IP address (a SAN of type IP).
-    pub names: HashMap<SocketAddr, ServerName<'static>>,
+    /// Shared by the clones, and added to as DNS places named servers.
+    names: Arc<std::sync::RwLock<HashMap<SocketAddr, ServerName<'static>>>>,
 }
 
 impl Tls {
@@ -147,22 +148,27 @@ impl Tls {
         Ok(Self {
             acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(server)),
             connector: tokio_rustls::TlsConnector::from(Arc::new(client)),
-            names: HashMap::new(),
+            names: Arc::default(),
         })
     }
 
     /// Expects the server at `addr` to prove it is `name` (a host name, or
     /// an IP address in text).
-    pub fn expect_name(&mut self, addr: SocketAddr, name: &str) -> Result<(), TlsError> {
+    pub fn expect_name(&self, addr: SocketAddr, name: &str) -> Result<(), TlsError> {
         let name = ServerName::try_from(name.to_string())
             .map_err(|e| TlsError(format!("`{name}` is not a server name: {e}")))?;
-        self.names.insert(addr, name);
+        self.names
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(addr, name);
         Ok(())
     }
 
     /// The name the server at `addr` must prove it is.
     pub fn name_of(&self, addr: SocketAddr) -> ServerName<'static> {
         self.names
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
             .get(&addr)
             .cloned()
             .unwrap_or_else(|| ServerName::IpAddress(addr.ip().into()))
@@ -266,7 +272,7 @@ mod tests {
     #[test]
     fn a_server_is_known_by_its_address_unless_named() {
         let pki = test_pki::Pki::new();
-        let mut tls = Tls::load(&pki.config("server", &["127.0.0.1"], false)).expect("load");
+        let tls = Tls::load(&pki.config("server", &["127.0.0.1"], false)).expect("load");
         let addr: SocketAddr = "192.0.2.10:5061".parse().expect("addr");
         assert_eq!(
             tls.name_of(addr),

@@ -24,6 +24,7 @@ use ipnet::IpNet;
 use sha2::{Digest, Sha256};
 
 use super::auth::{Algorithm, Authorization};
+use super::locate::SipTarget;
 use super::message::Message;
 
 /// A set of IP networks (`10.0.0.0/8`, `2001:db8::/32`, `192.0.2.7`).
@@ -51,6 +52,11 @@ impl Networks {
     pub fn contains(&self, ip: IpAddr) -> bool {
         let ip = ip.to_canonical();
         self.0.iter().any(|n| n.contains(&ip))
+    }
+
+    /// The networks.
+    pub fn iter(&self) -> impl Iterator<Item = IpNet> + '_ {
+        self.0.iter().copied()
     }
 
     /// Whether the set is empty.
@@ -120,6 +126,9 @@ pub struct TrunkPolicy {
     /// What one source address of the trunk may send, all methods and
     /// responses together, before it is blocked.
     pub source_rate: Rate,
+    /// A named server (a registrar) whose addresses, as DNS gives them,
+    /// are sources and media addresses of the trunk too.
+    pub located: Option<SipTarget>,
 }
 
 /// What to do with a datagram from outside every trunk.
@@ -144,6 +153,9 @@ pub struct AdmissionConfig {
     /// but never start a call (the outbound trunk, when it is not also an
     /// inbound one).
     pub also_from: Vec<IpAddr>,
+    /// Named servers whose addresses, as DNS gives them, are let in as
+    /// `also_from` is (a trunk or a queue called by name).
+    pub also_located: Vec<SipTarget>,
     /// At most this many source addresses are tracked for rate limiting;
     /// past it, new sources are dropped (and counted) until idle ones are
     /// forgotten.
@@ -157,17 +169,6 @@ pub struct AdmissionConfig {
 }
 
 impl AdmissionConfig {
-    /// Whether `ip` may open a connection to us: a trunk's source, an
-    /// address whose answers we take, or anyone when strangers get a 403
-    /// (which needs a connection to go back over). Judged before a TLS
-    /// handshake, so that a stranger cannot make us do one.
-    pub fn may_connect(&self, ip: IpAddr) -> bool {
-        let ip = ip.to_canonical();
-        self.unknown == UnknownSources::Reject
-            || self.trunks.iter().any(|t| t.sources.contains(ip))
-            || self.also_from.contains(&ip)
-    }
-
     /// One trunk, "local", for loopback with generous limits: what a
     /// server with no `trunks` configured runs with.
     pub fn loopback_only() -> Self {
@@ -180,6 +181,7 @@ impl AdmissionConfig {
                 max_calls: usize::MAX,
                 calls_per_second: Rate::per_second(f64::INFINITY),
                 source_rate: Rate::per_second(f64::INFINITY),
+                located: None,
             }],
             ..Self::default()
         }
@@ -192,6 +194,7 @@ impl Default for AdmissionConfig {
             trunks: Vec::new(),
             unknown: UnknownSources::Drop,
             also_from: Vec::new(),
+            also_located: Vec::new(),
             max_sources: 65_536,
             block_for: Duration::from_secs(10),
             reject_rate: Rate::per_second(50.0),
@@ -369,6 +372,8 @@ pub struct Admission {
     epoch: Option<Instant>,
     secret: [u8; 16],
     counters: AdmissionCounters,
+    /// The addresses of `located` targets, as the edge last resolved them.
+    located: HashMap<SipTarget, Vec<IpAddr>>,
 }
 
 impl Admission {
@@ -391,7 +396,68 @@ impl Admission {
             epoch: None,
             secret,
             counters: AdmissionCounters::default(),
+            located: HashMap::new(),
         }
+    }
+
+    /// `target` is now at `ips` (from DNS): sources there belong to the
+    /// trunks and the answers that name it, and no longer where it was.
+    pub fn set_located(&mut self, target: &SipTarget, ips: Vec<IpAddr>) {
+        let ips: Vec<IpAddr> = ips.into_iter().map(|ip| ip.to_canonical()).collect();
+        if self.located.get(target) == Some(&ips) {
+            return;
+        }
+        // Sources remember their trunk: those that moved start afresh.
+        if let Some(old) = self.located.get(target) {
+            for ip in old {
+                self.sources.remove(ip);
+            }
+        }
+        self.located.insert(target.clone(), ips);
+    }
+
+    fn located_at(&self, target: &SipTarget, ip: IpAddr) -> bool {
+        self.located
+            .get(target)
+            .is_some_and(|ips| ips.contains(&ip))
+    }
+
+    fn is_source_of(&self, t: &TrunkPolicy, ip: IpAddr) -> bool {
+        t.sources.contains(ip) || t.located.as_ref().is_some_and(|l| self.located_at(l, ip))
+    }
+
+    /// Whether `ip` may answer calls we place without starting any: the
+    /// outbound trunk, a bridged queue.
+    fn is_also_from(&self, ip: IpAddr) -> bool {
+        self.config.also_from.contains(&ip)
+            || self
+                .config
+                .also_located
+                .iter()
+                .any(|l| self.located_at(l, ip))
+    }
+
+    /// Whether `ip` may open a connection to us: a trunk's source, an
+    /// address whose answers we take, or anyone when strangers get a 403
+    /// (which needs a connection to go back over). Judged before a TLS
+    /// handshake, so that a stranger cannot make us do one.
+    pub fn may_connect(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.config.unknown == UnknownSources::Reject
+            || self.trunk_of(ip).is_some()
+            || self.is_also_from(ip)
+    }
+
+    /// Where a call of trunk `id` may have RTP sent: its media networks,
+    /// and the addresses of its located server.
+    pub fn media_of(&self, id: TrunkId) -> Option<Networks> {
+        let t = self.config.trunks.get(id.0)?;
+        let Some(ips) = t.located.as_ref().and_then(|l| self.located.get(l)) else {
+            return Some(t.media.clone());
+        };
+        let mut nets: Vec<IpNet> = t.media.0.to_vec();
+        nets.extend(ips.iter().map(|ip| IpNet::from(*ip)));
+        Some(Networks::new(nets))
     }
 
     /// The settings.
@@ -423,7 +489,7 @@ impl Admission {
         self.config
             .trunks
             .iter()
-            .position(|t| t.sources.contains(ip))
+            .position(|t| self.is_source_of(t, ip))
             .map(TrunkId)
     }
 
@@ -436,7 +502,7 @@ impl Admission {
             return self.meter(now, source, trunk);
         }
         let Some(trunk) = self.trunk_of(source) else {
-            if self.config.also_from.contains(&source) {
+            if self.is_also_from(source) {
                 return Verdict::Known;
             }
             return self.unknown(now);
@@ -669,6 +735,7 @@ mod tests {
             max_calls: 10,
             calls_per_second: Rate::per_second(10.0),
             source_rate: rate,
+            located: None,
         }
     }
 

@@ -3,6 +3,7 @@
 pub mod admission;
 pub mod auth;
 pub mod dispatch;
+pub mod locate;
 pub mod message;
 pub mod sdp;
 pub mod transaction;

@@ -125,7 +125,7 @@ fn a_bridged_call_reaches_an_acd_over_tcp() {
 /// Places a call that the trunk's REFER refusal sends to the ACD (SIPp on
 /// 127.0.0.2:`acd_port`, with `acd_extra`) as a bridge, checks the audio
 /// both ways and the record; the server is left running.
-fn bridged_call(server_args: &[&str], acd_port: u16, acd_extra: &[&str]) -> Server {
+pub(crate) fn bridged_call(server_args: &[&str], acd_port: u16, acd_extra: &[&str]) -> Server {
     let server = Server::start(server_args);
     let caller_rtp = UdpSocket::bind("127.0.0.1:0").expect("bind");
     let agent_rtp = UdpSocket::bind("127.0.0.2:0").expect("bind 127.0.0.2");

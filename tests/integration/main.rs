@@ -7,6 +7,7 @@ mod broken_corpus;
 mod cli;
 mod common;
 mod dialler;
+mod dns;
 mod fuzz_corpus;
 mod journeys;
 mod kamailio;

@@ -115,9 +115,12 @@ impl Server {
         cmd.current_dir(repo(""))
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .args(["--rtp-ports", &format!("{base}-{}", base + 599)])
+            .args(if extra.contains(&"--flows") {
+                &[][..]
+            } else {
+                &["--flows", "tests/sipp/flows"][..]
+            })
             .args([
-                "--flows",
-                "tests/sipp/flows",
                 "--prompts",
                 "prompts",
                 "--default-flow",

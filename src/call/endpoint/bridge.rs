@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 
 use crate::call::{context_headers, header_value, user_to_user};
 use crate::callback::AttemptOutcome;
-use crate::flow::compile::bridge_destination;
+use crate::flow::compile::bridge_target;
 use crate::flow::interpreter::TransferRequest;
 use crate::media::latch::{RtpLatch, RtpPeer};
 use crate::sip::admission::Networks;
 use crate::sip::sdp::{MediaSession, Negotiated};
-use crate::sip::transport::{Peer, Transport};
+use crate::sip::transport::Peer;
 use crate::sip::ua::{CallHandle, EndReason, OutgoingCall, UaEvent};
 
 use super::{Endpoint, EndpointOutput, QueuedPacket};
@@ -124,14 +124,18 @@ impl Endpoint {
         };
         let media = a.call.media().copied();
         let presented = presentable(a.call.caller()).to_string();
-        let placed = bridge_destination(&t.uri).and_then(|destination| {
-            let transport = Transport::of_uri(&t.uri)
-                .ok_or_else(|| format!("`{}`: a transport callflow does not speak", t.uri))?;
+        let placed = bridge_target(&t.uri).and_then(|target| {
+            let peers = self
+                .config
+                .ua
+                .directory
+                .locate(&target, &mut self.rng)
+                .map_err(|e| format!("the queue at {target}: {e}"))?;
             let media = media.ok_or("the caller has no media to bridge")?;
             let local = self.open_media()?;
-            Ok((destination, transport, media, local))
+            Ok((peers, media, local))
         });
-        let (destination, transport, media, local) = match placed {
+        let (mut peers, media, local) = match placed {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(uri = %t.uri, "cannot bridge the call: {e}");
@@ -147,22 +151,22 @@ impl Endpoint {
             .collect();
         headers.extend(user_to_user(&t));
         let port = local.port;
-        let networks = self.media_networks_of(destination);
+        // Whichever of its servers answers, its media may be at any.
+        let networks = self.media_networks_for(&peers);
+        let destination = peers.remove(0);
         let handle = self.ua.originate(
             now,
             OutgoingCall {
                 target: request_uri(&t.uri).to_string(),
                 from_user: presented,
-                destination: Peer {
-                    transport,
-                    addr: destination,
-                },
+                destination,
                 media: MediaSession::with_codecs(local, &[media.codec]),
                 media_networks: networks.clone(),
                 credentials: None,
                 ring_timeout: t.ring_timeout,
                 headers,
                 session_expires: Some(crate::sip::ua::SESSION_EXPIRES),
+                alternates: peers,
             },
         );
         let latch = RtpLatch::new(false, networks.clone());
@@ -184,18 +188,28 @@ impl Endpoint {
         self.pump(now);
     }
 
-    /// Where RTP to a peer at `destination` may go: the media networks of
-    /// the trunk it belongs to, else its own address.
-    fn media_networks_of(&self, destination: SocketAddr) -> Networks {
-        let ip = destination.ip();
-        self.config
-            .ua
-            .admission
-            .trunks
-            .iter()
-            .find(|t| t.sources.contains(ip))
-            .map(|t| t.media.clone())
-            .unwrap_or_else(|| Networks::new(vec![ipnet::IpNet::from(ip)]))
+    /// Where RTP to a peer at any of `peers` may go (a server DNS gave
+    /// several addresses): the media networks of the trunk each belongs
+    /// to, else its own address.
+    pub(super) fn media_networks_for(&self, peers: &[Peer]) -> Networks {
+        let mut nets: Vec<ipnet::IpNet> = Vec::new();
+        for peer in peers {
+            let ip = peer.addr.ip();
+            match self
+                .config
+                .ua
+                .admission
+                .trunks
+                .iter()
+                .find(|t| t.sources.contains(ip))
+            {
+                Some(t) => nets.extend(t.media.iter()),
+                None => nets.push(ipnet::IpNet::from(ip)),
+            }
+        }
+        nets.sort();
+        nets.dedup();
+        Networks::new(nets)
     }
 
     /// A SIP event on the agent's leg of `caller`'s call.

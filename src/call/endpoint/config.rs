@@ -2,7 +2,7 @@
 //! of the server configuration, with nothing about sockets or files.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -44,11 +44,10 @@ impl Routing {
 /// The trunk callbacks are dialled through.
 #[derive(Debug, Clone)]
 pub struct OutboundTrunk {
-    /// Where INVITEs go.
-    pub address: SocketAddr,
-    /// Over what.
-    pub transport: crate::sip::transport::Transport,
-    /// The Request-URI's host, if not the address.
+    /// Where INVITEs go: an address, or a name DNS locates (RFC 3263),
+    /// perhaps with a port and a transport.
+    pub address: crate::sip::locate::SipTarget,
+    /// The Request-URI's host, if not the address's.
     pub domain: Option<String>,
     /// Our number, in From.
     pub from: String,
@@ -61,7 +60,10 @@ impl OutboundTrunk {
     pub fn target(&self, number: &str) -> String {
         match &self.domain {
             Some(d) => format!("sip:{number}@{d}"),
-            None => format!("sip:{number}@{}", self.address),
+            None => match self.address.port {
+                Some(port) => format!("sip:{number}@{}:{port}", self.address.host),
+                None => format!("sip:{number}@{}", self.address.host),
+            },
         }
     }
 }

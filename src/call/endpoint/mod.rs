@@ -354,6 +354,14 @@ impl Endpoint {
         self.pump(now);
     }
 
+    /// The edge could not reach `peer` (a connection refused, or not
+    /// opened in time): requests waiting for it fail now, and move on to
+    /// their next address where they have one.
+    pub fn handle_unreachable(&mut self, now: Instant, peer: Peer) {
+        self.ua.on_transport_error(now, peer);
+        self.pump(now);
+    }
+
     /// One RTP packet that reached `port` from `from`.
     pub fn handle_rtp(&mut self, now: Instant, port: u16, from: SocketAddr, packet: &[u8]) {
         let Some(&handle) = self.by_port.get(&port) else {

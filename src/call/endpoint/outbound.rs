@@ -41,6 +41,27 @@ impl Endpoint {
             });
             return;
         }
+        // Where the trunk is now, best first: a name DNS cannot place
+        // fails the attempt with why, like any other failure to dial.
+        let located = self
+            .config
+            .ua
+            .directory
+            .locate(&trunk.address, &mut self.rng);
+        let mut peers = match located {
+            Ok(peers) => peers,
+            Err(e) => {
+                self.attempt_failed(leg, format!("the trunk {}: {e}", trunk.address));
+                return;
+            }
+        };
+        // A trunk by name may answer from any of its addresses, and have
+        // its media at any of theirs.
+        let media_networks = match trunk.address.host {
+            crate::sip::locate::Host::Ip(_) => self.config.outbound_media.clone(),
+            crate::sip::locate::Host::Name(_) => self.media_networks_for(&peers),
+        };
+        let destination = peers.remove(0);
         let local = match self.open_media() {
             Ok(local) => local,
             Err(e) => {
@@ -55,12 +76,10 @@ impl Endpoint {
             OutgoingCall {
                 target: target.clone(),
                 from_user: trunk.from.clone(),
-                destination: crate::sip::transport::Peer {
-                    transport: trunk.transport,
-                    addr: trunk.address,
-                },
+                destination,
+                alternates: peers,
                 media: MediaSession::new(local),
-                media_networks: self.config.outbound_media.clone(),
+                media_networks: media_networks.clone(),
                 credentials: trunk.credentials.clone(),
                 ring_timeout: self.config.ring_timeout,
                 headers: Vec::new(),
@@ -81,9 +100,9 @@ impl Endpoint {
             from: format!("<sip:{}@{}>", trunk.from, self.config.ua.advertised),
             to: format!("<{target}>"),
             offer: None,
-            source: trunk.address,
+            source: destination.addr,
             trunk: "outbound".into(),
-            media_networks: self.config.outbound_media.clone(),
+            media_networks,
         };
         let call = self.new_call(now, incoming, entry, vars, Some(leg));
         drop(entered);

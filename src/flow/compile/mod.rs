@@ -485,7 +485,7 @@ fn compile_queues(cx: &mut Ctx<'_>, def: &FlowFile) -> Vec<Queue> {
         if let Err(msg) = check_static_sip_uri(&q.uri) {
             cx.error(&join(&path, "uri"), msg);
         } else if q.handoff != Handoff::Refer {
-            if let Err(msg) = bridge_destination(&q.uri) {
+            if let Err(msg) = bridge_target(&q.uri) {
                 cx.error(&join(&path, "uri"), msg);
             }
         }
@@ -587,40 +587,12 @@ fn check_static_sip_uri(uri: &str) -> Result<(), String> {
 /// How long a bridged call to a queue rings when the queue does not say.
 const DEFAULT_BRIDGE_RING_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Where a bridged call to `uri` is sent: its host, which must be an IP
-/// address (with the port, or its transport's default: 5060, 5061 over
-/// TLS) until trunks and queues may be named in DNS.
-pub fn bridge_destination(uri: &str) -> Result<std::net::SocketAddr, String> {
-    let (_, _, host_part) = split_sip_uri(uri)?;
-    let host_port = host_part
-        .trim_start_matches('@')
-        .split([';', '?'])
-        .next()
-        .unwrap_or_default();
-    let (host, port) = match host_port.strip_prefix('[') {
-        Some(v6) => match v6.split_once(']') {
-            Some((h, rest)) => (h, rest.strip_prefix(':')),
-            None => (v6, None),
-        },
-        None => match host_port.rsplit_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (host_port, None),
-        },
-    };
-    let ip: std::net::IpAddr = host.parse().map_err(|_| {
-        format!(
-            "`{uri}`: a bridged queue is called at its URI's host, which must be an IP address (host names need DNS, which callflow does not resolve yet)"
-        )
-    })?;
-    let port = match port {
-        None => crate::sip::transport::Transport::of_uri(uri)
-            .unwrap_or_default()
-            .default_port(),
-        Some(p) => p
-            .parse()
-            .map_err(|_| format!("`{uri}`: `{p}` is not a port"))?,
-    };
-    Ok(std::net::SocketAddr::new(ip, port))
+/// Where a bridged call to `uri` is sent: its host, an IP address or a
+/// name DNS locates (RFC 3263), with its port and transport if it names
+/// them.
+pub fn bridge_target(uri: &str) -> Result<crate::sip::locate::SipTarget, String> {
+    split_sip_uri(uri)?;
+    crate::sip::locate::SipTarget::of_uri(uri)
 }
 
 /// Splits `sip:user@host;params` into scheme, user and `@host...`.

@@ -492,7 +492,9 @@ impl UserAgent {
             offer: (!m.body.is_empty()).then(|| m.body.clone()),
             source: source.addr,
             trunk: policy.map(|p| p.name.clone()).unwrap_or_default(),
-            media_networks: policy.map(|p| p.media.clone()).unwrap_or_default(),
+            media_networks: trunk
+                .and_then(|t| self.admission.lock().media_of(t))
+                .unwrap_or_default(),
         };
         let mut dialog = dialog;
         dialog.invite = Some((m, key));
@@ -803,8 +805,7 @@ impl UserAgent {
     pub(super) fn media_allowed(&self, call: CallHandle) -> impl Fn(&sdp::Negotiated) -> bool {
         let media_networks = self.dialogs.get(&call).and_then(|d| {
             d.trunk
-                .and_then(|t| self.config.admission.trunks.get(t.0))
-                .map(|p| p.media.clone())
+                .and_then(|t| self.admission.lock().media_of(t))
                 .or_else(|| d.media_networks.clone())
         });
         move |n: &sdp::Negotiated| {

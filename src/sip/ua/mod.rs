@@ -80,6 +80,9 @@ pub struct UaConfig {
     /// are chosen so that [`crate::sip::dispatch::shard_of`] sends what
     /// comes back for them to this worker.
     pub shard: Option<(usize, usize)>,
+    /// Where named trunks, registrars and queues are (RFC 3263), as the
+    /// edge keeps it from DNS; targets that are IP addresses need none.
+    pub directory: Arc<crate::sip::locate::Directory>,
 }
 
 impl UaConfig {
@@ -118,6 +121,7 @@ impl UaConfig {
             max_dialogs: 50_000,
             shared_admission: None,
             shard: None,
+            directory: Arc::default(),
         }
     }
 }
@@ -688,6 +692,40 @@ impl UserAgent {
                 None => None,
             };
             self.schedule(next, TimerOwner::Server(key.clone()));
+        }
+    }
+
+    /// The edge could not deliver to `to`: our requests still waiting for
+    /// a first answer there fail at once, as a 503 would (RFC 3261
+    /// 8.1.3.1), rather than when their timers run out; an INVITE with an
+    /// alternate address moves on to it.
+    pub fn on_transport_error(&mut self, now: Instant, to: Peer) {
+        use super::transaction::{InviteClientState, NonInviteClientState};
+        let invites: Vec<String> = self
+            .invites
+            .iter()
+            .filter(|(_, i)| {
+                i.request.destination == to && i.tx.state() == InviteClientState::Calling
+            })
+            .map(|(b, _)| b.clone())
+            .collect();
+        for branch in invites {
+            if let Some(i) = self.invites.get_mut(&branch) {
+                i.tx.on_transport_error();
+            }
+            self.drain_invite(now, &branch);
+        }
+        let requests: Vec<String> = self
+            .client
+            .iter()
+            .filter(|(_, c)| c.to == to && c.tx.state() == NonInviteClientState::Trying)
+            .map(|(b, _)| b.clone())
+            .collect();
+        for branch in requests {
+            if let Some(c) = self.client.get_mut(&branch) {
+                c.tx.on_transport_error();
+            }
+            self.drain_client(now, &branch);
         }
     }
 

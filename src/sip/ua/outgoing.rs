@@ -45,6 +45,10 @@ pub struct OutgoingCall {
     /// whose far end vanished ends when the refreshes stop, rather than
     /// holding an agent or a line until someone notices.
     pub session_expires: Option<Duration>,
+    /// Where to send the INVITE next if `destination` fails it: a
+    /// transport error, a timeout or a 503 moves the call on to the next
+    /// (RFC 3263 4.3), as DNS ordered them.
+    pub alternates: Vec<Peer>,
 }
 
 /// The session interval we ask for on calls we place (RFC 4028 4
@@ -268,7 +272,11 @@ impl UserAgent {
             match o {
                 Output::Transmit(bytes) => self.transmit(to, bytes),
                 Output::TimedOut | Output::TransportError => {
+                    let moved = self.fail_over(now, branch);
                     self.invites.remove(branch);
+                    if moved {
+                        return;
+                    }
                     self.dial_failed(
                         call,
                         DialFailure::NoResponse,
@@ -284,8 +292,40 @@ impl UserAgent {
                 _ => {}
             }
         }
-        let _ = now;
         self.schedule(next, TimerOwner::Invite(branch.to_string()));
+    }
+
+    /// Sends the INVITE of `branch`, which its destination failed, to the
+    /// next of its alternates (RFC 3263 4.3) as a new transaction; false
+    /// when there is none, or the call is being cancelled anyway.
+    fn fail_over(&mut self, now: Instant, branch: &str) -> bool {
+        let Some(inv) = self.invites.get_mut(branch) else {
+            return false;
+        };
+        if inv.request.alternates.is_empty()
+            || inv.cancel != Cancel::No
+            || inv.answered
+            || now >= inv.ring_deadline
+        {
+            return false;
+        }
+        inv.superseded = true;
+        let failed = inv.request.destination;
+        let (call, mut request, nonces, credentials, deadline) = (
+            inv.call,
+            (inv.request.clone(), inv.offer.clone()),
+            inv.answered_nonces.clone(),
+            inv.credentials.clone(),
+            inv.ring_deadline,
+        );
+        let next = request.0.alternates.remove(0);
+        request.0.destination = next;
+        if let Some(d) = self.dialogs.get_mut(&call) {
+            d.source = next;
+        }
+        tracing::info!(call = call.0, %failed, %next, "the INVITE failed there; trying the next address");
+        self.send_invite(now, call, request, credentials, nonces, deadline);
+        true
     }
 
     fn dial_failed(&mut self, call: CallHandle, cause: DialFailure, status: u16, reason: &str) {
@@ -374,6 +414,9 @@ impl UserAgent {
             }
             401 | 407 => self.answer_challenge(now, branch, status, m),
             422 if self.retry_with_min_se(now, branch, m) => {}
+            // The server is out of service: another may not be (RFC 3263
+            // 4.3; RFC 3261 21.5.4).
+            503 if self.fail_over(now, branch) => {}
             _ => {
                 let no_answer = self.invites.get(branch).is_some_and(|i| i.no_answer);
                 let reason = match &m.start {

@@ -17,15 +17,17 @@ use std::time::{Duration, Instant};
 
 use super::{CallHandle, ClientTx, TimerOwner, UserAgent};
 use crate::sip::auth::{self, Challenge, Credentials};
+use crate::sip::locate::SipTarget;
 use crate::sip::message::{self, Message, Method};
 use crate::sip::transaction::NonInviteClientTransaction;
-use crate::sip::transport::Peer;
+use crate::sip::transport::{Peer, Transport};
 
 /// What to register.
 #[derive(Debug, Clone)]
 pub struct RegisterConfig {
-    /// Where REGISTERs go, and over what.
-    pub registrar: Peer,
+    /// Where REGISTERs go: an address, or a name DNS locates (RFC 3263),
+    /// perhaps with a port and a transport.
+    pub registrar: SipTarget,
     /// The registrar's domain: the Request-URI `sip:domain`, and the host
     /// of our address-of-record.
     pub domain: String,
@@ -100,6 +102,12 @@ pub(super) struct Registration {
     removing: bool,
     /// The interval asked for (raised by a 423).
     expires: Duration,
+    /// The registrar's address we are registering with; `None` until the
+    /// next REGISTER locates it (again, after a failure).
+    at: Option<Peer>,
+    /// Its other addresses, tried in order when it fails to answer or
+    /// answers 503 (RFC 3263 4.3).
+    alternates: Vec<Peer>,
 }
 
 /// When to refresh a binding granted for `granted`: half-way for a short
@@ -131,6 +139,8 @@ impl UserAgent {
             removing: false,
             expires,
             config,
+            at: None,
+            alternates: Vec::new(),
         };
         tracing::info!(
             registrar = %registration.config.registrar,
@@ -186,9 +196,28 @@ impl UserAgent {
         let Some(r) = self.registration.as_mut() else {
             return;
         };
+        let to = match r.at {
+            Some(at) => at,
+            None => match self
+                .config
+                .directory
+                .locate(&r.config.registrar, &mut self.rng)
+            {
+                Ok(mut peers) => {
+                    let first = peers.remove(0);
+                    r.at = Some(first);
+                    r.alternates = peers;
+                    first
+                }
+                Err(e) => {
+                    self.register_failed(now, e);
+                    return;
+                }
+            },
+        };
         r.cseq += 1;
         r.next = None;
-        let transport = r.config.registrar.transport;
+        let transport = to.transport;
         let sent_by = self.config.sent_by(transport);
         let aor = format!("sip:{}@{}", r.config.user, r.config.domain);
         let request_uri = format!("sip:{}", r.config.domain);
@@ -232,7 +261,6 @@ impl UserAgent {
         }
         let _ = write!(s, "Content-Length: 0\r\n\r\n");
         r.in_flight = Some(branch.clone());
-        let to = r.config.registrar;
         let tx = NonInviteClientTransaction::new(
             now,
             s.into_bytes().into(),
@@ -261,17 +289,20 @@ impl UserAgent {
             return;
         }
         r.in_flight = None;
+        if status == 503 && self.register_elsewhere(now) {
+            return;
+        }
+        let Some(r) = self.registration.as_mut() else {
+            return;
+        };
         match status {
             200..=299 if r.removing => {
                 r.state = RegistrationState::Unregistered;
                 tracing::info!(registrar = %r.config.registrar, "registration removed");
             }
             200..=299 => {
-                let ours = format!(
-                    "sip:{}@{}",
-                    r.config.user,
-                    self.config.sent_by(r.config.registrar.transport)
-                );
+                let transport = r.at.map_or(Transport::Udp, |p| p.transport);
+                let ours = format!("sip:{}@{}", r.config.user, self.config.sent_by(transport));
                 let granted = granted_expiry(m, &ours).unwrap_or(r.expires);
                 if granted.is_zero() {
                     // The registrar kept no binding of ours.
@@ -381,9 +412,30 @@ impl UserAgent {
             .registration
             .as_ref()
             .is_some_and(|r| r.in_flight.as_deref() == Some(branch));
-        if ours {
+        if ours && !self.register_elsewhere(now) {
             self.register_failed(now, "REGISTER: no response (timeout)".into());
         }
+    }
+
+    /// The registrar's address failed us: send the REGISTER to its next
+    /// one, if DNS gave another; false if not.
+    fn register_elsewhere(&mut self, now: Instant) -> bool {
+        let Some(r) = self.registration.as_mut() else {
+            return false;
+        };
+        if r.alternates.is_empty() {
+            return false;
+        }
+        let failed = r.at;
+        let next = r.alternates.remove(0);
+        r.at = Some(next);
+        r.in_flight = None;
+        // Challenges were the failed server's; the next one sets its own.
+        r.answered.clear();
+        r.cycle.clear();
+        tracing::info!(failed = ?failed.map(|p| p.to_string()), %next, "the registrar failed there; trying its next address");
+        self.send_register(now);
+        true
     }
 
     /// The REGISTER failed: try again after the back-off.
@@ -394,6 +446,9 @@ impl UserAgent {
         };
         r.in_flight = None;
         r.cycle.clear();
+        // The next attempt asks DNS afresh.
+        r.at = None;
+        r.alternates.clear();
         if r.removing {
             r.state = RegistrationState::Unregistered;
             tracing::warn!(registrar = %r.config.registrar, %reason, "could not remove our registration");

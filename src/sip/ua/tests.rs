@@ -10,6 +10,7 @@ use crate::sip::sdp::LocalMedia;
 const PEER: &str = "127.0.0.1:5070";
 
 mod admission;
+mod failover;
 
 struct Rig {
     ua: UserAgent,
@@ -953,6 +954,7 @@ fn originate_over(
                 ("Bad Name".into(), "x".into()),
             ],
             session_expires: Some(crate::sip::ua::SESSION_EXPIRES),
+            alternates: Vec::new(),
         },
     );
     rig.drain();
@@ -1486,7 +1488,10 @@ fn registrar_says(request: &str, status: &str, extra: &str) -> String {
 
 fn registration(expires: u64) -> super::RegisterConfig {
     super::RegisterConfig {
-        registrar: crate::sip::transport::Peer::udp("127.0.0.1:5090".parse().unwrap()),
+        registrar: crate::sip::locate::SipTarget::at(
+            "127.0.0.1:5090".parse().unwrap(),
+            crate::sip::transport::Transport::Udp,
+        ),
         domain: "trunk.test".into(),
         user: "callflow7".into(),
         credentials: Some(crate::sip::auth::Credentials {

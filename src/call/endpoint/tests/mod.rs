@@ -326,8 +326,10 @@ fn dialled(loss: f64, seed: u64, answers: Vec<u16>) -> Lab {
     let mut config = lab::config();
     let trunk_addr = std::net::SocketAddr::from(([127, 0, 0, 2], 5080));
     config.trunk = Some(OutboundTrunk {
-        address: trunk_addr,
-        transport: crate::sip::transport::Transport::Udp,
+        address: crate::sip::locate::SipTarget::at(
+            trunk_addr,
+            crate::sip::transport::Transport::Udp,
+        ),
         domain: Some("trunk.test".into()),
         from: "37160000000".into(),
         credentials: Some(crate::sip::auth::Credentials {
