@@ -137,7 +137,12 @@ impl Locator {
                 })
                 .collect(),
             Err(e) if e.is_no_records_found() => Vec::new(),
-            Err(e) => return Err(format!("DNS: NAPTR {domain}: {e}")),
+            // Some resolvers and middleboxes fail NAPTR queries outright:
+            // go on as if there were none (SRV, then A/AAAA).
+            Err(e) => {
+                tracing::warn!(%domain, "DNS: NAPTR {domain}: {e}; trying SRV");
+                Vec::new()
+            }
         };
         let services = naptr_services(&records, &self.enabled);
         let names = if services.is_empty() {
@@ -163,11 +168,19 @@ impl Locator {
         let mut candidates = Vec::new();
         let mut ttl = MAX_REFRESH;
         let mut found = false;
+        let mut failed = None;
         for (place, (transport, name)) in names.iter().enumerate() {
             let lookup = match self.resolver.lookup(fqdn(name), RecordType::SRV).await {
                 Ok(lookup) => lookup,
                 Err(e) if e.is_no_records_found() => continue,
-                Err(e) => return Err(format!("DNS: SRV {name}: {e}")),
+                // One name failing (a `_sips._tcp` query a middlebox
+                // drops) leaves the others; it fails the lot only if
+                // nothing else answers.
+                Err(e) => {
+                    tracing::warn!(srv = %name, "DNS: SRV {name}: {e}");
+                    failed = Some(format!("DNS: SRV {name}: {e}"));
+                    continue;
+                }
             };
             for record in lookup.answers().iter().take(MAX_RECORDS) {
                 let RData::SRV(srv) = &record.data else {
@@ -200,7 +213,10 @@ impl Locator {
                 }
             }
         }
-        Ok(found.then_some(Located { candidates, ttl }))
+        match (found, failed) {
+            (false, Some(e)) => Err(e),
+            (found, _) => Ok(found.then_some(Located { candidates, ttl })),
+        }
     }
 
     /// `host`'s addresses at `port` over `transport`.
@@ -263,6 +279,11 @@ pub(super) struct Sinks {
     pub tls: Option<(super::tls::Tls, HashMap<SipTarget, String>)>,
 }
 
+/// How long an address DNS no longer gives is still let in: calls in
+/// progress with a server that left the records keep their BYE and
+/// re-INVITEs.
+const RETIRED_FOR: Duration = Duration::from_secs(4 * 3600);
+
 /// One target's state in the refresher.
 struct Entry {
     resolution: Resolution,
@@ -270,6 +291,28 @@ struct Entry {
     good_until: Option<tokio::time::Instant>,
     /// When to look it up again.
     next: tokio::time::Instant,
+    /// Addresses it had, let in until then.
+    retired: Vec<(IpAddr, tokio::time::Instant)>,
+}
+
+impl Entry {
+    /// The addresses let in for the target now: its current ones and
+    /// those retired not long ago, sorted.
+    fn admitted(&self, now: tokio::time::Instant) -> Vec<IpAddr> {
+        let mut ips: Vec<IpAddr> = match &self.resolution {
+            Ok(located) => located.addresses().collect(),
+            Err(_) => Vec::new(),
+        };
+        ips.extend(
+            self.retired
+                .iter()
+                .filter(|(_, u)| now < *u)
+                .map(|(ip, _)| *ip),
+        );
+        ips.sort();
+        ips.dedup();
+        ips
+    }
 }
 
 /// How long the start waits for the first lookups: past it, the server
@@ -321,12 +364,28 @@ async fn refresh(
         let now = tokio::time::Instant::now();
         let answer = locator.locate(target).await;
         let previous = entries.remove(target);
+        // What it had and no longer has is retired, not forgotten.
+        let mut retired: Vec<(IpAddr, tokio::time::Instant)> = Vec::new();
+        if let Some(p) = &previous {
+            retired.extend(p.retired.iter().filter(|(_, u)| now < *u));
+            if let Ok(old) = &p.resolution {
+                retired.extend(old.addresses().map(|ip| (ip, now + RETIRED_FOR)));
+            }
+        }
         let entry = match answer {
             Ok(located) => {
+                // Round-robin DNS reorders its answers: only a new set of
+                // places is news.
+                let places = |l: &Located| {
+                    let mut peers: Vec<Peer> =
+                        l.candidates.iter().flat_map(|c| c.peers.clone()).collect();
+                    peers.sort();
+                    peers
+                };
                 let changed = previous
                     .as_ref()
                     .and_then(|p| p.resolution.as_ref().ok())
-                    .is_none_or(|p| p.candidates != located.candidates);
+                    .is_none_or(|p| places(p) != places(&located));
                 if changed {
                     let at: Vec<String> = located
                         .candidates
@@ -336,10 +395,13 @@ async fn refresh(
                     tracing::info!(%target, at = ?at, ttl_s = located.ttl.as_secs(), "located");
                 }
                 let ttl = located.ttl;
+                let current: Vec<IpAddr> = located.addresses().collect();
+                retired.retain(|(ip, _)| !current.contains(ip));
                 Entry {
                     resolution: Ok(Arc::new(located)),
                     good_until: Some(now + ttl + STALE_FOR),
                     next: now + ttl.clamp(MIN_REFRESH, MAX_REFRESH),
+                    retired,
                 }
             }
             Err(e) => {
@@ -348,7 +410,12 @@ async fn refresh(
                     // Keep using the last good answer for a while.
                     Some(p) if p.good_until.is_some_and(|u| now < u) && p.resolution.is_ok() => {
                         tracing::warn!(%target, "{e}; still using its last known addresses");
-                        Entry { next, ..p }
+                        let current: Vec<IpAddr> = match &p.resolution {
+                            Ok(l) => l.addresses().collect(),
+                            Err(_) => Vec::new(),
+                        };
+                        retired.retain(|(ip, _)| !current.contains(ip));
+                        Entry { next, retired, ..p }
                     }
                     _ => {
                         tracing::error!(%target, "{e}");
@@ -356,16 +423,17 @@ async fn refresh(
                             resolution: Err(e),
                             good_until: None,
                             next,
+                            retired,
                         }
                     }
                 }
             }
         };
+        let ips = entry.admitted(now);
+        for admission in &sinks.admissions {
+            admission.lock().set_located(target, ips.clone());
+        }
         if let Ok(located) = &entry.resolution {
-            let ips: Vec<IpAddr> = located.addresses().collect();
-            for admission in &sinks.admissions {
-                admission.lock().set_located(target, ips.clone());
-            }
             if let Some((tls, names)) = &sinks.tls {
                 if let Some(name) = names.get(target) {
                     for c in &located.candidates {
@@ -379,11 +447,12 @@ async fn refresh(
             }
         }
         entries.insert(target.clone(), entry);
+        // Published per target: one slow name holds up no other.
+        sinks.directory.replace(
+            entries
+                .iter()
+                .map(|(t, e)| (t.clone(), e.resolution.clone()))
+                .collect(),
+        );
     }
-    sinks.directory.replace(
-        entries
-            .iter()
-            .map(|(t, e)| (t.clone(), e.resolution.clone()))
-            .collect(),
-    );
 }

@@ -507,7 +507,10 @@ async fn start_dns(
         }
     }
     for target in bridged {
-        tls_names.insert(target.clone(), target.host.to_string());
+        // The trunk's own `tls_name` stays, if a queue is the trunk.
+        tls_names
+            .entry(target.clone())
+            .or_insert_with(|| target.host.to_string());
         if !targets.contains(target) {
             targets.push(target.clone());
         }

@@ -403,13 +403,16 @@ impl Admission {
     /// `target` is now at `ips` (from DNS): sources there belong to the
     /// trunks and the answers that name it, and no longer where it was.
     pub fn set_located(&mut self, target: &SipTarget, ips: Vec<IpAddr>) {
-        let ips: Vec<IpAddr> = ips.into_iter().map(|ip| ip.to_canonical()).collect();
+        let mut ips: Vec<IpAddr> = ips.into_iter().map(|ip| ip.to_canonical()).collect();
+        ips.sort();
+        ips.dedup();
         if self.located.get(target) == Some(&ips) {
             return;
         }
-        // Sources remember their trunk: those that moved start afresh.
+        // Sources remember their trunk: those no longer here start afresh
+        // (and those still here keep their rate and any block).
         if let Some(old) = self.located.get(target) {
-            for ip in old {
+            for ip in old.iter().filter(|ip| !ips.contains(ip)) {
                 self.sources.remove(ip);
             }
         }
@@ -786,6 +789,46 @@ mod tests {
         assert_eq!(
             a.on_datagram(t0, "192.0.2.1".parse().unwrap()),
             Verdict::Drop
+        );
+    }
+
+    #[test]
+    fn servers_dns_places_are_let_in_for_as_long_as_it_says() {
+        use crate::sip::locate::{Host, SipTarget};
+        let name = |n: &str| SipTarget {
+            host: Host::Name(n.into()),
+            port: None,
+            transport: None,
+        };
+        let (registrar, queue) = (name("sip.carrier.example"), name("acd.example"));
+        let mut config = AdmissionConfig::default();
+        config.trunks.push(TrunkPolicy {
+            located: Some(registrar.clone()),
+            ..trunk("192.0.2.0/24", Rate::per_second(100.0))
+        });
+        config.also_located.push(queue.clone());
+        let mut a = Admission::new(config, [0; 16]);
+        #[allow(clippy::disallowed_methods)] // a fake clock needs a base
+        let t0 = Instant::now();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(a.on_datagram(t0, ip("198.51.100.7")), Verdict::Drop);
+        assert!(!a.may_connect(ip("203.0.113.9")));
+        a.set_located(&registrar, vec![ip("198.51.100.8"), ip("198.51.100.7")]);
+        a.set_located(&queue, vec![ip("203.0.113.9")]);
+        assert_eq!(
+            a.on_datagram(t0, ip("198.51.100.7")),
+            Verdict::Trunk(TrunkId(0))
+        );
+        assert_eq!(a.on_datagram(t0, ip("203.0.113.9")), Verdict::Known);
+        assert!(a.may_connect(ip("203.0.113.9")) && a.may_connect(ip("198.51.100.8")));
+        let media = a.media_of(TrunkId(0)).unwrap();
+        assert!(media.contains(ip("198.51.100.8")), "{media}");
+        // DNS moves the registrar: the old address is a stranger again.
+        a.set_located(&registrar, vec![ip("198.51.100.9")]);
+        assert_eq!(a.on_datagram(t0, ip("198.51.100.7")), Verdict::Drop);
+        assert_eq!(
+            a.on_datagram(t0, ip("198.51.100.9")),
+            Verdict::Trunk(TrunkId(0))
         );
     }
 }

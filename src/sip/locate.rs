@@ -295,6 +295,9 @@ impl Located {
     /// [`MAX_CANDIDATES`], each once.
     pub fn ordered(&self, rng: &mut fastrand::Rng) -> Vec<Peer> {
         let mut pool: Vec<&Candidate> = self.candidates.iter().collect();
+        // Shuffled first, so that equal candidates (all weight 0, say)
+        // are not always tried in the order DNS happened to list them.
+        rng.shuffle(&mut pool);
         pool.sort_by_key(|c| (c.rank, c.weight != 0));
         let mut out: Vec<Peer> = Vec::new();
         while !pool.is_empty() && out.len() < MAX_CANDIDATES {
@@ -537,10 +540,18 @@ mod tests {
                 .collect(),
             ttl: Duration::from_secs(60),
         };
-        let order = located.ordered(&mut fastrand::Rng::with_seed(1));
+        let mut rng = fastrand::Rng::with_seed(1);
+        let order = located.ordered(&mut rng);
         assert_eq!(order.len(), MAX_CANDIDATES);
         let mut unique = order.clone();
+        unique.sort();
         unique.dedup();
         assert_eq!(unique.len(), MAX_CANDIDATES);
+        let firsts: std::collections::HashSet<Peer> =
+            (0..100).map(|_| located.ordered(&mut rng)[0]).collect();
+        assert!(
+            firsts.len() > 5,
+            "equal servers share the first tries: {firsts:?}"
+        );
     }
 }

@@ -638,6 +638,7 @@ impl UserAgent {
                     if fire {
                         self.drain_invite(now, &branch);
                     }
+                    self.silent_failover(now, &branch);
                 }
                 TimerOwner::Ring(call) => self.ring_timeout(now, call),
                 TimerOwner::Register => self.registration_due(now),

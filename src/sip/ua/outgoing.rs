@@ -104,7 +104,17 @@ pub(super) struct Invite {
     /// Challenged and re-sent with credentials under a new branch; kept
     /// until Timer D so that retransmitted 401/407s still get their ACK.
     pub superseded: bool,
+    /// With alternates left: when silence moves the call on.
+    pub failover_at: Option<Instant>,
+    /// Given up for silence while the call went on elsewhere: a late
+    /// provisional gets a CANCEL, a late 2xx an ACK and a BYE.
+    pub abandoned: bool,
 }
+
+/// How long an INVITE with an alternate address may go without any
+/// response (not even 100 Trying, which a live server sends at once)
+/// before the call moves on.
+pub const SILENT_FAILOVER: Duration = Duration::from_secs(4);
 
 /// A challenge we answer, with its nonce count and cnonce: each request
 /// under the same nonce counts up (RFC 7616 3.4), never replays.
@@ -238,6 +248,8 @@ impl UserAgent {
         let cseq = d.local_cseq;
         let reliable = call.destination.transport.is_reliable();
         let tx = InviteClientTransaction::new(now, bytes.into(), self.config.timers, reliable);
+        let failover_at = (!call.alternates.is_empty()).then(|| now + SILENT_FAILOVER);
+        self.schedule(failover_at, TimerOwner::Invite(branch.clone()));
         self.invites.insert(
             branch.clone(),
             Invite {
@@ -256,14 +268,26 @@ impl UserAgent {
                 no_answer: false,
                 provisional: false,
                 superseded: false,
+                failover_at,
+                abandoned: false,
             },
         );
         self.drain_invite(now, &branch);
     }
 
     pub(super) fn drain_invite(&mut self, now: Instant, branch: &str) {
+        if self.drain_invite_keeping(now, branch) {
+            self.invites.remove(branch);
+        }
+    }
+
+    /// [`Self::drain_invite`], but a transaction that terminates is left
+    /// in place (and said so) for its final response to be acted on: over
+    /// TCP and TLS the ACK of a 3xx-6xx ends it at once (Timer D is zero),
+    /// and the challenge, Min-SE and failover decisions still read it.
+    fn drain_invite_keeping(&mut self, now: Instant, branch: &str) -> bool {
         let Some(inv) = self.invites.get_mut(branch) else {
-            return;
+            return false;
         };
         let (to, call) = (inv.request.destination, inv.call);
         let outputs: Vec<Output> = std::iter::from_fn(|| inv.tx.poll_output()).collect();
@@ -272,10 +296,15 @@ impl UserAgent {
             match o {
                 Output::Transmit(bytes) => self.transmit(to, bytes),
                 Output::TimedOut | Output::TransportError => {
-                    let moved = self.fail_over(now, branch);
+                    // One the call already left behind just goes.
+                    let left = self
+                        .invites
+                        .get(branch)
+                        .is_some_and(|i| i.abandoned || i.superseded);
+                    let moved = !left && self.fail_over(now, branch);
                     self.invites.remove(branch);
-                    if moved {
-                        return;
+                    if left || moved {
+                        return false;
                     }
                     self.dial_failed(
                         call,
@@ -283,16 +312,34 @@ impl UserAgent {
                         408,
                         "no response from the trunk",
                     );
-                    return;
+                    return false;
                 }
-                Output::Terminated => {
-                    self.invites.remove(branch);
-                    return;
-                }
+                Output::Terminated => return true,
                 _ => {}
             }
         }
         self.schedule(next, TimerOwner::Invite(branch.to_string()));
+        false
+    }
+
+    /// An INVITE with somewhere else to go that has heard nothing at all
+    /// by [`SILENT_FAILOVER`]: the server is taken for down and the call
+    /// moves on, rather than waiting out Timer B (32 s, longer than a
+    /// callback rings). The abandoned INVITE is kept to be cancelled if
+    /// it wakes up, and ended if it is answered.
+    pub(super) fn silent_failover(&mut self, now: Instant, branch: &str) {
+        let due = self.invites.get(branch).is_some_and(|i| {
+            i.failover_at.is_some_and(|at| now >= at)
+                && i.tx.state() == crate::sip::transaction::InviteClientState::Calling
+                && !i.superseded
+        });
+        if due && self.fail_over(now, branch) {
+            if let Some(i) = self.invites.get_mut(branch) {
+                i.failover_at = None;
+                i.cancel = Cancel::Wanted;
+                i.abandoned = true;
+            }
+        }
     }
 
     /// Sends the INVITE of `branch`, which its destination failed, to the
@@ -311,13 +358,13 @@ impl UserAgent {
         }
         inv.superseded = true;
         let failed = inv.request.destination;
-        let (call, mut request, nonces, credentials, deadline) = (
+        let (call, mut request, deadline) = (
             inv.call,
             (inv.request.clone(), inv.offer.clone()),
-            inv.answered_nonces.clone(),
-            inv.credentials.clone(),
             inv.ring_deadline,
         );
+        // Challenges were the failed server's: the next one sets its own.
+        let (nonces, credentials) = (Vec::new(), Vec::new());
         let next = request.0.alternates.remove(0);
         request.0.destination = next;
         if let Some(d) = self.dialogs.get_mut(&call) {
@@ -355,7 +402,39 @@ impl UserAgent {
             return;
         };
         let fresh = inv.tx.on_response(now, status, ack);
-        self.drain_invite(now, branch);
+        let terminated = self.drain_invite_keeping(now, branch);
+        self.act_on_invite_response(now, branch, (status, fresh), (call, cseq), m);
+        if terminated {
+            self.invites.remove(branch);
+        }
+    }
+
+    fn act_on_invite_response(
+        &mut self,
+        now: Instant,
+        branch: &str,
+        (status, fresh): (u16, bool),
+        (call, cseq): (CallHandle, u32),
+        m: &Message,
+    ) {
+        if self.invites.get(branch).is_some_and(|i| i.abandoned) {
+            // The call went on elsewhere: this server gets a CANCEL when
+            // it rings (the wanted cancel below), its 2xx an end.
+            match status {
+                200..=299 => self.end_stray_2xx(now, branch, m),
+                101..=199 if fresh => {
+                    let wanted = self.invites.get_mut(branch).is_some_and(|inv| {
+                        inv.provisional = true;
+                        inv.cancel == Cancel::Wanted
+                    });
+                    if wanted {
+                        self.send_cancel(now, branch);
+                    }
+                }
+                _ => {}
+            }
+            return;
+        }
         if (200..300).contains(&status) {
             // Retransmitted 2xx too: each gets our ACK again (13.2.2.4);
             // the transaction passes every 2xx up (RFC 6026), so the first
@@ -434,6 +513,72 @@ impl UserAgent {
                 self.dial_failed(call, cause, status, &reason);
             }
         }
+    }
+
+    /// A 2xx to an INVITE we abandoned for silence: acknowledged and
+    /// ended at once with a BYE of its own (RFC 3261 13.2.2.4, 15), sent
+    /// where the INVITE went, so that the server we gave up on does not
+    /// hold a call nobody is on. The call itself, elsewhere, is untouched.
+    fn end_stray_2xx(&mut self, now: Instant, branch: &str, m: &Message) {
+        let Some(inv) = self.invites.get_mut(branch) else {
+            return;
+        };
+        if inv.answered {
+            return; // a retransmission: our ACK and BYE are out already
+        }
+        inv.answered = true;
+        let (to, cseq) = (inv.request.destination, inv.cseq);
+        let target = m
+            .header("Contact")
+            .map(message::uri_of)
+            .unwrap_or(inv.request.target.as_str())
+            .to_string();
+        let mut routes: Vec<&str> = m.headers_named("Record-Route").collect();
+        routes.reverse();
+        let ack_branch = format!("z9hG4bK{}", self.unique());
+        let bye_branch = format!("z9hG4bK{}", self.unique());
+        let sent_by = self.config.sent_by(to.transport);
+        let request = |method: &str, number: u32, branch: &str| {
+            let mut s = String::with_capacity(400);
+            let _ = write!(s, "{method} {target} SIP/2.0\r\n");
+            let _ = write!(
+                s,
+                "Via: SIP/2.0/{} {};branch={branch};rport{}\r\nMax-Forwards: 70\r\n",
+                to.transport.via_token(),
+                sent_by,
+                to.transport.via_params()
+            );
+            for r in &routes {
+                let _ = write!(s, "Route: {r}\r\n");
+            }
+            for h in ["From", "To", "Call-ID"] {
+                if let Some(v) = m.header(h) {
+                    let _ = write!(s, "{h}: {v}\r\n");
+                }
+            }
+            let _ = write!(s, "CSeq: {number} {method}\r\nContent-Length: 0\r\n\r\n");
+            s.into_bytes()
+        };
+        let ack = request("ACK", cseq, &ack_branch);
+        let bye = request("BYE", cseq + 1, &bye_branch);
+        tracing::info!(%to, "a server we had given up on answered; ending that call");
+        self.transmit(to, ack.into());
+        let tx = NonInviteClientTransaction::new(
+            now,
+            bye.into(),
+            self.config.timers,
+            to.transport.is_reliable(),
+        );
+        self.client.insert(
+            bye_branch.clone(),
+            ClientTx {
+                tx,
+                to,
+                call: super::register::NO_CALL,
+                method: Method::Bye,
+            },
+        );
+        self.drain_client(now, &bye_branch);
     }
 
     /// The callee's 2xx says whether a session timer runs (RFC 4028 7.2):

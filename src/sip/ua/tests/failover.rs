@@ -48,7 +48,7 @@ fn invites(rig: &Rig) -> Vec<(SocketAddr, String, String)> {
 }
 
 #[test]
-fn an_invite_moves_on_after_a_503_a_transport_error_and_a_timeout_but_not_a_486() {
+fn an_invite_moves_on_after_a_503_a_transport_error_and_silence_but_not_a_486() {
     let mut rig = Rig::new();
     let (a, b, c, d) = (
         at("127.0.0.2:5060"),
@@ -68,9 +68,10 @@ fn an_invite_moves_on_after_a_503_a_transport_error_and_a_timeout_but_not_a_486(
     assert_eq!(acks, vec![a.addr], "the 503 is ACKed where it came from");
     rig.ua.on_transport_error(rig.now, b);
     rig.drain();
-    // C never answers: Timer B (64*T1) ends its transaction.
+    // C never answers: after four seconds of silence the call moves on
+    // (Timer B would take 32 s).
     let since = rig.now - rig.start;
-    rig.run_until(since + Duration::from_secs(33));
+    rig.run_until(since + Duration::from_secs(5));
     let sent = invites(&rig);
     let places: Vec<SocketAddr> = sent.iter().map(|(to, ..)| *to).collect();
     assert_eq!(places, vec![a.addr, b.addr, c.addr, d.addr]);
@@ -239,4 +240,99 @@ fn a_registrar_dns_cannot_place_is_a_failure_with_why_and_retried() {
         .sent
         .last()
         .is_some_and(|(_, to, t)| *to == a.addr && t.starts_with("REGISTER ")));
+}
+
+#[test]
+fn over_tcp_a_503_moves_the_call_on_and_a_challenge_is_answered() {
+    use crate::sip::transport::Transport;
+    let mut rig = Rig::new();
+    let (a, b) = (
+        Peer::tcp("127.0.0.2:5060".parse().unwrap()),
+        Peer::tcp("127.0.0.3:5060".parse().unwrap()),
+    );
+    let mut request = call_to(a, vec![b]);
+    request.credentials = Some(crate::sip::auth::Credentials {
+        username: "callflow".into(),
+        password: "s3cret".into(),
+    });
+    let call = rig.ua.originate(rig.now, request);
+    rig.drain();
+    // Timer D is zero over TCP: the ACK ends the transaction at once, and
+    // the 503 must still move the call on.
+    answer_last(&mut rig, "503 Service Unavailable", "");
+    assert_eq!(
+        invites(&rig).iter().map(|(to, ..)| *to).collect::<Vec<_>>(),
+        vec![a.addr, b.addr]
+    );
+    assert!(rig.transports.iter().all(|t| *t == Transport::Tcp));
+    answer_last(
+        &mut rig,
+        "407 Proxy Authentication Required",
+        "Proxy-Authenticate: Digest realm=\"b\", nonce=\"n1\", algorithm=MD5, qop=\"auth\"\r\n",
+    );
+    let last = &rig.sent.last().unwrap().2;
+    assert!(
+        last.starts_with("INVITE ") && last.contains("Proxy-Authorization: Digest"),
+        "the challenge is answered over TCP too: {last}"
+    );
+    assert!(
+        !rig.events
+            .iter()
+            .any(|(c, e)| *c == call && matches!(e, UaEvent::DialFailed { .. })),
+        "{:?}",
+        rig.events
+    );
+}
+
+#[test]
+fn a_silent_server_is_left_after_four_seconds_and_ended_if_it_answers_late() {
+    let mut rig = Rig::new();
+    let (a, b) = (at("127.0.0.2:5060"), at("127.0.0.3:5060"));
+    let call = rig.ua.originate(rig.now, call_to(a, vec![b]));
+    rig.drain();
+    let first = rig.sent[0].2.clone();
+    rig.run_until(Duration::from_millis(3900));
+    assert_eq!(invites(&rig).len(), 1, "retransmitted, not yet moved on");
+    rig.run_until(Duration::from_millis(4100));
+    assert_eq!(
+        invites(&rig).iter().map(|(to, ..)| *to).collect::<Vec<_>>(),
+        vec![a.addr, b.addr]
+    );
+    // B rings; then A wakes up and answers the INVITE we left.
+    answer_last(&mut rig, "180 Ringing", "");
+    let sent_before = rig.sent.len();
+    let mut late = vec!["SIP/2.0 200 OK".to_string()];
+    for l in first.lines().skip(1) {
+        if ["Via:", "From:", "Call-ID:", "CSeq:"]
+            .iter()
+            .any(|h| l.starts_with(h))
+        {
+            late.push(l.to_string());
+        } else if l.starts_with("To:") {
+            late.push(format!("{l};tag=stray9"));
+        }
+    }
+    late.push("Contact: <sip:callee@127.0.0.2:5060>\r\nContent-Length: 0".into());
+    rig.recv(&(late.join("\r\n") + "\r\n\r\n"));
+    let after: Vec<&(Duration, SocketAddr, String)> = rig.sent[sent_before..].iter().collect();
+    assert!(
+        after
+            .iter()
+            .any(|(_, to, t)| *to == a.addr && t.starts_with("ACK sip:callee@127.0.0.2")),
+        "{after:?}"
+    );
+    let bye = after
+        .iter()
+        .find(|(_, to, t)| *to == a.addr && t.starts_with("BYE sip:callee@127.0.0.2"))
+        .expect("a BYE to the late server");
+    assert!(bye.2.contains("tag=stray9"), "{}", bye.2);
+    assert!(
+        !rig.events.iter().any(|(c, e)| *c == call
+            && matches!(
+                e,
+                UaEvent::Answered { .. } | UaEvent::Ended(_) | UaEvent::DialFailed { .. }
+            )),
+        "the call, ringing at B, is untouched: {:?}",
+        rig.events
+    );
 }
