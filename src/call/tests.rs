@@ -92,6 +92,7 @@ fn call_with(limits: Limits) -> (Call, Instant) {
         source: "127.0.0.1:5070".parse().unwrap(),
         trunk: "local".into(),
         media_networks: crate::sip::admission::Networks::loopback(),
+        secure: false,
     };
     let mut call = Call::new(CallSetup {
         incoming,
@@ -116,6 +117,7 @@ fn call_with(limits: Limits) -> (Call, Instant) {
         dtmf_payload_type: Some(101),
         ptime_ms: 20,
         direction: Direction::SendRecv,
+        srtp: None,
     });
     (call, started)
 }
@@ -399,6 +401,7 @@ fn a_held_call_gets_the_longer_silence_limit_and_then_ends() {
             dtmf_payload_type: Some(101),
             ptime_ms: 20,
             direction: Direction::RecvOnly,
+            srtp: None,
         }),
     );
     pump(&mut call, t1, t1 + Duration::from_secs(20));

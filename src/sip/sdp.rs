@@ -20,6 +20,7 @@
 
 mod negotiate;
 mod parse;
+pub mod sdes;
 mod session;
 #[cfg(test)]
 mod tests;

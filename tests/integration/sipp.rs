@@ -840,6 +840,17 @@ fn a_caller_that_takes_no_update_is_refreshed_by_re_invite() {
     assert_eq!(r["outcome"], "caller_hung_up", "{r}");
 }
 
+/// UPDATE with an offer (RFC 3311) from SIPp: answered with our SDP when
+/// it moves the media, 488 when it offers only a codec we lack; the call
+/// goes on and SIPp ends it.
+#[test]
+fn an_update_with_an_offer_is_answered_and_a_bad_one_refused() {
+    let server = Server::start(&["--route", "8009=long"]);
+    server.call("update_offer", &[]);
+    let r = &server.records(1)[0];
+    assert_eq!(r["hung_up_by"], "caller", "{r}");
+}
+
 /// Session timers (RFC 4028) against SIPp: a caller that supports them
 /// refreshes once with UPDATE and then stops; callflow ends the call with
 /// BYE when the session expires (30 s before its 90 s interval ends, 60 s

@@ -353,3 +353,117 @@ fn a_tls_client_calls_through_kamailio_hears_the_greeting_and_hangs_up() {
     assert!(r["answer"].is_string(), "{r}");
     assert!(lab.server.stop().success());
 }
+
+/// baresip (Debian's `baresip-core`), a real phone with its own SRTP (the
+/// `srtp` module, libre's), calls callflow over TLS with SRTP mandatory
+/// (`mediaenc=srtp-mand`). callflow answers `RTP/SAVP` with a key of its
+/// own; baresip must decrypt the greeting (its decoded audio, dumped by
+/// the `sndfile` module, is not silence), and callflow must decrypt
+/// baresip's audio (`--rtp-timeout 3s` would end a call whose packets all
+/// failed authentication; baresip hangs up after 8 s instead).
+#[test]
+fn baresip_calls_over_tls_with_srtp_and_the_audio_gets_through_both_ways() {
+    let phone_dir = tempfile::tempdir().expect("tempdir");
+    let server_dir = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::new(phone_dir.path());
+    let (cert, key) = pki.leaf("callflow", &["127.0.0.1"]);
+    let tls_port = free_udp_port();
+    let config = server_dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "tls: {{ port: {tls_port}, certificate: \"{}\", key: \"{}\" }}\n",
+            cert.display(),
+            key.display()
+        ),
+    )
+    .expect("config");
+    let server = Server::start_in(
+        server_dir,
+        &[
+            "--config",
+            &config.display().to_string(),
+            "--rtp-timeout",
+            "3s",
+            // A flow that talks for longer than baresip stays.
+            "--route",
+            "800=long",
+        ],
+    );
+    let phone = phone_dir.path();
+    std::fs::write(
+        phone.join("config"),
+        format!(
+            "poll_method epoll\nsip_listen 127.0.0.1:{}\nsip_cafile {}\n\
+             audio_player aubridge,x\naudio_source aubridge,x\naudio_alert aubridge,x\n\
+             module_path /usr/lib/baresip/modules\nmodule g711.so\nmodule aubridge.so\n\
+             module srtp.so\nmodule sndfile.so\nmodule account.so\nmodule menu.so\n\
+             snd_path {}\n",
+            free_udp_port(),
+            pki.ca().display(),
+            phone.display()
+        ),
+    )
+    .expect("baresip config");
+    std::fs::write(
+        phone.join("accounts"),
+        "<sip:caller@127.0.0.1;transport=tls>;mediaenc=srtp-mand;regint=0;audio_codecs=PCMU\n",
+    )
+    .expect("accounts");
+    let mut baresip = std::process::Command::new("baresip")
+        .arg("-f")
+        .arg(phone)
+        .args(["-n", "127.0.0.1", "-t", "8", "-e"])
+        .arg(format!("/dial sip:800@127.0.0.1:{tls_port};transport=tls"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run baresip (apt-get install -y baresip-core)");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while baresip.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = baresip.kill();
+    let out = baresip.wait_with_output().expect("baresip");
+    let log =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("SRTP is Enabled (cryptosuite=AES_CM_128_HMAC_SHA1_80)")
+            && log.contains("Call established"),
+        "{log}\n--- server\n{}",
+        server.log()
+    );
+    let record = &server.records(1)[0];
+    assert_eq!(
+        record["hung_up_by"],
+        "caller",
+        "callflow heard baresip's SRTP all along: {record}\n{}",
+        server.log()
+    );
+    let decoded = std::fs::read_dir(phone)
+        .expect("dir")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().ends_with("-dec.wav"))
+        .unwrap_or_else(|| panic!("no decoded audio dumped: {log}"));
+    let samples: Vec<i16> = hound::WavReader::open(&decoded)
+        .expect("wav")
+        .into_samples::<i16>()
+        .map_while(Result::ok)
+        .collect();
+    let rms = (samples.iter().map(|s| f64::from(*s).powi(2)).sum::<f64>()
+        / samples.len().max(1) as f64)
+        .sqrt();
+    assert!(
+        samples.len() >= 1600 && rms > 300.0,
+        "baresip decrypted our greeting: {} samples, rms {rms:.0}",
+        samples.len()
+    );
+    assert!(
+        !server.log().contains("failed authentication"),
+        "{}",
+        server.log()
+    );
+    assert!(server.stop().success());
+}

@@ -407,11 +407,16 @@ impl Endpoint {
                 g711(from.codec).transcode(g711(to_leg.codec), bytes);
             }
         }
+        if let Some(s) = self.srtp.get_mut(&port) {
+            if !s.protect(&mut self.rtp_bytes, start) {
+                return;
+            }
+        }
         self.rtp_queue.push(QueuedPacket {
             port,
             to,
             start,
-            len: packet.len(),
+            len: self.rtp_bytes.len() - start,
             late: Duration::ZERO,
         });
     }
@@ -430,6 +435,7 @@ mod tests {
             dtmf_payload_type: dtmf,
             ptime_ms: 20,
             direction: Direction::SendRecv,
+            srtp: None,
         }
     }
 

@@ -18,12 +18,15 @@ pub(super) struct Ringing {
     call: Call,
     /// The caller's offer, answered once the port is known.
     offer: Option<Vec<u8>>,
+    /// Its INVITE came over TLS: an SRTP offer may be taken.
+    secure: bool,
     span: tracing::Span,
 }
 
 impl Endpoint {
     pub(super) fn on_incoming(&mut self, now: Instant, handle: CallHandle, incoming: IncomingCall) {
         let span = tracing::info_span!("call", call_id = %incoming.call_id);
+        let secure = incoming.secure;
         let Some((call, offer)) = span.in_scope(|| self.prepare(now, handle, incoming)) else {
             return;
         };
@@ -32,6 +35,7 @@ impl Endpoint {
             handle,
             call,
             offer,
+            secure,
             span,
         };
         if self.config.answer_delay.is_zero() {
@@ -60,27 +64,29 @@ impl Endpoint {
         // call is answered.
         let offer = incoming.offer.clone();
         let negotiated = match &offer {
-            Some(body) => match MediaSession::check_offer(body, self.config.rtp_ip) {
-                Ok(n) => Some(n),
-                Err(SessionError::Malformed(e)) => {
-                    tracing::info!("bad SDP offer: {e}");
-                    self.ua
-                        .reject(now, handle, 400, "Bad Request (malformed SDP)", &[]);
-                    return None;
+            Some(body) => {
+                match MediaSession::check_offer(body, self.config.rtp_ip, incoming.secure) {
+                    Ok(n) => Some(n),
+                    Err(SessionError::Malformed(e)) => {
+                        tracing::info!("bad SDP offer: {e}");
+                        self.ua
+                            .reject(now, handle, 400, "Bad Request (malformed SDP)", &[]);
+                        return None;
+                    }
+                    Err(e) => {
+                        tracing::info!("offer refused: {e}");
+                        let warning = format!("{} callflow \"{e}\"", e.warning_code());
+                        self.ua.reject(
+                            now,
+                            handle,
+                            488,
+                            "Not Acceptable Here",
+                            &[("Warning", &warning)],
+                        );
+                        return None;
+                    }
                 }
-                Err(e) => {
-                    tracing::info!("offer refused: {e}");
-                    let warning = format!("{} callflow \"{e}\"", e.warning_code());
-                    self.ua.reject(
-                        now,
-                        handle,
-                        488,
-                        "Not Acceptable Here",
-                        &[("Warning", &warning)],
-                    );
-                    return None;
-                }
-            },
+            }
             None => None,
         };
         if let Some(n) = &negotiated {
@@ -116,6 +122,7 @@ impl Endpoint {
             handle,
             mut call,
             offer,
+            secure,
             span,
             ..
         } = r;
@@ -136,9 +143,21 @@ impl Endpoint {
         };
         let port = local.port;
         let mut media = MediaSession::new(local);
+        if secure {
+            match self.env.srtp_key() {
+                Ok(key) => media = media.with_srtp(key),
+                // Without a key we can still answer a plain offer; an SRTP
+                // one is refused below.
+                Err(e) => tracing::error!("{e}"),
+            }
+        }
+        let mut keys = None;
         let body = match &offer {
             Some(o) => match media.answer(o) {
-                Ok((text, _)) => text,
+                Ok((text, n)) => {
+                    keys = n.srtp;
+                    text
+                }
                 Err(e) => {
                     // It was answerable a moment ago with another port.
                     tracing::warn!("offer refused at answer: {e}");
@@ -160,6 +179,7 @@ impl Endpoint {
         }
         call.on_answered(now);
         drop(entered);
+        self.set_srtp(port, keys);
         self.activate(now, handle, call, port, span);
     }
 }

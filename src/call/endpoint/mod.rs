@@ -24,6 +24,7 @@ mod bridge;
 pub mod config;
 mod inbound;
 mod outbound;
+mod srtp;
 #[cfg(test)]
 mod tests;
 mod wheel;
@@ -61,6 +62,18 @@ pub trait Environment: Send {
     fn open_rtp(&mut self) -> Result<u16, String>;
     /// Variables for a new call's flow (estimated waits, `wait_QUEUE`).
     fn queue_vars(&self, now: Instant) -> Vec<(String, String)>;
+    /// A fresh SRTP master key and salt for a leg (RFC 4568): from a
+    /// cryptographically secure source, never the endpoint's own RNG
+    /// (which tests seed). Tests may give fixed keys.
+    fn srtp_key(&mut self) -> Result<crate::sip::sdp::sdes::SdesKey, String> {
+        let provider = rtc_srtp::crypto::default_provider().map_err(|e| format!("SRTP: {e}"))?;
+        let mut key = [0u8; crate::sip::sdp::sdes::KEY_LEN];
+        provider
+            .random()
+            .fill(&mut key)
+            .map_err(|e| format!("SRTP key: {e}"))?;
+        Ok(crate::sip::sdp::sdes::SdesKey(key))
+    }
 }
 
 /// What the edge must do, besides sending RTP.
@@ -211,6 +224,8 @@ pub struct Endpoint {
     out: VecDeque<EndpointOutput>,
     rtp_bytes: Vec<u8>,
     rtp_queue: Vec<QueuedPacket>,
+    /// The SRTP contexts of legs that agreed on SRTP, by their RTP port.
+    srtp: HashMap<u16, srtp::Srtp>,
     scratch: Vec<u8>,
 }
 
@@ -245,6 +260,7 @@ impl Endpoint {
             out: VecDeque::new(),
             rtp_bytes: Vec::with_capacity(64 * 1024),
             rtp_queue: Vec::with_capacity(256),
+            srtp: HashMap::new(),
             scratch: Vec::with_capacity(256),
         }
     }
@@ -366,6 +382,19 @@ impl Endpoint {
     pub fn handle_rtp(&mut self, now: Instant, port: u16, from: SocketAddr, packet: &[u8]) {
         let Some(&handle) = self.by_port.get(&port) else {
             return;
+        };
+        // On an SRTP leg only what authenticates gets further; a forged
+        // or replayed packet is as if it never came (it latches nothing).
+        let opened;
+        let packet = match self.srtp.get_mut(&port) {
+            Some(s) => match s.unprotect(packet) {
+                Some(plain) => {
+                    opened = plain;
+                    &opened[..]
+                }
+                None => return,
+            },
+            None => packet,
         };
         let Some(a) = self.calls.get_mut(&handle) else {
             return;
@@ -581,10 +610,46 @@ impl Endpoint {
                 a.progress.refused |= reason != NO_FINAL_NOTIFY;
                 a.call.on_sip(now, UaEvent::TransferResult(Err(reason)));
             }
+            UaEvent::MediaChanged(n) => {
+                let port = a.port;
+                a.call.on_sip(now, UaEvent::MediaChanged(n));
+                self.set_srtp(port, n.srtp);
+            }
             e => a.call.on_sip(now, e),
         }
         drop(_entered);
         self.service(now, handle);
+    }
+
+    /// The leg on `port` now has `keys` (SRTP) or none (plain RTP).
+    fn set_srtp(&mut self, port: u16, keys: Option<crate::sip::sdp::sdes::SrtpKeys>) {
+        let result = match (keys, self.srtp.get_mut(&port)) {
+            (Some(keys), Some(s)) => s.rekey(keys),
+            (Some(keys), None) => srtp::Srtp::new(keys).map(|s| {
+                self.srtp.insert(port, s);
+            }),
+            (None, _) => {
+                self.close_srtp(port);
+                Ok(())
+            }
+        };
+        if let Err(e) = result {
+            // Nothing goes out in the clear on a leg that agreed on SRTP:
+            // its packets are dropped until the keys work.
+            tracing::error!(port, "{e}");
+        }
+    }
+
+    fn close_srtp(&mut self, port: u16) {
+        if let Some(s) = self.srtp.remove(&port) {
+            if s.refused > 0 {
+                tracing::info!(
+                    port,
+                    refused = s.refused,
+                    "SRTP packets that failed authentication"
+                );
+            }
+        }
     }
 
     /// Sends a call's due packets and runs its timers.
@@ -600,11 +665,16 @@ impl Endpoint {
             if let Some(to) = a.call.rtp_destination() {
                 let start = self.rtp_bytes.len();
                 self.rtp_bytes.extend_from_slice(&self.scratch);
+                if let Some(s) = self.srtp.get_mut(&a.port) {
+                    if !s.protect(&mut self.rtp_bytes, start) {
+                        continue;
+                    }
+                }
                 self.rtp_queue.push(QueuedPacket {
                     port: a.port,
                     to,
                     start,
-                    len: self.scratch.len(),
+                    len: self.rtp_bytes.len() - start,
                     late: now.saturating_duration_since(due),
                 });
             }
@@ -694,6 +764,7 @@ impl Endpoint {
             self.end_leg(now, handle, leg);
             self.calls.remove(&handle);
             self.by_port.remove(&port);
+            self.close_srtp(port);
             self.out.push_back(EndpointOutput::RtpClosed { port });
             return;
         }

@@ -103,6 +103,7 @@ impl Endpoint {
             source: destination.addr,
             trunk: "outbound".into(),
             media_networks,
+            secure: false,
         };
         let call = self.new_call(now, incoming, entry, vars, Some(leg));
         drop(entered);

@@ -3,6 +3,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use super::sdes::{self, SdesKey, SrtpKeys};
 use super::write::{self, Format};
 use super::{
     Codec, Direction, MediaDescription, SessionDescription, CLOCK_RATE, DEFAULT_PTIME_MS,
@@ -73,6 +74,9 @@ pub struct Negotiated {
     /// Our direction as answered: `RecvOnly` when the peer holds the call,
     /// `Inactive` when neither side may send (RFC 3264 section 6.1).
     pub direction: Direction,
+    /// SRTP's keys when the stream is `RTP/SAVP` (RFC 4568); `None` for
+    /// plain RTP.
+    pub srtp: Option<SrtpKeys>,
 }
 
 impl Negotiated {
@@ -105,10 +109,14 @@ pub enum NegotiationError {
         /// The offered formats, for the Warning text and the logs.
         offered: String,
     },
-    /// Audio is offered only over a transport other than plain RTP/AVP,
-    /// e.g. SRTP's `RTP/SAVP`, which the media layer does not implement.
-    #[error("media transport {0} is not supported; we accept RTP/AVP only")]
+    /// Audio is offered only over a transport we do not take: anything
+    /// but RTP/AVP, or RTP/SAVP (SRTP) on a call whose signalling is not
+    /// over TLS or whose keys are in a form we do not take.
+    #[error("media transport {0} is not supported here")]
     UnsupportedTransport(String),
+    /// Our SRTP offer was answered without a key under its tag.
+    #[error("the answer has no SRTP key for our offer")]
+    NoUsableKey,
     /// The audio stream has no `c=` line, neither its own nor at session
     /// level (RFC 8866 section 5.7 requires one or the other).
     #[error("no connection address (c=) for the audio stream")]
@@ -132,6 +140,7 @@ impl NegotiationError {
             NegotiationError::NoAudio => 304,
             NegotiationError::NoCommonCodec { .. } => 305,
             NegotiationError::UnsupportedTransport(_) => 302,
+            NegotiationError::NoUsableKey => 399,
             NegotiationError::NoConnectionAddress => 399,
             NegotiationError::AddressFamilyMismatch { .. } => 301,
         }
@@ -163,16 +172,26 @@ pub fn answer(
     offer: &SessionDescription,
     local: &LocalMedia,
 ) -> Result<(String, Negotiated), NegotiationError> {
-    answer_with(offer, local, &Codec::ALL)
+    answer_with(offer, local, &Codec::ALL, None)
 }
 
-/// [`answer`], agreeing only to one of `codecs`.
+/// [`answer`], agreeing only to one of `codecs`; with `srtp_key`, an
+/// `RTP/SAVP` stream is taken too (its key is what we send with).
 pub(super) fn answer_with(
     offer: &SessionDescription,
     local: &LocalMedia,
     codecs: &[Codec],
+    srtp_key: Option<&SdesKey>,
 ) -> Result<(String, Negotiated), NegotiationError> {
-    let (index, codec, payload_type) = choose_audio(offer, codecs)?;
+    let (index, codec, payload_type, crypto) = choose_audio(offer, codecs, srtp_key.is_some())?;
+    let srtp = match (crypto, srtp_key) {
+        (Some((tag, theirs)), Some(ours)) => Some(SrtpKeys {
+            tag,
+            send: *ours,
+            receive: theirs,
+        }),
+        _ => None,
+    };
     let section = &offer.media[index];
     let remote_ip = offer
         .connection_for(section)
@@ -200,7 +219,7 @@ pub(super) fn answer_with(
     let mut sdp = write::session(local);
     for (position, media) in offer.media.iter().enumerate() {
         if position == index {
-            write::audio(&mut sdp, local.port, &formats, direction);
+            write::audio(&mut sdp, local.port, &formats, direction, srtp.as_ref());
         } else {
             write::rejected(&mut sdp, media);
         }
@@ -213,6 +232,7 @@ pub(super) fn answer_with(
         dtmf_payload_type: dtmf.map(|(payload_type, _)| payload_type),
         ptime_ms: send_ptime(section),
         direction,
+        srtp,
     };
     Ok((sdp, negotiated))
 }
@@ -223,13 +243,18 @@ pub(super) fn answer_with(
 /// `telephone-event/8000` at payload type 101 with events 0-16, 20 ms
 /// packets and sendrecv.
 pub fn offer(local: &LocalMedia) -> String {
-    offer_codecs(local, &Codec::ALL)
+    offer_codecs(local, &Codec::ALL, None)
 }
 
 /// An offer like [`offer`] with only `codecs` (and telephone-event): a
 /// bridged call offers the caller's codec alone, so the audio is relayed
-/// as it comes, never transcoded.
-pub fn offer_codecs(local: &LocalMedia, codecs: &[Codec]) -> String {
+/// as it comes, never transcoded. With `crypto` (tag and our key) it is
+/// an `RTP/SAVP` offer (RFC 4568).
+pub fn offer_codecs(
+    local: &LocalMedia,
+    codecs: &[Codec],
+    crypto: Option<(u32, &SdesKey)>,
+) -> String {
     let mut formats: Vec<Format<'_>> = codecs
         .iter()
         .copied()
@@ -245,7 +270,19 @@ pub fn offer_codecs(local: &LocalMedia, codecs: &[Codec]) -> String {
         fmtp: Some(OFFERED_EVENTS),
     });
     let mut sdp = write::session(local);
-    write::audio(&mut sdp, local.port, &formats, Direction::SendRecv);
+    // Only our half is known yet; the answer brings the peer's.
+    let keys = crypto.map(|(tag, key)| SrtpKeys {
+        tag,
+        send: *key,
+        receive: *key,
+    });
+    write::audio(
+        &mut sdp,
+        local.port,
+        &formats,
+        Direction::SendRecv,
+        keys.as_ref(),
+    );
     sdp
 }
 
@@ -257,13 +294,16 @@ pub fn offer_codecs(local: &LocalMedia, codecs: &[Codec]) -> String {
 /// and our direction the reverse of the answer's (with sending dropped if
 /// the answer's address is unspecified).
 pub fn accept_answer(answer: &SessionDescription) -> Result<Negotiated, NegotiationError> {
-    accept_answer_with(answer, &Codec::ALL)
+    accept_answer_with(answer, &Codec::ALL, None)
 }
 
-/// [`accept_answer`], taking only one of `codecs` (what we offered).
+/// [`accept_answer`], taking only one of `codecs` (what we offered); if
+/// we offered SRTP (`crypto`: its tag and our key), the answer must take
+/// it with a key of its own under the same tag.
 pub(super) fn accept_answer_with(
     answer: &SessionDescription,
     codecs: &[Codec],
+    crypto: Option<(u32, SdesKey)>,
 ) -> Result<Negotiated, NegotiationError> {
     let section = answer
         .media
@@ -271,11 +311,28 @@ pub(super) fn accept_answer_with(
         .find(|media| is_audio(media))
         .filter(|media| media.port != 0)
         .ok_or(NegotiationError::NoAudio)?;
-    if !is_rtp_avp(section) {
-        return Err(NegotiationError::UnsupportedTransport(sanitize(
-            &section.proto,
-        )));
-    }
+    let srtp = match crypto {
+        None if is_rtp_avp(section) => None,
+        Some((tag, ours)) if is_rtp_savp(section) => {
+            let theirs = section
+                .crypto
+                .iter()
+                .filter_map(|v| sdes::parse(v))
+                .find(|(t, _)| *t == tag)
+                .map(|(_, key)| key)
+                .ok_or(NegotiationError::NoUsableKey)?;
+            Some(SrtpKeys {
+                tag,
+                send: ours,
+                receive: theirs,
+            })
+        }
+        _ => {
+            return Err(NegotiationError::UnsupportedTransport(sanitize(
+                &section.proto,
+            )))
+        }
+    };
     let (codec, payload_type) =
         first_codec(section, codecs).ok_or_else(|| NegotiationError::NoCommonCodec {
             offered: describe_formats(section),
@@ -294,6 +351,7 @@ pub(super) fn accept_answer_with(
         dtmf_payload_type: telephone_event(section).map(|(payload_type, _)| payload_type),
         ptime_ms: send_ptime(section),
         direction,
+        srtp,
     })
 }
 
@@ -301,22 +359,38 @@ pub(super) fn accept_answer_with(
 /// and the codec's payload type. When none fits, the error describes the
 /// most specific reason: a codec mismatch beats a transport mismatch beats
 /// no audio at all.
+#[allow(clippy::type_complexity)]
 fn choose_audio(
     offer: &SessionDescription,
     codecs: &[Codec],
-) -> Result<(usize, Codec, u8), NegotiationError> {
+    srtp: bool,
+) -> Result<(usize, Codec, u8, Option<(u32, SdesKey)>), NegotiationError> {
     let mut no_codec = None;
     let mut other_transport = None;
     for (index, section) in offer.media.iter().enumerate() {
         if !is_audio(section) || section.port == 0 {
             continue;
         }
-        if !is_rtp_avp(section) {
-            other_transport.get_or_insert_with(|| sanitize(&section.proto));
-            continue;
-        }
+        // SRTP only where it may be (keys sent over TLS), with a suite
+        // and key form we take; anything else is as if not offered.
+        let crypto = match (is_rtp_avp(section), is_rtp_savp(section) && srtp) {
+            (true, _) => None,
+            (false, true) => match sdes::first_usable(&section.crypto) {
+                Some(found) => Some(found),
+                None => {
+                    other_transport.get_or_insert_with(|| {
+                        format!("{} without a key we take", sanitize(&section.proto))
+                    });
+                    continue;
+                }
+            },
+            (false, false) => {
+                other_transport.get_or_insert_with(|| sanitize(&section.proto));
+                continue;
+            }
+        };
         match first_codec(section, codecs) {
-            Some((codec, payload_type)) => return Ok((index, codec, payload_type)),
+            Some((codec, payload_type)) => return Ok((index, codec, payload_type, crypto)),
             None => {
                 no_codec.get_or_insert_with(|| describe_formats(section));
             }
@@ -383,6 +457,10 @@ fn is_audio(section: &MediaDescription) -> bool {
 
 fn is_rtp_avp(section: &MediaDescription) -> bool {
     section.proto.eq_ignore_ascii_case("RTP/AVP")
+}
+
+fn is_rtp_savp(section: &MediaDescription) -> bool {
+    section.proto.eq_ignore_ascii_case("RTP/SAVP")
 }
 
 /// The section's formats as `name/rate` where known, for error messages.

@@ -93,7 +93,14 @@ pub struct MediaDescription {
     /// This section's own direction attribute, if any; see
     /// [`SessionDescription::direction_for`].
     pub direction: Option<Direction>,
+    /// The `a=crypto` values (RFC 4568 SDES keys), in order, as written;
+    /// at most [`MAX_CRYPTO`] are kept.
+    pub crypto: Vec<String>,
 }
+
+/// `a=crypto` lines kept per section: an offer lists a few suites, never
+/// hundreds.
+pub const MAX_CRYPTO: usize = 8;
 
 impl MediaDescription {
     /// The `a=rtpmap` for a payload type, if the peer wrote one.
@@ -392,6 +399,7 @@ fn parse_media(line: usize, value: &str) -> Result<MediaDescription, SdpError> {
         ptime_ms: None,
         maxptime_ms: None,
         direction: None,
+        crypto: Vec::new(),
     })
 }
 
@@ -424,6 +432,7 @@ fn parse_media_attribute(
         "maxptime" => {
             section.maxptime_ms = Some(parse_millis(value).map_err(|r| bad("maxptime", r))?)
         }
+        "crypto" if section.crypto.len() < MAX_CRYPTO => section.crypto.push(value.to_owned()),
         other => {
             if let Some(found) = Direction::from_attribute(other) {
                 section.direction = Some(found);

@@ -5,6 +5,7 @@
 use std::net::IpAddr;
 
 use super::negotiate::{accept_answer_with, answer_with, offer_codecs};
+use super::sdes::SdesKey;
 use super::{parse, Codec, LocalMedia, Negotiated, NegotiationError, SessionDescription};
 
 /// Why a description could not be taken.
@@ -42,6 +43,11 @@ pub struct MediaSession {
     /// The codecs our last offer listed: its answer may pick only one of
     /// them (RFC 3264 6.1).
     offered: Vec<Codec>,
+    /// Our SRTP key, when this leg may use SRTP (its signalling is over
+    /// TLS): an `RTP/SAVP` offer is then answered in kind.
+    srtp_key: Option<SdesKey>,
+    /// The SRTP tag of our last offer, when it was one.
+    offered_srtp: Option<u32>,
 }
 
 fn parse_body(body: &[u8]) -> Result<SessionDescription, SessionError> {
@@ -62,13 +68,25 @@ impl MediaSession {
             sent: false,
             negotiated: None,
             offered: Vec::new(),
+            srtp_key: None,
+            offered_srtp: None,
         }
+    }
+
+    /// Lets this leg take SRTP (RFC 4568), sending with `key`: only for a
+    /// leg whose signalling is over TLS, since SDES keys travel in SDP.
+    pub fn with_srtp(mut self, key: SdesKey) -> Self {
+        self.srtp_key = Some(key);
+        self
     }
 
     /// Whether `offer` could be answered by a leg receiving at `addr`: a
     /// check before any port is taken (the port does not change what can
     /// be agreed).
-    pub fn check_offer(offer: &[u8], addr: IpAddr) -> Result<Negotiated, SessionError> {
+    /// With `srtp`, an SRTP offer counts as answerable (the keys in what
+    /// this returns are then placeholders: the real ones come with the
+    /// answer).
+    pub fn check_offer(offer: &[u8], addr: IpAddr, srtp: bool) -> Result<Negotiated, SessionError> {
         let local = LocalMedia {
             addr,
             port: 0,
@@ -76,7 +94,8 @@ impl MediaSession {
             session_version: 1,
         };
         let offer = parse_body(offer)?;
-        Ok(answer_with(&offer, &local, &Codec::ALL)?.1)
+        let placeholder = SdesKey([0; super::sdes::KEY_LEN]);
+        Ok(answer_with(&offer, &local, &Codec::ALL, srtp.then_some(&placeholder))?.1)
     }
 
     /// Where this leg receives RTP.
@@ -101,7 +120,22 @@ impl MediaSession {
     pub fn offer(&mut self) -> String {
         self.next_version();
         self.offered = self.codecs.clone();
-        offer_codecs(&self.local, &self.codecs)
+        // A first offer of ours is plain RTP (we cannot know the peer
+        // takes SRTP); later ones keep what was agreed.
+        let crypto = self.agreed_crypto();
+        self.offered_srtp = crypto.map(|(tag, _)| tag);
+        offer_codecs(
+            &self.local,
+            &self.codecs,
+            crypto.as_ref().map(|(t, k)| (*t, k)),
+        )
+    }
+
+    /// The SRTP tag and our key, if the session agreed on SRTP.
+    fn agreed_crypto(&self) -> Option<(u32, SdesKey)> {
+        self.negotiated
+            .and_then(|n| n.srtp)
+            .map(|keys| (keys.tag, keys.send))
     }
 
     /// Answers the peer's offer. A refused offer changes nothing: the
@@ -113,7 +147,7 @@ impl MediaSession {
         if self.sent {
             local.session_version += 1;
         }
-        let (text, negotiated) = answer_with(&offer, &local, &self.codecs)?;
+        let (text, negotiated) = answer_with(&offer, &local, &self.codecs, self.srtp_key.as_ref())?;
         self.local = local;
         self.sent = true;
         self.negotiated = Some(negotiated);
@@ -129,7 +163,13 @@ impl MediaSession {
             Some(n) => vec![n.codec],
             None => self.codecs.clone(),
         };
-        offer_codecs(&self.local, &self.offered)
+        let crypto = self.agreed_crypto();
+        self.offered_srtp = crypto.map(|(tag, _)| tag);
+        offer_codecs(
+            &self.local,
+            &self.offered,
+            crypto.as_ref().map(|(t, k)| (*t, k)),
+        )
     }
 
     /// Takes the peer's answer to our offer (from a 2xx, or an ACK).
@@ -140,7 +180,11 @@ impl MediaSession {
         } else {
             &self.offered
         };
-        let negotiated = accept_answer_with(&answer, codecs)?;
+        let crypto = match (self.offered_srtp, self.agreed_crypto()) {
+            (Some(tag), Some((_, key))) => Some((tag, key)),
+            _ => None,
+        };
+        let negotiated = accept_answer_with(&answer, codecs, crypto)?;
         self.negotiated = Some(negotiated);
         Ok(negotiated)
     }
@@ -202,7 +246,7 @@ mod tests {
             s.answer(b"\xff\x00"),
             Err(SessionError::Malformed(_))
         ));
-        assert!(MediaSession::check_offer(PCMA_OFFER.as_bytes(), local().addr).is_ok());
+        assert!(MediaSession::check_offer(PCMA_OFFER.as_bytes(), local().addr, false).is_ok());
     }
 
     #[test]
@@ -218,5 +262,45 @@ mod tests {
         );
         let pcma = pcmu.replace("RTP/AVP 0", "RTP/AVP 8");
         assert!(session.accept_answer(pcma.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn an_srtp_session_answers_in_kind_and_refreshes_with_its_key() {
+        use crate::sip::sdp::sdes::{self, SdesKey};
+        let theirs = sdes::attribute(3, &SdesKey([9; 30]));
+        let offer = PCMA_OFFER.replace("RTP/AVP", "RTP/SAVP") + &format!("a=crypto:{theirs}\r\n");
+        // Without a key of ours (no TLS), refused.
+        assert!(MediaSession::new(local()).answer(offer.as_bytes()).is_err());
+        assert!(MediaSession::check_offer(offer.as_bytes(), local().addr, false).is_err());
+        assert!(MediaSession::check_offer(offer.as_bytes(), local().addr, true).is_ok());
+        let mut session = MediaSession::new(local()).with_srtp(SdesKey([1; 30]));
+        let (answer, agreed) = session.answer(offer.as_bytes()).unwrap();
+        assert!(
+            answer.contains("m=audio 30000 RTP/SAVP 8 101\r\n"),
+            "{answer}"
+        );
+        let ours = sdes::attribute(3, &SdesKey([1; 30]));
+        assert!(answer.contains(&format!("a=crypto:{ours}\r\n")), "{answer}");
+        let keys = agreed.srtp.expect("SRTP agreed");
+        assert_eq!(
+            (keys.tag, keys.send, keys.receive),
+            (3, SdesKey([1; 30]), SdesKey([9; 30]))
+        );
+        // A session refresh offers the same key under the same tag; the
+        // answer may bring a new key of theirs, never plain RTP.
+        let refresh = session.refresh_offer();
+        assert!(refresh.contains("RTP/SAVP 8 101"), "{refresh}");
+        assert!(
+            refresh.contains(&format!("a=crypto:{ours}\r\n")),
+            "{refresh}"
+        );
+        let rekeyed = sdes::attribute(3, &SdesKey([5; 30]));
+        let answer = PCMA_OFFER.replace("RTP/AVP 8 0 101", "RTP/SAVP 8 101")
+            + &format!("a=crypto:{rekeyed}\r\n");
+        let agreed = session.accept_answer(answer.as_bytes()).unwrap();
+        assert_eq!(agreed.srtp.map(|k| k.receive), Some(SdesKey([5; 30])));
+        session.refresh_offer();
+        let plain = PCMA_OFFER.replace("RTP/AVP 8 0 101", "RTP/AVP 8 101");
+        assert!(session.accept_answer(plain.as_bytes()).is_err());
     }
 }

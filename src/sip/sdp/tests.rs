@@ -143,6 +143,7 @@ fn asterisk_offer_gets_golden_answer_with_callers_first_codec() {
             dtmf_payload_type: Some(101),
             ptime_ms: 20,
             direction: Direction::SendRecv,
+            srtp: None,
         }
     );
 }

@@ -3,6 +3,7 @@
 
 use std::fmt::{self, Write as _};
 
+use super::sdes::{self, SrtpKeys};
 use super::{Direction, LocalMedia, MediaDescription, CLOCK_RATE, DEFAULT_PTIME_MS};
 
 /// One payload type we list on our `m=audio` line.
@@ -46,13 +47,30 @@ pub(super) fn session(local: &LocalMedia) -> String {
     out
 }
 
-/// Our `m=audio` section.
-pub(super) fn audio(out: &mut String, port: u16, formats: &[Format<'_>], direction: Direction) {
+/// Our `m=audio` section: `RTP/SAVP` with our key when `srtp` is set.
+pub(super) fn audio(
+    out: &mut String,
+    port: u16,
+    formats: &[Format<'_>],
+    direction: Direction,
+    srtp: Option<&SrtpKeys>,
+) {
     let mut payload_types = String::new();
     for format in formats {
         let _ = write!(payload_types, " {}", format.payload_type);
     }
-    line(out, format_args!("m=audio {port} RTP/AVP{payload_types}"));
+    let proto = if srtp.is_some() {
+        "RTP/SAVP"
+    } else {
+        "RTP/AVP"
+    };
+    line(out, format_args!("m=audio {port} {proto}{payload_types}"));
+    if let Some(keys) = srtp {
+        line(
+            out,
+            format_args!("a=crypto:{}", sdes::attribute(keys.tag, &keys.send)),
+        );
+    }
     for format in formats {
         line(
             out,

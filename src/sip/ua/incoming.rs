@@ -495,6 +495,7 @@ impl UserAgent {
             media_networks: trunk
                 .and_then(|t| self.admission.lock().media_of(t))
                 .unwrap_or_default(),
+            secure: source.transport == Transport::Tls,
         };
         let mut dialog = dialog;
         dialog.invite = Some((m, key));

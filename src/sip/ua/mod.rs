@@ -147,6 +147,9 @@ pub struct IncomingCall {
     pub trunk: String,
     /// Where that trunk lets us send RTP.
     pub media_networks: Networks,
+    /// The INVITE came over TLS: SRTP keys may be exchanged in its SDP
+    /// (RFC 4568 8.3).
+    pub secure: bool,
 }
 
 /// Why a call ended on the SIP side.

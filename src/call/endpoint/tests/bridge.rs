@@ -383,3 +383,59 @@ fn an_agent_re_invite_pointing_elsewhere_is_refused() {
         "still relayed to the agent"
     );
 }
+
+/// A caller on SRTP (over TLS) bridged to an ACD on plain RTP: the agent
+/// gets the caller's audio decrypted, the caller the agent's encrypted
+/// with our key, and the ACD is offered plain RTP.
+#[test]
+fn an_srtp_caller_is_bridged_to_a_plain_rtp_agent() {
+    use crate::sip::sdp::sdes::SdesKey;
+    let mut lab = Lab::new(super::lab::config(), 0.0, 5);
+    lab.add_peer(5070, "srtp-bridge@peer");
+    lab.peers[0].tls = true;
+    lab.peers[0].srtp_key = Some(SdesKey([7; 30]));
+    let caller_rtp = lab.peers[0].rtp;
+    lab.sealers
+        .insert(caller_rtp, super::lab::srtp_context(&SdesKey([7; 30])));
+    let acd = lab.add_peer(ACD, "unused");
+    lab.peers[acd].invite_answers = vec![200];
+    lab.peers[acd].dtmf_pt = 96;
+    let now = lab.now;
+    lab.peers[0].invite(now, "802");
+    answered(&mut lab);
+    lab.run_for(Duration::from_millis(300));
+    lab.press(0, 0, 4000);
+    agent_answered(&mut lab, 5);
+    let offer = String::from_utf8_lossy(&acd_invite(&lab).body).to_string();
+    assert!(
+        offer.contains(" RTP/AVP 0 101\r\n") && !offer.contains("a=crypto"),
+        "the ACD is offered plain RTP: {offer}"
+    );
+    let before = lab.rtp[0].len();
+    lab.speak(0, 50, 0xCA11_E500, 0x11);
+    lab.speak(1, 50, 0xA6E7_0001, 0x22);
+    lab.run_for(Duration::from_secs(2));
+    let to_agent: Vec<&[u8]> = lab.rtp[1]
+        .iter()
+        .filter(|p| p.bytes.len() > 12 && p.bytes[8..12] == 0xCA11_E500u32.to_be_bytes())
+        .map(|p| &p.bytes[12..])
+        .collect();
+    assert_eq!(to_agent.len(), 50);
+    assert!(to_agent
+        .iter()
+        .all(|payload| payload.iter().all(|b| *b == 0x11)));
+    let ours = lab.peers[0].endpoint_srtp_key().expect("our key");
+    let mut open = super::lab::srtp_context(&ours);
+    let mut from_agent = 0;
+    for (i, p) in lab.rtp[0].iter().enumerate() {
+        let plain = open
+            .decrypt_rtp(&p.bytes)
+            .expect("all the caller gets is sealed");
+        if i >= before && plain[8..12] == 0xA6E7_0001u32.to_be_bytes() {
+            assert!(plain[12..].iter().all(|b| *b == 0x22));
+            assert_ne!(&p.bytes[12..172], &plain[12..], "sent encrypted");
+            from_agent += 1;
+        }
+    }
+    assert_eq!(from_agent, 50);
+}

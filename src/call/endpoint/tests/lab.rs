@@ -82,6 +82,22 @@ pub(super) struct Lab {
     pub(super) rtp_peers: std::collections::HashMap<u16, Option<crate::media::latch::RtpPeer>>,
     /// The latest any RTP packet left against its due time.
     pub(super) max_late: Duration,
+    /// SRTP contexts that seal what a peer's RTP address sends.
+    pub(super) sealers: std::collections::HashMap<SocketAddr, rtc_srtp::context::Context>,
+}
+
+/// An SRTP context for `key` (RFC 3711, AES_CM_128_HMAC_SHA1_80).
+pub(super) fn srtp_context(key: &crate::sip::sdp::sdes::SdesKey) -> rtc_srtp::context::Context {
+    let provider = rtc_srtp::crypto::default_provider().expect("ring");
+    rtc_srtp::context::Context::new(
+        key.master_key(),
+        key.master_salt(),
+        rtc_srtp::protection_profile::ProtectionProfile::Aes128CmHmacSha1_80,
+        None,
+        None,
+        provider.crypto(),
+    )
+    .expect("an SRTP context")
 }
 
 /// The flows of the SIPp tests and the shipped prompts.
@@ -155,6 +171,7 @@ impl Lab {
             open_ports: Vec::new(),
             rtp_peers: std::collections::HashMap::new(),
             max_late: Duration::ZERO,
+            sealers: std::collections::HashMap::new(),
         }
     }
 
@@ -275,7 +292,12 @@ impl Lab {
         for (_, _, packet) in due {
             match packet {
                 Packet::SipIn { peer, bytes } => {
-                    let from = self.peers[peer].addr;
+                    let p = &self.peers[peer];
+                    let from = if p.tls {
+                        crate::sip::transport::Peer::tls(p.addr)
+                    } else {
+                        crate::sip::transport::Peer::udp(p.addr)
+                    };
                     self.endpoint.handle_datagram(now, from, &bytes);
                 }
                 Packet::SipOut { peer, bytes } => self.peers[peer].handle(now, &bytes),
@@ -336,6 +358,14 @@ impl Lab {
     /// Puts RTP from `from` to the endpoint's `to` on the network, `slot`
     /// times 20 ms from now (lost like any packet).
     fn rtp_in(&mut self, from: SocketAddr, to: SocketAddr, slot: u64, bytes: Vec<u8>) {
+        // A peer with an SRTP key sends SRTP.
+        let bytes = match self.sealers.get_mut(&from) {
+            Some(context) => context
+                .encrypt_rtp(&bytes)
+                .map(|b| b.to_vec())
+                .unwrap_or(bytes),
+            None => bytes,
+        };
         self.sequence += 1;
         if self.net.f64() < self.loss {
             return;

@@ -125,6 +125,73 @@ fn the_greeting_is_streamed_packet_by_packet_as_paced_pcmu_of_the_prompt() {
     }
 }
 
+/// A caller over TLS offering SRTP (RFC 4568 SDES): answered with
+/// `RTP/SAVP` and a key of ours; the greeting goes out encrypted (it opens
+/// with our key, and is the prompt), a key press sealed with the caller's
+/// key transfers the call, and one sent in the clear counts for nothing.
+#[test]
+fn over_tls_an_srtp_offer_gets_srtp_both_ways() {
+    use crate::sip::sdp::sdes::SdesKey;
+    let mut lab = Lab::new(lab::config(), 0.0, 3);
+    lab.add_peer(5070, "srtp-3@peer");
+    lab.peers[0].tls = true;
+    lab.peers[0].srtp_key = Some(SdesKey([7; 30]));
+    let now = lab.now;
+    lab.peers[0].invite(now, "800");
+    answered(&mut lab);
+    let answer = lab.peers[0].remote_sdp.clone().unwrap_or_default();
+    assert!(answer.contains(" RTP/SAVP 0 101\r\n"), "{answer}");
+    let ours = lab.peers[0]
+        .endpoint_srtp_key()
+        .expect("our key in the answer");
+    assert_ne!(ours, SdesKey([7; 30]), "a key of our own");
+    // An unsealed key press: as if it never came.
+    lab.press(0, 0, 777);
+    lab.run_for(Duration::from_secs(2));
+    let mut open = lab::srtp_context(&ours);
+    let audio = prompt("digit-1");
+    let packets: Vec<Vec<u8>> = lab.rtp[0]
+        .iter()
+        .map(|r| {
+            open.decrypt_rtp(&r.bytes)
+                .expect("our RTP authenticates with our key")
+                .to_vec()
+        })
+        .collect();
+    assert!(packets.len() > 10);
+    let first = &packets[0][12..];
+    assert_eq!(&first[..160], &audio[..160], "the prompt, once opened");
+    assert_ne!(&lab.rtp[0][0].bytes[12..172], &audio[..160], "sent sealed");
+    assert!(lab.records.is_empty(), "the clear key press did nothing");
+    let rtp = lab.peers[0].rtp;
+    lab.sealers
+        .insert(rtp, lab::srtp_context(&SdesKey([7; 30])));
+    lab.press(0, 0, 12345);
+    lab.run_until(Duration::from_secs(60), |l| !l.records.is_empty());
+    let record = first_record(&lab, 3);
+    assert_eq!(record.outcome, CallOutcome::Transferred, "{record:?}");
+    assert_eq!(record.digits, "0");
+}
+
+/// SDES keys sent over plain UDP would be anyone's: such an offer is
+/// refused with 488, never answered in kind or in the clear.
+#[test]
+fn an_srtp_offer_outside_tls_is_refused() {
+    use crate::sip::sdp::sdes::SdesKey;
+    let mut lab = Lab::new(lab::config(), 0.0, 4);
+    lab.add_peer(5070, "srtp-4@peer");
+    lab.peers[0].srtp_key = Some(SdesKey([7; 30]));
+    let now = lab.now;
+    lab.peers[0].invite(now, "800");
+    lab.run_for(Duration::from_secs(2));
+    let finals = lab.peers[0].finals(Method::Invite);
+    assert!(
+        !finals.is_empty() && finals.iter().all(|s| *s == 488),
+        "{finals:?}"
+    );
+    assert!(lab.open_ports.is_empty());
+}
+
 /// The agent key (RFC 4733) leads to REFER, the ACD's NOTIFY and our BYE.
 fn agent_key_journey(loss: f64, seed: u64) {
     let mut lab = called(loss, seed, "800");

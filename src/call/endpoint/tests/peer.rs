@@ -83,6 +83,10 @@ pub(super) struct Peer {
     pub(super) dtmf_pt: u8,
     /// The payload type our audio goes out with.
     pub(super) audio_pt: u8,
+    /// Our SIP comes over TLS (the lab still carries it as datagrams).
+    pub(super) tls: bool,
+    /// Our SRTP key: our SDP is then an `RTP/SAVP` offer with it.
+    pub(super) srtp_key: Option<crate::sip::sdp::sdes::SdesKey>,
 }
 
 impl Peer {
@@ -114,7 +118,16 @@ impl Peer {
             ringing: None,
             dtmf_pt: 101,
             audio_pt: 0,
+            tls: false,
+            srtp_key: None,
         }
+    }
+
+    /// The endpoint's SRTP key, from the `a=crypto` of its SDP.
+    pub(super) fn endpoint_srtp_key(&self) -> Option<crate::sip::sdp::sdes::SdesKey> {
+        let sdp = crate::sip::sdp::parse(self.remote_sdp.as_ref()?).ok()?;
+        let audio = sdp.media.first()?;
+        crate::sip::sdp::sdes::first_usable(&audio.crypto).map(|(_, key)| key)
     }
 
     fn branch(&mut self) -> String {
@@ -123,8 +136,20 @@ impl Peer {
     }
 
     pub(super) fn sdp(&self) -> String {
+        let (proto, crypto) = match &self.srtp_key {
+            Some(key) => (
+                "RTP/SAVP",
+                format!(
+                    "a=crypto:1 {}\r\n",
+                    crate::sip::sdp::sdes::attribute(1, key)
+                        .split_once(' ')
+                        .map_or("", |(_, rest)| rest)
+                ),
+            ),
+            None => ("RTP/AVP", String::new()),
+        };
         format!(
-            "v=0\r\no=peer 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio {port} RTP/AVP 0 {pt}\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:{pt} telephone-event/8000\r\na=fmtp:{pt} 0-15\r\na=sendrecv\r\n",
+            "v=0\r\no=peer 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio {port} {proto} 0 {pt}\r\n{crypto}a=rtpmap:0 PCMU/8000\r\na=rtpmap:{pt} telephone-event/8000\r\na=fmtp:{pt} 0-15\r\na=sendrecv\r\n",
             ip = self.rtp.ip(),
             port = self.rtp.port(),
             pt = self.dtmf_pt
