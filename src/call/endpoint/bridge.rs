@@ -408,7 +408,7 @@ impl Endpoint {
             }
         }
         if let Some(s) = self.srtp.get_mut(&port) {
-            if !s.protect(&mut self.rtp_bytes, start) {
+            if !s.protect(&mut self.rtp_bytes, start, true) {
                 return;
             }
         }

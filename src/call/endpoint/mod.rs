@@ -62,9 +62,10 @@ pub trait Environment: Send {
     fn open_rtp(&mut self) -> Result<u16, String>;
     /// Variables for a new call's flow (estimated waits, `wait_QUEUE`).
     fn queue_vars(&self, now: Instant) -> Vec<(String, String)>;
-    /// A fresh SRTP master key and salt for a leg (RFC 4568): from a
-    /// cryptographically secure source, never the endpoint's own RNG
-    /// (which tests seed). Tests may give fixed keys.
+    /// A fresh SRTP master key and salt for a leg (RFC 4568): from the
+    /// crypto provider's generator (cryptographically secure, seeded by
+    /// the operating system), never the endpoint's own RNG (which tests
+    /// seed). Tests may give fixed keys.
     fn srtp_key(&mut self) -> Result<crate::sip::sdp::sdes::SdesKey, String> {
         let provider = rtc_srtp::crypto::default_provider().map_err(|e| format!("SRTP: {e}"))?;
         let mut key = [0u8; crate::sip::sdp::sdes::KEY_LEN];
@@ -574,7 +575,15 @@ impl Endpoint {
             // the 2xx of a call we placed.
             UaEvent::Confirmed {
                 answer: Some(agreed),
-            } => start_media(now, &mut a.call, agreed, "ACK"),
+            } => {
+                // The answer to our offer in a 2xx (a re-INVITE without
+                // SDP) may bring the peer's new SRTP key.
+                let (port, keys) = (a.port, agreed.as_ref().ok().map(|n| n.srtp));
+                start_media(now, &mut a.call, agreed, "ACK");
+                if let Some(keys) = keys {
+                    self.set_srtp(port, keys);
+                }
+            }
             UaEvent::Answered { answer } => {
                 if let Some(id) = leg {
                     self.out.push_back(EndpointOutput::CallbackProgress {
@@ -625,17 +634,19 @@ impl Endpoint {
     fn set_srtp(&mut self, port: u16, keys: Option<crate::sip::sdp::sdes::SrtpKeys>) {
         let result = match (keys, self.srtp.get_mut(&port)) {
             (Some(keys), Some(s)) => s.rekey(keys),
-            (Some(keys), None) => srtp::Srtp::new(keys).map(|s| {
+            (Some(keys), None) => {
+                let (s, result) = srtp::Srtp::new(keys, self.rng.u32(..));
                 self.srtp.insert(port, s);
-            }),
+                result
+            }
             (None, _) => {
                 self.close_srtp(port);
                 Ok(())
             }
         };
         if let Err(e) = result {
-            // Nothing goes out in the clear on a leg that agreed on SRTP:
-            // its packets are dropped until the keys work.
+            // The leg stays in the table with no keys: nothing goes out in
+            // the clear and nothing comes in until a re-offer's keys work.
             tracing::error!(port, "{e}");
         }
     }
@@ -666,7 +677,7 @@ impl Endpoint {
                 let start = self.rtp_bytes.len();
                 self.rtp_bytes.extend_from_slice(&self.scratch);
                 if let Some(s) = self.srtp.get_mut(&a.port) {
-                    if !s.protect(&mut self.rtp_bytes, start) {
+                    if !s.protect(&mut self.rtp_bytes, start, false) {
                         continue;
                     }
                 }

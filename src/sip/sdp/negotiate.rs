@@ -317,7 +317,7 @@ pub(super) fn accept_answer_with(
             let theirs = section
                 .crypto
                 .iter()
-                .filter_map(|v| sdes::parse(v))
+                .filter_map(|v| sdes::parse(&v.0))
                 .find(|(t, _)| *t == tag)
                 .map(|(_, key)| key)
                 .ok_or(NegotiationError::NoUsableKey)?;

@@ -95,7 +95,7 @@ pub struct MediaDescription {
     pub direction: Option<Direction>,
     /// The `a=crypto` values (RFC 4568 SDES keys), in order, as written;
     /// at most [`MAX_CRYPTO`] are kept.
-    pub crypto: Vec<String>,
+    pub crypto: Vec<super::sdes::Crypto>,
 }
 
 /// `a=crypto` lines kept per section: an offer lists a few suites, never
@@ -432,7 +432,9 @@ fn parse_media_attribute(
         "maxptime" => {
             section.maxptime_ms = Some(parse_millis(value).map_err(|r| bad("maxptime", r))?)
         }
-        "crypto" if section.crypto.len() < MAX_CRYPTO => section.crypto.push(value.to_owned()),
+        "crypto" if section.crypto.len() < MAX_CRYPTO => {
+            section.crypto.push(super::sdes::Crypto(value.to_owned()))
+        }
         other => {
             if let Some(found) = Direction::from_attribute(other) {
                 section.direction = Some(found);

@@ -72,9 +72,17 @@ pub fn parse(value: &str) -> Option<(u32, SdesKey)> {
     let mut parts = inline.split('|');
     let key = parts.next()?;
     for extra in parts {
-        // A lifetime is fine (we rekey never, and calls are far shorter
-        // than 2^31 packets); an MKI we would have to send in every packet.
-        if extra.contains(':') {
+        // An MKI we would have to send in every packet: refused. A
+        // lifetime (`2^31`, `1048576`) is fine, as long as it outlasts a
+        // call (a key is never used past 2^20 packets here: six hours).
+        let lifetime = match extra.strip_prefix("2^") {
+            Some(power) => power.parse::<u32>().ok().map(|p| p.min(63)),
+            None => extra
+                .parse::<u64>()
+                .ok()
+                .map(|n| 63 - n.leading_zeros().min(63)),
+        };
+        if lifetime.is_none_or(|bits| bits < 20) {
             return None;
         }
     }
@@ -83,9 +91,20 @@ pub fn parse(value: &str) -> Option<(u32, SdesKey)> {
     Some((tag, SdesKey(key)))
 }
 
+/// An `a=crypto` value as received: it holds a key, so it never shows in
+/// logs or panic messages.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Crypto(pub String);
+
+impl std::fmt::Debug for Crypto {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Crypto(..)")
+    }
+}
+
 /// The first `a=crypto` value of `values` that [`parse`] takes.
-pub fn first_usable(values: &[String]) -> Option<(u32, SdesKey)> {
-    values.iter().find_map(|v| parse(v))
+pub fn first_usable(values: &[Crypto]) -> Option<(u32, SdesKey)> {
+    values.iter().find_map(|v| parse(&v.0))
 }
 
 /// Our `a=crypto` value for `tag` with `key`.
@@ -130,6 +149,8 @@ mod tests {
             "x AES_CM_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR",
             "1234567890 AES_CM_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR",
             "1 AES_CM_128_HMAC_SHA1_80",
+            "1 AES_CM_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR|2^10",
+            "1 AES_CM_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR|soon",
             "",
         ] {
             assert_eq!(parse(bad), None, "{bad}");

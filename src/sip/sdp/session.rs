@@ -80,12 +80,17 @@ impl MediaSession {
         self
     }
 
+    /// Whether this leg has an SRTP key: every description it sends may
+    /// carry it, so each must go over TLS only.
+    pub fn has_srtp_key(&self) -> bool {
+        self.srtp_key.is_some()
+    }
+
     /// Whether `offer` could be answered by a leg receiving at `addr`: a
     /// check before any port is taken (the port does not change what can
     /// be agreed).
-    /// With `srtp`, an SRTP offer counts as answerable (the keys in what
-    /// this returns are then placeholders: the real ones come with the
-    /// answer).
+    /// With `srtp`, an SRTP offer counts as answerable (what this returns
+    /// carries no keys: they come with the answer).
     pub fn check_offer(offer: &[u8], addr: IpAddr, srtp: bool) -> Result<Negotiated, SessionError> {
         let local = LocalMedia {
             addr,
@@ -95,7 +100,11 @@ impl MediaSession {
         };
         let offer = parse_body(offer)?;
         let placeholder = SdesKey([0; super::sdes::KEY_LEN]);
-        Ok(answer_with(&offer, &local, &Codec::ALL, srtp.then_some(&placeholder))?.1)
+        let mut agreed = answer_with(&offer, &local, &Codec::ALL, srtp.then_some(&placeholder))?.1;
+        // Whether SRTP would be used is all a check says: no placeholder
+        // key may reach a call.
+        agreed.srtp = None;
+        Ok(agreed)
     }
 
     /// Where this leg receives RTP.

@@ -725,6 +725,10 @@ impl UserAgent {
                 }
                 None => (491, "Request Pending", None, None),
                 Some(_) if cseq <= d.remote_cseq => (500, "Server Internal Error", None, None),
+                // Our SRTP key would go out in the clear (RFC 4568 8.3).
+                Some(media) if media.has_srtp_key() && source.transport != Transport::Tls => {
+                    (488, "Not Acceptable Here", None, None)
+                }
                 Some(media) => {
                     d.remote_cseq = cseq;
                     if m.body.is_empty() {

@@ -316,6 +316,13 @@ impl UserAgent {
                     Some((491, "Request Pending"))
                 }
                 None => Some((491, "Request Pending")),
+                // Our SRTP key would go out in the clear (RFC 4568 8.3).
+                Some(media)
+                    if media.has_srtp_key()
+                        && source.transport != crate::sip::transport::Transport::Tls =>
+                {
+                    Some((488, "Not Acceptable Here"))
+                }
                 Some(media) => {
                     // Checked on a copy: a refused offer changes nothing.
                     let mut trial = media.clone();

@@ -173,6 +173,32 @@ fn over_tls_an_srtp_offer_gets_srtp_both_ways() {
     assert_eq!(record.digits, "0");
 }
 
+/// On a call that came over TLS, a re-INVITE that comes another way is
+/// refused: our answer would carry our SRTP key in the clear.
+#[test]
+fn a_reinvite_outside_tls_on_an_srtp_call_is_refused() {
+    use crate::sip::sdp::sdes::SdesKey;
+    let mut lab = Lab::new(lab::config(), 0.0, 6);
+    lab.add_peer(5070, "srtp-6@peer");
+    lab.peers[0].tls = true;
+    lab.peers[0].srtp_key = Some(SdesKey([7; 30]));
+    let now = lab.now;
+    lab.peers[0].invite(now, "800");
+    answered(&mut lab);
+    let ours = lab.peers[0].endpoint_srtp_key();
+    lab.peers[0].tls = false;
+    let again = lab.peers[0].sdp().replace("o=peer 1 1", "o=peer 1 2");
+    let now = lab.now;
+    lab.peers[0].in_dialog(now, "INVITE", "", &again);
+    lab.run_for(Duration::from_millis(500));
+    assert!(
+        lab.peers[0].finals(Method::Invite).contains(&488),
+        "{:?}",
+        lab.peers[0].finals(Method::Invite)
+    );
+    assert_eq!(lab.peers[0].endpoint_srtp_key(), ours, "no new SDP sent");
+}
+
 /// SDES keys sent over plain UDP would be anyone's: such an offer is
 /// refused with 488, never answered in kind or in the clear.
 #[test]
