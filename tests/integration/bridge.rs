@@ -122,6 +122,34 @@ fn a_bridged_call_reaches_an_acd_over_tcp() {
     assert!(server.stop().success());
 }
 
+/// Waits for the caller's and the ACD's SIPp, each of which must have
+/// passed its scenario.
+fn both_passed(
+    server: &Server,
+    (caller, caller_scenario): (Child, &str),
+    (acd, acd_scenario): (Child, &str),
+) {
+    let caller_out = caller.wait_with_output().expect("caller sipp");
+    let acd_out = acd.wait_with_output().expect("acd sipp");
+    let read =
+        |name: &str| std::fs::read_to_string(server.dir.path().join(name)).unwrap_or_default();
+    assert_eq!(
+        acd_out.status.code(),
+        Some(0),
+        "the ACD's SIPp failed:\n{}\n--- errors\n{}\n--- messages\n{}\n--- server log\n{}",
+        String::from_utf8_lossy(&acd_out.stderr),
+        read(&format!("{acd_scenario}-errors.log")),
+        read(&format!("{acd_scenario}-messages.log")),
+        server.log()
+    );
+    assert_eq!(
+        caller_out.status.code(),
+        Some(0),
+        "{}",
+        server.explain(caller_scenario, &caller_out)
+    );
+}
+
 /// Places a call that the trunk's REFER refusal sends to the ACD (SIPp on
 /// 127.0.0.2:`acd_port`, with `acd_extra`) as a bridge, checks the audio
 /// both ways and the record; the server is left running.
@@ -150,25 +178,7 @@ pub(crate) fn bridged_call(server_args: &[&str], acd_port: u16, acd_extra: &[&st
 
     let seen = talk(&caller_rtp, &agent_rtp, Duration::from_secs(20));
 
-    let caller_out = caller.wait_with_output().expect("caller sipp");
-    let acd_out = acd.wait_with_output().expect("acd sipp");
-    let read =
-        |name: &str| std::fs::read_to_string(server.dir.path().join(name)).unwrap_or_default();
-    assert_eq!(
-        acd_out.status.code(),
-        Some(0),
-        "the ACD's SIPp failed:\n{}\n--- errors\n{}\n--- messages\n{}\n--- server log\n{}",
-        String::from_utf8_lossy(&acd_out.stderr),
-        read("bridge_acd-errors.log"),
-        read("bridge_acd-messages.log"),
-        server.log()
-    );
-    assert_eq!(
-        caller_out.status.code(),
-        Some(0),
-        "{}",
-        server.explain("bridge_caller", &caller_out)
-    );
+    both_passed(&server, (caller, "bridge_caller"), (acd, "bridge_acd"));
     assert!(seen.to_agent >= 20, "{seen:?}");
     assert!(seen.to_caller >= 20, "{seen:?}");
     assert!(
@@ -190,4 +200,92 @@ pub(crate) fn bridged_call(server_args: &[&str], acd_port: u16, acd_extra: &[&st
         "{r}"
     );
     server
+}
+
+/// Session timers (RFC 4028) on a call we place, against SIPp as the
+/// callee: the ACD answers the bridged INVITE with a 90 s interval and
+/// callflow, the UAC, as the refresher; callflow refreshes with UPDATE
+/// half-way (the ACD's scenario fails without it), and the call lasts
+/// until the agent hangs up. The ACD listens on a port of its own (the
+/// flows are copied with the queue's URI pointing there), so that this
+/// long test shares no port with the other bridge tests.
+#[test]
+fn a_callee_that_makes_us_the_refresher_is_refreshed_by_update() {
+    let acd_port = crate::sipp::free_udp_port();
+    let files = tempfile::tempdir().expect("tempdir");
+    let flows = files.path().join("flows");
+    std::fs::create_dir(&flows).expect("flows dir");
+    for entry in std::fs::read_dir(crate::common::repo("tests/sipp/flows")).expect("flows") {
+        let path = entry.expect("entry").path();
+        let text = std::fs::read_to_string(&path).expect("flow");
+        let text = text.replace("127.0.0.2:5391", &format!("127.0.0.2:{acd_port}"));
+        std::fs::write(flows.join(path.file_name().expect("name")), text).expect("write");
+    }
+    let server = Server::start(&[
+        "--route",
+        "802=bridge",
+        "--rtp-timeout",
+        "150s",
+        "--flows",
+        flows.to_str().expect("path"),
+    ]);
+    let agent_rtp = UdpSocket::bind("127.0.0.2:0").expect("bind 127.0.0.2");
+    let rtp = agent_rtp.local_addr().expect("addr").port().to_string();
+    let acd = sipp_uas(
+        server.dir.path(),
+        "bridge_acd_timer",
+        "127.0.0.2",
+        acd_port,
+        &["-set", "rtp", &rtp, "-timeout", "90s"],
+    );
+    // The caller of `bridge_caller`, waiting long enough for the end.
+    let caller_scenario = server.dir.path().join("bridge_caller_long.xml");
+    let text = std::fs::read_to_string(crate::common::repo("tests/sipp/bridge_caller.xml"))
+        .expect("scenario")
+        .replace(
+            r#"<recv request="BYE" timeout="30000"/>"#,
+            r#"<recv request="BYE" timeout="90000"/>"#,
+        );
+    std::fs::write(&caller_scenario, text).expect("write scenario");
+    let caller_rtp = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let caller_port = caller_rtp.local_addr().expect("addr").port().to_string();
+    let started = Instant::now();
+    let caller = std::process::Command::new("sipp")
+        .current_dir(server.dir.path())
+        .arg(format!("127.0.0.1:{}", server.port))
+        .arg("-sf")
+        .arg(&caller_scenario)
+        .args([
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &crate::sipp::free_udp_port().to_string(),
+        ])
+        .args(["-mp", &crate::sipp::sipp_media_port().to_string()])
+        .args(["-m", "1", "-set", "rtp", &caller_port])
+        .args([
+            "-nostdin",
+            "-timeout",
+            "90s",
+            "-timeout_error",
+            "-trace_err",
+        ])
+        .arg("-error_file")
+        .arg(server.dir.path().join("bridge_caller-errors.log"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run sipp");
+    both_passed(
+        &server,
+        (caller, "bridge_caller"),
+        (acd, "bridge_acd_timer"),
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(45),
+        "the call outlived the first half of its interval"
+    );
+    let r = &server.records(1)[0];
+    assert_eq!(r["hung_up_by"], "agent", "{r}");
+    assert!(server.stop().success());
 }

@@ -220,10 +220,10 @@ fn a_name_dns_cannot_place_fails_the_attempt_with_why() {
 /// bridged to the second (over UDP) with audio both ways.
 #[test]
 fn a_queue_by_name_is_bridged_to_its_second_server_when_the_first_refuses() {
-    let closed = free_udp_port();
+    let (closed, acd_port) = (free_udp_port(), free_udp_port());
     let dns = Nsd::start(&format!(
         "_sip._tcp.acd IN SRV 10 0 {closed} down.example.test.\n\
-         _sip._udp.acd IN SRV 10 0 5391 up.example.test.\n\
+         _sip._udp.acd IN SRV 10 0 {acd_port} up.example.test.\n\
          down IN A 127.0.0.4\n\
          up IN A 127.0.0.2\n"
     ));
@@ -259,7 +259,7 @@ fn a_queue_by_name_is_bridged_to_its_second_server_when_the_first_refuses() {
             "--config",
             cfg.to_str().expect("path"),
         ],
-        5391,
+        acd_port,
         &[],
     );
     let log = server.log();
