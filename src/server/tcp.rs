@@ -94,6 +94,10 @@ struct Table {
     /// The connections we opened (and, over TLS, verified): one a peer
     /// opens to us never takes over their address.
     ours: HashSet<u64>,
+    /// Connections the peer has closed its side of: they still carry our
+    /// responses to what came on them, but no new request (the peer will
+    /// never answer it there).
+    closing: HashSet<u64>,
     next_id: u64,
 }
 
@@ -157,12 +161,21 @@ impl Table {
         self.by_addr.insert(addr, writer.clone());
     }
 
+    /// The connection a message to `addr` goes on: not one the peer has
+    /// closed, for a request.
+    fn usable(&self, addr: SocketAddr, request: bool) -> Option<&Writer> {
+        self.by_addr
+            .get(&addr)
+            .filter(|(id, _)| !(request && self.closing.contains(id)))
+    }
+
     /// Forgets connection `id` with `addr`.
     fn unregister(&mut self, addr: SocketAddr, id: u64) {
         if self.by_addr.get(&addr).is_some_and(|(i, _)| *i == id) {
             self.by_addr.remove(&addr);
         }
         self.ours.remove(&id);
+        self.closing.remove(&id);
         if let Some(key) = self.open.remove(&id) {
             if let Some(n) = self.per_source.get_mut(&key) {
                 *n -= 1;
@@ -338,7 +351,8 @@ impl TcpTransport {
     /// message says where its peer listens on that host, there (see
     /// [`fallback`]). Never waits.
     pub(super) fn send(self: &Arc<Self>, to: SocketAddr, bytes: Arc<[u8]>) {
-        let connected = self.table().by_addr.contains_key(&to);
+        let request = !bytes.starts_with(b"SIP/2.0 ");
+        let connected = self.table().usable(to, request).is_some();
         let to = if connected {
             to
         } else {
@@ -346,9 +360,11 @@ impl TcpTransport {
         };
         // One lock for the lookup and the registration: two workers
         // sending to a new address at once open one connection, not two.
+        // A new connection in place of a closing one takes its address;
+        // the closing one ends on its own.
         let opened = {
             let mut t = self.table();
-            let existing = t.by_addr.get(&to).cloned();
+            let existing = t.usable(to, request).cloned();
             match existing {
                 Some((id, tx)) => match tx.try_send(bytes) {
                     Ok(()) => return,
@@ -513,8 +529,12 @@ impl TcpTransport {
                 Ok(0) => break ("closed by the peer".to_string(), true),
                 Ok(n) => n,
             };
-            if pong_by.take().is_some() && buf[..n].iter().all(|b| matches!(b, b'\r' | b'\n')) {
+            if pong_by.take().is_some()
+                && buf[..n].iter().all(|b| matches!(b, b'\r' | b'\n'))
+                && !answers_pings
+            {
                 answers_pings = true;
+                tracing::info!(%peer, "SIP over {transport}: the peer answers keep-alives (RFC 5626); it is held to them");
             }
             framer.push(&buf[..n]);
             let broken = loop {
@@ -534,10 +554,21 @@ impl TcpTransport {
                 break (format!("framing broken: {e}"), false);
             }
         };
-        tracing::debug!(%peer, %reason, "SIP over {transport}: connection closed");
+        if opened {
+            // Few and long-lived (a trunk, a registrar, an ACD): worth a line
+            // when one goes, unlike the many a trunk opens to us.
+            tracing::info!(%peer, %reason, "SIP over {transport}: our connection closed");
+        } else {
+            tracing::debug!(%peer, %reason, "SIP over {transport}: connection closed");
+        }
         if half_closed {
             // The peer may still read: what the workers answer to its last
             // messages (a BYE's 200) goes out before the connection ends.
+            // A request meanwhile goes on a new connection: one sent here
+            // would be lost without a trace (over a stream nothing
+            // retransmits it), as a REGISTER to a registrar that had just
+            // closed an idle connection was.
+            self.table().closing.insert(id);
             tokio::time::sleep(HALF_CLOSE_GRACE).await;
         }
         self.table().unregister(peer, id);
@@ -940,6 +971,33 @@ mod tests {
         let late: SocketAddr = "198.51.100.1:5060".parse().unwrap();
         assert!(t.register(late, false).is_none(), "peers are full");
         assert!(t.register(late, true).is_some(), "ours still fit");
+    }
+
+    #[tokio::test]
+    async fn a_request_after_the_server_closed_our_connection_goes_on_a_new_one() {
+        let (transport, _, _rx) = started().await;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let server = listener.local_addr().unwrap();
+        transport.send(server, Arc::from(OPTIONS));
+        let (mut first, _) = within(listener.accept()).await.unwrap();
+        let mut got = vec![0u8; OPTIONS.len()];
+        within(first.read_exact(&mut got)).await.unwrap();
+        // The server closes an idle connection, as registrars do.
+        first.shutdown().await.unwrap();
+        within(async {
+            while !transport.table().closing.iter().any(|_| true) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        // Still in its grace period, the old connection takes no request.
+        transport.send(server, Arc::from(OPTIONS));
+        let (mut second, _) = within(listener.accept()).await.unwrap();
+        within(second.read_exact(&mut got)).await.unwrap();
+        assert_eq!(got, OPTIONS);
+        let mut rest = Vec::new();
+        within(first.read_to_end(&mut rest)).await.unwrap();
+        assert!(rest.is_empty(), "nothing more on the closed one");
     }
 
     #[tokio::test]

@@ -13,24 +13,33 @@ use crate::kamailio::Proxy;
 use crate::sipp::Server;
 
 fn registrar() -> Proxy {
-    Proxy::launch(
-        tempfile::tempdir().expect("tempdir"),
-        "registrar.cfg",
-        &[
-            "REG_USER=\"callflow7\"".to_string(),
-            "REG_PASSWORD=\"s3cret\"".to_string(),
-        ],
-    )
+    registrar_with(&[])
+}
+
+/// The registrar with more `defines` (see `registrar.cfg`).
+fn registrar_with(defines: &[String]) -> Proxy {
+    let mut all = vec![
+        "REG_USER=\"callflow7\"".to_string(),
+        "REG_PASSWORD=\"s3cret\"".to_string(),
+    ];
+    all.extend_from_slice(defines);
+    Proxy::launch(tempfile::tempdir().expect("tempdir"), "registrar.cfg", &all)
 }
 
 /// callflow registering with the registrar on `port` with `password`.
 fn registering(port: u16, password: &str) -> Server {
+    registering_with(port, password, "", "")
+}
+
+/// As `registering`, with `trunk` added to the trunk's settings and
+/// `top` to the config's.
+fn registering_with(port: u16, password: &str, trunk: &str, top: &str) -> Server {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("config.yaml");
     std::fs::write(
         &config,
         format!(
-            "trunk: {{ address: \"127.0.0.1:{port}\", domain: trunk.test, from: \"37160000000\", username: callflow7, password: \"{password}\", register: {{ expires: 60s }} }}\n"
+            "trunk: {{ address: \"127.0.0.1:{port}\", domain: trunk.test, from: \"37160000000\", username: callflow7, password: \"{password}\", register: {{ expires: 60s }}{trunk} }}\n{top}"
         ),
     )
     .expect("write config");
@@ -39,7 +48,12 @@ fn registering(port: u16, password: &str) -> Server {
 
 /// Waits up to 10 s for `what` in the server's log.
 fn logged(server: &Server, what: &str) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    logged_within(server, what, Duration::from_secs(10))
+}
+
+/// Waits up to `within` for `what` in the server's log.
+fn logged_within(server: &Server, what: &str, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
     while Instant::now() < deadline {
         if server.log().contains(what) {
             return true;
@@ -114,5 +128,64 @@ fn a_registration_with_the_wrong_password_fails_and_is_retried_later() {
     assert!(log.contains("refused our credentials"), "{log}");
     assert!(log.contains("retry_in_s="), "{log}");
     assert_eq!(invite_status(&proxy), "SIP/2.0 404 Not registered");
+    assert!(server.stop().success());
+}
+
+/// RFC 5626 4.4.1 against an independent peer: Kamailio closes a TCP
+/// connection idle for 2 s (measured: about 11 s, its reader holds a
+/// connection for a while before the lifetime is checked), and answers
+/// CRLF pings. Registered over TCP and
+/// pinging every 500 ms, we keep our connection (Kamailio's pongs are seen);
+/// without pings, Kamailio closes it, which shows the first half is no
+/// accident of timing.
+#[test]
+fn over_tcp_our_keep_alives_hold_the_registrar_connection_open() {
+    let lifetime = ["TCP_LIFETIME=2".to_string()];
+    let quiet = Duration::from_secs(16);
+
+    let proxy = registrar_with(&lifetime);
+    let server = registering_with(
+        proxy.port,
+        "s3cret",
+        ", transport: tcp",
+        "streams: { keepalive: 500ms }\n",
+    );
+    assert!(
+        logged(&server, "refresh_in_s=30"),
+        "{}\n--- kamailio\n{}",
+        server.log(),
+        proxy.log()
+    );
+    assert!(
+        logged(&server, "the peer answers keep-alives"),
+        "{}",
+        server.log()
+    );
+    std::thread::sleep(quiet);
+    let log = server.log();
+    assert!(!log.contains("our connection closed"), "{log}");
+    assert!(server.stop().success());
+
+    let proxy = registrar_with(&lifetime);
+    let server = registering_with(
+        proxy.port,
+        "s3cret",
+        ", transport: tcp",
+        "streams: { keepalive: 0s }\n",
+    );
+    assert!(logged(&server, "refresh_in_s=30"), "{}", server.log());
+    assert!(
+        logged_within(&server, "our connection closed", quiet),
+        "Kamailio should close an idle connection:\n{}\n--- kamailio\n{}",
+        server.log(),
+        proxy.log()
+    );
+    let log = server.log();
+    assert!(log.contains("closed by the peer"), "{log}");
+    assert!(!log.contains("answers keep-alives"), "{log}");
+    // Stopping at once, while the closed connection is in its grace
+    // period: the unregistration goes on a new one, and is answered.
+    server.terminate();
+    assert!(logged(&server, "registration removed"), "{}", server.log());
     assert!(server.stop().success());
 }
