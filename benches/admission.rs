@@ -29,7 +29,8 @@ fn config() -> AdmissionConfig {
             max_calls: usize::MAX,
             calls_per_second: Rate::per_second(1e12),
             source_rate: Rate::per_second(1e12),
-            located: None,
+            located: Vec::new(),
+            located_media: false,
         })
         .collect();
     AdmissionConfig {

@@ -436,6 +436,7 @@ fn transfer(refer_context: crate::flow::model::ReferContext, uui: bool) -> Trans
         user_to_user: uui,
         refer_context,
         ring_timeout: Duration::from_secs(60),
+        srtp: false,
     }
 }
 

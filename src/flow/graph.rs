@@ -136,6 +136,8 @@ pub struct Queue {
     pub refer_context: super::model::ReferContext,
     /// How long a bridged call to the queue may ring.
     pub ring_timeout: Duration,
+    /// A bridged call uses SRTP only.
+    pub srtp: bool,
 }
 
 /// One node of a flow.

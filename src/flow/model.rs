@@ -75,6 +75,12 @@ pub struct QueueDef {
     /// ACDs that read it there) or `both`.
     #[serde(default, skip_serializing_if = "ReferContext::is_uri")]
     pub refer_context: ReferContext,
+    /// For a bridged call: SRTP only (RFC 3711, keys by SDES, RFC 4568),
+    /// an `RTP/SAVP` offer, and an agent answering in the clear is hung up
+    /// on. The URI must be reached over TLS (`sips:` or
+    /// `;transport=tls`), since the keys travel in the SDP.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub srtp: bool,
     /// For a bridged call: how long the queue may ring before the
     /// transfer counts as failed (default 60s).
     #[serde(default, skip_serializing_if = "Option::is_none")]

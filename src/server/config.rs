@@ -216,10 +216,12 @@ pub enum UnknownSourcesConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InboundTrunk {
-    /// The addresses or networks it sends SIP from (`192.0.2.10`,
-    /// `192.0.2.0/24`).
-    #[serde(deserialize_with = "one_or_many")]
-    pub sources: Vec<ipnet::IpNet>,
+    /// The addresses, networks or host names it sends SIP from
+    /// (`192.0.2.10`, `192.0.2.0/24`, `sbc.carrier.example`). A name stands
+    /// for every address DNS gives its servers (NAPTR, SRV, then A/AAAA,
+    /// as RFC 3263 finds them), followed as the records change.
+    #[serde(deserialize_with = "sources")]
+    pub sources: Vec<Source>,
     /// The networks its calls may ask for RTP to be sent to; default: its
     /// sources.
     #[serde(default, deserialize_with = "one_or_many_opt")]
@@ -238,6 +240,71 @@ pub struct InboundTrunk {
     /// times `calls_per_second`.
     #[serde(default)]
     pub requests_per_second: Option<f64>,
+}
+
+/// One of a trunk's `sources`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// An address or a network.
+    Network(ipnet::IpNet),
+    /// A host name, located by DNS.
+    Name(SipTarget),
+}
+
+impl std::str::FromStr for Source {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if let Ok(net) = s.parse::<ipnet::IpNet>() {
+            return Ok(Source::Network(net));
+        }
+        if let Ok(ip) = s.parse::<std::net::IpAddr>() {
+            return Ok(Source::Network(ipnet::IpNet::from(ip)));
+        }
+        let target = SipTarget::parse(s, None)
+            .map_err(|e| format!("source {e}: write an address, a network or a host name"))?;
+        match (&target.host, target.port) {
+            (Host::Name(_), None) => Ok(Source::Name(target)),
+            _ => Err(format!(
+                "source `{s}`: write an address, a network or a host name (no port: calls may come from any)"
+            )),
+        }
+    }
+}
+
+/// `sources: sbc.example` and `sources: [a, b]` both work, and a bad
+/// entry is named in the error (an untagged enum of sources would say
+/// only that nothing matched).
+fn sources<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Source>, D::Error> {
+    one_or_many::<D, String>(d)?
+        .iter()
+        .map(|s| s.parse().map_err(serde::de::Error::custom))
+        .collect()
+}
+
+impl InboundTrunk {
+    /// Its sources given as addresses and networks.
+    pub fn networks(&self) -> Vec<ipnet::IpNet> {
+        self.sources
+            .iter()
+            .filter_map(|s| match s {
+                Source::Network(net) => Some(*net),
+                Source::Name(_) => None,
+            })
+            .collect()
+    }
+
+    /// Its sources given as names.
+    pub fn names(&self) -> Vec<SipTarget> {
+        self.sources
+            .iter()
+            .filter_map(|s| match s {
+                Source::Name(target) => Some(target.clone()),
+                Source::Network(_) => None,
+            })
+            .collect()
+    }
 }
 
 fn default_max_calls() -> usize {
@@ -296,6 +363,13 @@ pub struct TrunkConfig {
     /// Register with the trunk (its address is the registrar), so that it
     /// sends calls to us; digest credentials are `username`/`password`.
     pub register: Option<RegisterSettings>,
+    /// Calls we place through the trunk (callbacks) use SRTP only (RFC
+    /// 3711, keys by SDES, RFC 4568): an `RTP/SAVP` offer, and a callee
+    /// that answers in the clear is hung up on. Needs `transport: tls`,
+    /// since the keys travel in the SDP. Calls from the trunk take SRTP
+    /// whenever they come over TLS and offer it.
+    #[serde(default)]
+    pub srtp: bool,
 }
 
 /// `trunk.register` in the config.
@@ -322,6 +396,7 @@ impl TrunkConfig {
             domain: self.domain.clone(),
             from: self.from.clone(),
             credentials: self.credentials(),
+            srtp: self.srtp,
         }
     }
 
@@ -624,10 +699,10 @@ impl ServerConfig {
                 "requests_per_second",
                 t.requests_per_second.unwrap_or(10.0 * cps),
             )?;
-            let media = t.media.clone().unwrap_or_else(|| t.sources.clone());
+            let media = t.media.clone().unwrap_or_else(|| t.networks());
             config.trunks.push(TrunkPolicy {
                 name: name.clone(),
-                sources: Networks::new(t.sources.clone()),
+                sources: Networks::new(t.networks()),
                 media: Networks::new(media),
                 digest: t.digest.as_ref().map(|d| InboundDigest {
                     realm: d.realm.clone(),
@@ -637,7 +712,8 @@ impl ServerConfig {
                 max_calls: t.max_calls,
                 calls_per_second: Rate::per_second(cps),
                 source_rate: Rate::per_second(rps),
-                located: None,
+                located: t.names(),
+                located_media: t.media.is_none(),
             });
         }
         config.unknown = match self.unknown_sources {
@@ -649,7 +725,7 @@ impl ServerConfig {
             // too (with the default limits, its media from itself unless
             // `trunks` says more). One we only call out through may
             // answer and send in-dialog requests, never start a call.
-            let registrar = |sources: Networks, located: Option<SipTarget>| TrunkPolicy {
+            let registrar = |sources: Networks, located: Vec<SipTarget>| TrunkPolicy {
                 name: "registrar".into(),
                 media: sources.clone(),
                 sources,
@@ -658,6 +734,7 @@ impl ServerConfig {
                 calls_per_second: Rate::per_second(default_cps()),
                 source_rate: Rate::per_second(10.0 * default_cps()),
                 located,
+                located_media: true,
             };
             match out.address.host {
                 Host::Ip(ip) if config.trunks.iter().any(|t| t.sources.contains(ip)) => {
@@ -667,14 +744,14 @@ impl ServerConfig {
                     let host = ipnet::IpNet::from(ip);
                     config
                         .trunks
-                        .push(registrar(Networks::new(vec![host]), None));
+                        .push(registrar(Networks::new(vec![host]), Vec::new()));
                 }
                 Host::Ip(ip) => config.also_from.push(ip),
                 // A name: its addresses are let in as DNS gives them (an
                 // inbound trunk in `trunks` that has them still wins).
                 Host::Name(_) if out.register.is_some() => config
                     .trunks
-                    .push(registrar(Networks::default(), Some(out.target()))),
+                    .push(registrar(Networks::default(), vec![out.target()])),
                 Host::Name(_) => config.also_located.push(out.target()),
             }
         }

@@ -237,6 +237,7 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
         for t in &admission.trunks {
             tracing::info!(
                 trunk = %t.name, sources = %t.sources, media = %t.media,
+                located = ?t.located.iter().map(ToString::to_string).collect::<Vec<_>>(),
                 max_calls = t.max_calls, calls_per_second = t.calls_per_second.per_second,
                 digest = t.digest.is_some(), "trunk"
             );
@@ -506,6 +507,15 @@ async fn start_dns(
             targets.push(target);
         }
     }
+    // Trunks' sources by name: their addresses are admitted as DNS gives
+    // them (we never connect to them for this, so no TLS name).
+    for t in config.trunks.values() {
+        for target in t.names() {
+            if !targets.contains(&target) {
+                targets.push(target);
+            }
+        }
+    }
     for target in bridged {
         // The trunk's own `tls_name` stays, if a queue is the trunk.
         tls_names
@@ -555,6 +565,15 @@ fn check_runtime(config: &ServerConfig, runtime: &Runtime) -> Result<(), String>
         return Err(
             "the trunk's transport is tls, but SIP over TLS is off: configure `tls`".to_string(),
         );
+    }
+    if config
+        .trunk
+        .as_ref()
+        .is_some_and(|t| t.srtp && t.transport != Some(Transport::Tls))
+    {
+        // SDES keys are in the SDP: over anything but TLS they would be
+        // readable by anyone on the path.
+        return Err("trunk.srtp needs `transport: tls` on the trunk".to_string());
     }
     if config.tls.as_ref().is_some_and(|t| t.port == 0) {
         // Via and Contact would advertise port 0.
@@ -1170,6 +1189,57 @@ mod tests {
         assert!(why.contains("configure `tls`"), "{why}");
         config.tls = Some(serde_yaml::from_str("{ certificate: cert.pem, key: key.pem }").unwrap());
         assert_eq!(config.tls.as_ref().map(|t| t.port), Some(5061));
+        assert_eq!(check_runtime(&config, &runtime), Ok(()));
+    }
+
+    #[test]
+    fn trunk_sources_take_addresses_networks_and_host_names() {
+        let config: ServerConfig = serde_yaml::from_str(
+            "trunks:\n  carrier: { sources: [192.0.2.10, 198.51.100.0/24, sbc.carrier.example] }\n  \
+             pbx: { sources: pbx.example, media: 203.0.113.0/24 }\n",
+        )
+        .unwrap();
+        let admission = config.admission().unwrap();
+        let carrier = &admission.trunks[0];
+        assert!(carrier.sources.contains(IpAddr::from([192, 0, 2, 10])));
+        assert!(carrier.sources.contains(IpAddr::from([198, 51, 100, 7])));
+        assert_eq!(
+            carrier
+                .located
+                .iter()
+                .map(|t| t.to_string())
+                .collect::<Vec<_>>(),
+            vec!["sbc.carrier.example"]
+        );
+        assert!(carrier.located_media, "media defaults to the sources");
+        let pbx = &admission.trunks[1];
+        assert_eq!(pbx.located.len(), 1);
+        assert!(!pbx.located_media, "media configured apart");
+        for bad in ["sbc.carrier.example:5060", "not a host", "10.0.0.1:5060"] {
+            let yaml = format!("trunks: {{ carrier: {{ sources: \"{bad}\" }} }}\n");
+            let why = serde_yaml::from_str::<ServerConfig>(&yaml)
+                .unwrap_err()
+                .to_string();
+            assert!(why.contains("source"), "{bad}: {why}");
+        }
+    }
+
+    #[test]
+    fn a_trunk_with_srtp_needs_tls() {
+        let (mut config, runtime) = shipped();
+        config.tls = Some(serde_yaml::from_str("{ certificate: cert.pem, key: key.pem }").unwrap());
+        config.trunk = Some(
+            serde_yaml::from_str("{ address: 192.0.2.10:5060, from: \"37167000000\", srtp: true }")
+                .unwrap(),
+        );
+        let why = check_runtime(&config, &runtime).unwrap_err();
+        assert!(why.contains("trunk.srtp needs `transport: tls`"), "{why}");
+        config.trunk = Some(
+            serde_yaml::from_str(
+                "{ address: 192.0.2.10:5061, from: \"37167000000\", transport: tls, tls_name: sip.example.net, srtp: true }",
+            )
+            .unwrap(),
+        );
         assert_eq!(check_runtime(&config, &runtime), Ok(()));
     }
 

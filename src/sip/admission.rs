@@ -126,9 +126,12 @@ pub struct TrunkPolicy {
     /// What one source address of the trunk may send, all methods and
     /// responses together, before it is blocked.
     pub source_rate: Rate,
-    /// A named server (a registrar) whose addresses, as DNS gives them,
-    /// are sources and media addresses of the trunk too.
-    pub located: Option<SipTarget>,
+    /// Named servers (a registrar, the trunk's SBCs by host name) whose
+    /// addresses, as DNS gives them, are sources of the trunk too.
+    pub located: Vec<SipTarget>,
+    /// Whether those addresses are media addresses of the trunk too (its
+    /// media was not configured apart from its sources).
+    pub located_media: bool,
 }
 
 /// What to do with a datagram from outside every trunk.
@@ -181,7 +184,8 @@ impl AdmissionConfig {
                 max_calls: usize::MAX,
                 calls_per_second: Rate::per_second(f64::INFINITY),
                 source_rate: Rate::per_second(f64::INFINITY),
-                located: None,
+                located: Vec::new(),
+                located_media: false,
             }],
             ..Self::default()
         }
@@ -426,7 +430,7 @@ impl Admission {
     }
 
     fn is_source_of(&self, t: &TrunkPolicy, ip: IpAddr) -> bool {
-        t.sources.contains(ip) || t.located.as_ref().is_some_and(|l| self.located_at(l, ip))
+        t.sources.contains(ip) || t.located.iter().any(|l| self.located_at(l, ip))
     }
 
     /// Whether `ip` may answer calls we place without starting any: the
@@ -452,14 +456,16 @@ impl Admission {
     }
 
     /// Where a call of trunk `id` may have RTP sent: its media networks,
-    /// and the addresses of its located server.
+    /// and the addresses of its located servers when they count as media.
     pub fn media_of(&self, id: TrunkId) -> Option<Networks> {
         let t = self.config.trunks.get(id.0)?;
-        let Some(ips) = t.located.as_ref().and_then(|l| self.located.get(l)) else {
+        if !t.located_media || t.located.is_empty() {
             return Some(t.media.clone());
-        };
+        }
         let mut nets: Vec<IpNet> = t.media.0.to_vec();
-        nets.extend(ips.iter().map(|ip| IpNet::from(*ip)));
+        for ips in t.located.iter().filter_map(|l| self.located.get(l)) {
+            nets.extend(ips.iter().map(|ip| IpNet::from(*ip)));
+        }
         Some(Networks::new(nets))
     }
 
@@ -738,7 +744,8 @@ mod tests {
             max_calls: 10,
             calls_per_second: Rate::per_second(10.0),
             source_rate: rate,
-            located: None,
+            located: Vec::new(),
+            located_media: false,
         }
     }
 
@@ -803,7 +810,8 @@ mod tests {
         let (registrar, queue) = (name("sip.carrier.example"), name("acd.example"));
         let mut config = AdmissionConfig::default();
         config.trunks.push(TrunkPolicy {
-            located: Some(registrar.clone()),
+            located: vec![registrar.clone()],
+            located_media: true,
             ..trunk("192.0.2.0/24", Rate::per_second(100.0))
         });
         config.also_located.push(queue.clone());
@@ -830,5 +838,52 @@ mod tests {
             a.on_datagram(t0, ip("198.51.100.9")),
             Verdict::Trunk(TrunkId(0))
         );
+    }
+
+    #[test]
+    fn a_trunk_with_sources_by_name_takes_every_servers_addresses_and_media_only_if_unset() {
+        use crate::sip::locate::{Host, SipTarget};
+        let name = |n: &str| SipTarget {
+            host: Host::Name(n.into()),
+            port: None,
+            transport: None,
+        };
+        let (a_name, b_name) = (name("sbc1.carrier.example"), name("sbc2.carrier.example"));
+        let mut config = AdmissionConfig::default();
+        config.trunks.push(TrunkPolicy {
+            located: vec![a_name.clone(), b_name.clone()],
+            located_media: false,
+            ..trunk("192.0.2.0/24", Rate::per_second(100.0))
+        });
+        let mut a = Admission::new(config, [0; 16]);
+        #[allow(clippy::disallowed_methods)] // a fake clock needs a base
+        let t0 = Instant::now();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        a.set_located(&a_name, vec![ip("198.51.100.1")]);
+        a.set_located(&b_name, vec![ip("2001:db8::5")]);
+        for source in ["198.51.100.1", "2001:db8::5", "192.0.2.7"] {
+            assert_eq!(
+                a.on_datagram(t0, ip(source)),
+                Verdict::Trunk(TrunkId(0)),
+                "{source}"
+            );
+        }
+        // Media configured apart: the servers' addresses are not media.
+        let media = a.media_of(TrunkId(0)).unwrap();
+        assert!(!media.contains(ip("198.51.100.1")), "{media}");
+        let mut a = Admission::new(
+            AdmissionConfig {
+                trunks: vec![TrunkPolicy {
+                    located: vec![a_name.clone()],
+                    located_media: true,
+                    ..trunk("192.0.2.0/24", Rate::per_second(100.0))
+                }],
+                ..AdmissionConfig::default()
+            },
+            [0; 16],
+        );
+        a.set_located(&a_name, vec![ip("198.51.100.1")]);
+        let media = a.media_of(TrunkId(0)).unwrap();
+        assert!(media.contains(ip("198.51.100.1")), "{media}");
     }
 }

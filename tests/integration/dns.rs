@@ -269,3 +269,54 @@ fn a_queue_by_name_is_bridged_to_its_second_server_when_the_first_refuses() {
     );
     assert!(server.stop().success());
 }
+
+/// A trunk whose `sources` is a host name: calls from the addresses DNS
+/// gives it are taken (their media at those addresses too), and a caller
+/// from any other address gets no answer at all.
+#[test]
+fn a_trunk_named_in_sources_is_admitted_from_the_addresses_dns_gives() {
+    let dns = Nsd::start("sbc IN A 127.0.0.5\nsbc IN A 127.0.0.6\n");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("config.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "dns: {{ servers: \"127.0.0.1:{}\", timeout: 1s }}\n\
+             trunks: {{ probe: {{ sources: 127.0.0.1/32 }}, carrier: {{ sources: [sbc.example.test] }} }}\n",
+            dns.port
+        ),
+    )
+    .expect("write config");
+    let server = Server::start_in(dir, &["--config", &path.display().to_string()]);
+    for ip in ["127.0.0.5", "127.0.0.6"] {
+        let out = server.sipp_from(ip, server.port, "admission_probe", &["-m", "1"]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            server.explain("admission_probe", &out)
+        );
+    }
+    let records = server.records(2);
+    for ip in ["127.0.0.5", "127.0.0.6"] {
+        assert!(
+            records
+                .iter()
+                .any(|r| r["from"].as_str().unwrap_or("").contains(ip)),
+            "{records:?}"
+        );
+    }
+    let out = server.sipp_from("127.0.0.9", server.port, "unanswered", &["-m", "1"]);
+    let seen = std::fs::read_to_string(server.dir.path().join("unanswered-messages.log"))
+        .unwrap_or_default();
+    assert!(
+        seen.contains("message sent"),
+        "{}",
+        server.explain("unanswered", &out)
+    );
+    assert!(
+        !seen.contains("message received"),
+        "a stranger got an answer:\n{seen}"
+    );
+    assert!(server.stop().success());
+}

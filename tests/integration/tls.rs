@@ -85,6 +85,12 @@ struct Lab {
 /// trunk) and Kamailio in front of it, relaying calls to numbers starting
 /// 371 to `callee_port`.
 fn lab(callee_port: u16) -> Lab {
+    lab_with(callee_port, "", &[])
+}
+
+/// [`lab`] with `trunk` added to the trunk's settings and `args` to
+/// callflow's.
+fn lab_with(callee_port: u16, trunk: &str, args: &[&str]) -> Lab {
     let server_dir = tempfile::tempdir().expect("tempdir");
     let proxy_dir = tempfile::tempdir().expect("tempdir");
     let pki = Pki::new(proxy_dir.path());
@@ -110,7 +116,7 @@ fn lab(callee_port: u16) -> Lab {
         &config,
         format!(
             "tls: {{ port: {tls_port}, certificate: \"{}\", key: \"{}\", client_ca: \"{}\", ca: \"{}\" }}\n\
-             trunk: {{ address: \"127.0.0.1:{proxy_tls}\", transport: tls, tls_name: proxy.test, domain: trunk.test, from: \"37160000000\" }}\n\
+             trunk: {{ address: \"127.0.0.1:{proxy_tls}\", transport: tls, tls_name: proxy.test, domain: trunk.test, from: \"37160000000\"{trunk} }}\n\
              dialler: {{ poll: 1s }}\n",
             our_cert.display(),
             our_key.display(),
@@ -119,15 +125,10 @@ fn lab(callee_port: u16) -> Lab {
         ),
     )
     .expect("write config");
-    let server = Server::start_in(
-        server_dir,
-        &[
-            "--route",
-            "8002=cb",
-            "--config",
-            &config.display().to_string(),
-        ],
-    );
+    let config = config.display().to_string();
+    let mut all = vec!["--route", "8002=cb", "--config", &config];
+    all.extend_from_slice(args);
+    let server = Server::start_in(server_dir, &all);
     let proxy = Proxy::launch(
         proxy_dir,
         "tls.cfg",
@@ -391,25 +392,12 @@ fn baresip_calls_over_tls_with_srtp_and_the_audio_gets_through_both_ways() {
         ],
     );
     let phone = phone_dir.path();
-    std::fs::write(
-        phone.join("config"),
-        format!(
-            "poll_method epoll\nsip_listen 127.0.0.1:{}\nsip_cafile {}\n\
-             audio_player aubridge,x\naudio_source aubridge,x\naudio_alert aubridge,x\n\
-             module_path /usr/lib/baresip/modules\nmodule g711.so\nmodule aubridge.so\n\
-             module srtp.so\nmodule sndfile.so\nmodule account.so\nmodule menu.so\n\
-             snd_path {}\n",
-            free_udp_port(),
-            pki.ca().display(),
-            phone.display()
-        ),
-    )
-    .expect("baresip config");
-    std::fs::write(
-        phone.join("accounts"),
-        "<sip:caller@127.0.0.1;transport=tls>;mediaenc=srtp-mand;regint=0;audio_codecs=PCMU\n",
-    )
-    .expect("accounts");
+    baresip_config(
+        phone,
+        free_udp_port(),
+        &pki.ca(),
+        "<sip:caller@127.0.0.1;transport=tls>;mediaenc=srtp-mand;regint=0;audio_codecs=PCMU",
+    );
     let mut baresip = std::process::Command::new("baresip")
         .arg("-f")
         .arg(phone)
@@ -441,6 +429,22 @@ fn baresip_calls_over_tls_with_srtp_and_the_audio_gets_through_both_ways() {
         "callflow heard baresip's SRTP all along: {record}\n{}",
         server.log()
     );
+    let (samples, rms) = decoded_audio(phone, &log);
+    assert!(
+        samples >= 1600 && rms > 300.0,
+        "baresip decrypted our greeting: {samples} samples, rms {rms:.0}"
+    );
+    assert!(
+        !server.log().contains("failed authentication"),
+        "{}",
+        server.log()
+    );
+    assert!(server.stop().success());
+}
+
+/// How many samples baresip decoded (its `sndfile` dump in `phone`), and
+/// their RMS level: silence or noise from a failed decryption is low.
+fn decoded_audio(phone: &Path, log: &str) -> (usize, f64) {
     let decoded = std::fs::read_dir(phone)
         .expect("dir")
         .flatten()
@@ -455,15 +459,98 @@ fn baresip_calls_over_tls_with_srtp_and_the_audio_gets_through_both_ways() {
     let rms = (samples.iter().map(|s| f64::from(*s).powi(2)).sum::<f64>()
         / samples.len().max(1) as f64)
         .sqrt();
-    assert!(
-        samples.len() >= 1600 && rms > 300.0,
-        "baresip decrypted our greeting: {} samples, rms {rms:.0}",
-        samples.len()
+    (samples.len(), rms)
+}
+
+/// Writes a baresip configuration in `phone` listening on `port`, with
+/// `account` as its only account.
+fn baresip_config(phone: &Path, port: u16, ca: &Path, account: &str) {
+    std::fs::write(
+        phone.join("config"),
+        format!(
+            "poll_method epoll\nsip_listen 127.0.0.1:{port}\nsip_cafile {}\n\
+             audio_player aubridge,x\naudio_source aubridge,x\naudio_alert aubridge,x\n\
+             module_path /usr/lib/baresip/modules\nmodule g711.so\nmodule aubridge.so\n\
+             module srtp.so\nmodule sndfile.so\nmodule account.so\nmodule menu.so\n\
+             snd_path {}\n",
+            ca.display(),
+            phone.display()
+        ),
+    )
+    .expect("baresip config");
+    std::fs::write(phone.join("accounts"), format!("{account}\n")).expect("accounts");
+}
+
+/// SRTP on a call callflow places: a callback through a trunk with
+/// `srtp: true`, over TLS to Kamailio, which relays it to baresip as the
+/// callee (SRTP mandatory, answering by itself). Our INVITE offers
+/// `RTP/SAVP` only; baresip must decrypt the callback's greeting, and
+/// callflow must decrypt baresip's audio (`--rtp-timeout 3s` would end a
+/// call whose packets all failed).
+#[test]
+fn a_callback_over_a_tls_trunk_with_srtp_reaches_baresip_encrypted() {
+    let callee_port = free_udp_port();
+    let lab = lab_with(callee_port, ", srtp: true", &["--rtp-timeout", "3s"]);
+    let phone_dir = tempfile::tempdir().expect("tempdir");
+    let phone = phone_dir.path();
+    baresip_config(
+        phone,
+        callee_port,
+        &lab.pki.ca(),
+        "<sip:37120000000@127.0.0.1>;mediaenc=srtp-mand;regint=0;answermode=auto;audio_codecs=PCMU",
     );
+    let mut baresip = std::process::Command::new("baresip")
+        .arg("-f")
+        .arg(phone)
+        .args(["-n", "127.0.0.1", "-t", "14"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run baresip (apt-get install -y baresip-core)");
+    std::thread::sleep(Duration::from_millis(500));
+    lab.server.call("callback_confirm", &[]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while baresip.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = baresip.kill();
+    let out = baresip.wait_with_output().expect("baresip");
+    let log =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(
-        !server.log().contains("failed authentication"),
-        "{}",
-        server.log()
+        log.contains("SRTP is Enabled (cryptosuite=AES_CM_128_HMAC_SHA1_80)")
+            && log.contains("Call established"),
+        "{log}\n--- server\n{}\n--- kamailio\n{}",
+        lab.server.log(),
+        lab.proxy.log()
     );
-    assert!(server.stop().success());
+    let (samples, rms) = decoded_audio(phone, &log);
+    assert!(
+        samples >= 1600 && rms > 300.0,
+        "baresip decrypted the callback's greeting: {samples} samples, rms {rms:.0}"
+    );
+    let server_log = lab.server.log();
+    assert!(server_log.contains("callback answered"), "{server_log}");
+    assert!(
+        !server_log.contains("failed authentication"),
+        "{server_log}"
+    );
+    // The callback's flow ran to its end (the greeting, 3 s for a key,
+    // the goodbye): no RTP timeout cut it short.
+    let attempt = lab
+        .server
+        .records(2)
+        .into_iter()
+        .find(|r| r.get("callback").is_some())
+        .expect("the callback's record");
+    assert_eq!(attempt["detail"], "callback.bye", "{attempt}");
+    let call_id = attempt["call_id"].as_str().unwrap_or_default();
+    assert!(
+        !server_log.contains(&format!(
+            "no RTP from the caller; ending the call call_id={call_id}"
+        )),
+        "{server_log}"
+    );
+    assert!(lab.server.stop().success());
 }

@@ -13,8 +13,10 @@ use crate::flow::compile::bridge_target;
 use crate::flow::interpreter::TransferRequest;
 use crate::media::latch::{RtpLatch, RtpPeer};
 use crate::sip::admission::Networks;
+use crate::sip::sdp::sdes::SdesKey;
 use crate::sip::sdp::{MediaSession, Negotiated};
 use crate::sip::transport::Peer;
+use crate::sip::transport::Transport;
 use crate::sip::ua::{CallHandle, EndReason, OutgoingCall, UaEvent};
 
 use super::{Endpoint, EndpointOutput, QueuedPacket};
@@ -112,6 +114,24 @@ fn map_payload_type(pt: u8, from: &Negotiated, to: &Negotiated) -> Option<u8> {
 }
 
 impl Endpoint {
+    /// For a call we place with secure media (`srtp`): keeps only the
+    /// addresses reached over TLS (SDES keys are in the SDP, RFC 4568 8.3)
+    /// and makes the key the leg sends with. `None` for plain RTP.
+    pub(super) fn secure_leg(
+        &mut self,
+        srtp: bool,
+        peers: &mut Vec<Peer>,
+    ) -> Result<Option<SdesKey>, String> {
+        if !srtp {
+            return Ok(None);
+        }
+        peers.retain(|p| p.transport == Transport::Tls);
+        if peers.is_empty() {
+            return Err("SRTP needs TLS, and none of its addresses is over TLS".into());
+        }
+        self.env.srtp_key().map(Some)
+    }
+
     /// Places the call to the queue for the caller `caller`.
     pub(super) fn start_bridge(&mut self, now: Instant, caller: CallHandle, t: TransferRequest) {
         // One agent leg per call: an earlier one is ended, never leaked.
@@ -132,10 +152,18 @@ impl Endpoint {
                 .locate(&target, &mut self.rng)
                 .map_err(|e| format!("the queue at {target}: {e}"))?;
             let media = media.ok_or("the caller has no media to bridge")?;
+            let mut peers = peers;
+            let key = self
+                .secure_leg(t.srtp, &mut peers)
+                .map_err(|e| format!("the queue at {target}: {e}"))?;
             let local = self.open_media()?;
-            Ok((peers, media, local))
+            let mut session = MediaSession::with_codecs(local, &[media.codec]);
+            if let Some(key) = key {
+                session = session.srtp_only(key);
+            }
+            Ok((peers, session))
         });
-        let (mut peers, media, local) = match placed {
+        let (mut peers, session) = match placed {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(uri = %t.uri, "cannot bridge the call: {e}");
@@ -150,7 +178,7 @@ impl Endpoint {
             .map(|(k, v)| (k, header_value(&v)))
             .collect();
         headers.extend(user_to_user(&t));
-        let port = local.port;
+        let port = session.local().port;
         // Whichever of its servers answers, its media may be at any.
         let networks = self.media_networks_for(&peers);
         let destination = peers.remove(0);
@@ -160,7 +188,7 @@ impl Endpoint {
                 target: request_uri(&t.uri).to_string(),
                 from_user: presented,
                 destination,
-                media: MediaSession::with_codecs(local, &[media.codec]),
+                media: session,
                 media_networks: networks.clone(),
                 credentials: None,
                 ring_timeout: t.ring_timeout,
@@ -236,7 +264,8 @@ impl Endpoint {
                 });
                 match agreed {
                     Ok(n) => {
-                        tracing::info!(remote = %n.remote, "the agent answered; relaying the audio");
+                        tracing::info!(remote = %n.remote, srtp = n.srtp.is_some(), "the agent answered; relaying the audio");
+                        let (port, keys) = (leg.port, n.srtp);
                         leg.latch
                             .expect(n.remote, n.payload_type, n.dtmf_payload_type);
                         leg.media = Some(n);
@@ -247,6 +276,7 @@ impl Endpoint {
                                 outcome: AttemptOutcome::Connected,
                             });
                         }
+                        self.set_srtp(port, keys);
                     }
                     Err(e) => {
                         tracing::warn!("unusable SDP answer from the queue: {e}");
@@ -273,6 +303,8 @@ impl Endpoint {
                     leg.latch
                         .expect(n.remote, n.payload_type, n.dtmf_payload_type);
                     leg.media = Some(n);
+                    let port = leg.port;
+                    self.set_srtp(port, n.srtp);
                 }
             }
             UaEvent::Confirmed {
@@ -317,6 +349,7 @@ impl Endpoint {
         };
         self.legs.remove(&leg.handle);
         self.by_port.remove(&leg.port);
+        self.close_srtp(leg.port);
         self.out
             .push_back(EndpointOutput::RtpClosed { port: leg.port });
         if let Some(h) = hang_up {

@@ -53,6 +53,8 @@ pub struct OutboundTrunk {
     pub from: String,
     /// What to answer the trunk's challenges with.
     pub credentials: Option<Credentials>,
+    /// Calls placed through it use SRTP only (it is reached over TLS).
+    pub srtp: bool,
 }
 
 impl OutboundTrunk {

@@ -592,7 +592,11 @@ impl Endpoint {
                     });
                 }
                 tracing::info!("callback answered");
+                let (port, keys) = (a.port, answer.as_ref().ok().map(|n| n.srtp));
                 start_media(now, &mut a.call, answer, "2xx");
+                if let Some(keys) = keys {
+                    self.set_srtp(port, keys);
+                }
             }
             UaEvent::DialFailed {
                 cause,

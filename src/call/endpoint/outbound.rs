@@ -61,6 +61,13 @@ impl Endpoint {
             crate::sip::locate::Host::Ip(_) => self.config.outbound_media.clone(),
             crate::sip::locate::Host::Name(_) => self.media_networks_for(&peers),
         };
+        let key = match self.secure_leg(trunk.srtp, &mut peers) {
+            Ok(key) => key,
+            Err(e) => {
+                self.attempt_failed(leg, format!("the trunk {}: {e}", trunk.address));
+                return;
+            }
+        };
         let destination = peers.remove(0);
         let local = match self.open_media() {
             Ok(local) => local,
@@ -70,6 +77,10 @@ impl Endpoint {
             }
         };
         let port = local.port;
+        let mut media = MediaSession::new(local);
+        if let Some(key) = key {
+            media = media.srtp_only(key);
+        }
         let target = trunk.target(&leg.number);
         let handle = self.ua.originate(
             now,
@@ -78,7 +89,7 @@ impl Endpoint {
                 from_user: trunk.from.clone(),
                 destination,
                 alternates: peers,
-                media: MediaSession::new(local),
+                media,
                 media_networks: media_networks.clone(),
                 credentials: trunk.credentials.clone(),
                 ring_timeout: self.config.ring_timeout,

@@ -18,6 +18,7 @@ use crate::flow::numbers::NumberList;
 use crate::flow::position::{join, PositionIndex};
 use crate::flow::schedule::Schedule;
 use crate::flow::template::{is_var_name, Template};
+use crate::sip::transport::Transport;
 
 mod condition;
 mod node;
@@ -485,9 +486,23 @@ fn compile_queues(cx: &mut Ctx<'_>, def: &FlowFile) -> Vec<Queue> {
         if let Err(msg) = check_static_sip_uri(&q.uri) {
             cx.error(&join(&path, "uri"), msg);
         } else if q.handoff != Handoff::Refer {
-            if let Err(msg) = bridge_target(&q.uri) {
-                cx.error(&join(&path, "uri"), msg);
+            match bridge_target(&q.uri) {
+                Err(msg) => cx.error(&join(&path, "uri"), msg),
+                Ok(target) if q.srtp && target.transport != Some(Transport::Tls) => cx.error(
+                    &join(&path, "srtp"),
+                    format!(
+                        "SRTP keys travel in the SDP, so `srtp: true` needs the queue reached over TLS; write `{}` or add `;transport=tls`",
+                        q.uri.replacen("sip:", "sips:", 1)
+                    ),
+                ),
+                Ok(_) => {}
             }
+        }
+        if q.srtp && q.handoff == Handoff::Refer {
+            cx.error(
+                &join(&path, "srtp"),
+                "`srtp: true` is for calls callflow places to the queue: set `handoff: bridge` or `refer_then_bridge`".to_string(),
+            );
         }
         let hours = match &q.hours {
             None => None,
@@ -518,6 +533,7 @@ fn compile_queues(cx: &mut Ctx<'_>, def: &FlowFile) -> Vec<Queue> {
             user_to_user: q.user_to_user,
             refer_context: q.refer_context,
             ring_timeout: q.ring_timeout.map_or(DEFAULT_BRIDGE_RING_TIMEOUT, |d| d.0),
+            srtp: q.srtp,
         });
     }
     out

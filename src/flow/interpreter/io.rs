@@ -138,6 +138,8 @@ pub struct TransferRequest {
     pub refer_context: crate::flow::model::ReferContext,
     /// For a bridged call: how long it may ring.
     pub ring_timeout: std::time::Duration,
+    /// For a bridged call: SRTP only.
+    pub srtp: bool,
 }
 
 /// A callback request to store.

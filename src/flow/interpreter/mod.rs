@@ -998,6 +998,7 @@ impl Interpreter {
             user_to_user: queue.is_some_and(|q| q.user_to_user),
             refer_context: queue.map(|q| q.refer_context).unwrap_or_default(),
             ring_timeout: queue.map_or(std::time::Duration::from_secs(60), |q| q.ring_timeout),
+            srtp: queue.is_some_and(|q| q.srtp),
         }));
         self.phase = Phase::Transferring {
             target: target_name,

@@ -48,7 +48,15 @@ pub struct MediaSession {
     srtp_key: Option<SdesKey>,
     /// The SRTP tag of our last offer, when it was one.
     offered_srtp: Option<u32>,
+    /// This leg takes SRTP only: our first offer is `RTP/SAVP`, and a
+    /// plain RTP offer or answer is refused (a leg configured for secure
+    /// media never falls back to the clear).
+    srtp_only: bool,
 }
+
+/// The `a=crypto` tag of an SRTP offer of ours (RFC 4568 9.1: any
+/// number, unique within the media line).
+const OUR_CRYPTO_TAG: u32 = 1;
 
 fn parse_body(body: &[u8]) -> Result<SessionDescription, SessionError> {
     parse(&String::from_utf8_lossy(body)).map_err(|e| SessionError::Malformed(e.to_string()))
@@ -70,6 +78,7 @@ impl MediaSession {
             offered: Vec::new(),
             srtp_key: None,
             offered_srtp: None,
+            srtp_only: false,
         }
     }
 
@@ -77,6 +86,16 @@ impl MediaSession {
     /// leg whose signalling is over TLS, since SDES keys travel in SDP.
     pub fn with_srtp(mut self, key: SdesKey) -> Self {
         self.srtp_key = Some(key);
+        self
+    }
+
+    /// Makes this leg SRTP only, sending with `key`: for a call we place
+    /// over TLS to a peer configured for secure media. Our offer is
+    /// `RTP/SAVP` with `AES_CM_128_HMAC_SHA1_80`, and nothing in the clear
+    /// is agreed to.
+    pub fn srtp_only(mut self, key: SdesKey) -> Self {
+        self.srtp_key = Some(key);
+        self.srtp_only = true;
         self
     }
 
@@ -130,7 +149,8 @@ impl MediaSession {
         self.next_version();
         self.offered = self.codecs.clone();
         // A first offer of ours is plain RTP (we cannot know the peer
-        // takes SRTP); later ones keep what was agreed.
+        // takes SRTP) unless the leg is SRTP only; later ones keep what
+        // was agreed.
         let crypto = self.agreed_crypto();
         self.offered_srtp = crypto.map(|(tag, _)| tag);
         offer_codecs(
@@ -140,11 +160,28 @@ impl MediaSession {
         )
     }
 
-    /// The SRTP tag and our key, if the session agreed on SRTP.
+    /// The SRTP tag and our key to offer with: what the session agreed
+    /// on, else (an SRTP-only leg) our own tag.
     fn agreed_crypto(&self) -> Option<(u32, SdesKey)> {
-        self.negotiated
+        let agreed = self
+            .negotiated
             .and_then(|n| n.srtp)
-            .map(|keys| (keys.tag, keys.send))
+            .map(|keys| (keys.tag, keys.send));
+        agreed.or_else(|| {
+            self.srtp_key
+                .filter(|_| self.srtp_only)
+                .map(|key| (OUR_CRYPTO_TAG, key))
+        })
+    }
+
+    /// Refuses plain RTP on an SRTP-only leg.
+    fn secure_enough(&self, agreed: &Negotiated) -> Result<(), SessionError> {
+        if self.srtp_only && agreed.srtp.is_none() {
+            return Err(SessionError::Refused(
+                NegotiationError::UnsupportedTransport("RTP/AVP (this leg takes SRTP only)".into()),
+            ));
+        }
+        Ok(())
     }
 
     /// Answers the peer's offer. A refused offer changes nothing: the
@@ -157,6 +194,7 @@ impl MediaSession {
             local.session_version += 1;
         }
         let (text, negotiated) = answer_with(&offer, &local, &self.codecs, self.srtp_key.as_ref())?;
+        self.secure_enough(&negotiated)?;
         self.local = local;
         self.sent = true;
         self.negotiated = Some(negotiated);
@@ -189,11 +227,12 @@ impl MediaSession {
         } else {
             &self.offered
         };
-        let crypto = match (self.offered_srtp, self.agreed_crypto()) {
-            (Some(tag), Some((_, key))) => Some((tag, key)),
+        let crypto = match (self.offered_srtp, self.srtp_key) {
+            (Some(tag), Some(key)) => Some((tag, key)),
             _ => None,
         };
         let negotiated = accept_answer_with(&answer, codecs, crypto)?;
+        self.secure_enough(&negotiated)?;
         self.negotiated = Some(negotiated);
         Ok(negotiated)
     }
@@ -311,5 +350,44 @@ mod tests {
         session.refresh_offer();
         let plain = PCMA_OFFER.replace("RTP/AVP 8 0 101", "RTP/AVP 8 101");
         assert!(session.accept_answer(plain.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn an_srtp_only_leg_offers_srtp_and_agrees_to_nothing_in_the_clear() {
+        use crate::sip::sdp::sdes::{self, SdesKey};
+        let mut session = MediaSession::new(local()).srtp_only(SdesKey([1; 30]));
+        let offer = session.offer();
+        assert!(offer.contains("m=audio 30000 RTP/SAVP 0 8 101"), "{offer}");
+        let ours = sdes::attribute(1, &SdesKey([1; 30]));
+        assert!(offer.contains(&format!("a=crypto:{ours}\r\n")), "{offer}");
+        // An answer in the clear to our SRTP offer is refused.
+        let plain = PCMA_OFFER.replace("RTP/AVP 8 0 101", "RTP/AVP 8 101");
+        assert!(session.accept_answer(plain.as_bytes()).is_err());
+        assert_eq!(session.negotiated(), None);
+        // One taking it, with a key of its own under our tag, is agreed.
+        let theirs = sdes::attribute(1, &SdesKey([9; 30]));
+        let answer = PCMA_OFFER.replace("RTP/AVP 8 0 101", "RTP/SAVP 8 101")
+            + &format!("a=crypto:{theirs}\r\n");
+        let agreed = session.accept_answer(answer.as_bytes()).unwrap();
+        let keys = agreed.srtp.expect("SRTP agreed");
+        assert_eq!(
+            (keys.tag, keys.send, keys.receive),
+            (1, SdesKey([1; 30]), SdesKey([9; 30]))
+        );
+        // A re-offer that drops to plain RTP is refused and changes
+        // nothing; one in SRTP is answered in kind.
+        assert!(matches!(
+            session.answer(plain.as_bytes()),
+            Err(SessionError::Refused(_))
+        ));
+        assert_eq!(session.negotiated(), Some(&agreed));
+        let reoffer = PCMA_OFFER.replace("RTP/AVP 8 0 101", "RTP/SAVP 8 101")
+            + &format!("a=crypto:{}\r\n", sdes::attribute(4, &SdesKey([6; 30])));
+        let (text, n) = session.answer(reoffer.as_bytes()).unwrap();
+        assert!(text.contains("RTP/SAVP 8 101"), "{text}");
+        assert_eq!(
+            n.srtp.map(|k| (k.tag, k.receive)),
+            Some((4, SdesKey([6; 30])))
+        );
     }
 }

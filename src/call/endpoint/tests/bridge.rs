@@ -451,3 +451,103 @@ fn an_srtp_caller_is_bridged_to_a_plain_rtp_agent() {
         "{seqs:?}"
     );
 }
+
+/// The test flows with the `bridge` flow's `agents` queue reached over TLS
+/// with `srtp: true`.
+fn srtp_queue_runtime() -> std::sync::Arc<crate::call::runtime::Runtime> {
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(root.join("tests/sipp/flows")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
+    }
+    let bridge = dir.path().join("bridge.yaml");
+    let flow = std::fs::read_to_string(&bridge).unwrap().replacen(
+        "    uri: \"sip:agents@127.0.0.2:5391\"\n    priority: 7\n",
+        "    uri: \"sip:agents@127.0.0.2:5391;transport=tls\"\n    srtp: true\n    priority: 7\n",
+        1,
+    );
+    assert!(flow.contains("srtp: true"), "{flow}");
+    std::fs::write(&bridge, flow).unwrap();
+    let runtime = crate::call::runtime::Runtime::load(dir.path(), &root.join("prompts"));
+    std::sync::Arc::new(runtime.unwrap_or_else(|e| panic!("the flows load: {e}")))
+}
+
+/// A plain caller bridged to a queue with `srtp: true`: the ACD is offered
+/// `RTP/SAVP` only, with our key; it gets the caller's audio sealed with
+/// that key, and the caller gets the agent's audio opened.
+#[test]
+fn a_queue_with_srtp_gets_the_bridged_call_encrypted() {
+    use crate::sip::sdp::sdes::SdesKey;
+    let mut lab = Lab::with_runtime(super::lab::config(), srtp_queue_runtime(), 0.0, 9);
+    lab.add_peer(5070, "srtp-acd@peer");
+    let acd = lab.add_peer(ACD, "unused");
+    lab.peers[acd].invite_answers = vec![200];
+    lab.peers[acd].tls = true;
+    lab.peers[acd].srtp_key = Some(SdesKey([9; 30]));
+    let acd_rtp = lab.peers[acd].rtp;
+    lab.sealers
+        .insert(acd_rtp, super::lab::srtp_context(&SdesKey([9; 30])));
+    let now = lab.now;
+    lab.peers[0].invite(now, "802");
+    answered(&mut lab);
+    lab.run_for(Duration::from_millis(300));
+    lab.press(0, 0, 4000);
+    agent_answered(&mut lab, 9);
+    let offer = String::from_utf8_lossy(&acd_invite(&lab).body).to_string();
+    assert!(
+        offer.contains(" RTP/SAVP 0 101\r\n")
+            && offer.contains("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:"),
+        "the ACD is offered SRTP: {offer}"
+    );
+    let ours = lab.peers[acd].endpoint_srtp_key().expect("our key");
+    lab.speak(0, 50, 0xCA11_E500, 0x11);
+    lab.speak(acd, 50, 0xA6E7_0001, 0x22);
+    lab.run_for(Duration::from_secs(2));
+    // All the ACD gets is sealed with our key, the caller's audio inside.
+    let mut open = super::lab::srtp_context(&ours);
+    let mut from_caller = 0;
+    for p in &lab.rtp[acd] {
+        let plain = open.decrypt_rtp(&p.bytes).expect("sealed");
+        if plain[12..].iter().all(|b| *b == 0x11) {
+            assert_ne!(&p.bytes[12..172], &plain[12..], "sent encrypted");
+            from_caller += 1;
+        }
+    }
+    assert_eq!(from_caller, 50);
+    // The caller, on plain RTP, hears the agent in the clear.
+    assert_eq!(heard(&lab, 0, 0xA6E7_0001), 50);
+    assert!(lab.rtp[0]
+        .iter()
+        .filter(|p| p.bytes[8..12] == 0xA6E7_0001u32.to_be_bytes())
+        .all(|p| p.bytes[12..].iter().all(|b| *b == 0x22)));
+}
+
+/// An ACD that answers our SRTP offer in the clear is not bridged to: the
+/// call is ended with it, and the caller goes on to the transfer's
+/// `on_fail`.
+#[test]
+fn a_queue_with_srtp_answering_in_the_clear_is_not_bridged() {
+    let mut lab = Lab::with_runtime(super::lab::config(), srtp_queue_runtime(), 0.0, 11);
+    lab.add_peer(5070, "srtp-acd-plain@peer");
+    let acd = lab.add_peer(ACD, "unused");
+    lab.peers[acd].invite_answers = vec![200];
+    lab.peers[acd].tls = true;
+    let now = lab.now;
+    lab.peers[0].invite(now, "802");
+    answered(&mut lab);
+    lab.run_for(Duration::from_millis(300));
+    lab.press(0, 0, 4000);
+    lab.run_for(Duration::from_secs(5));
+    assert!(lab.peers[acd].got_bye, "the plain answer's call is ended");
+    lab.speak(acd, 20, 0xA6E7_0001, 0x22);
+    lab.run_for(Duration::from_secs(1));
+    assert_eq!(heard(&lab, 0, 0xA6E7_0001), 0, "nothing relayed");
+    lab.run_for(Duration::from_secs(10));
+    let record = first_record(&lab, 11);
+    assert_ne!(record.outcome, CallOutcome::Transferred, "{record:?}");
+    assert!(
+        record.nodes.iter().any(|n| n.ends_with("fallback")),
+        "{record:?}"
+    );
+}

@@ -141,6 +141,16 @@ impl Lab {
     /// A lab whose network loses `loss` of the packets each way, with the
     /// endpoint's IDs and the network's losses drawn from `seed`.
     pub(super) fn new(config: EndpointConfig, loss: f64, seed: u64) -> Self {
+        Self::with_runtime(config, runtime(), loss, seed)
+    }
+
+    /// [`Lab::new`] running the flows of `runtime`.
+    pub(super) fn with_runtime(
+        config: EndpointConfig,
+        runtime: Arc<Runtime>,
+        loss: f64,
+        seed: u64,
+    ) -> Self {
         #[allow(clippy::disallowed_methods)] // a virtual clock needs a base
         let now = Instant::now();
         let wall = Utc
@@ -149,7 +159,7 @@ impl Lab {
             .unwrap_or_default();
         let endpoint = Endpoint::new(
             config,
-            runtime(),
+            runtime,
             Box::new(Ports(30000)),
             fastrand::Rng::with_seed(seed),
             now,

@@ -416,19 +416,34 @@ fn a_reinvite_to_hold_stops_our_rtp_and_one_to_resume_restarts_it() {
 /// A lab whose endpoint dials through peer 0 as its trunk (challenging
 /// with 407 first), having just dialled callback request 42.
 fn dialled(loss: f64, seed: u64, answers: Vec<u16>) -> Lab {
+    dialled_through(
+        loss,
+        seed,
+        answers,
+        crate::sip::transport::Transport::Udp,
+        false,
+    )
+}
+
+/// [`dialled`] with the trunk over `transport`, with `srtp` or not.
+fn dialled_through(
+    loss: f64,
+    seed: u64,
+    answers: Vec<u16>,
+    transport: crate::sip::transport::Transport,
+    srtp: bool,
+) -> Lab {
     let mut config = lab::config();
     let trunk_addr = std::net::SocketAddr::from(([127, 0, 0, 2], 5080));
     config.trunk = Some(OutboundTrunk {
-        address: crate::sip::locate::SipTarget::at(
-            trunk_addr,
-            crate::sip::transport::Transport::Udp,
-        ),
+        address: crate::sip::locate::SipTarget::at(trunk_addr, transport),
         domain: Some("trunk.test".into()),
         from: "37160000000".into(),
         credentials: Some(crate::sip::auth::Credentials {
             username: "callflow".into(),
             password: "s3cret".into(),
         }),
+        srtp,
     });
     config.outbound_media =
         crate::sip::admission::Networks::new(vec![ipnet::IpNet::from(trunk_addr.ip())]);
@@ -459,6 +474,72 @@ fn dialled(loss: f64, seed: u64, answers: Vec<u16>) -> Lab {
         },
     );
     lab
+}
+
+/// A callback through a trunk with `srtp: true`, over TLS: the callee is
+/// offered `RTP/SAVP` only, and what it hears is sealed with our key and
+/// is the callback's greeting once opened.
+#[test]
+fn a_callback_through_an_srtp_trunk_is_offered_and_sent_srtp() {
+    use crate::sip::sdp::sdes::SdesKey;
+    let mut lab = dialled_through(
+        0.0,
+        3,
+        vec![200],
+        crate::sip::transport::Transport::Tls,
+        true,
+    );
+    lab.peers[0].tls = true;
+    lab.peers[0].srtp_key = Some(SdesKey([4; 30]));
+    let callee_rtp = lab.peers[0].rtp;
+    lab.sealers
+        .insert(callee_rtp, lab::srtp_context(&SdesKey([4; 30])));
+    lab.run_for(Duration::from_secs(3));
+    let invite = lab.peers[0]
+        .received
+        .iter()
+        .find(|m| m.is_request() && m.method() == Method::Invite)
+        .expect("the callee got our INVITE");
+    let offer = String::from_utf8_lossy(&invite.body).to_string();
+    assert!(
+        offer.contains(" RTP/SAVP 0 8 101\r\n") && offer.contains("a=crypto:1 "),
+        "{offer}"
+    );
+    let ours = lab.peers[0].endpoint_srtp_key().expect("our key");
+    let mut open = lab::srtp_context(&ours);
+    let packets = lab.rtp[0].len();
+    assert!(packets >= 20, "the greeting is sent: {packets}");
+    let mut audible = 0;
+    for p in &lab.rtp[0] {
+        let plain = open.decrypt_rtp(&p.bytes).expect("all of it sealed");
+        if plain[12..].iter().any(|b| *b != 0xff && *b != 0x7f) {
+            audible += 1;
+        }
+    }
+    assert!(audible >= 10, "the greeting, once opened: {audible}");
+}
+
+/// `srtp: true` on a trunk reached without TLS never sends keys: the
+/// attempt fails with why (the configuration check refuses this too).
+#[test]
+fn a_callback_through_an_srtp_trunk_without_tls_is_not_placed() {
+    let mut lab = dialled_through(
+        0.0,
+        3,
+        vec![200],
+        crate::sip::transport::Transport::Udp,
+        true,
+    );
+    lab.run_for(Duration::from_secs(1));
+    assert!(
+        lab.peers[0].received.is_empty(),
+        "no INVITE with keys over UDP"
+    );
+    assert!(
+        matches!(&lab.settled[..], [AttemptOutcome::Failed(why)] if why.contains("SRTP needs TLS")),
+        "{:?}",
+        lab.settled
+    );
 }
 
 /// A booked callback dialled through a trunk that challenges with 407:

@@ -23,7 +23,8 @@ fn trunk(name: &str, source: &str) -> TrunkPolicy {
         max_calls: 100,
         calls_per_second: Rate::per_second(100.0),
         source_rate: Rate::per_second(1000.0),
-        located: None,
+        located: Vec::new(),
+        located_media: false,
     }
 }
 
