@@ -339,9 +339,10 @@ pub struct TrunkConfig {
     /// Where INVITEs are sent: the outbound proxy or registrar, as
     /// `ip:port`, `ip`, a host name (located by DNS as RFC 3263 says:
     /// NAPTR, then SRV, then A/AAAA, tried in order) or `host:port`
-    /// (A/AAAA only).
-    #[serde(deserialize_with = "sip_target")]
-    pub address: SipTarget,
+    /// (A/AAAA only). Or a list of them, tried in order when the ones
+    /// before cannot take a request (a primary SBC and its backup); the
+    /// first names the trunk in Request-URIs.
+    pub address: TrunkAddresses,
     /// The host part of the Request-URI (`sip:NUMBER@domain`); default: the
     /// address.
     pub domain: Option<String>,
@@ -393,6 +394,7 @@ impl TrunkConfig {
     pub fn outbound(&self) -> crate::call::endpoint::OutboundTrunk {
         crate::call::endpoint::OutboundTrunk {
             address: self.target(),
+            backups: self.targets().into_iter().skip(1).collect(),
             domain: self.domain.clone(),
             from: self.from.clone(),
             credentials: self.credentials(),
@@ -405,22 +407,39 @@ impl TrunkConfig {
         let settings = self.register.as_ref()?;
         Some(crate::sip::ua::RegisterConfig {
             registrar: self.target(),
+            backups: self.targets().into_iter().skip(1).collect(),
             domain: self
                 .domain
                 .clone()
-                .unwrap_or_else(|| self.address.host.to_string()),
+                .unwrap_or_else(|| self.address().host.to_string()),
             user: self.registered_user().unwrap_or_default(),
             credentials: self.credentials(),
             expires: settings.expires.0,
         })
     }
 
+    /// Its first address, as configured.
+    pub fn address(&self) -> &SipTarget {
+        &self.address.first
+    }
+
     /// Where the trunk is, over the transport configured.
     pub fn target(&self) -> SipTarget {
         SipTarget {
             transport: self.transport,
-            ..self.address.clone()
+            ..self.address().clone()
         }
+    }
+
+    /// All of its addresses, in order, over the transport configured.
+    pub fn targets(&self) -> Vec<SipTarget> {
+        std::iter::once(&self.address.first)
+            .chain(&self.address.rest)
+            .map(|a| SipTarget {
+                transport: self.transport,
+                ..a.clone()
+            })
+            .collect()
     }
 
     /// The user we register as, if we register.
@@ -545,12 +564,32 @@ impl Default for ServerConfig {
 }
 
 /// `listen: 127.0.0.1:5060` and `listen: [a, b]` both work.
-fn sip_target<'de, D>(d: D) -> Result<SipTarget, D::Error>
-where
-    D: serde::Deserializer<'de>,
-{
-    let s = String::deserialize(d)?;
-    SipTarget::parse(&s, None).map_err(serde::de::Error::custom)
+/// A trunk's `address`: one, or several tried in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrunkAddresses {
+    /// The first: it names the trunk in Request-URIs.
+    pub first: SipTarget,
+    /// The others, in order.
+    pub rest: Vec<SipTarget>,
+}
+
+impl<'de> Deserialize<'de> for TrunkAddresses {
+    /// `address: sbc1.example` and `address: [sbc1.example, 192.0.2.11]`
+    /// both work; at least one.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let mut targets = one_or_many::<D, String>(d)?
+            .iter()
+            .map(|s| SipTarget::parse(s, None).map_err(serde::de::Error::custom))
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter();
+        let first = targets
+            .next()
+            .ok_or_else(|| serde::de::Error::custom("name at least one address"))?;
+        Ok(Self {
+            first,
+            rest: targets.collect(),
+        })
+    }
 }
 
 fn one_or_many<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
@@ -736,23 +775,27 @@ impl ServerConfig {
                 located,
                 located_media: true,
             };
-            match out.address.host {
-                Host::Ip(ip) if config.trunks.iter().any(|t| t.sources.contains(ip)) => {
+            // Each of its addresses, as one trunk.
+            let mut ips = Vec::new();
+            let mut names = Vec::new();
+            for target in out.targets() {
+                match target.host {
                     // Its calls are matched to the inbound trunk that has it.
+                    Host::Ip(ip) if config.trunks.iter().any(|t| t.sources.contains(ip)) => {}
+                    Host::Ip(ip) => ips.push(ip),
+                    // A name: its addresses are let in as DNS gives them (an
+                    // inbound trunk in `trunks` that has them still wins).
+                    Host::Name(_) => names.push(target),
                 }
-                Host::Ip(ip) if out.register.is_some() => {
-                    let host = ipnet::IpNet::from(ip);
-                    config
-                        .trunks
-                        .push(registrar(Networks::new(vec![host]), Vec::new()));
+            }
+            if out.register.is_some() {
+                if !ips.is_empty() || !names.is_empty() {
+                    let hosts = ips.into_iter().map(ipnet::IpNet::from).collect();
+                    config.trunks.push(registrar(Networks::new(hosts), names));
                 }
-                Host::Ip(ip) => config.also_from.push(ip),
-                // A name: its addresses are let in as DNS gives them (an
-                // inbound trunk in `trunks` that has them still wins).
-                Host::Name(_) if out.register.is_some() => config
-                    .trunks
-                    .push(registrar(Networks::default(), vec![out.target()])),
-                Host::Name(_) => config.also_located.push(out.target()),
+            } else {
+                config.also_from.extend(ips);
+                config.also_located.extend(names);
             }
         }
         Ok(config)
@@ -764,8 +807,9 @@ impl ServerConfig {
         let Some(out) = &self.trunk else {
             return Networks::default();
         };
-        // A trunk by name: worked out per call, from where DNS puts it.
-        let Host::Ip(ip) = out.address.host else {
+        // A trunk by name, or by several addresses: worked out per call,
+        // from where its answer may come.
+        let (Host::Ip(ip), true) = (out.address().host.clone(), out.address.rest.is_empty()) else {
             return Networks::default();
         };
         admission
@@ -814,10 +858,12 @@ impl ServerConfig {
         }
     }
 
-    /// The configuration of a listener's endpoint advertising `advertised`.
+    /// The configuration of a listener's endpoint advertising `advertised`
+    /// (and `tls_port` for SIP over TLS).
     pub fn endpoint_config(
         &self,
         advertised: SocketAddr,
+        tls_port: Option<u16>,
         admission: AdmissionConfig,
         outbound_media: Networks,
         dialling: std::sync::Arc<crate::flow::dialling::Dialling>,
@@ -826,7 +872,7 @@ impl ServerConfig {
         let mut ua = crate::sip::ua::UaConfig::new(advertised);
         ua.transfer_timeout = self.transfer_timeout.0;
         ua.admission = admission;
-        ua.tls_port = self.tls.as_ref().map(|t| t.port);
+        ua.tls_port = tls_port;
         crate::call::endpoint::EndpointConfig {
             ua,
             rtp_ip: self.rtp_address.unwrap_or(advertised.ip()),

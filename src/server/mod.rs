@@ -25,7 +25,7 @@ pub mod tls;
 /// The dialling policy lives with the pure flow code, which applies it.
 pub use crate::flow::dialling as policy;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -137,12 +137,45 @@ struct Shared {
     waits: Arc<queue_status::QueueWaits>,
     /// Recent callback bookings, by number and by source.
     bookings: Arc<Mutex<crate::callback::limits::BookingLimits>>,
-    /// The bridged queues' addresses admitted at the start: a reload may
-    /// not bridge anywhere else (its answers would be dropped).
-    bridged: Vec<IpAddr>,
-    /// The bridged queues called by name, located and admitted since the
-    /// start: likewise.
-    bridged_names: Vec<crate::sip::locate::SipTarget>,
+    /// The bridged queues' addresses and names admitted (and located) so
+    /// far: a reload that bridges somewhere new admits it before its flows
+    /// are used, or the ACD's answers would be dropped.
+    bridged: Mutex<Bridged>,
+    /// What admitting a new bridged destination reaches, once listening.
+    reach: std::sync::OnceLock<Reach>,
+}
+
+/// Where bridged queues call.
+#[derive(Debug, Default, Clone, PartialEq)]
+struct Bridged {
+    ips: Vec<IpAddr>,
+    names: Vec<crate::sip::locate::SipTarget>,
+}
+
+impl Bridged {
+    /// What `runtime`'s bridged queues call that is not admitted yet.
+    fn new_in(&self, runtime: &Runtime) -> Bridged {
+        Bridged {
+            ips: runtime
+                .bridge_destinations()
+                .into_iter()
+                .filter(|ip| !self.ips.contains(ip))
+                .collect(),
+            names: runtime
+                .bridge_names()
+                .into_iter()
+                .filter(|t| !self.names.contains(t))
+                .collect(),
+        }
+    }
+}
+
+/// The listeners' admission, the dialling directory and TLS: what a new
+/// bridged destination must be added to.
+struct Reach {
+    admissions: Vec<SharedAdmission>,
+    directory: Arc<crate::sip::locate::Directory>,
+    tls: Option<tls::Tls>,
 }
 
 impl Shared {
@@ -180,10 +213,9 @@ impl Shared {
     async fn reload(&self) {
         let (flows, prompts) = (self.config.flows.clone(), self.config.prompts.clone());
         match tokio::task::spawn_blocking(move || Runtime::load(&flows, &prompts)).await {
-            Ok(Ok(runtime)) => match check_runtime(&self.config, &runtime)
-                .and_then(|()| check_bridged(&self.bridged, &self.bridged_names, &runtime))
-            {
+            Ok(Ok(runtime)) => match check_runtime(&self.config, &runtime) {
                 Ok(()) => {
+                    self.admit_bridged(&runtime).await;
                     tracing::info!(flows = runtime.flows.flows.len(), "flows reloaded");
                     self.runtime.send_replace(Arc::new(runtime));
                 }
@@ -195,6 +227,77 @@ impl Shared {
             Err(e) => tracing::error!("reload failed: {e}"),
         }
     }
+}
+
+impl Shared {
+    /// Admits the answers of ACDs that `runtime` bridges to and no flow
+    /// did before: their addresses at once, their names once DNS has
+    /// placed them (as at the start, at most 5 s before the flows are
+    /// used; a name not placed by then is followed all the same).
+    async fn admit_bridged(&self, runtime: &Runtime) {
+        let new = {
+            let mut known = self.bridged.lock().unwrap_or_else(|p| p.into_inner());
+            let new = known.new_in(runtime);
+            known.ips.extend(new.ips.iter().copied());
+            known.names.extend(new.names.iter().cloned());
+            new
+        };
+        let Some(reach) = self.reach.get() else {
+            return;
+        };
+        if new == Bridged::default() {
+            return;
+        }
+        tracing::info!(
+            addresses = ?new.ips,
+            names = ?new.names.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "the reloaded flows bridge somewhere new: admitting its answers"
+        );
+        for admission in &reach.admissions {
+            let mut a = admission.lock();
+            for ip in &new.ips {
+                a.admit_also(*ip);
+            }
+            for name in &new.names {
+                a.locate_also(name.clone());
+            }
+        }
+        if new.names.is_empty() {
+            return;
+        }
+        let locator = match dns::Locator::new(&self.config.dns, dns_transports(&self.config)) {
+            Ok(locator) => locator,
+            Err(e) => {
+                tracing::error!("DNS: cannot look up the new bridged queues: {e}");
+                return;
+            }
+        };
+        let tls_names = new
+            .names
+            .iter()
+            .map(|t| (t.clone(), t.host.to_string()))
+            .collect();
+        let sinks = dns::Sinks {
+            directory: Arc::clone(&reach.directory),
+            admissions: reach.admissions.clone(),
+            tls: reach.tls.clone().map(|t| (t, tls_names)),
+        };
+        dns::keep_located(locator, new.names, sinks).await;
+    }
+}
+
+/// The transports DNS lookups may choose among: secure first where TLS
+/// is on, for domains without NAPTR records.
+fn dns_transports(config: &ServerConfig) -> Vec<Transport> {
+    let mut enabled = Vec::new();
+    if config.tls.is_some() {
+        enabled.push(Transport::Tls);
+    }
+    if config.tcp {
+        enabled.push(Transport::Tcp);
+    }
+    enabled.push(Transport::Udp);
+    enabled
 }
 
 /// Whether the server takes calls.
@@ -250,16 +353,17 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
             if let Some(trunk) = &config.trunk {
                 // A trunk by name is checked against its name as DNS
                 // places it (see `dns`); one by address here.
-                if let (Some(name), Some(peer)) = (&trunk.tls_name, trunk.target().fixed()) {
-                    tls.expect_name(peer.addr, name)
-                        .map_err(|e| ServeError::Io(format!("trunk: {e}")))?;
+                for target in trunk.targets() {
+                    if let (Some(name), Some(peer)) = (&trunk.tls_name, target.fixed()) {
+                        tls.expect_name(peer.addr, name)
+                            .map_err(|e| ServeError::Io(format!("trunk: {e}")))?;
+                    }
                 }
             }
             Some(tls)
         }
         None => None,
     };
-    let mut tls_by_ip: HashMap<IpAddr, Arc<tcp::TcpTransport>> = HashMap::new();
     let mut sockets = Vec::new();
     for addr in &config.listen {
         let socket = UdpSocket::bind(addr)
@@ -299,8 +403,11 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
         bookings: Arc::new(Mutex::new(crate::callback::limits::BookingLimits::new(
             config.booking_limits.rules(),
         ))),
-        bridged,
-        bridged_names,
+        bridged: Mutex::new(Bridged {
+            ips: bridged,
+            names: bridged_names,
+        }),
+        reach: std::sync::OnceLock::new(),
         config,
     });
     let (control_tx, control_rx) = watch::channel(Control::Running);
@@ -321,9 +428,20 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
         .collect();
     // Named servers are placed before the first call needs them.
     let directory = Arc::new(crate::sip::locate::Directory::default());
+    let bridged_names = shared
+        .bridged
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .names
+        .clone();
+    let _ = shared.reach.set(Reach {
+        admissions: admission_states.clone(),
+        directory: Arc::clone(&directory),
+        tls: tls_setup.clone(),
+    });
     start_dns(
         &shared.config,
-        &shared.bridged_names,
+        &bridged_names,
         dns::Sinks {
             directory: Arc::clone(&directory),
             admissions: admission_states.clone(),
@@ -332,7 +450,9 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
         tls_setup.as_ref(),
     )
     .await?;
-    for ((addr, socket), admission_state) in sockets.into_iter().zip(admission_states) {
+    for (listener_index, ((addr, socket), admission_state)) in
+        sockets.into_iter().zip(admission_states).enumerate()
+    {
         // With one listen address `advertise` may replace it (NAT); with
         // several, each advertises itself.
         let advertised = match shared.config.advertise {
@@ -354,27 +474,23 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
         } else {
             None
         };
+        // Each listen address has a TLS port of its own (check_runtime
+        // makes sure no two share one): what comes back over it must reach
+        // this listener's workers, who know its transactions.
+        let tls_port = shared
+            .config
+            .tls
+            .as_ref()
+            .map_or(5061, |t| t.port_for(listener_index));
         let tls = match &tls_setup {
-            // Listen addresses on one IP (several UDP ports) have one TLS
-            // port between them: the first takes it. The others speak no
-            // TLS, since what came back over it would reach the first's
-            // workers, who would not know their transactions.
-            Some(_) if tls_by_ip.contains_key(&addr.ip()) => {
-                tracing::warn!(%addr, "SIP over TLS only on the first listen address of its IP");
-                None
-            }
             Some(tls) => {
-                let at = SocketAddr::new(
-                    addr.ip(),
-                    shared.config.tls.as_ref().map_or(5061, |t| t.port),
-                );
+                let at = SocketAddr::new(addr.ip(), tls_port);
                 let listener = tokio::net::TcpListener::bind(at)
                     .await
                     .map_err(|e| ServeError::Io(format!("cannot listen on TLS {at}: {e}")))?;
                 let transport = tcp::TcpTransport::tls(tls.clone(), shared.config.stream_timing());
                 tokio::spawn(Arc::clone(&transport).accept(listener));
                 tracing::info!(%at, "SIP over TLS");
-                tls_by_ip.insert(addr.ip(), Arc::clone(&transport));
                 Some(transport)
             }
             None => None,
@@ -384,6 +500,7 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
         for index in 0..worker_count {
             let mut endpoint_config = shared.config.endpoint_config(
                 advertised,
+                tls.as_ref().map(|_| tls_port),
                 admission.clone(),
                 outbound_media.clone(),
                 Arc::clone(&dialling),
@@ -495,16 +612,17 @@ async fn start_dns(
     let mut targets = Vec::new();
     let mut tls_names = HashMap::new();
     if let Some(trunk) = &config.trunk {
-        let target = trunk.target();
-        if target.fixed().is_none() {
-            // RFC 5922 4.1: the server must prove the name we were
-            // given, not the one DNS led us to.
-            let name = trunk
-                .tls_name
-                .clone()
-                .unwrap_or_else(|| target.host.to_string());
-            tls_names.insert(target.clone(), name);
-            targets.push(target);
+        for target in trunk.targets() {
+            if target.fixed().is_none() && !targets.contains(&target) {
+                // RFC 5922 4.1: the server must prove the name we were
+                // given, not the one DNS led us to.
+                let name = trunk
+                    .tls_name
+                    .clone()
+                    .unwrap_or_else(|| target.host.to_string());
+                tls_names.insert(target.clone(), name);
+                targets.push(target);
+            }
         }
     }
     // Trunks' sources by name: their addresses are admitted as DNS gives
@@ -528,16 +646,7 @@ async fn start_dns(
     if targets.is_empty() {
         return Ok(());
     }
-    // Secure first where TLS is on, for domains without NAPTR records.
-    let mut enabled = Vec::new();
-    if config.tls.is_some() {
-        enabled.push(Transport::Tls);
-    }
-    if config.tcp {
-        enabled.push(Transport::Tcp);
-    }
-    enabled.push(Transport::Udp);
-    let locator = dns::Locator::new(&config.dns, enabled).map_err(ServeError::Io)?;
+    let locator = dns::Locator::new(&config.dns, dns_transports(config)).map_err(ServeError::Io)?;
     sinks.tls = tls.map(|t| (t.clone(), tls_names));
     dns::keep_located(locator, targets, sinks).await;
     Ok(())
@@ -575,9 +684,31 @@ fn check_runtime(config: &ServerConfig, runtime: &Runtime) -> Result<(), String>
         // readable by anyone on the path.
         return Err("trunk.srtp needs `transport: tls` on the trunk".to_string());
     }
-    if config.tls.as_ref().is_some_and(|t| t.port == 0) {
-        // Via and Contact would advertise port 0.
-        return Err("tls.port must name a port, not 0".to_string());
+    if let Some(tls) = &config.tls {
+        if tls.port.contains(&0) {
+            // Via and Contact would advertise port 0.
+            return Err("tls.port must name a port, not 0".to_string());
+        }
+        if tls.port.len() > 1 && tls.port.len() != config.listen.len() {
+            return Err(format!(
+                "tls.port lists {} ports for {} listen addresses: give one port, or one per listen address",
+                tls.port.len(),
+                config.listen.len()
+            ));
+        }
+        let mut taken = HashSet::new();
+        for (index, addr) in config.listen.iter().enumerate() {
+            let at = SocketAddr::new(addr.ip(), tls.port_for(index));
+            if !taken.insert(at) {
+                return Err(format!(
+                    "two listen addresses would share the TLS port {at}: give `tls.port` one port per listen address, e.g. [{}]",
+                    (0..config.listen.len())
+                        .map(|i| (tls.port_for(0) + 10 * i as u16).to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+        }
     }
     for transport in runtime.bridge_transports() {
         if transport == Transport::Tcp && !config.tcp {
@@ -623,34 +754,6 @@ fn check_runtime(config: &ServerConfig, runtime: &Runtime) -> Result<(), String>
         }
     }
     Ok(())
-}
-
-/// What a reload demands of bridged queues: that they call addresses
-/// admitted at the start, or names located since (a new one needs a
-/// restart, or a trunk).
-fn check_bridged(
-    admitted: &[IpAddr],
-    located: &[crate::sip::locate::SipTarget],
-    runtime: &Runtime,
-) -> Result<(), String> {
-    let new_ip = runtime
-        .bridge_destinations()
-        .into_iter()
-        .find(|ip| !admitted.contains(ip))
-        .map(|ip| ip.to_string());
-    let new_name = || {
-        runtime
-            .bridge_names()
-            .into_iter()
-            .find(|t| !located.contains(t))
-            .map(|t| t.to_string())
-    };
-    match new_ip.or_else(new_name) {
-        Some(at) => Err(format!(
-            "a bridged queue now calls {at}, whose answers were not admitted at the start; restart callflow to bridge there"
-        )),
-        None => Ok(()),
-    }
 }
 
 fn drain(control: &watch::Sender<Control>, shared: &Shared) {
@@ -1188,7 +1291,7 @@ mod tests {
         let why = check_runtime(&config, &runtime).unwrap_err();
         assert!(why.contains("configure `tls`"), "{why}");
         config.tls = Some(serde_yaml::from_str("{ certificate: cert.pem, key: key.pem }").unwrap());
-        assert_eq!(config.tls.as_ref().map(|t| t.port), Some(5061));
+        assert_eq!(config.tls.as_ref().map(|t| t.port_for(0)), Some(5061));
         assert_eq!(check_runtime(&config, &runtime), Ok(()));
     }
 
@@ -1225,6 +1328,82 @@ mod tests {
     }
 
     #[test]
+    fn listen_addresses_on_one_ip_need_a_tls_port_each() {
+        let (mut config, runtime) = shipped();
+        config.listen = vec![
+            "127.0.0.1:5060".parse().unwrap(),
+            "127.0.0.1:5070".parse().unwrap(),
+            "127.0.0.2:5060".parse().unwrap(),
+        ];
+        config.tls = Some(serde_yaml::from_str("{ certificate: c.pem, key: k.pem }").unwrap());
+        let why = check_runtime(&config, &runtime).unwrap_err();
+        assert!(
+            why.contains("share the TLS port 127.0.0.1:5061") && why.contains("[5061, 5071, 5081]"),
+            "{why}"
+        );
+        config.tls = Some(
+            serde_yaml::from_str("{ port: [5061, 5071], certificate: c.pem, key: k.pem }").unwrap(),
+        );
+        let why = check_runtime(&config, &runtime).unwrap_err();
+        assert!(why.contains("2 ports for 3 listen addresses"), "{why}");
+        let tls: tls::TlsConfig =
+            serde_yaml::from_str("{ port: [5061, 5071, 5061], certificate: c.pem, key: k.pem }")
+                .unwrap();
+        assert_eq!((tls.port_for(1), tls.port_for(2)), (5071, 5061));
+        config.tls = Some(tls);
+        assert_eq!(
+            check_runtime(&config, &runtime),
+            Ok(()),
+            "127.0.0.2 has its own IP"
+        );
+        config.listen.truncate(1);
+        config.tls =
+            Some(serde_yaml::from_str("{ port: 5062, certificate: c.pem, key: k.pem }").unwrap());
+        assert_eq!(check_runtime(&config, &runtime), Ok(()));
+    }
+
+    #[test]
+    fn a_trunk_may_list_several_addresses_each_admitted() {
+        let config: ServerConfig = serde_yaml::from_str(
+            "trunk: { address: [192.0.2.10, \"sbc2.carrier.example:5070\"], from: \"37167000000\", transport: tcp }\n",
+        )
+        .unwrap();
+        let trunk = config.trunk.as_ref().unwrap();
+        let targets: Vec<String> = trunk.targets().iter().map(ToString::to_string).collect();
+        assert_eq!(
+            targets,
+            vec![
+                "192.0.2.10;transport=tcp",
+                "sbc2.carrier.example:5070;transport=tcp"
+            ]
+        );
+        let outbound = trunk.outbound();
+        assert_eq!(outbound.target("123"), "sip:123@192.0.2.10");
+        assert_eq!(outbound.backups.len(), 1);
+        let admission = config.admission().unwrap();
+        assert_eq!(admission.also_from, vec![IpAddr::from([192, 0, 2, 10])]);
+        assert_eq!(admission.also_located.len(), 1);
+        // Registering: one registrar trunk with both.
+        let config: ServerConfig = serde_yaml::from_str(
+            "trunk: { address: [192.0.2.10, sbc2.carrier.example], from: \"37167000000\", register: {} }\n",
+        )
+        .unwrap();
+        let admission = config.admission().unwrap();
+        let registrar = admission.trunks.last().unwrap();
+        assert!(registrar.sources.contains(IpAddr::from([192, 0, 2, 10])));
+        assert_eq!(registrar.located.len(), 1);
+        assert_eq!(
+            config.trunk.unwrap().registration().unwrap().backups.len(),
+            1
+        );
+        let empty = serde_yaml::from_str::<ServerConfig>("trunk: { address: [], from: \"1\" }\n");
+        assert!(empty
+            .unwrap_err()
+            .to_string()
+            .contains("at least one address"));
+    }
+
+    #[test]
     fn a_trunk_with_srtp_needs_tls() {
         let (mut config, runtime) = shipped();
         config.tls = Some(serde_yaml::from_str("{ certificate: cert.pem, key: key.pem }").unwrap());
@@ -1244,15 +1423,15 @@ mod tests {
     }
 
     #[test]
-    fn bridged_queues_are_admitted_at_the_start_and_a_reload_may_not_add_one() {
+    fn a_reload_admits_only_the_bridged_destinations_not_admitted_yet() {
         let (_, runtime) = shipped();
-        let bridged = runtime.bridge_destinations();
-        assert_eq!(bridged, vec![IpAddr::from([127, 0, 0, 2])]);
-        assert_eq!(check_bridged(&bridged, &[], &runtime), Ok(()));
-        let why = check_bridged(&[], &[], &runtime).unwrap_err();
-        assert!(
-            why.contains("127.0.0.2") && why.contains("restart"),
-            "{why}"
-        );
+        let all = Bridged {
+            ips: runtime.bridge_destinations(),
+            names: runtime.bridge_names(),
+        };
+        assert_eq!(all.ips, vec![IpAddr::from([127, 0, 0, 2])]);
+        assert_eq!(all.new_in(&runtime), Bridged::default());
+        let new = Bridged::default().new_in(&runtime);
+        assert_eq!(new, all, "all of it is new to a server that had none");
     }
 }

@@ -22,9 +22,11 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
-    /// The TLS port on each listen address (default 5061, RFC 3261 26.2).
-    #[serde(default = "default_port")]
-    pub port: u16,
+    /// The TLS port on each listen address's IP (default 5061, RFC 3261
+    /// 26.2); or one port per listen address, in their order, for several
+    /// listen addresses on one IP (`port: [5061, 5071]`).
+    #[serde(default = "default_ports", deserialize_with = "ports")]
+    pub port: Vec<u16>,
     /// Our certificate chain, PEM, leaf first.
     pub certificate: PathBuf,
     /// Its private key, PEM (PKCS#8, PKCS#1 or SEC1).
@@ -43,8 +45,33 @@ pub struct TlsConfig {
     pub client_key: Option<PathBuf>,
 }
 
-fn default_port() -> u16 {
-    5061
+fn default_ports() -> Vec<u16> {
+    vec![5061]
+}
+
+/// `port: 5061` and `port: [5061, 5071]` both work.
+fn ports<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u16>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(u16),
+        Many(Vec<u16>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(p) => vec![p],
+        OneOrMany::Many(v) => v,
+    })
+}
+
+impl TlsConfig {
+    /// The TLS port of the listen address at `index`: its own when ports
+    /// are listed per address, else the one port.
+    pub fn port_for(&self, index: usize) -> u16 {
+        match self.port.as_slice() {
+            [one] => *one,
+            many => many.get(index).copied().unwrap_or(5061),
+        }
+    }
 }
 
 /// Why the TLS configuration cannot be used.
@@ -228,7 +255,7 @@ pub(crate) mod test_pki {
         pub(crate) fn config(&self, file: &str, names: &[&str], mutual: bool) -> super::TlsConfig {
             let (certificate, key) = self.leaf(file, names);
             super::TlsConfig {
-                port: 0,
+                port: vec![0],
                 certificate,
                 key,
                 client_ca: mutual.then(|| self.ca()),

@@ -423,6 +423,24 @@ impl Admission {
         self.located.insert(target.clone(), ips);
     }
 
+    /// Lets `ip` answer calls we place (a bridged queue a reload added),
+    /// as [`AdmissionConfig::also_from`] does.
+    pub fn admit_also(&mut self, ip: IpAddr) {
+        let ip = ip.to_canonical();
+        if !self.config.also_from.contains(&ip) {
+            self.config.also_from.push(ip);
+        }
+    }
+
+    /// Lets the servers of `target` answer calls we place, wherever DNS
+    /// puts them ([`Admission::set_located`]), as
+    /// [`AdmissionConfig::also_located`] does.
+    pub fn locate_also(&mut self, target: SipTarget) {
+        if !self.config.also_located.contains(&target) {
+            self.config.also_located.push(target);
+        }
+    }
+
     fn located_at(&self, target: &SipTarget, ip: IpAddr) -> bool {
         self.located
             .get(target)
@@ -885,5 +903,28 @@ mod tests {
         a.set_located(&a_name, vec![ip("198.51.100.1")]);
         let media = a.media_of(TrunkId(0)).unwrap();
         assert!(media.contains(ip("198.51.100.1")), "{media}");
+    }
+
+    #[test]
+    fn destinations_added_later_answer_like_those_known_at_the_start() {
+        use crate::sip::locate::{Host, SipTarget};
+        let mut a = Admission::new(AdmissionConfig::default(), [0; 16]);
+        #[allow(clippy::disallowed_methods)] // a fake clock needs a base
+        let t0 = Instant::now();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let queue = SipTarget {
+            host: Host::Name("acd.example".into()),
+            port: None,
+            transport: None,
+        };
+        assert_eq!(a.on_datagram(t0, ip("203.0.113.3")), Verdict::Drop);
+        assert_eq!(a.on_datagram(t0, ip("203.0.113.9")), Verdict::Drop);
+        a.admit_also(ip("::ffff:203.0.113.3"));
+        a.locate_also(queue.clone());
+        a.set_located(&queue, vec![ip("203.0.113.9")]);
+        assert_eq!(a.on_datagram(t0, ip("203.0.113.3")), Verdict::Known);
+        assert_eq!(a.on_datagram(t0, ip("203.0.113.9")), Verdict::Known);
+        a.admit_also(ip("203.0.113.3"));
+        assert_eq!(a.config().also_from.len(), 1, "once");
     }
 }

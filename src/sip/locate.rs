@@ -358,6 +358,36 @@ impl Directory {
         *self.entries.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(entries);
     }
 
+    /// Where to send a request for any of `targets`, tried in their
+    /// order: each target's servers as [`Directory::locate`] orders them,
+    /// then the next target's. Targets DNS cannot place are skipped; an
+    /// error only when none can be reached, saying why for each.
+    pub fn locate_all<'a>(
+        &self,
+        targets: impl IntoIterator<Item = &'a SipTarget>,
+        rng: &mut fastrand::Rng,
+    ) -> Result<Vec<Peer>, String> {
+        let mut peers: Vec<Peer> = Vec::new();
+        let mut errors = Vec::new();
+        for target in targets {
+            match self.locate(target, rng) {
+                Ok(found) => {
+                    for peer in found {
+                        if !peers.contains(&peer) {
+                            peers.push(peer);
+                        }
+                    }
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+        if peers.is_empty() {
+            Err(errors.join("; "))
+        } else {
+            Ok(peers)
+        }
+    }
+
     /// The addresses to try for `target`, in order, for one request: an
     /// IP address as it is, a name as DNS last said (see
     /// [`Located::ordered`]). The error says why there are none, for the
@@ -553,5 +583,20 @@ mod tests {
             firsts.len() > 5,
             "equal servers share the first tries: {firsts:?}"
         );
+    }
+
+    #[test]
+    fn several_targets_are_tried_in_order_and_unplaced_ones_skipped() {
+        let directory = Directory::default();
+        let mut rng = fastrand::Rng::with_seed(1);
+        let first = SipTarget::parse("192.0.2.1:5080", None).unwrap();
+        let unplaced = SipTarget::parse("sbc.example.test", None).unwrap();
+        let last = SipTarget::parse("192.0.2.2", None).unwrap();
+        let peers = directory
+            .locate_all([&first, &unplaced, &last, &first], &mut rng)
+            .unwrap();
+        assert_eq!(peers, vec![peer("192.0.2.1:5080"), peer("192.0.2.2:5060")]);
+        let why = directory.locate_all([&unplaced], &mut rng).unwrap_err();
+        assert!(why.contains("sbc.example.test"), "{why}");
     }
 }

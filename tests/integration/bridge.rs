@@ -17,13 +17,13 @@ use crate::sipp::{sipp_uas, Server};
 const CALLER_SSRC: u32 = 0xCA11_E500;
 const AGENT_SSRC: u32 = 0xA6E7_0001;
 
-/// SIPp playing the ACD on 127.0.0.2:`port` (where the flow's queues
-/// point), its SDP naming `rtp` as its media port.
-fn acd(server: &Server, port: u16, rtp: u16, extra: &[&str]) -> Child {
+/// SIPp playing the ACD on `ip`:`port` (where the flow's queues point),
+/// its SDP naming `rtp` as its media port.
+fn acd(server: &Server, (ip, port): (&str, u16), rtp: u16, extra: &[&str]) -> Child {
     let rtp = rtp.to_string();
     let mut args = vec!["-set", "rtp", &rtp];
     args.extend_from_slice(extra);
-    sipp_uas(server.dir.path(), "bridge_acd", "127.0.0.2", port, &args)
+    sipp_uas(server.dir.path(), "bridge_acd", ip, port, &args)
 }
 
 fn packet(pt: u8, seq: u16, ssrc: u32, payload: &[u8]) -> Vec<u8> {
@@ -154,16 +154,24 @@ fn both_passed(
 /// 127.0.0.2:`acd_port`, with `acd_extra`) as a bridge, checks the audio
 /// both ways and the record; the server is left running.
 pub(crate) fn bridged_call(server_args: &[&str], acd_port: u16, acd_extra: &[&str]) -> Server {
-    let server = Server::start(server_args);
+    bridged_call_on(
+        Server::start(server_args),
+        ("127.0.0.2", acd_port),
+        acd_extra,
+    )
+}
+
+/// [`bridged_call`] on a running `server`, the ACD at `acd`.
+fn bridged_call_on(server: Server, acd_at: (&str, u16), acd_extra: &[&str]) -> Server {
     let caller_rtp = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    let agent_rtp = UdpSocket::bind("127.0.0.2:0").expect("bind 127.0.0.2");
+    let agent_rtp = UdpSocket::bind((acd_at.0, 0)).expect("bind the ACD's address");
     for s in [&caller_rtp, &agent_rtp] {
         s.set_read_timeout(Some(Duration::from_millis(2)))
             .expect("timeout");
     }
     let caller_port = caller_rtp.local_addr().expect("addr").port().to_string();
     let agent_port = agent_rtp.local_addr().expect("addr").port();
-    let acd = acd(&server, acd_port, agent_port, acd_extra);
+    let acd = acd(&server, acd_at, agent_port, acd_extra);
     let caller = server
         .sipp_command(
             "127.0.0.1",
@@ -214,13 +222,7 @@ fn a_callee_that_makes_us_the_refresher_is_refreshed_by_update() {
     let acd_port = crate::sipp::free_udp_port();
     let files = tempfile::tempdir().expect("tempdir");
     let flows = files.path().join("flows");
-    std::fs::create_dir(&flows).expect("flows dir");
-    for entry in std::fs::read_dir(crate::common::repo("tests/sipp/flows")).expect("flows") {
-        let path = entry.expect("entry").path();
-        let text = std::fs::read_to_string(&path).expect("flow");
-        let text = text.replace("127.0.0.2:5391", &format!("127.0.0.2:{acd_port}"));
-        std::fs::write(flows.join(path.file_name().expect("name")), text).expect("write");
-    }
+    copy_flows(&flows, "127.0.0.2:5391", &format!("127.0.0.2:{acd_port}"));
     let server = Server::start(&[
         "--route",
         "802=bridge",
@@ -287,5 +289,63 @@ fn a_callee_that_makes_us_the_refresher_is_refreshed_by_update() {
     );
     let r = &server.records(1)[0];
     assert_eq!(r["hung_up_by"], "agent", "{r}");
+    assert!(server.stop().success());
+}
+
+/// Copies the test flows into `to` with the ACD's address `from` replaced
+/// by `at`.
+fn copy_flows(to: &std::path::Path, from: &str, at: &str) {
+    std::fs::create_dir_all(to).expect("flows dir");
+    for entry in std::fs::read_dir(crate::common::repo("tests/sipp/flows")).expect("flows") {
+        let path = entry.expect("entry").path();
+        let text = std::fs::read_to_string(&path).expect("flow");
+        std::fs::write(
+            to.join(path.file_name().expect("name")),
+            text.replace(from, at),
+        )
+        .expect("write");
+    }
+}
+
+/// A reload whose flows bridge to an ACD at a new address (127.0.0.3,
+/// which no flow named at the start, and no trunk has) admits that
+/// address before the flows are used: the ACD's answers are taken and the
+/// call is bridged.
+#[test]
+fn a_reload_may_bridge_to_an_acd_at_a_new_address() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let flows = dir.path().join("flows");
+    copy_flows(&flows, "127.0.0.2:5391", "127.0.0.2:5391");
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, "trunks: { caller: { sources: 127.0.0.1/32 } }\n")
+        .expect("write config");
+    let config = config.display().to_string();
+    let server = Server::start_in(
+        dir,
+        &[
+            "--route",
+            "802=bridge",
+            "--flows",
+            flows.to_str().expect("path"),
+            "--config",
+            &config,
+        ],
+    );
+    let acd_port = crate::sipp::free_udp_port();
+    copy_flows(&flows, "127.0.0.2:5391", &format!("127.0.0.3:{acd_port}"));
+    let _ = std::process::Command::new("kill")
+        .args(["-HUP", &server.pid().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !server.log().contains("flows reloaded") {
+        assert!(Instant::now() < deadline, "{}", server.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        server.log().contains("bridge somewhere new"),
+        "{}",
+        server.log()
+    );
+    let server = bridged_call_on(server, ("127.0.0.3", acd_port), &[]);
     assert!(server.stop().success());
 }

@@ -320,3 +320,36 @@ fn a_trunk_named_in_sources_is_admitted_from_the_addresses_dns_gives() {
     );
     assert!(server.stop().success());
 }
+
+/// A trunk with two addresses (a name and an IP address): the first
+/// answers 503, so the callback is placed at the second, whose answers
+/// are admitted like the first's.
+#[test]
+fn a_trunk_listing_two_addresses_takes_the_call_at_the_second() {
+    let (down_port, up_port) = (free_udp_port(), free_udp_port());
+    let dns = Nsd::start("down IN A 127.0.0.2\n");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("config.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "trunk: {{ address: [\"down.example.test:{down_port}\", \"127.0.0.3:{up_port}\"], domain: trunk.test, from: \"37160000000\", username: callflow, password: s3cret }}\n\
+             dns: {{ servers: \"127.0.0.1:{}\", timeout: 1s }}\n\
+             trunks: {{ callers: {{ sources: 127.0.0.1/32 }} }}\n\
+             dialler: {{ poll: 200ms, backoff: [30s] }}\n",
+            dns.port
+        ),
+    )
+    .expect("write config");
+    let down = sipp_uas(dir.path(), "trunk_unavailable", "127.0.0.2", down_port, &[]);
+    let up = sipp_uas(dir.path(), "trunk_answer", "127.0.0.3", up_port, &[]);
+    let cfg = path.display().to_string();
+    let server = Server::start_in(dir, &["--route", "8002=cb", "--config", &cfg]);
+    server.call("callback_confirm", &[]);
+    passed(&server, down, "trunk_unavailable");
+    passed(&server, up, "trunk_answer");
+    wait_state(&server, "completed");
+    let log = server.log();
+    assert!(log.contains("trying the next address"), "{log}");
+    assert!(server.stop().success());
+}

@@ -284,6 +284,11 @@ impl Server {
         );
     }
 
+    /// The server's process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends SIGTERM.
     pub(crate) fn terminate(&self) {
         let _ = Command::new("kill")

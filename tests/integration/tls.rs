@@ -554,3 +554,113 @@ fn a_callback_over_a_tls_trunk_with_srtp_reaches_baresip_encrypted() {
     );
     assert!(lab.server.stop().success());
 }
+
+/// Two listen addresses on one IP, each with its own TLS port
+/// (`tls.port: [A, B]`): a call over TLS to either is answered by that
+/// listener, whose Contact names its own TLS port, and its BYE is taken
+/// there. (One TLS port between them could not tell their calls apart.)
+#[test]
+fn two_listen_addresses_on_one_ip_each_take_tls_on_their_own_port() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::new(dir.path());
+    let (cert, key) = pki.leaf("callflow", &["127.0.0.1"]);
+    let (first, second) = (free_udp_port(), free_udp_port());
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "tls: {{ port: [{first}, {second}], certificate: \"{}\", key: \"{}\" }}\n",
+            cert.display(),
+            key.display()
+        ),
+    )
+    .expect("config");
+    let other_listen = format!("127.0.0.1:{}", free_udp_port());
+    let config = config.display().to_string();
+    let server = Server::start_in(
+        dir,
+        &[
+            "--config",
+            &config,
+            "--listen",
+            &other_listen,
+            "--route",
+            "800=long",
+        ],
+    );
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(pki.ca()).expect("ca") {
+        roots.add(cert.expect("cert")).expect("root");
+    }
+    let client = Arc::new(
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth(),
+    );
+    for (n, port) in [first, second].into_iter().enumerate() {
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
+        let connection = rustls::ClientConnection::new(Arc::clone(&client), name).expect("client");
+        let tcp = TcpStream::connect(("127.0.0.1", port))
+            .unwrap_or_else(|e| panic!("TLS on {port}: {e}\n{}", server.log()));
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).ok();
+        let me: SocketAddr = tcp.local_addr().expect("addr");
+        let mut tls = rustls::StreamOwned::new(connection, tcp);
+        let sdp = "v=0\r\no=phone 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+        let common = format!(
+            "From: <sip:+37120000007@phone.test>;tag=p{n}\r\nCall-ID: two-tls-{n}\r\nMax-Forwards: 70\r\nTo: <sip:800@127.0.0.1:{port}>"
+        );
+        let invite = format!(
+            "INVITE sip:800@127.0.0.1:{port};transport=tls SIP/2.0\r\nVia: SIP/2.0/TLS {me};branch=z9hG4bK-two{n}a;rport\r\n{common}\r\nCSeq: 1 INVITE\r\nContact: <sip:phone@{me};transport=tls>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+            sdp.len()
+        );
+        tls.write_all(invite.as_bytes()).expect("send INVITE");
+        let ok = loop {
+            let m = read_message(&mut tls);
+            if !m.starts_with("SIP/2.0 1") {
+                break m;
+            }
+        };
+        assert!(ok.starts_with("SIP/2.0 200"), "{ok}\n{}", server.log());
+        let contact = header(&ok, "Contact").expect("Contact").to_string();
+        assert!(
+            contact.contains(&format!("127.0.0.1:{port};transport=tls")),
+            "listener {n} names its own TLS port: {contact}"
+        );
+        let to = header(&ok, "To").expect("To").to_string();
+        let target = contact
+            .trim_start_matches('<')
+            .split('>')
+            .next()
+            .expect("uri")
+            .to_string();
+        let from_to = common.replace(
+            &format!("To: <sip:800@127.0.0.1:{port}>"),
+            &format!("To: {to}"),
+        );
+        let ack = format!(
+            "ACK {target} SIP/2.0\r\nVia: SIP/2.0/TLS {me};branch=z9hG4bK-two{n}b;rport\r\n{from_to}\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"
+        );
+        tls.write_all(ack.as_bytes()).expect("send ACK");
+        let bye = format!(
+            "BYE {target} SIP/2.0\r\nVia: SIP/2.0/TLS {me};branch=z9hG4bK-two{n}c;rport\r\n{from_to}\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n"
+        );
+        tls.write_all(bye.as_bytes()).expect("send BYE");
+        let answer = read_message(&mut tls);
+        assert!(
+            answer.starts_with("SIP/2.0 200") && answer.contains("CSeq: 2 BYE"),
+            "{answer}\n{}",
+            server.log()
+        );
+    }
+    let records = server.records(2);
+    assert_eq!(records.len(), 2, "{records:?}");
+    assert!(
+        records.iter().all(|r| r["outcome"] == "caller_hung_up"),
+        "{records:?}"
+    );
+    assert!(server.stop().success());
+}

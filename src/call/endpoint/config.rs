@@ -47,6 +47,9 @@ pub struct OutboundTrunk {
     /// Where INVITEs go: an address, or a name DNS locates (RFC 3263),
     /// perhaps with a port and a transport.
     pub address: crate::sip::locate::SipTarget,
+    /// Where INVITEs go when `address` cannot take them: the trunk's other
+    /// addresses, in order.
+    pub backups: Vec<crate::sip::locate::SipTarget>,
     /// The Request-URI's host, if not the address's.
     pub domain: Option<String>,
     /// Our number, in From.

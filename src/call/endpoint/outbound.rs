@@ -43,11 +43,10 @@ impl Endpoint {
         }
         // Where the trunk is now, best first: a name DNS cannot place
         // fails the attempt with why, like any other failure to dial.
-        let located = self
-            .config
-            .ua
-            .directory
-            .locate(&trunk.address, &mut self.rng);
+        let located = self.config.ua.directory.locate_all(
+            std::iter::once(&trunk.address).chain(&trunk.backups),
+            &mut self.rng,
+        );
         let mut peers = match located {
             Ok(peers) => peers,
             Err(e) => {
@@ -58,8 +57,10 @@ impl Endpoint {
         // A trunk by name may answer from any of its addresses, and have
         // its media at any of theirs.
         let media_networks = match trunk.address.host {
-            crate::sip::locate::Host::Ip(_) => self.config.outbound_media.clone(),
-            crate::sip::locate::Host::Name(_) => self.media_networks_for(&peers),
+            crate::sip::locate::Host::Ip(_) if trunk.backups.is_empty() => {
+                self.config.outbound_media.clone()
+            }
+            _ => self.media_networks_for(&peers),
         };
         let key = match self.secure_leg(trunk.srtp, &mut peers) {
             Ok(key) => key,

@@ -28,6 +28,9 @@ pub struct RegisterConfig {
     /// Where REGISTERs go: an address, or a name DNS locates (RFC 3263),
     /// perhaps with a port and a transport.
     pub registrar: SipTarget,
+    /// Where REGISTERs go when the registrar cannot be reached: the
+    /// trunk's other addresses, in order.
+    pub backups: Vec<SipTarget>,
     /// The registrar's domain: the Request-URI `sip:domain`, and the host
     /// of our address-of-record.
     pub domain: String,
@@ -198,11 +201,10 @@ impl UserAgent {
         };
         let to = match r.at {
             Some(at) => at,
-            None => match self
-                .config
-                .directory
-                .locate(&r.config.registrar, &mut self.rng)
-            {
+            None => match self.config.directory.locate_all(
+                std::iter::once(&r.config.registrar).chain(&r.config.backups),
+                &mut self.rng,
+            ) {
                 Ok(mut peers) => {
                     let first = peers.remove(0);
                     r.at = Some(first);

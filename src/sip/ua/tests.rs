@@ -1492,6 +1492,7 @@ fn registration(expires: u64) -> super::RegisterConfig {
             "127.0.0.1:5090".parse().unwrap(),
             crate::sip::transport::Transport::Udp,
         ),
+        backups: Vec::new(),
         domain: "trunk.test".into(),
         user: "callflow7".into(),
         credentials: Some(crate::sip::auth::Credentials {

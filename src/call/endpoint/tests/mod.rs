@@ -437,6 +437,7 @@ fn dialled_through(
     let trunk_addr = std::net::SocketAddr::from(([127, 0, 0, 2], 5080));
     config.trunk = Some(OutboundTrunk {
         address: crate::sip::locate::SipTarget::at(trunk_addr, transport),
+        backups: Vec::new(),
         domain: Some("trunk.test".into()),
         from: "37160000000".into(),
         credentials: Some(crate::sip::auth::Credentials {

@@ -147,6 +147,7 @@ fn named_registration(name: &str) -> super::super::RegisterConfig {
             port: None,
             transport: None,
         },
+        backups: Vec::new(),
         domain: name.into(),
         user: "callflow7".into(),
         credentials: None,
