@@ -262,6 +262,14 @@ impl std::str::FromStr for Source {
         if let Ok(ip) = s.parse::<std::net::IpAddr>() {
             return Ok(Source::Network(ipnet::IpNet::from(ip)));
         }
+        // No top-level domain is all digits: `192.0.2.300` or `10.1` is a
+        // mistyped address, not a name to look up.
+        let last = s.trim_end_matches('.').rsplit('.').next().unwrap_or(s);
+        if s.contains('/') || last.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!(
+                "source `{s}` is not a valid address or network (e.g. 192.0.2.10, 192.0.2.0/24)"
+            ));
+        }
         let target = SipTarget::parse(s, None)
             .map_err(|e| format!("source {e}: write an address, a network or a host name"))?;
         match (&target.host, target.port) {

@@ -446,13 +446,10 @@ async fn refresh(
                 }
             }
         }
-        entries.insert(target.clone(), entry);
         // Published per target: one slow name holds up no other.
-        sinks.directory.replace(
-            entries
-                .iter()
-                .map(|(t, e)| (t.clone(), e.resolution.clone()))
-                .collect(),
-        );
+        sinks
+            .directory
+            .publish([(target.clone(), entry.resolution.clone())]);
+        entries.insert(target.clone(), entry);
     }
 }

@@ -235,16 +235,23 @@ impl Shared {
     /// placed them (as at the start, at most 5 s before the flows are
     /// used; a name not placed by then is followed all the same).
     async fn admit_bridged(&self, runtime: &Runtime) {
-        let new = {
-            let mut known = self.bridged.lock().unwrap_or_else(|p| p.into_inner());
-            let new = known.new_in(runtime);
-            known.ips.extend(new.ips.iter().copied());
-            known.names.extend(new.names.iter().cloned());
-            new
-        };
         let Some(reach) = self.reach.get() else {
             return;
         };
+        let mut new = self
+            .bridged
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .new_in(runtime);
+        // The trunk's names are followed already (with its `tls_name`): a
+        // queue at the trunk adds nothing to look up.
+        let trunk_names = self
+            .config
+            .trunk
+            .as_ref()
+            .map(|t| t.targets())
+            .unwrap_or_default();
+        new.names.retain(|t| !trunk_names.contains(t));
         if new == Bridged::default() {
             return;
         }
@@ -258,20 +265,34 @@ impl Shared {
             for ip in &new.ips {
                 a.admit_also(*ip);
             }
-            for name in &new.names {
-                a.locate_also(name.clone());
-            }
         }
+        self.bridged
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .ips
+            .extend(new.ips.iter().copied());
         if new.names.is_empty() {
             return;
         }
         let locator = match dns::Locator::new(&self.config.dns, dns_transports(&self.config)) {
             Ok(locator) => locator,
             Err(e) => {
+                // Not recorded as known: the next reload tries again.
                 tracing::error!("DNS: cannot look up the new bridged queues: {e}");
                 return;
             }
         };
+        for admission in &reach.admissions {
+            let mut a = admission.lock();
+            for name in &new.names {
+                a.locate_also(name.clone());
+            }
+        }
+        self.bridged
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .names
+            .extend(new.names.iter().cloned());
         let tls_names = new
             .names
             .iter()
@@ -703,7 +724,7 @@ fn check_runtime(config: &ServerConfig, runtime: &Runtime) -> Result<(), String>
                 return Err(format!(
                     "two listen addresses would share the TLS port {at}: give `tls.port` one port per listen address, e.g. [{}]",
                     (0..config.listen.len())
-                        .map(|i| (tls.port_for(0) + 10 * i as u16).to_string())
+                        .map(|i| (u32::from(tls.port_for(0)) + 10 * i as u32).to_string())
                         .collect::<Vec<_>>()
                         .join(", ")
                 ));
@@ -1318,7 +1339,14 @@ mod tests {
         let pbx = &admission.trunks[1];
         assert_eq!(pbx.located.len(), 1);
         assert!(!pbx.located_media, "media configured apart");
-        for bad in ["sbc.carrier.example:5060", "not a host", "10.0.0.1:5060"] {
+        for bad in [
+            "sbc.carrier.example:5060",
+            "not a host",
+            "10.0.0.1:5060",
+            "192.0.2.300",
+            "10.1",
+            "192.0.2.0/33",
+        ] {
             let yaml = format!("trunks: {{ carrier: {{ sources: \"{bad}\" }} }}\n");
             let why = serde_yaml::from_str::<ServerConfig>(&yaml)
                 .unwrap_err()

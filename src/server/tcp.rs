@@ -98,6 +98,9 @@ struct Table {
     /// responses to what came on them, but no new request (the peer will
     /// never answer it there).
     closing: HashSet<u64>,
+    /// Closing connections a new one to their address has replaced: our
+    /// responses to what came on them still go there (RFC 3261 18.2.2).
+    replaced: HashMap<SocketAddr, Writer>,
     next_id: u64,
 }
 
@@ -164,15 +167,35 @@ impl Table {
     /// The connection a message to `addr` goes on: not one the peer has
     /// closed, for a request.
     fn usable(&self, addr: SocketAddr, request: bool) -> Option<&Writer> {
+        if !request {
+            if let Some(w) = self.replaced.get(&addr) {
+                return Some(w);
+            }
+        }
         self.by_addr
             .get(&addr)
             .filter(|(id, _)| !(request && self.closing.contains(id)))
+    }
+
+    /// Sets a closing connection with `addr` aside for responses, before a
+    /// new one takes its place.
+    fn set_aside(&mut self, addr: SocketAddr) {
+        if let Some(w) = self.by_addr.get(&addr) {
+            if self.closing.contains(&w.0) {
+                let w = w.clone();
+                self.by_addr.remove(&addr);
+                self.replaced.insert(addr, w);
+            }
+        }
     }
 
     /// Forgets connection `id` with `addr`.
     fn unregister(&mut self, addr: SocketAddr, id: u64) {
         if self.by_addr.get(&addr).is_some_and(|(i, _)| *i == id) {
             self.by_addr.remove(&addr);
+        }
+        if self.replaced.get(&addr).is_some_and(|(i, _)| *i == id) {
+            self.replaced.remove(&addr);
         }
         self.ours.remove(&id);
         self.closing.remove(&id);
@@ -374,10 +397,21 @@ impl TcpTransport {
                     }
                     Err(mpsc::error::TrySendError::Closed(bytes)) => {
                         t.unregister(to, id);
-                        t.register(to, true).map(|r| (r, bytes))
+                        // A response whose connection is gone: the one now
+                        // open with the peer, else a new one.
+                        match t.usable(to, request).cloned() {
+                            Some((_, tx)) if tx.try_send(Arc::clone(&bytes)).is_ok() => return,
+                            _ => {
+                                t.set_aside(to);
+                                t.register(to, true).map(|r| (r, bytes))
+                            }
+                        }
                     }
                 },
-                None => t.register(to, true).map(|r| (r, bytes)),
+                None => {
+                    t.set_aside(to);
+                    t.register(to, true).map(|r| (r, bytes))
+                }
             }
         };
         let Some((((id, tx), rx), bytes)) = opened else {
@@ -995,9 +1029,20 @@ mod tests {
         let (mut second, _) = within(listener.accept()).await.unwrap();
         within(second.read_exact(&mut got)).await.unwrap();
         assert_eq!(got, OPTIONS);
+        // A response (to what the server sent on the old one before it
+        // closed) still goes there, and only there.
+        let reply: &[u8] = b"SIP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n";
+        transport.send(server, Arc::from(reply));
         let mut rest = Vec::new();
         within(first.read_to_end(&mut rest)).await.unwrap();
-        assert!(rest.is_empty(), "nothing more on the closed one");
+        assert_eq!(
+            rest, reply,
+            "the response, and no request, on the closed one"
+        );
+        let mut more = [0u8; 1];
+        let nothing =
+            tokio::time::timeout(Duration::from_millis(300), second.read(&mut more)).await;
+        assert!(nothing.is_err(), "nothing else on the new one");
     }
 
     #[tokio::test]

@@ -487,6 +487,12 @@ impl Admission {
         Some(Networks::new(nets))
     }
 
+    /// Where a call with the trunk `ip` is a source of may have RTP sent,
+    /// if `ip` belongs to a trunk.
+    pub fn media_of_source(&self, ip: IpAddr) -> Option<Networks> {
+        self.media_of(self.trunk_of(ip.to_canonical())?)
+    }
+
     /// The settings.
     pub fn config(&self) -> &AdmissionConfig {
         &self.config

@@ -353,9 +353,13 @@ impl Directory {
         entries.get(target).cloned()
     }
 
-    /// Replaces what is known of every target.
-    pub fn replace(&self, entries: HashMap<SipTarget, Resolution>) {
-        *self.entries.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(entries);
+    /// Replaces what is known of `entries`' targets, and of no other:
+    /// several lookers-up (the start's, a reload's) share one directory.
+    pub fn publish(&self, entries: impl IntoIterator<Item = (SipTarget, Resolution)>) {
+        let mut current = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        let mut next = HashMap::clone(&current);
+        next.extend(entries);
+        *current = Arc::new(next);
     }
 
     /// Where to send a request for any of `targets`, tried in their
@@ -598,5 +602,20 @@ mod tests {
         assert_eq!(peers, vec![peer("192.0.2.1:5080"), peer("192.0.2.2:5060")]);
         let why = directory.locate_all([&unplaced], &mut rng).unwrap_err();
         assert!(why.contains("sbc.example.test"), "{why}");
+    }
+
+    #[test]
+    fn publishers_of_different_names_keep_each_others_entries() {
+        let directory = Directory::default();
+        let (a, b) = (
+            SipTarget::parse("a.example.test", None).unwrap(),
+            SipTarget::parse("b.example.test", None).unwrap(),
+        );
+        directory.publish([(a.clone(), Err("a failed".to_string()))]);
+        directory.publish([(b.clone(), Err("b failed".to_string()))]);
+        assert_eq!(directory.get(&a), Some(Err("a failed".to_string())));
+        directory.publish([(a.clone(), Err("a again".to_string()))]);
+        assert_eq!(directory.get(&a), Some(Err("a again".to_string())));
+        assert_eq!(directory.get(&b), Some(Err("b failed".to_string())));
     }
 }

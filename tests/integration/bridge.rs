@@ -294,7 +294,7 @@ fn a_callee_that_makes_us_the_refresher_is_refreshed_by_update() {
 
 /// Copies the test flows into `to` with the ACD's address `from` replaced
 /// by `at`.
-fn copy_flows(to: &std::path::Path, from: &str, at: &str) {
+pub(crate) fn copy_flows(to: &std::path::Path, from: &str, at: &str) {
     std::fs::create_dir_all(to).expect("flows dir");
     for entry in std::fs::read_dir(crate::common::repo("tests/sipp/flows")).expect("flows") {
         let path = entry.expect("entry").path();
@@ -333,14 +333,7 @@ fn a_reload_may_bridge_to_an_acd_at_a_new_address() {
     );
     let acd_port = crate::sipp::free_udp_port();
     copy_flows(&flows, "127.0.0.2:5391", &format!("127.0.0.3:{acd_port}"));
-    let _ = std::process::Command::new("kill")
-        .args(["-HUP", &server.pid().to_string()])
-        .status();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !server.log().contains("flows reloaded") {
-        assert!(Instant::now() < deadline, "{}", server.log());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    server.reload();
     assert!(
         server.log().contains("bridge somewhere new"),
         "{}",

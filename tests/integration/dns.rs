@@ -353,3 +353,44 @@ fn a_trunk_listing_two_addresses_takes_the_call_at_the_second() {
     assert!(log.contains("trying the next address"), "{log}");
     assert!(server.stop().success());
 }
+
+/// A reload that bridges to a new name starts following it without
+/// forgetting the names followed since the start: the trunk by name still
+/// takes a callback afterwards, and the new name is located.
+#[test]
+fn a_reload_that_adds_a_bridged_name_keeps_the_trunks_name() {
+    let up_port = free_udp_port();
+    let dns = Nsd::start("trunk IN A 127.0.0.3\nacd IN A 127.0.0.2\n");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let flows = dir.path().join("flows");
+    crate::bridge::copy_flows(&flows, "127.0.0.2:5391", "127.0.0.2:5391");
+    let cfg = config(
+        dir.path(),
+        &format!("trunk.example.test:{up_port}"),
+        dns.port,
+        "",
+    );
+    let server = Server::start_in(
+        dir,
+        &[
+            "--route",
+            "8002=cb",
+            "--config",
+            &cfg,
+            "--flows",
+            flows.to_str().expect("path"),
+        ],
+    );
+    crate::bridge::copy_flows(&flows, "127.0.0.2:5391", "acd.example.test:5391");
+    server.reload();
+    let log = server.log();
+    assert!(
+        log.contains("bridge somewhere new") && log.contains("acd.example.test"),
+        "{log}"
+    );
+    let up = sipp_uas(server.dir.path(), "trunk_answer", "127.0.0.3", up_port, &[]);
+    server.call("callback_confirm", &[]);
+    passed(&server, up, "trunk_answer");
+    wait_state(&server, "completed");
+    assert!(server.stop().success());
+}

@@ -289,6 +289,18 @@ impl Server {
         self.child.id()
     }
 
+    /// Sends SIGHUP and waits up to 10 s for the flows to be reloaded.
+    pub(crate) fn reload(&self) {
+        let _ = Command::new("kill")
+            .args(["-HUP", &self.pid().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.log().contains("flows reloaded") {
+            assert!(Instant::now() < deadline, "no reload:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Sends SIGTERM.
     pub(crate) fn terminate(&self) {
         let _ = Command::new("kill")

@@ -221,17 +221,23 @@ impl Endpoint {
     /// to, else its own address.
     pub(super) fn media_networks_for(&self, peers: &[Peer]) -> Networks {
         let mut nets: Vec<ipnet::IpNet> = Vec::new();
+        // The shared admission knows the trunks' sources by name too.
+        let shared = self.config.ua.shared_admission.as_ref().map(|a| a.lock());
         for peer in peers {
             let ip = peer.addr.ip();
-            match self
-                .config
-                .ua
-                .admission
-                .trunks
-                .iter()
-                .find(|t| t.sources.contains(ip))
-            {
-                Some(t) => nets.extend(t.media.iter()),
+            let media = match &shared {
+                Some(a) => a.media_of_source(ip),
+                None => self
+                    .config
+                    .ua
+                    .admission
+                    .trunks
+                    .iter()
+                    .find(|t| t.sources.contains(ip))
+                    .map(|t| t.media.clone()),
+            };
+            match media {
+                Some(media) => nets.extend(media.iter()),
                 None => nets.push(ipnet::IpNet::from(ip)),
             }
         }

@@ -188,7 +188,18 @@ impl MediaSession {
     /// media agreed before stays (RFC 3264 section 8: a rejected
     /// re-offer leaves the session as it was).
     pub fn answer(&mut self, offer: &[u8]) -> Result<(String, Negotiated), SessionError> {
-        let offer = parse_body(offer)?;
+        let mut offer = parse_body(offer)?;
+        if self.srtp_only {
+            // Streams in the clear are rejected (port 0 in the answer), so
+            // that an SRTP stream beside one is the one agreed.
+            for media in &mut offer.media {
+                if media.media.eq_ignore_ascii_case("audio")
+                    && !media.proto.eq_ignore_ascii_case("RTP/SAVP")
+                {
+                    media.port = 0;
+                }
+            }
+        }
         let mut local = self.local.clone();
         if self.sent {
             local.session_version += 1;
@@ -381,10 +392,17 @@ mod tests {
             Err(SessionError::Refused(_))
         ));
         assert_eq!(session.negotiated(), Some(&agreed));
-        let reoffer = PCMA_OFFER.replace("RTP/AVP 8 0 101", "RTP/SAVP 8 101")
-            + &format!("a=crypto:{}\r\n", sdes::attribute(4, &SdesKey([6; 30])));
+        // An offer with a stream in the clear before an SRTP one: the SRTP
+        // one is agreed, the other rejected.
+        let reoffer = format!(
+            "{}m=audio 4002 RTP/SAVP 8 101\r\na=crypto:{}\r\n",
+            PCMA_OFFER,
+            sdes::attribute(4, &SdesKey([6; 30]))
+        );
         let (text, n) = session.answer(reoffer.as_bytes()).unwrap();
-        assert!(text.contains("RTP/SAVP 8 101"), "{text}");
+        assert!(text.contains("m=audio 0 RTP/AVP"), "{text}");
+        assert!(text.contains("m=audio 30000 RTP/SAVP 8\r\n"), "{text}");
+        assert_eq!(n.remote.port(), 4002);
         assert_eq!(
             n.srtp.map(|k| (k.tag, k.receive)),
             Some((4, SdesKey([6; 30])))

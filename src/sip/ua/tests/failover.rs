@@ -165,7 +165,7 @@ fn a_registrar_by_name_is_registered_with_at_its_next_address_when_the_first_fai
         config.registrar.clone(),
         Ok(std::sync::Arc::new(located(&[a, b]))),
     );
-    rig.ua.config.directory.replace(known);
+    rig.ua.config.directory.publish(known);
     rig.ua.register(rig.now, config);
     rig.drain();
     answer_last(&mut rig, "503 Service Unavailable", "");
@@ -218,7 +218,7 @@ fn a_registrar_dns_cannot_place_is_a_failure_with_why_and_retried() {
         config.registrar.clone(),
         Err("DNS: nowhere.example.test: no record found".to_string()),
     );
-    rig.ua.config.directory.replace(known);
+    rig.ua.config.directory.publish(known);
     rig.ua.register(rig.now, config);
     rig.drain();
     assert!(rig.sent.is_empty());
@@ -235,7 +235,7 @@ fn a_registrar_dns_cannot_place_is_a_failure_with_why_and_retried() {
         named_registration("nowhere.example.test").registrar,
         Ok(std::sync::Arc::new(located(&[a]))),
     );
-    rig.ua.config.directory.replace(known);
+    rig.ua.config.directory.publish(known);
     rig.run_until(Duration::from_secs(31));
     assert!(rig
         .sent
