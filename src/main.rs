@@ -271,6 +271,9 @@ struct ServeArgs {
     /// Take SIP over TCP too, on the same addresses and ports.
     #[arg(long)]
     tcp: bool,
+    /// This node's name in the call records (default: the host name).
+    #[arg(long)]
+    node: Option<String>,
 }
 
 fn serve(args: ServeArgs) -> Result<ExitCode> {
@@ -282,6 +285,9 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
     };
     if !args.listen.is_empty() {
         config.listen = args.listen;
+    }
+    if let Some(v) = args.node {
+        config.node = Some(v);
     }
     if let Some(v) = args.advertise {
         config.advertise = Some(v);

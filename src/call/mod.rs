@@ -686,6 +686,7 @@ impl Call {
             refer_failed: self.refer_failed.take(),
             agent_answer: self.agent_answered.map(|a| timestamp(self.wall(a))),
             hung_up_by: self.hung_up_by,
+            node: None,
         };
         self.out.push_back(CallOutput::Finished(Box::new(record)));
     }

@@ -57,6 +57,11 @@ pub struct CallRecord {
     /// connected).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hung_up_by: Option<Party>,
+    /// The node (`callflow serve` instance) that handled the call, so that
+    /// records gathered from several nodes say where each call ran; set
+    /// by the record writer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// A side of a call.

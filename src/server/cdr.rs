@@ -16,12 +16,18 @@ const RECORD_QUEUE: usize = 65_536;
 #[derive(Clone)]
 pub struct RecordSink {
     tx: mpsc::SyncSender<Box<CallRecord>>,
+    /// This node's name, written into every record.
+    node: std::sync::Arc<str>,
     dropped: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl RecordSink {
-    /// Starts the writer thread appending to `path`.
-    pub fn start(path: PathBuf) -> std::io::Result<(Self, std::thread::JoinHandle<()>)> {
+    /// Starts the writer thread appending to `path` the records of node
+    /// `node`.
+    pub fn start(
+        path: PathBuf,
+        node: &str,
+    ) -> std::io::Result<(Self, std::thread::JoinHandle<()>)> {
         let mut file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -40,6 +46,7 @@ impl RecordSink {
         Ok((
             Self {
                 tx,
+                node: std::sync::Arc::from(node),
                 dropped: Default::default(),
             },
             handle,
@@ -47,7 +54,8 @@ impl RecordSink {
     }
 
     /// Queues a record; never waits.
-    pub fn write(&self, record: Box<CallRecord>) {
+    pub fn write(&self, mut record: Box<CallRecord>) {
+        record.node = Some(self.node.to_string());
         if let Err(mpsc::TrySendError::Full(record)) = self.tx.try_send(record) {
             let dropped = 1 + self
                 .dropped

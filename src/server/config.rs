@@ -39,6 +39,10 @@ pub struct ServerConfig {
     pub default_flow: String,
     /// The call-record file (JSON lines, appended).
     pub call_records: PathBuf,
+    /// This node's name, in every call record (and, with several nodes
+    /// behind a load balancer, what tells their records apart); default:
+    /// the host name.
+    pub node: Option<String>,
     /// The callback database (SQLite, created if missing).
     pub callbacks: PathBuf,
     /// Where each queue's estimated wait comes from (flows read it as the
@@ -545,6 +549,7 @@ impl Default for ServerConfig {
             routes: BTreeMap::new(),
             default_flow: "support".into(),
             call_records: PathBuf::from("calls.jsonl"),
+            node: None,
             callbacks: PathBuf::from("callbacks.db"),
             dialling: crate::server::policy::DiallingPolicy::default(),
             transfer_dialling: None,
@@ -834,6 +839,32 @@ impl ServerConfig {
         self.workers
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
             .clamp(1, 256)
+    }
+
+    /// This node's name: as configured, else the host name, else
+    /// `callflow`.
+    pub fn node_name(&self) -> Result<String, ConfigError> {
+        let name = match &self.node {
+            Some(name) => name.trim().to_string(),
+            None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+                .map(|h| h.trim().to_string())
+                .ok()
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "callflow".to_string()),
+        };
+        let fits = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        if fits {
+            Ok(name)
+        } else {
+            Err(ConfigError::Value(format!(
+                "node `{name}`: a node name is 1 to 64 letters, digits, `-`, `_` or `.`"
+            )))
+        }
     }
 
     /// The callback flow for `queue`.

@@ -395,12 +395,17 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
     if sockets.is_empty() {
         return Err(ServeError::Io("no listen address".into()));
     }
-    let (records, _writer) = RecordSink::start(config.call_records.clone()).map_err(|e| {
-        ServeError::Io(format!(
-            "cannot open {}: {e}",
-            config.call_records.display()
-        ))
-    })?;
+    let node = config
+        .node_name()
+        .map_err(|e| ServeError::Io(e.to_string()))?;
+    tracing::info!(%node, "this node");
+    let (records, _writer) =
+        RecordSink::start(config.call_records.clone(), &node).map_err(|e| {
+            ServeError::Io(format!(
+                "cannot open {}: {e}",
+                config.call_records.display()
+            ))
+        })?;
     let callbacks = callbacks::CallbackSink::start(config.callbacks.clone(), wall_now())
         .map_err(|e| ServeError::Io(format!("callback store: {e}")))?;
     let mut terminate =
@@ -1429,6 +1434,20 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("at least one address"));
+    }
+
+    #[test]
+    fn the_node_name_is_configured_or_the_host_name_and_is_checked() {
+        let (mut config, _) = shipped();
+        config.node = Some("node-a".into());
+        assert_eq!(config.node_name().unwrap(), "node-a");
+        config.node = None;
+        let host = config.node_name().unwrap();
+        assert!(!host.is_empty() && host.len() <= 64, "{host}");
+        for bad in ["", "a b", "x\"y", &"n".repeat(65)] {
+            config.node = Some(bad.to_string());
+            assert!(config.node_name().is_err(), "{bad:?}");
+        }
     }
 
     #[test]

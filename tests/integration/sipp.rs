@@ -482,7 +482,7 @@ fn silence_retries_the_menu_then_takes_the_no_input_branch() {
 
 #[test]
 fn a_caller_hanging_up_mid_prompt_is_recorded_where() {
-    let server = Server::start(&[]);
+    let server = Server::start(&["--node", "node-a"]);
     server.call("hangup_mid_prompt", &[]);
     let r = &server.records(1)[0];
     assert_eq!(
@@ -490,6 +490,7 @@ fn a_caller_hanging_up_mid_prompt_is_recorded_where() {
         (Some("caller_hung_up"), Some("e2e.hello")),
         "{r}"
     );
+    assert_eq!(r["node"], "node-a", "which node took the call: {r}");
 }
 
 #[test]
@@ -630,6 +631,21 @@ fn raw_invite(port: u16, call_id: &str) -> String {
     String::from_utf8_lossy(&buf[..n]).into_owned()
 }
 
+/// The answer to one OPTIONS probe, as a load balancer sends it.
+fn raw_options(port: u16, call_id: &str) -> String {
+    let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    s.set_read_timeout(Some(Duration::from_millis(1000))).ok();
+    let me = s.local_addr().expect("addr");
+    let probe = format!(
+        "OPTIONS sip:127.0.0.1:{port} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-{call_id}\r\nFrom: <sip:probe@{me}>;tag=x\r\nTo: <sip:127.0.0.1:{port}>\r\nCall-ID: {call_id}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    );
+    s.send_to(probe.as_bytes(), ("127.0.0.1", port))
+        .expect("send");
+    let mut buf = [0u8; 4096];
+    let n = s.recv(&mut buf).expect("an answer");
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
 /// Sends one INVITE for `call_id` from `s`.
 fn send_raw_invite(s: &UdpSocket, port: u16, call_id: &str) {
     let me = s.local_addr().expect("addr");
@@ -684,6 +700,7 @@ fn a_call_still_ringing_at_sigterm_is_refused_with_503_not_answered() {
 #[test]
 fn sigterm_refuses_new_calls_with_503_and_ends_calls_in_progress_after_the_drain() {
     let server = Server::start(&["--drain", "1s"]);
+    assert!(raw_options(server.port, "probe-before-drain").starts_with("SIP/2.0 200 OK"));
     std::thread::scope(|scope| {
         let caller = scope.spawn(|| server.sipp("drain", &["-m", "1"]));
         std::thread::sleep(Duration::from_millis(600));
@@ -695,6 +712,13 @@ fn sigterm_refuses_new_calls_with_503_and_ends_calls_in_progress_after_the_drain
             "{answer}"
         );
         assert!(answer.contains("Retry-After: "), "{answer}");
+        // A load balancer probing with OPTIONS (Kamailio's dispatcher)
+        // learns it too, and sends new calls elsewhere.
+        let probe = raw_options(server.port, "probe-during-drain");
+        assert!(
+            probe.starts_with("SIP/2.0 503 Service Unavailable") && probe.contains("Retry-After: "),
+            "{probe}"
+        );
         let out = caller.join().expect("sipp thread");
         assert_eq!(
             out.status.code(),

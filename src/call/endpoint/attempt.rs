@@ -58,6 +58,7 @@ mod tests {
             refer_failed: None,
             agent_answer: None,
             hung_up_by: None,
+            node: None,
         }
     }
 

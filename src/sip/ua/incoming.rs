@@ -15,6 +15,11 @@ use crate::sip::transaction::{
 };
 use crate::sip::transport::{Peer, Transport};
 
+/// What a draining server's 503s ask peers to wait, in seconds: about as
+/// long as a drain takes, after which another node (or this one,
+/// restarted) takes the calls.
+const DRAINING_RETRY_AFTER: &str = "30";
+
 /// Extensions we implement; a Require naming another gets 420 (RFC 3261
 /// 8.2.2.3). Session timers (RFC 4028) are; Replaces (RFC 3891) is not,
 /// so it is neither advertised nor accepted in a Require.
@@ -197,6 +202,22 @@ impl UserAgent {
             }
             Method::Invite => self.on_reinvite(now, source, key, m),
             Method::Cancel => self.on_cancel(now, source, key, m),
+            // A load balancer's probe (Kamailio's dispatcher, say): while
+            // draining we take no new calls, and say so, so that it sends
+            // them to another node. OPTIONS within a call still get 200.
+            Method::Options if !self.accepting && m.to_tag().is_none() => {
+                let extra = [("Retry-After", DRAINING_RETRY_AFTER)];
+                self.respond(
+                    now,
+                    source,
+                    key,
+                    &m,
+                    503,
+                    "Service Unavailable",
+                    &extra,
+                    None,
+                );
+            }
             Method::Options => {
                 let extra = [("Allow", ALLOW), ("Accept", "application/sdp")];
                 self.respond(now, source, key, &m, 200, "OK", &extra, None);
@@ -347,7 +368,11 @@ impl UserAgent {
         let refusal = if !self.accepting {
             Some((
                 503,
-                answer(503, "Service Unavailable", &[("Retry-After", "30")]),
+                answer(
+                    503,
+                    "Service Unavailable",
+                    &[("Retry-After", DRAINING_RETRY_AFTER)],
+                ),
             ))
         } else if !unsupported.is_empty() {
             Some((

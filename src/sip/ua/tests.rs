@@ -806,6 +806,29 @@ fn draining_answers_new_invites_503_with_retry_after() {
     assert!(rig.events.is_empty());
 }
 
+/// A load balancer's OPTIONS probe learns that a draining node takes no
+/// calls; a call in progress still gets its in-dialog OPTIONS answered.
+#[test]
+fn draining_answers_options_probes_503_but_not_in_dialog_options() {
+    let mut rig = Rig::new();
+    let (_, tag) = rig.answered("d2");
+    rig.ua.set_accepting(false);
+    let probe = invite("o2", "z9hG4bK-o2", "", "")
+        .replace("INVITE sip:", "OPTIONS sip:")
+        .replace("CSeq: 1 INVITE", "CSeq: 1 OPTIONS");
+    rig.sent.clear();
+    rig.recv(&probe);
+    assert_eq!(rig.statuses(), ["SIP/2.0 503 Service Unavailable"]);
+    assert!(rig.sent[0].2.contains("Retry-After: 30"));
+    rig.sent.clear();
+    rig.recv(&in_dialog("OPTIONS", "d2", &tag, 3, "z9hG4bK-o2d", "", ""));
+    assert_eq!(rig.statuses(), ["SIP/2.0 200 OK"]);
+    rig.ua.set_accepting(true);
+    rig.sent.clear();
+    rig.recv(&probe.replace("z9hG4bK-o2", "z9hG4bK-o3"));
+    assert_eq!(rig.statuses(), ["SIP/2.0 200 OK"]);
+}
+
 #[test]
 fn unknown_methods_get_501_and_unsupported_extensions_420() {
     let mut rig = Rig::new();
