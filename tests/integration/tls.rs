@@ -398,30 +398,13 @@ fn baresip_calls_over_tls_with_srtp_and_the_audio_gets_through_both_ways() {
         &pki.ca(),
         "<sip:caller@127.0.0.1;transport=tls>;mediaenc=srtp-mand;regint=0;audio_codecs=PCMU",
     );
-    let mut baresip = std::process::Command::new("baresip")
+    let mut baresip = std::process::Command::new("baresip");
+    baresip
         .arg("-f")
         .arg(phone)
         .args(["-n", "127.0.0.1", "-t", "8", "-e"])
-        .arg(format!("/dial sip:800@127.0.0.1:{tls_port};transport=tls"))
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run baresip (apt-get install -y baresip-core)");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while baresip.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let _ = baresip.kill();
-    let out = baresip.wait_with_output().expect("baresip");
-    let log =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(
-        log.contains("SRTP is Enabled (cryptosuite=AES_CM_128_HMAC_SHA1_80)")
-            && log.contains("Call established"),
-        "{log}\n--- server\n{}",
-        server.log()
-    );
+        .arg(format!("/dial sip:800@127.0.0.1:{tls_port};transport=tls"));
+    let log = srtp_call(baresip, || {}, || server.log());
     let record = &server.records(1)[0];
     assert_eq!(
         record["hung_up_by"],
@@ -499,31 +482,18 @@ fn a_callback_over_a_tls_trunk_with_srtp_reaches_baresip_encrypted() {
         &lab.pki.ca(),
         "<sip:37120000000@127.0.0.1>;mediaenc=srtp-mand;regint=0;answermode=auto;audio_codecs=PCMU",
     );
-    let mut baresip = std::process::Command::new("baresip")
+    let mut baresip = std::process::Command::new("baresip");
+    baresip
         .arg("-f")
         .arg(phone)
-        .args(["-n", "127.0.0.1", "-t", "14"])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run baresip (apt-get install -y baresip-core)");
-    std::thread::sleep(Duration::from_millis(500));
-    lab.server.call("callback_confirm", &[]);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while baresip.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let _ = baresip.kill();
-    let out = baresip.wait_with_output().expect("baresip");
-    let log =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(
-        log.contains("SRTP is Enabled (cryptosuite=AES_CM_128_HMAC_SHA1_80)")
-            && log.contains("Call established"),
-        "{log}\n--- server\n{}\n--- kamailio\n{}",
-        lab.server.log(),
-        lab.proxy.log()
+        .args(["-n", "127.0.0.1", "-t", "14"]);
+    let log = srtp_call(
+        baresip,
+        || {
+            std::thread::sleep(Duration::from_millis(500));
+            lab.server.call("callback_confirm", &[]);
+        },
+        || format!("{}\n--- kamailio\n{}", lab.server.log(), lab.proxy.log()),
     );
     let (samples, rms) = decoded_audio(phone, &log);
     assert!(
@@ -663,4 +633,37 @@ fn two_listen_addresses_on_one_ip_each_take_tls_on_their_own_port() {
         "{records:?}"
     );
     assert!(server.stop().success());
+}
+
+/// Runs baresip as `command` says, does `then` (placing the call, if
+/// callflow calls baresip), waits up to 30 s for baresip to quit, and
+/// returns what it printed: it must have had an SRTP call established
+/// (`context` says what else to show if not).
+fn srtp_call(
+    mut command: std::process::Command,
+    then: impl FnOnce(),
+    context: impl Fn() -> String,
+) -> String {
+    let mut baresip = command
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run baresip (apt-get install -y baresip-core)");
+    then();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while baresip.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = baresip.kill();
+    let out = baresip.wait_with_output().expect("baresip");
+    let log =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("SRTP is Enabled (cryptosuite=AES_CM_128_HMAC_SHA1_80)")
+            && log.contains("Call established"),
+        "{log}\n--- server\n{}",
+        context()
+    );
+    log
 }
