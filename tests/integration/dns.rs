@@ -80,13 +80,18 @@ impl Drop for Nsd {
 /// The number the caller books.
 const NUMBER: &str = "37120000000";
 
-/// Writes a configuration whose trunk is `address`, located through the
-/// name server on `dns_port`, and which takes SIP only from 127.0.0.1
-/// besides what DNS names.
+/// Writes a configuration whose trunk is `address` (one, or a YAML list
+/// `[a, b]`), located through the name server on `dns_port`, and which
+/// takes SIP only from 127.0.0.1 besides what DNS names.
 fn config(dir: &Path, address: &str, dns_port: u16, extra: &str) -> String {
     let path = dir.join("config.yaml");
+    let address = if address.starts_with('[') {
+        address.to_string()
+    } else {
+        format!("\"{address}\"")
+    };
     let text = format!(
-        "trunk: {{ address: \"{address}\", domain: trunk.test, from: \"37160000000\", username: callflow, password: s3cret{extra} }}\n\
+        "trunk: {{ address: {address}, domain: trunk.test, from: \"37160000000\", username: callflow, password: s3cret{extra} }}\n\
          dns: {{ servers: \"127.0.0.1:{dns_port}\", timeout: 1s }}\n\
          trunks: {{ callers: {{ sources: 127.0.0.1/32 }} }}\n\
          dialler: {{ poll: 200ms, backoff: [30s] }}\n"
@@ -329,21 +334,14 @@ fn a_trunk_listing_two_addresses_takes_the_call_at_the_second() {
     let (down_port, up_port) = (free_udp_port(), free_udp_port());
     let dns = Nsd::start("down IN A 127.0.0.2\n");
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("config.yaml");
-    std::fs::write(
-        &path,
-        format!(
-            "trunk: {{ address: [\"down.example.test:{down_port}\", \"127.0.0.3:{up_port}\"], domain: trunk.test, from: \"37160000000\", username: callflow, password: s3cret }}\n\
-             dns: {{ servers: \"127.0.0.1:{}\", timeout: 1s }}\n\
-             trunks: {{ callers: {{ sources: 127.0.0.1/32 }} }}\n\
-             dialler: {{ poll: 200ms, backoff: [30s] }}\n",
-            dns.port
-        ),
-    )
-    .expect("write config");
+    let cfg = config(
+        dir.path(),
+        &format!("[\"down.example.test:{down_port}\", \"127.0.0.3:{up_port}\"]"),
+        dns.port,
+        "",
+    );
     let down = sipp_uas(dir.path(), "trunk_unavailable", "127.0.0.2", down_port, &[]);
     let up = sipp_uas(dir.path(), "trunk_answer", "127.0.0.3", up_port, &[]);
-    let cfg = path.display().to_string();
     let server = Server::start_in(dir, &["--route", "8002=cb", "--config", &cfg]);
     server.call("callback_confirm", &[]);
     passed(&server, down, "trunk_unavailable");
