@@ -154,7 +154,11 @@ fn callbacks(db: &Path, action: CallbacksAction) -> Result<ExitCode> {
             let state = state
                 .map(|s| s.parse().map_err(|e| anyhow!("{e}")))
                 .transpose()?;
-            let list = store.list(&ListFilter { state, queue })?;
+            let list = store.list(&ListFilter {
+                state,
+                queue,
+                limit: None,
+            })?;
             println!("    id  state      number           queue        prio attempts  requested                 note");
             for c in &list {
                 println!(

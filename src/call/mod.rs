@@ -35,7 +35,9 @@ use crate::media::rtp::RtpSender;
 use crate::sip::sdp::{Codec, Negotiated};
 use crate::sip::ua::{refer_to, DialFailure, EndReason, IncomingCall, UaEvent, NO_FINAL_NOTIFY};
 use callback_leg::CallbackLeg;
-use record::{outcome_fields, timestamp, CallOutcome, CallRecord, Party};
+use record::{
+    outcome_fields, timestamp, CallOutcome, CallRecord, FailedTransfer, Party, MAX_FAILED_TRANSFERS,
+};
 
 /// How a bridged hand-off stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,6 +115,30 @@ pub struct CallSetup {
     pub max_duration: Duration,
 }
 
+/// A call in progress, as `GET /calls` lists it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct CallSummary {
+    /// The SIP Call-ID.
+    pub call_id: String,
+    /// ANI, as the From claims it.
+    pub caller: String,
+    /// DNIS.
+    pub called: String,
+    /// The flow it runs.
+    pub flow: String,
+    /// The node it is at (`flow.node`).
+    pub at: String,
+    /// When its INVITE arrived (or we placed it), RFC 3339.
+    pub since: String,
+    /// Whether it was answered.
+    pub answered: bool,
+    /// Whether it is bridged to an agent.
+    pub bridged: bool,
+    /// For a call we placed to keep a callback promise: the request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub callback: Option<crate::callback::CallbackId>,
+}
+
 /// One call.
 pub struct Call {
     interp: Interpreter,
@@ -155,6 +181,7 @@ pub struct Call {
     /// How the call was handed over, once it was.
     handoff: Option<Handoff>,
     agent_answered: Option<Instant>,
+    failed_transfers: Vec<FailedTransfer>,
     hung_up_by: Option<Party>,
     actions: Vec<Action>,
     out: VecDeque<CallOutput>,
@@ -205,6 +232,7 @@ impl Call {
             refer_failed: None,
             handoff: None,
             agent_answered: None,
+            failed_transfers: Vec::new(),
             hung_up_by: None,
             actions: Vec::with_capacity(16),
             out: VecDeque::new(),
@@ -309,7 +337,7 @@ impl Call {
                         self.refer_failed = Some(reason);
                         self.start_bridge(t);
                     }
-                    _ => self.feed(now, Event::TransferFailed(reason)),
+                    _ => self.transfer_failed(now, reason),
                 }
             }
             UaEvent::Ended(reason) => {
@@ -382,6 +410,20 @@ impl Call {
             return;
         }
         self.bridge = BridgeState::None;
+        self.transfer_failed(now, reason);
+    }
+
+    /// The transfer under way failed: noted for the record, then the
+    /// flow's `on_fail` runs.
+    fn transfer_failed(&mut self, now: Instant, reason: String) {
+        if let Some(target) = self.interp.transferring_to() {
+            if self.failed_transfers.len() < MAX_FAILED_TRANSFERS {
+                self.failed_transfers.push(FailedTransfer {
+                    target: target.to_string(),
+                    reason: reason.clone(),
+                });
+            }
+        }
         self.feed(now, Event::TransferFailed(reason));
     }
 
@@ -398,6 +440,22 @@ impl Call {
     fn start_bridge(&mut self, t: TransferRequest) {
         self.bridge = BridgeState::Ringing;
         self.out.push_back(CallOutput::Bridge(t));
+    }
+
+    /// What the admin's list of calls in progress shows of this one.
+    pub fn summary(&self) -> CallSummary {
+        let set = self.interp.flow_set();
+        CallSummary {
+            call_id: self.incoming.call_id.clone(),
+            caller: self.incoming.caller.clone(),
+            called: self.incoming.called.clone(),
+            flow: self.flow_name.clone(),
+            at: set.qualified_name(self.interp.current()),
+            since: timestamp(self.started_wall),
+            answered: self.answered.is_some(),
+            bridged: self.is_bridged(),
+            callback: self.callback.as_ref().map(|l| l.id),
+        }
     }
 
     /// Where the call's INVITE came from (for a call we placed, the trunk).
@@ -685,6 +743,7 @@ impl Call {
             handoff: self.handoff.filter(|_| outcome == CallOutcome::Transferred),
             refer_failed: self.refer_failed.take(),
             agent_answer: self.agent_answered.map(|a| timestamp(self.wall(a))),
+            failed_transfers: std::mem::take(&mut self.failed_transfers),
             hung_up_by: self.hung_up_by,
             node: None,
         };

@@ -53,6 +53,11 @@ pub struct CallRecord {
     /// For a bridged call: when the agent answered.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub agent_answer: Option<String>,
+    /// Transfers that did not reach the queue (refused, no answer, no
+    /// final NOTIFY), in order, at most [`MAX_FAILED_TRANSFERS`]: the
+    /// flow went on to its `on_fail`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub failed_transfers: Vec<FailedTransfer>,
     /// Who ended the call, when a side did (not for calls that never
     /// connected).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -62,6 +67,19 @@ pub struct CallRecord {
     /// by the record writer.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+}
+
+/// The most failed transfers a record lists: a flow whose `on_fail` leads
+/// back to the transfer could otherwise grow a record without end.
+pub const MAX_FAILED_TRANSFERS: usize = 16;
+
+/// A transfer that did not reach its queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FailedTransfer {
+    /// The queue, or the URI of a direct transfer.
+    pub target: String,
+    /// Why (a SIP status, a sipfrag, a timeout).
+    pub reason: String,
 }
 
 /// A side of a call.

@@ -135,6 +135,14 @@ impl Runtime {
         })
     }
 
+    /// Whether some flow defines a queue called `name`.
+    pub fn has_queue(&self, name: &str) -> bool {
+        self.flows
+            .flows
+            .iter()
+            .any(|f| f.queues.iter().any(|q| q.name == name))
+    }
+
     /// The start of the flow called `name`.
     pub fn entry(&self, name: &str) -> Option<NodeRef> {
         self.flows.start_of(name)

@@ -7,20 +7,62 @@ use rusqlite::{params, OptionalExtension};
 use super::row::{self, millis, RawCallback, ATTEMPT_COLUMNS, CALLBACK_COLUMNS};
 use super::store::{CallbackStore, StoreError};
 use super::transition::{get_in, require};
-use super::{Attempt, Callback, CallbackId, ListFilter, State};
+use super::{Attempt, Callback, CallbackId, ListFilter, State, StoreStats};
 
 impl CallbackStore {
     /// The requests matching `filter`, oldest id first.
     pub fn list(&self, filter: &ListFilter) -> Result<Vec<Callback>, StoreError> {
         let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT {CALLBACK_COLUMNS} FROM callbacks
-             WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR queue = ?2) ORDER BY id"
+             WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR queue = ?2) ORDER BY id
+             LIMIT ?3"
         ))?;
+        // SQLite reads a negative limit as none.
+        let limit = filter
+            .limit
+            .map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX));
         let rows = stmt.query_map(
-            params![filter.state.map(State::as_str), filter.queue],
+            params![filter.state.map(State::as_str), filter.queue, limit],
             RawCallback::read,
         )?;
         rows.map(|raw| raw?.into_callback()).collect()
+    }
+
+    /// Whether the database answers a read (cheap: one partial index), for
+    /// the readiness check every few seconds.
+    pub fn ping(&self) -> Result<(), StoreError> {
+        self.conn.query_row(
+            "SELECT COUNT(*) FROM callbacks WHERE state = 'dialling'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )?;
+        Ok(())
+    }
+
+    /// How many requests are in each state, and when the oldest pending
+    /// one was made. Counting reads every row, so the metrics ask for it
+    /// only when scraped.
+    pub fn stats(&self) -> Result<StoreStats, StoreError> {
+        let mut counts: Vec<(State, u64)> = State::ALL.iter().map(|s| (*s, 0)).collect();
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT state, COUNT(*) FROM callbacks GROUP BY state")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        for row in rows {
+            let (state, n) = row?;
+            if let Some(c) = counts.iter_mut().find(|(s, _)| s.as_str() == state) {
+                c.1 = u64::try_from(n).unwrap_or(0);
+            }
+        }
+        let oldest: Option<i64> = self.conn.query_row(
+            "SELECT MIN(requested_at) FROM callbacks WHERE state = 'pending'",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(StoreStats {
+            by_state: counts,
+            oldest_pending: oldest.and_then(DateTime::<Utc>::from_timestamp_millis),
+        })
     }
 
     /// One request.

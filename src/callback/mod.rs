@@ -32,7 +32,7 @@ mod transition;
 
 pub use model::{
     Attempt, AttemptOutcome, Callback, CallbackId, ListFilter, NewCallback, Requested, State,
-    UnknownState,
+    StoreStats, UnknownState,
 };
 
 #[cfg(test)]

@@ -225,4 +225,16 @@ pub struct ListFilter {
     pub state: Option<State>,
     /// Only requests for this queue.
     pub queue: Option<String>,
+    /// At most this many (the oldest first).
+    pub limit: Option<usize>,
+}
+
+/// How many requests are in each state, and how long the oldest pending
+/// one has waited: what the metrics show of the store.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StoreStats {
+    /// Requests by state, every state listed.
+    pub by_state: Vec<(State, u64)>,
+    /// When the oldest pending request was made, if any is pending.
+    pub oldest_pending: Option<DateTime<Utc>>,
 }

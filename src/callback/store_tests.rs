@@ -274,7 +274,10 @@ fn retry_reopens_failed_or_cancelled_with_a_fresh_count() {
 fn list_filters_by_state_and_queue() {
     let mut store = memory();
     let now = utc("2026-06-10 09:00");
-    store.request(new_callback("1", "sales", 1), now).unwrap();
+    let earlier = utc("2026-06-10 08:30");
+    store
+        .request(new_callback("1", "sales", 1), earlier)
+        .unwrap();
     store.request(new_callback("2", "support", 1), now).unwrap();
     store.request(new_callback("3", "support", 1), now).unwrap();
     store
@@ -284,6 +287,7 @@ fn list_filters_by_state_and_queue() {
         let filter = ListFilter {
             state,
             queue: queue.map(String::from),
+            limit: None,
         };
         store.list(&filter).unwrap().len()
     };
@@ -292,6 +296,23 @@ fn list_filters_by_state_and_queue() {
     assert_eq!(count(None, Some("support")), 2);
     assert_eq!(count(Some(State::Dialling), Some("support")), 1);
     assert_eq!(count(Some(State::Dialling), Some("sales")), 0);
+    let first = store
+        .list(&ListFilter {
+            limit: Some(2),
+            ..ListFilter::default()
+        })
+        .unwrap();
+    assert_eq!(first.len(), 2);
+    assert!(first[0].id < first[1].id);
+    // Dialling one of support's leaves two pending; the oldest pending is
+    // the first booked of them.
+    let stats = store.stats().unwrap();
+    let by = |s| stats.by_state.iter().find(|(x, _)| *x == s).unwrap().1;
+    assert_eq!(
+        (by(State::Pending), by(State::Dialling), by(State::Failed)),
+        (2, 1, 0)
+    );
+    assert_eq!(stats.oldest_pending, Some(earlier));
 }
 
 #[test]

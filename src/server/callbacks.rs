@@ -12,7 +12,9 @@ use tokio::sync::{oneshot, Notify};
 
 use crate::callback::scheduler::{RetryPolicy, Window};
 use crate::callback::store::{CallbackStore, StoreError};
-use crate::callback::{AttemptOutcome, Callback, CallbackId, NewCallback, Requested, State};
+use crate::callback::{
+    AttemptOutcome, Callback, CallbackId, ListFilter, NewCallback, Requested, State, StoreStats,
+};
 use crate::flow::interpreter::CallbackRequest;
 use crate::flow::schedule::Schedule;
 
@@ -39,6 +41,12 @@ enum Job {
     },
     Settle(Box<Settle>),
     State(CallbackId, oneshot::Sender<Option<State>>),
+    /// The admin's list.
+    List(ListFilter, oneshot::Sender<Result<Vec<Callback>, String>>),
+    /// Counts by state, for the metrics.
+    Stats(oneshot::Sender<Result<StoreStats, String>>),
+    /// Whether the store answers, for readiness.
+    Ping(oneshot::Sender<Result<(), String>>),
     /// Answered once every job before it is done.
     Flush(oneshot::Sender<()>),
 }
@@ -180,19 +188,12 @@ impl CallbackSink {
         max: usize,
     ) -> Result<Vec<Callback>, String> {
         let (reply, answer) = oneshot::channel();
-        self.tx
-            .try_send(Job::Claim {
-                now,
-                limit,
-                max,
-                reply,
-            })
-            .map_err(|e| match e {
-                mpsc::TrySendError::Full(_) => "the callback store is too busy".to_string(),
-                mpsc::TrySendError::Disconnected(_) => {
-                    "the callback store is not running".to_string()
-                }
-            })?;
+        self.ask(Job::Claim {
+            now,
+            limit,
+            max,
+            reply,
+        })?;
         answer
             .await
             .unwrap_or_else(|_| Err("the callback store stopped".into()))
@@ -254,6 +255,42 @@ impl CallbackSink {
             let _ = reply.send(None);
         }
         answer
+    }
+
+    /// The requests matching `filter`, for the admin.
+    pub async fn list(&self, filter: ListFilter) -> Result<Vec<Callback>, String> {
+        let (reply, answer) = oneshot::channel();
+        self.ask(Job::List(filter, reply))?;
+        answer
+            .await
+            .unwrap_or_else(|_| Err("the callback store stopped".into()))
+    }
+
+    /// How many requests are in each state (reads every row: for scrapes,
+    /// not for polling).
+    pub async fn stats(&self) -> Result<StoreStats, String> {
+        let (reply, answer) = oneshot::channel();
+        self.ask(Job::Stats(reply))?;
+        answer
+            .await
+            .unwrap_or_else(|_| Err("the callback store stopped".into()))
+    }
+
+    /// Whether the store thread and its database answer.
+    pub async fn ping(&self) -> Result<(), String> {
+        let (reply, answer) = oneshot::channel();
+        self.ask(Job::Ping(reply))?;
+        answer
+            .await
+            .unwrap_or_else(|_| Err("the callback store stopped".into()))
+    }
+
+    /// Queues a job whose answer someone waits for, or says why not.
+    fn ask(&self, job: Job) -> Result<(), String> {
+        self.tx.try_send(job).map_err(|e| match e {
+            mpsc::TrySendError::Full(_) => "the callback store is too busy".to_string(),
+            mpsc::TrySendError::Disconnected(_) => "the callback store is not running".to_string(),
+        })
     }
 
     /// Returns once everything handed to the store before is committed (or
@@ -327,6 +364,15 @@ fn run(store: &mut CallbackStore, job: Job, changed: &Notify, unsettled: &mut Ve
         }
         Job::State(id, reply) => {
             let _ = reply.send(store.get(id).ok().map(|c| c.state));
+        }
+        Job::List(filter, reply) => {
+            let _ = reply.send(store.list(&filter).map_err(|e| e.to_string()));
+        }
+        Job::Stats(reply) => {
+            let _ = reply.send(store.stats().map_err(|e| e.to_string()));
+        }
+        Job::Ping(reply) => {
+            let _ = reply.send(store.ping().map_err(|e| e.to_string()));
         }
         Job::Flush(reply) => {
             let _ = reply.send(());

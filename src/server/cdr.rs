@@ -53,6 +53,16 @@ impl RecordSink {
         ))
     }
 
+    /// This node's name.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Records lost because the writer fell behind.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Queues a record; never waits.
     pub fn write(&self, mut record: Box<CallRecord>) {
         record.node = Some(self.node.to_string());

@@ -45,6 +45,9 @@ pub struct ServerConfig {
     pub node: Option<String>,
     /// The callback database (SQLite, created if missing).
     pub callbacks: PathBuf,
+    /// The admin HTTP listener (metrics, health, calls, reload); off
+    /// unless configured.
+    pub admin: Option<crate::server::admin::AdminConfig>,
     /// Where each queue's estimated wait comes from (flows read it as the
     /// variable `wait_QUEUE`, in seconds).
     pub queue_status: BTreeMap<String, crate::server::queue_status::WaitSource>,
@@ -551,6 +554,7 @@ impl Default for ServerConfig {
             call_records: PathBuf::from("calls.jsonl"),
             node: None,
             callbacks: PathBuf::from("callbacks.db"),
+            admin: None,
             dialling: crate::server::policy::DiallingPolicy::default(),
             transfer_dialling: None,
             queue_status: BTreeMap::new(),

@@ -8,11 +8,13 @@
 //! This module only moves bytes, reads the clock, talks to the store
 //! threads and handles signals.
 
+pub mod admin;
 mod callbacks;
 mod cdr;
 pub mod config;
 mod dialler;
 mod dns;
+pub mod metrics;
 mod ports;
 pub mod queue_status;
 mod rtp_in;
@@ -108,6 +110,8 @@ pub enum ToListener {
     Stored(CallHandle, Result<Requested, String>),
     /// The store's answer to a state query for a call we placed.
     State(CallHandle, Option<State>),
+    /// The admin asks for the worker's calls and counters.
+    Snapshot(tokio::sync::oneshot::Sender<metrics::WorkerSnapshot>),
 }
 
 /// Why the server could not start.
@@ -143,6 +147,15 @@ struct Shared {
     bridged: Mutex<Bridged>,
     /// What admitting a new bridged destination reaches, once listening.
     reach: std::sync::OnceLock<Reach>,
+    /// Every worker's inbox, once all are started (the admin asks them).
+    workers: std::sync::OnceLock<Vec<mpsc::Sender<ToListener>>>,
+    /// Counters that change once per call, for the metrics.
+    tally: Mutex<metrics::Tally>,
+    /// One reload at a time (SIGHUP and `POST /reload` may meet).
+    reloading: tokio::sync::Mutex<()>,
+    /// Whether the callback store answers: load balancers' probes hear
+    /// 503 while it does not (see [`watch_readiness`]).
+    ready: watch::Sender<bool>,
 }
 
 /// Where bridged queues call.
@@ -188,6 +201,23 @@ impl Shared {
         MediaStats::summary(&self.stats.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
+    /// The workers' media counts, added up, for the metrics.
+    fn media_counts(&self) -> stats::MediaCounts {
+        MediaStats::counts(&self.stats.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn tally(&self) -> std::sync::MutexGuard<'_, metrics::Tally> {
+        self.tally.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A call is over: count it and write its record.
+    fn call_ended(&self, record: Box<crate::call::record::CallRecord>) {
+        let runtime = self.runtime();
+        self.tally()
+            .call_ended(&record, |target| runtime.has_queue(target));
+        self.records.write(record);
+    }
+
     /// Hands an attempt's last word to the store, with the queue's retry
     /// rules and opening hours as they are now.
     fn settle_callback(
@@ -197,6 +227,7 @@ impl Shared {
     ) {
         let flow = self.config.callback_flow_for(&leg.queue);
         let hours = self.runtime().queue_hours(&leg.queue, flow).cloned();
+        self.tally().attempt_settled(&outcome);
         self.callbacks.settle(
             leg.id,
             wall_now(),
@@ -210,21 +241,28 @@ impl Shared {
         self.ports.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    async fn reload(&self) {
+    /// Loads the flows again with the checks of start-up: the number of
+    /// flows now taking calls, or why the last good ones are kept.
+    async fn reload(&self) -> Result<usize, String> {
+        let _one_at_a_time = self.reloading.lock().await;
         let (flows, prompts) = (self.config.flows.clone(), self.config.prompts.clone());
-        match tokio::task::spawn_blocking(move || Runtime::load(&flows, &prompts)).await {
-            Ok(Ok(runtime)) => match check_runtime(&self.config, &runtime) {
-                Ok(()) => {
-                    self.admit_bridged(&runtime).await;
-                    tracing::info!(flows = runtime.flows.flows.len(), "flows reloaded");
-                    self.runtime.send_replace(Arc::new(runtime));
-                }
-                Err(why) => {
-                    tracing::error!("reload refused, keeping the last good flows: {why}")
-                }
-            },
-            Ok(Err(e)) => tracing::error!("reload refused, keeping the last good flows: {e}"),
-            Err(e) => tracing::error!("reload failed: {e}"),
+        let loaded = tokio::task::spawn_blocking(move || Runtime::load(&flows, &prompts))
+            .await
+            .map_err(|e| format!("reload failed: {e}"))
+            .and_then(|r| r.map_err(|e| e.to_string()))
+            .and_then(|runtime| check_runtime(&self.config, &runtime).map(|()| runtime));
+        match loaded {
+            Ok(runtime) => {
+                self.admit_bridged(&runtime).await;
+                let flows = runtime.flows.flows.len();
+                tracing::info!(flows, "flows reloaded");
+                self.runtime.send_replace(Arc::new(runtime));
+                Ok(flows)
+            }
+            Err(why) => {
+                tracing::error!("reload refused, keeping the last good flows: {why}");
+                Err(why)
+            }
         }
     }
 }
@@ -395,6 +433,21 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
     if sockets.is_empty() {
         return Err(ServeError::Io("no listen address".into()));
     }
+    // Bound before the first call is taken: a probe that finds SIP up finds
+    // the admin port up too (connections wait until it serves).
+    let admin_listener = match &config.admin {
+        Some(admin) => {
+            let token = admin.load_token().map_err(ServeError::Io)?;
+            let listener = tokio::net::TcpListener::bind(admin.listen)
+                .await
+                .map_err(|e| {
+                    ServeError::Io(format!("cannot listen on {} (admin): {e}", admin.listen))
+                })?;
+            tracing::info!(listen = %admin.listen, "admin HTTP");
+            Some((listener, token))
+        }
+        None => None,
+    };
     let node = config
         .node_name()
         .map_err(|e| ServeError::Io(e.to_string()))?;
@@ -434,12 +487,17 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
             names: bridged_names,
         }),
         reach: std::sync::OnceLock::new(),
+        workers: std::sync::OnceLock::new(),
+        tally: Mutex::default(),
+        reloading: tokio::sync::Mutex::new(()),
+        ready: watch::Sender::new(true),
         config,
     });
     let (control_tx, control_rx) = watch::channel(Control::Running);
     let mut workers = tokio::task::JoinSet::new();
     let mut readers = Vec::new();
     let mut dialler = None;
+    let mut all_inboxes = Vec::new();
     let worker_count = shared.config.workers();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     tracing::info!(workers = worker_count, "call workers per listen address");
@@ -579,6 +637,7 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
             inboxes.push(worker.inbox.clone());
             workers.spawn(worker.run(inbox, control_rx.clone()));
         }
+        all_inboxes.extend(inboxes.iter().cloned());
         // Callbacks go out through the first listener's workers.
         if dialler.is_none() {
             dialler = Some(tokio::spawn(dialler::run(
@@ -599,13 +658,25 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
         }
         readers.push(tokio::spawn(read_sip(socket, queues)));
     }
+    let _ = shared.workers.set(all_inboxes);
+    tokio::spawn(watch_readiness(Arc::clone(&shared)));
+    if let Some((listener, token)) = admin_listener {
+        tokio::spawn(admin::run(
+            listener,
+            Arc::clone(&shared),
+            token,
+            control_rx.clone(),
+        ));
+    }
     let mut stats_tick = tokio::time::interval(Duration::from_secs(60));
     stats_tick.tick().await;
     loop {
         tokio::select! {
             _ = terminate.recv() => drain(&control_tx, &shared),
             _ = interrupt.recv() => drain(&control_tx, &shared),
-            _ = hangup.recv() => shared.reload().await,
+            _ = hangup.recv() => {
+                let _ = shared.reload().await;
+            }
             _ = stats_tick.tick() => tracing::info!(media = %shared.media_summary(), "status"),
             done = workers.join_next() => {
                 if let Some(Err(e)) = &done {
@@ -624,6 +695,36 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
     shared.callbacks.flush().await;
     tracing::info!(media = %shared.media_summary(), "callflow stopped");
     Ok(())
+}
+
+/// How often the store is asked whether it answers.
+const READINESS_CHECK: Duration = Duration::from_secs(2);
+
+/// Keeps `shared.ready` true while the callback store answers, so that
+/// load balancers' OPTIONS probes hear 503 from a node whose store is
+/// stuck (calls that reach it are still taken).
+async fn watch_readiness(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(READINESS_CHECK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let answer = tokio::time::timeout(READINESS_CHECK, shared.callbacks.ping()).await;
+        let ready = matches!(answer, Ok(Ok(_)));
+        let changed = shared
+            .ready
+            .send_if_modified(|r| std::mem::replace(r, ready) != ready);
+        if changed && ready {
+            tracing::info!("the callback store answers again: ready");
+        } else if changed {
+            let why = match answer {
+                Ok(Err(e)) => e,
+                _ => "no answer in time".to_string(),
+            };
+            tracing::error!(
+                "the callback store does not answer ({why}): not ready, probes get 503"
+            );
+        }
+    }
 }
 
 /// Starts looking up the named servers of the configuration (the trunk,
@@ -879,6 +980,10 @@ struct Worker {
     stats: Arc<MediaStats>,
     /// When the counters were last logged.
     last_report: Instant,
+    /// The SIP messages this worker took and sent.
+    sip: metrics::SipCounts,
+    /// Whether the node is ready, as the edge last found it.
+    ready: watch::Receiver<bool>,
 }
 
 /// What the endpoint borrows from the edge.
@@ -951,6 +1056,7 @@ impl Worker {
             .push(Arc::clone(&stats));
         let worker = Worker {
             runtime: shared.runtime.subscribe(),
+            ready: shared.ready.subscribe(),
             shared,
             endpoint,
             socket,
@@ -968,6 +1074,7 @@ impl Worker {
             rtp_out,
             stats,
             last_report: now(),
+            sip: metrics::SipCounts::default(),
         };
         (worker, inbox_rx)
     }
@@ -1024,8 +1131,10 @@ impl Worker {
                 },
                 Some(batch) = self.rtp_rx.recv() => {
                     let t = now();
+                    let mut received = 0;
                     for (port, from, bytes) in batch.iter() {
                         self.endpoint.handle_rtp(t, port, from, bytes);
+                        received += 1;
                     }
                     for _ in 1..RTP_BATCH {
                         match self.rtp_rx.try_recv() {
@@ -1033,11 +1142,13 @@ impl Worker {
                                 let t = now();
                                 for (port, from, bytes) in batch.iter() {
                                     self.endpoint.handle_rtp(t, port, from, bytes);
+                                    received += 1;
                                 }
                             }
                             Err(_) => break,
                         }
                     }
+                    self.stats.received(received);
                 }
                 Some(message) = inbox.recv() => match message {
                     ToListener::Dial(callback) => self.endpoint.dial(now(), *callback),
@@ -1047,7 +1158,14 @@ impl Worker {
                     ToListener::State(call, state) => {
                         self.endpoint.handle_callback_state(now(), call, state)
                     }
+                    ToListener::Snapshot(reply) => {
+                        let _ = reply.send(self.snapshot());
+                    }
                 },
+                Ok(()) = self.ready.changed() => {
+                    let ready = *self.ready.borrow_and_update();
+                    self.endpoint.set_ready(ready);
+                }
                 _ = sleep_until(timeout) => {}
                 Ok(()) = self.runtime.changed() => {
                     let runtime = Arc::clone(&self.runtime.borrow_and_update());
@@ -1075,7 +1193,28 @@ impl Worker {
         if d.undelivered {
             self.endpoint.handle_unreachable(now(), from);
         } else {
+            self.sip.count(&d.bytes, metrics::Direction::Received);
             self.endpoint.handle_datagram(now(), from, &d.bytes);
+        }
+    }
+
+    /// What the admin sees of this worker.
+    fn snapshot(&self) -> metrics::WorkerSnapshot {
+        metrics::WorkerSnapshot {
+            calls: self.endpoint.call_summaries(),
+            sip: self.sip.clone(),
+            // The admission state is the listener's: its first worker tells.
+            admission: (self.index == 0).then(|| self.endpoint.admission_counters()),
+            ua: self.endpoint.ua_counters(),
+            started: self.endpoint.call_counters(),
+            rtp_in_dropped: self
+                .rtp_reader
+                .dropped
+                .load(std::sync::atomic::Ordering::Relaxed),
+            rtp_send_failed: self
+                .rtp_out
+                .failed
+                .load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 
@@ -1083,21 +1222,24 @@ impl Worker {
     async fn flush(&mut self) {
         while let Some(output) = self.endpoint.poll_output() {
             match output {
-                EndpointOutput::Transmit { to, bytes } => match to.transport {
-                    Transport::Udp => {
-                        if let Err(e) = self.socket.send_to(&bytes, to.addr).await {
-                            tracing::debug!(%to, "SIP send failed: {e}");
+                EndpointOutput::Transmit { to, bytes } => {
+                    self.sip.count(&bytes, metrics::Direction::Sent);
+                    match to.transport {
+                        Transport::Udp => {
+                            if let Err(e) = self.socket.send_to(&bytes, to.addr).await {
+                                tracing::debug!(%to, "SIP send failed: {e}");
+                            }
                         }
+                        Transport::Tcp => match &self.tcp {
+                            Some(tcp) => tcp.send(to.addr, bytes),
+                            None => tracing::warn!(%to, "SIP over TCP is not enabled (tcp: true)"),
+                        },
+                        Transport::Tls => match &self.tls {
+                            Some(tls) => tls.send(to.addr, bytes),
+                            None => tracing::warn!(%to, "SIP over TLS is not enabled (tls)"),
+                        },
                     }
-                    Transport::Tcp => match &self.tcp {
-                        Some(tcp) => tcp.send(to.addr, bytes),
-                        None => tracing::warn!(%to, "SIP over TCP is not enabled (tcp: true)"),
-                    },
-                    Transport::Tls => match &self.tls {
-                        Some(tls) => tls.send(to.addr, bytes),
-                        None => tracing::warn!(%to, "SIP over TLS is not enabled (tls)"),
-                    },
-                },
+                }
                 EndpointOutput::RtpOpened { port, .. } => self.rtp_opened(port),
                 EndpointOutput::RtpClosed { port } => self.rtp_closed(port),
                 EndpointOutput::RtpPeer { port, peer } => {
@@ -1133,7 +1275,7 @@ impl Worker {
                 EndpointOutput::SettleCallback { leg, outcome } => {
                     self.shared.settle_callback(&leg, outcome)
                 }
-                EndpointOutput::Record(record) => self.shared.records.write(record),
+                EndpointOutput::Record(record) => self.shared.call_ended(record),
             }
         }
         let (rtp, out, stats) = (&self.rtp, &mut self.rtp_out, &self.stats);

@@ -11,6 +11,7 @@ use std::net::{IpAddr, SocketAddr, UdpSocket};
 /// land in the next one).
 pub struct PortPool {
     free: VecDeque<u16>,
+    total: usize,
 }
 
 impl PortPool {
@@ -22,7 +23,15 @@ impl PortPool {
             .filter_map(|p| u16::try_from(p).ok())
             .collect();
         fastrand::shuffle(&mut ports);
-        Self { free: ports.into() }
+        Self {
+            total: ports.len(),
+            free: ports.into(),
+        }
+    }
+
+    /// How many ports calls hold, and how many there are.
+    pub fn in_use(&self) -> (usize, usize) {
+        (self.total - self.free.len(), self.total)
     }
 
     /// How many ports are free.

@@ -148,6 +148,19 @@ impl QueueWaits {
             .collect()
     }
 
+    /// Every queue's source, with the age of its last good answer (`None`
+    /// before the first), for the metrics.
+    pub fn freshness(&self, now: Instant) -> Vec<(String, Option<Duration>)> {
+        let values = self.values.read().unwrap_or_else(|p| p.into_inner());
+        values
+            .iter()
+            .map(|(q, e)| {
+                let age = e.fresh.map(|(_, at)| now.saturating_duration_since(at));
+                (q.clone(), age)
+            })
+            .collect()
+    }
+
     fn set(&self, queue: &str, entry: Entry) {
         let mut values = self.values.write().unwrap_or_else(|p| p.into_inner());
         values.insert(queue.to_string(), entry);

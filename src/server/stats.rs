@@ -15,7 +15,28 @@ pub struct MediaStats {
     sent: AtomicU64,
     buckets: [AtomicU64; 6],
     max_late_us: AtomicU64,
+    /// The sum of the lateness, for the histogram's `_sum`.
+    late_us_sum: AtomicU64,
+    /// RTP packets that reached the worker's calls.
+    received: AtomicU64,
 }
+
+/// All workers' media counts added up, for the metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct MediaCounts {
+    /// RTP packets sent.
+    pub sent: u64,
+    /// RTP packets received.
+    pub received: u64,
+    /// Packets sent within each of [`LATENESS_BOUNDS`] and over the last
+    /// (not cumulative).
+    pub buckets: [u64; 6],
+    /// The lateness of all packets sent, added up, in microseconds.
+    pub late_us_sum: u64,
+}
+
+/// The lateness histogram's upper bounds, in seconds.
+pub const LATENESS_BOUNDS: [f64; 5] = [0.002, 0.005, 0.010, 0.020, 0.050];
 
 impl MediaStats {
     /// Counts one packet sent `late` after its due time.
@@ -28,10 +49,30 @@ impl MediaStats {
             .unwrap_or(BOUNDS_MS.len());
         bump(&self.buckets[i]);
         let us = late.as_micros() as u64;
+        add(&self.late_us_sum, us);
         // Written by one thread only: a load and a store, no locked op.
         if us > self.max_late_us.load(Ordering::Relaxed) {
             self.max_late_us.store(us, Ordering::Relaxed);
         }
+    }
+
+    /// Counts `n` RTP packets received.
+    pub fn received(&self, n: u64) {
+        add(&self.received, n);
+    }
+
+    /// All workers' counts added up.
+    pub fn counts(all: &[std::sync::Arc<MediaStats>]) -> MediaCounts {
+        let mut c = MediaCounts::default();
+        for s in all {
+            c.sent += s.sent.load(Ordering::Relaxed);
+            c.received += s.received.load(Ordering::Relaxed);
+            c.late_us_sum += s.late_us_sum.load(Ordering::Relaxed);
+            for (sum, b) in c.buckets.iter_mut().zip(&s.buckets) {
+                *sum += b.load(Ordering::Relaxed);
+            }
+        }
+        c
     }
 
     /// A one-line summary of all workers' counts: packets, the shares
@@ -71,7 +112,12 @@ impl MediaStats {
 /// Adds one to a counter that only its worker writes: a plain load and
 /// store, cheaper than a locked add on every packet.
 fn bump(counter: &AtomicU64) {
-    counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    add(counter, 1);
+}
+
+/// Adds `n` to a counter that only its worker writes.
+fn add(counter: &AtomicU64, n: u64) {
+    counter.store(counter.load(Ordering::Relaxed) + n, Ordering::Relaxed);
 }
 
 #[cfg(test)]

@@ -276,6 +276,21 @@ pub struct AdmissionCounters {
     pub bad_credentials: u64,
 }
 
+impl AdmissionCounters {
+    /// Adds another listener's counts.
+    pub fn add(&mut self, o: &AdmissionCounters) {
+        self.unknown_dropped += o.unknown_dropped;
+        self.unknown_forbidden += o.unknown_forbidden;
+        self.rate_limited += o.rate_limited;
+        self.sources_blocked += o.sources_blocked;
+        self.source_table_full += o.source_table_full;
+        self.over_calls += o.over_calls;
+        self.over_rate += o.over_rate;
+        self.challenged += o.challenged;
+        self.bad_credentials += o.bad_credentials;
+    }
+}
+
 /// A token bucket.
 #[derive(Debug, Clone, Copy)]
 struct Bucket {

@@ -2,6 +2,7 @@
 //! caller journeys, the command line, SIPp end to end and the callback
 //! dialler.
 
+mod admin;
 mod bridge;
 mod broken_corpus;
 mod cli;

@@ -506,6 +506,10 @@ fn a_rejected_refer_or_a_failed_transfer_takes_on_fail() {
             ["e2e.agent", "e2e.fallback", "e2e.bye"],
             "{r}"
         );
+        // The record says which transfer failed and why.
+        let failed = &r["failed_transfers"][0];
+        assert_eq!(failed["target"], "support", "{r}");
+        assert!(!failed["reason"].as_str().unwrap_or("").is_empty(), "{r}");
     }
 }
 
@@ -632,7 +636,7 @@ fn raw_invite(port: u16, call_id: &str) -> String {
 }
 
 /// The answer to one OPTIONS probe, as a load balancer sends it.
-fn raw_options(port: u16, call_id: &str) -> String {
+pub(crate) fn raw_options(port: u16, call_id: &str) -> String {
     let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
     s.set_read_timeout(Some(Duration::from_millis(1000))).ok();
     let me = s.local_addr().expect("addr");

@@ -23,6 +23,13 @@ pub(super) struct Ringing {
     span: tracing::Span,
 }
 
+impl Ringing {
+    /// The admin's view of it.
+    pub(super) fn summary(&self) -> crate::call::CallSummary {
+        self.call.summary()
+    }
+}
+
 impl Endpoint {
     pub(super) fn on_incoming(&mut self, now: Instant, handle: CallHandle, incoming: IncomingCall) {
         let span = tracing::info_span!("call", call_id = %incoming.call_id);
@@ -131,6 +138,7 @@ impl Endpoint {
             Ok(local) => local,
             Err(e) => {
                 tracing::warn!("{e}");
+                self.counters.no_capacity += 1;
                 self.ua.reject(
                     now,
                     handle,

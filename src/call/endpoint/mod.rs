@@ -228,6 +228,20 @@ pub struct Endpoint {
     /// The SRTP contexts of legs that agreed on SRTP, by their RTP port.
     srtp: HashMap<u16, srtp::Srtp>,
     scratch: Vec<u8>,
+    counters: CallCounters,
+}
+
+/// Calls set up so far (the call setup rate's counter), and calls refused
+/// for want of room.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CallCounters {
+    /// Calls that came in and were answered.
+    pub answered: u64,
+    /// Calls we placed (callback attempts), answered or not.
+    pub placed: u64,
+    /// Calls that came in and were refused 503 because no RTP port was
+    /// free.
+    pub no_capacity: u64,
 }
 
 impl Endpoint {
@@ -263,6 +277,7 @@ impl Endpoint {
             rtp_queue: Vec::with_capacity(256),
             srtp: HashMap::new(),
             scratch: Vec::with_capacity(256),
+            counters: CallCounters::default(),
         }
     }
 
@@ -298,6 +313,26 @@ impl Endpoint {
     /// Calls in progress: ringing, answered or placed.
     pub fn calls(&self) -> usize {
         self.calls.len() + self.ringing.len()
+    }
+
+    /// Whether the edge finds this node ready to take calls (see
+    /// [`UserAgent::set_ready`]): only load balancers' probes hear of it.
+    pub fn set_ready(&mut self, ready: bool) {
+        self.ua.set_ready(ready);
+    }
+
+    /// Calls set up and refused so far.
+    pub fn call_counters(&self) -> CallCounters {
+        self.counters
+    }
+
+    /// The calls in progress (ringing, answered or placed), for the admin.
+    pub fn call_summaries(&self) -> Vec<crate::call::CallSummary> {
+        self.calls
+            .values()
+            .map(|a| a.call.summary())
+            .chain(self.ringing.iter().map(|r| r.summary()))
+            .collect()
     }
 
     /// Whether nothing is left to do before a drained server may stop.
@@ -839,6 +874,11 @@ impl Endpoint {
         span: tracing::Span,
     ) {
         let next_cancel_check = call.callback().map(|_| now + CANCEL_CHECK);
+        if call.callback().is_some() {
+            self.counters.placed += 1;
+        } else {
+            self.counters.answered += 1;
+        }
         self.calls.insert(
             handle,
             Active {

@@ -181,6 +181,14 @@ impl Interpreter {
         &self.visited
     }
 
+    /// The queue (or URI) of the transfer under way, if one is.
+    pub fn transferring_to(&self) -> Option<&str> {
+        match &self.phase {
+            Phase::Transferring { target } => Some(target),
+            _ => None,
+        }
+    }
+
     /// The node the call is at.
     pub fn current(&self) -> NodeRef {
         self.at

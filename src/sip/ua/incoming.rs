@@ -203,9 +203,10 @@ impl UserAgent {
             Method::Invite => self.on_reinvite(now, source, key, m),
             Method::Cancel => self.on_cancel(now, source, key, m),
             // A load balancer's probe (Kamailio's dispatcher, say): while
-            // draining we take no new calls, and say so, so that it sends
-            // them to another node. OPTIONS within a call still get 200.
-            Method::Options if !self.accepting && m.to_tag().is_none() => {
+            // draining, or not ready (the callback store unreachable), we
+            // say so, so that it sends new calls to another node. OPTIONS
+            // within a call still get 200.
+            Method::Options if !(self.accepting && self.ready) && m.to_tag().is_none() => {
                 let extra = [("Retry-After", DRAINING_RETRY_AFTER)];
                 self.respond(
                     now,
@@ -366,6 +367,7 @@ impl UserAgent {
             .and_then(|c| c.split(';').next())
             .map(|c| c.trim().to_ascii_lowercase());
         let refusal = if !self.accepting {
+            self.counters.draining_refused += 1;
             Some((
                 503,
                 answer(

@@ -311,6 +311,10 @@ enum TimerOwner {
 pub struct UserAgent {
     config: UaConfig,
     accepting: bool,
+    /// Whether the edge finds this node ready (its store reachable): a
+    /// node that is not still takes calls, but tells load balancers'
+    /// probes to look elsewhere.
+    ready: bool,
     next_call: u64,
     next_id: u64,
     /// Server transactions by (branch, sent-by, method) key text.
@@ -347,6 +351,8 @@ pub struct UaCounters {
     pub dialogs_full: u64,
     /// Stale timer entries dropped to keep the heap bounded.
     pub timers_compacted: u64,
+    /// New INVITEs answered 503 because the server was draining.
+    pub draining_refused: u64,
 }
 
 /// The reason of a [`UaEvent::TransferResult`] when the REFER was accepted
@@ -375,6 +381,7 @@ impl UserAgent {
             counters: UaCounters::default(),
             config,
             accepting: true,
+            ready: true,
             next_call: 0,
             next_id: 0,
             server: HashMap::new(),
@@ -393,6 +400,12 @@ impl UserAgent {
     /// While draining for shutdown, new INVITEs get 503 with Retry-After.
     pub fn set_accepting(&mut self, accepting: bool) {
         self.accepting = accepting;
+    }
+
+    /// Whether out-of-dialog OPTIONS (a load balancer's probe) get 200
+    /// (`true`) or 503; calls are still taken either way.
+    pub fn set_ready(&mut self, ready: bool) {
+        self.ready = ready;
     }
 
     /// The SIP Call-ID of a call's dialog.

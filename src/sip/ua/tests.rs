@@ -804,6 +804,9 @@ fn draining_answers_new_invites_503_with_retry_after() {
     assert_eq!(rig.statuses(), ["SIP/2.0 503 Service Unavailable"]);
     assert!(rig.sent[0].2.contains("Retry-After: 30"));
     assert!(rig.events.is_empty());
+    // Counted for the metrics, once, retransmissions or not.
+    rig.recv(&invite("d1", "z9hG4bK-d1", "", OFFER));
+    assert_eq!(rig.ua.counters().draining_refused, 1);
 }
 
 /// A load balancer's OPTIONS probe learns that a draining node takes no
@@ -826,6 +829,26 @@ fn draining_answers_options_probes_503_but_not_in_dialog_options() {
     rig.ua.set_accepting(true);
     rig.sent.clear();
     rig.recv(&probe.replace("z9hG4bK-o2", "z9hG4bK-o3"));
+    assert_eq!(rig.statuses(), ["SIP/2.0 200 OK"]);
+}
+
+/// A node that is not ready (its store unreachable) tells probes so, but
+/// still takes the calls that reach it.
+#[test]
+fn a_node_not_ready_answers_probes_503_and_still_takes_calls() {
+    let mut rig = Rig::new();
+    rig.ua.set_ready(false);
+    let probe = invite("r1", "z9hG4bK-r1", "", "")
+        .replace("INVITE sip:", "OPTIONS sip:")
+        .replace("CSeq: 1 INVITE", "CSeq: 1 OPTIONS");
+    rig.recv(&probe);
+    assert_eq!(rig.statuses(), ["SIP/2.0 503 Service Unavailable"]);
+    rig.sent.clear();
+    rig.answered("r2");
+    assert!(rig.statuses().contains(&"SIP/2.0 200 OK".to_string()));
+    rig.ua.set_ready(true);
+    rig.sent.clear();
+    rig.recv(&probe.replace("z9hG4bK-r1", "z9hG4bK-r3"));
     assert_eq!(rig.statuses(), ["SIP/2.0 200 OK"]);
 }
 
