@@ -15,6 +15,7 @@ pub mod flow;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod media;
+pub mod report;
 pub mod server;
 pub mod simulate;
 pub mod sip;

@@ -105,6 +105,99 @@ enum Command {
     /// Answer SIP calls and run the flows (default: the shipped flows on
     /// 127.0.0.1:5060). SIGTERM drains calls; SIGHUP reloads the flows.
     Serve(ServeArgs),
+    /// What callers did in the flows, from call records (one node's file,
+    /// or several nodes' files together): containment, abandonment and
+    /// where, transfers and callbacks by queue, time to an agent, keys.
+    Report {
+        /// Call-record files (JSON lines).
+        #[arg(required = true)]
+        records: Vec<PathBuf>,
+        /// Only calls that started since: RFC 3339, YYYY-MM-DD, or an age (24h, 7d).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only this flow.
+        #[arg(long)]
+        flow: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        format: ReportFormat,
+        /// The flows, drawn in the HTML with the figures on them.
+        #[arg(long, default_value = "flows")]
+        flows: PathBuf,
+        /// Where the flows' prompt files are.
+        #[arg(long, default_value = "prompts")]
+        prompts: PathBuf,
+        /// Write to this file instead of standard output.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+}
+
+/// How `report` writes.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ReportFormat {
+    /// For a terminal.
+    Text,
+    /// For other tools.
+    Json,
+    /// One page with each flow drawn and its figures on it.
+    Html,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn report(
+    records: &[PathBuf],
+    since: Option<&str>,
+    flow: Option<String>,
+    format: ReportFormat,
+    flows: &Path,
+    prompts: &Path,
+    output: Option<&Path>,
+) -> Result<ExitCode> {
+    #[allow(clippy::disallowed_methods)] // the command line reads the clock
+    let now = chrono::Utc::now();
+    let since = since
+        .map(|s| callflow::report::parse_since(s, now))
+        .transpose()
+        .map_err(|e| anyhow!(e))?;
+    let mut inputs = Vec::with_capacity(records.len());
+    for path in records {
+        let file =
+            std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+        inputs.push((path.display().to_string(), std::io::BufReader::new(file)));
+    }
+    let filter = callflow::report::Filter { since, flow };
+    let report = callflow::report::build(inputs, &filter)?;
+    let text = match format {
+        ReportFormat::Text => report.to_text(),
+        ReportFormat::Json => serde_json::to_string_pretty(&report)? + "\n",
+        ReportFormat::Html => {
+            let loaded = load_paths(
+                &[flows.to_path_buf()],
+                &LoadOptions {
+                    prompts_dir: prompts.to_path_buf(),
+                },
+            );
+            match loaded.into_result() {
+                Ok((set, _)) => report.to_html(Some(&set), None),
+                Err(diagnostics) => {
+                    let note = format!(
+                        "No diagrams: the flows in {} have {} error(s); `callflow check` tells which.",
+                        flows.display(),
+                        diagnostics.iter().filter(|d| d.is_error()).count()
+                    );
+                    eprintln!("{note}");
+                    report.to_html(None, Some(&note))
+                }
+            }
+        }
+    };
+    match output {
+        Some(path) => std::fs::write(path, text)
+            .with_context(|| format!("cannot write {}", path.display()))?,
+        None => print!("{text}"),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// What `callbacks` does.
@@ -528,6 +621,23 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve(args) => serve(args),
+        Command::Report {
+            records,
+            since,
+            flow,
+            format,
+            flows,
+            prompts,
+            output,
+        } => report(
+            &records,
+            since.as_deref(),
+            flow,
+            format,
+            &flows,
+            &prompts,
+            output.as_deref(),
+        ),
         Command::Callbacks { db, action } => callbacks(&db, action),
         Command::Schema => {
             print!("{}", callflow::flow::schema::schema_json());

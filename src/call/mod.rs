@@ -23,7 +23,7 @@ use crate::flow::dialling::Dialling;
 use crate::flow::graph::NodeRef;
 use crate::flow::interpreter::{
     Action, Booked, CallInfo, CallbackError, CallbackRequest, Event, Interpreter, PlaybackId,
-    TimerId, TransferRequest,
+    StepKind, TimerId, TransferRequest,
 };
 use crate::flow::model::Handoff;
 use crate::flow::FlowSet;
@@ -36,7 +36,8 @@ use crate::sip::sdp::{Codec, Negotiated};
 use crate::sip::ua::{refer_to, DialFailure, EndReason, IncomingCall, UaEvent, NO_FINAL_NOTIFY};
 use callback_leg::CallbackLeg;
 use record::{
-    outcome_fields, timestamp, CallOutcome, CallRecord, FailedTransfer, Party, MAX_FAILED_TRANSFERS,
+    outcome_fields, timestamp, CallOutcome, CallRecord, FailedTransfer, FlowInput, InputKind,
+    Party, MAX_FAILED_TRANSFERS, MAX_INPUTS,
 };
 
 /// How a bridged hand-off stands.
@@ -182,6 +183,7 @@ pub struct Call {
     handoff: Option<Handoff>,
     agent_answered: Option<Instant>,
     failed_transfers: Vec<FailedTransfer>,
+    inputs: Vec<FlowInput>,
     hung_up_by: Option<Party>,
     actions: Vec<Action>,
     out: VecDeque<CallOutput>,
@@ -233,6 +235,7 @@ impl Call {
             handoff: None,
             agent_answered: None,
             failed_transfers: Vec::new(),
+            inputs: Vec::new(),
             hung_up_by: None,
             actions: Vec::with_capacity(16),
             out: VecDeque::new(),
@@ -659,7 +662,20 @@ impl Call {
             }
             Action::Hangup => self.hang_up_if_needed(),
             Action::Step(step) => {
-                tracing::debug!(node = %self.interp.flow_set().qualified_name(step.node), what = %step.what, "step");
+                let set = self.interp.flow_set();
+                tracing::debug!(node = %set.qualified_name(step.node), what = %step.what, "step");
+                let (input, key) = match step.what {
+                    StepKind::Key(k) => (InputKind::Key, Some(k)),
+                    StepKind::AgentKey => (InputKind::AgentKey, None),
+                    StepKind::Invalid(k, _) => (InputKind::Invalid, Some(k)),
+                    StepKind::BadEntry(..) => (InputKind::Invalid, None),
+                    StepKind::NoInput(_) => (InputKind::NoInput, None),
+                    _ => return,
+                };
+                if self.inputs.len() < MAX_INPUTS {
+                    let at = set.qualified_name(step.node);
+                    self.inputs.push(FlowInput { at, input, key });
+                }
             }
             // A bridged call outlives its flow: it ends when a side hangs up.
             Action::Finished(_) if self.bridge == BridgeState::Up => {}
@@ -743,6 +759,7 @@ impl Call {
             handoff: self.handoff.filter(|_| outcome == CallOutcome::Transferred),
             refer_failed: self.refer_failed.take(),
             agent_answer: self.agent_answered.map(|a| timestamp(self.wall(a))),
+            inputs: std::mem::take(&mut self.inputs),
             failed_transfers: std::mem::take(&mut self.failed_transfers),
             hung_up_by: self.hung_up_by,
             node: None,

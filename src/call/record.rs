@@ -53,6 +53,11 @@ pub struct CallRecord {
     /// For a bridged call: when the agent answered.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub agent_answer: Option<String>,
+    /// What the caller did at the flow's menus and entries (keys taken,
+    /// the agent key, keys refused, silences), in order, at most
+    /// [`MAX_INPUTS`]: what `callflow report` reads.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub inputs: Vec<FlowInput>,
     /// Transfers that did not reach the queue (refused, no answer, no
     /// final NOTIFY), in order, at most [`MAX_FAILED_TRANSFERS`]: the
     /// flow went on to its `on_fail`.
@@ -73,8 +78,37 @@ pub struct CallRecord {
 /// back to the transfer could otherwise grow a record without end.
 pub const MAX_FAILED_TRANSFERS: usize = 16;
 
+/// The most inputs a record lists.
+pub const MAX_INPUTS: usize = 64;
+
+/// One thing the caller did (or did not do) at a node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct FlowInput {
+    /// The node, `flow.node`.
+    pub at: String,
+    /// What happened.
+    pub input: InputKind,
+    /// The key, for `key` and `invalid`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub key: Option<char>,
+}
+
+/// What a [`FlowInput`] was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InputKind {
+    /// A key the node took (a menu option).
+    Key,
+    /// The agent key, from any menu or entry.
+    AgentKey,
+    /// A key the menu does not offer, or an entry that was refused.
+    Invalid,
+    /// No key in time.
+    NoInput,
+}
+
 /// A transfer that did not reach its queue.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct FailedTransfer {
     /// The queue, or the URI of a direct transfer.
     pub target: String,

@@ -13,6 +13,7 @@ mod fuzz_corpus;
 mod journeys;
 mod kamailio;
 mod register;
+mod report;
 mod rfc4475;
 mod shipped_flows;
 mod sipp;

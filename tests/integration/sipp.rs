@@ -466,6 +466,15 @@ fn rfc4733_keys_lead_to_a_refer_with_context_and_the_call_is_transferred() {
             "e2e.agent"
         ]
     );
+    // What the caller did where, for `callflow report`.
+    assert_eq!(
+        r["inputs"],
+        serde_json::json!([
+            {"at": "e2e.menu", "input": "key", "key": "1"},
+            {"at": "e2e.menu2", "input": "agent_key"},
+        ]),
+        "{r}"
+    );
 }
 
 #[test]
@@ -477,6 +486,14 @@ fn silence_retries_the_menu_then_takes_the_no_input_branch() {
     assert_eq!(
         nodes(r),
         ["e2e.hello", "e2e.menu", "e2e.no_input", "e2e.bye"]
+    );
+    assert_eq!(
+        r["inputs"],
+        serde_json::json!([
+            {"at": "e2e.menu", "input": "no_input"},
+            {"at": "e2e.menu", "input": "no_input"},
+        ]),
+        "{r}"
     );
 }
 

@@ -57,6 +57,7 @@ mod tests {
             handoff: None,
             refer_failed: None,
             agent_answer: None,
+            inputs: Vec::new(),
             failed_transfers: Vec::new(),
             hung_up_by: None,
             node: None,

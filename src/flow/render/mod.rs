@@ -46,6 +46,56 @@ pub fn render(set: &FlowSet, flow: u32, format: Format) -> String {
     }
 }
 
+/// Figures to write onto a flow's SVG (what `callflow report --format
+/// html` draws): per node, by its `flow.node` name, extra lines and
+/// whether to flag it; per transition between two nodes, how many calls
+/// took it; and how many used the agent key.
+#[derive(Debug, Default, Clone)]
+pub struct Figures {
+    /// Lines added to a node's box, and whether it is flagged.
+    pub nodes: std::collections::HashMap<String, (Vec<String>, bool)>,
+    /// Calls that went from one node to the next.
+    pub transitions: std::collections::HashMap<(String, String), u64>,
+    /// Calls that pressed the agent key.
+    pub agent_key: u64,
+}
+
+/// The SVG of the flow at index `flow` of `set`, with `figures` on its
+/// boxes and arrows.
+pub fn svg_with_figures(set: &FlowSet, flow: u32, figures: &Figures) -> String {
+    let mut d = build(set, flow);
+    for v in &mut d.vertices {
+        if let Some((lines, flagged)) = figures.nodes.get(&v.place) {
+            v.lines.extend(lines.iter().cloned());
+            v.flagged = *flagged;
+        }
+    }
+    for e in &mut d.edges {
+        let n = if e.dashed {
+            figures.agent_key
+        } else {
+            let key = (
+                d.vertices[e.from].place.clone(),
+                d.vertices[e.to].place.clone(),
+            );
+            figures.transitions.get(&key).copied().unwrap_or(0)
+        };
+        if n > 0 {
+            let calls = if n == 1 {
+                "1 call".to_string()
+            } else {
+                format!("{n} calls")
+            };
+            e.label = if e.label.is_empty() {
+                calls
+            } else {
+                format!("{} · {calls}", e.label)
+            };
+        }
+    }
+    svg::svg(&d)
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Shape {
     Node(&'static str),
@@ -59,6 +109,10 @@ struct Vertex {
     shape: Shape,
     start: bool,
     agent: bool,
+    /// The place it stands for, `flow.node` (empty for the agent key).
+    place: String,
+    /// Drawn in alarm (the report marks where callers get lost).
+    flagged: bool,
 }
 
 struct Edge {
@@ -98,6 +152,7 @@ fn build(set: &FlowSet, index: u32) -> Diagram {
         let lines = lines.chain(detail(set, index, &node.kind)).collect();
         d.add("n", &node.name, lines, Shape::Node(kind));
         d.vertices[i].start = i as u32 == flow.start;
+        d.vertices[i].place = format!("{}.{}", flow.name, node.name);
     }
     for (i, node) in flow.nodes.iter().enumerate() {
         for (label, to) in node.kind.edges() {
@@ -138,13 +193,15 @@ impl Diagram {
         while !self.ids.insert(id.clone()) {
             (id, n) = (format!("{base}_{n}"), n + 1);
         }
-        let (start, agent) = (false, false);
+        let (start, agent, flagged) = (false, false, false);
         self.vertices.push(Vertex {
             id,
             lines,
             shape,
             start,
             agent,
+            place: String::new(),
+            flagged,
         });
         self.vertices.len() - 1
     }
@@ -170,6 +227,7 @@ impl Diagram {
             );
         }
         let v = self.add("f", name, lines, Shape::Flow);
+        self.vertices[v].place = set.qualified_name(to);
         self.outside.insert(to, v);
         v
     }

@@ -6,6 +6,9 @@ use std::collections::BTreeMap;
 use super::layout::{layout, Item, Route};
 use super::{escape, fill, shown, Diagram, Shape, Vertex, AGENT, DETAIL_MAX, PAD, TEXT_CW};
 
+/// The outline of a flagged box.
+const FLAGGED: &str = "#c62828";
+
 /// Character width in edge labels, which are smaller than box text but in
 /// the same monospace font.
 const LABEL_CW: f64 = 6.1;
@@ -254,7 +257,11 @@ fn node_svg(v: &Vertex, i: &Item) -> String {
         Shape::Flow => ("flow", format!("flow-{}", &v.id[2..])),
         Shape::AgentKey => ("agent-key", "agent-key".to_string()),
     };
-    let (stroke, sw) = if v.agent { (AGENT, 2.4) } else { ("#333", 1.2) };
+    let (stroke, sw) = match (v.flagged, v.agent) {
+        (true, _) => (FLAGGED, 2.8),
+        (false, true) => (AGENT, 2.4),
+        (false, false) => ("#333", 1.2),
+    };
     let (rx, dash) = match v.shape {
         Shape::AgentKey => (h / 2.0, " stroke-dasharray=\"4,3\""),
         _ => (6.0, ""),
