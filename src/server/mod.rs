@@ -498,6 +498,7 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
     let mut readers = Vec::new();
     let mut dialler = None;
     let mut all_inboxes = Vec::new();
+    let mut to_start = Vec::new();
     let worker_count = shared.config.workers();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     tracing::info!(workers = worker_count, "call workers per listen address");
@@ -635,7 +636,7 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
             }
             queues.push(sip_tx);
             inboxes.push(worker.inbox.clone());
-            workers.spawn(worker.run(inbox, control_rx.clone()));
+            to_start.push((worker, inbox));
         }
         all_inboxes.extend(inboxes.iter().cloned());
         // Callbacks go out through the first listener's workers.
@@ -655,6 +656,12 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
         for stream in [&tcp, &tls].into_iter().flatten() {
             stream.set_admission(admission_state.clone());
             stream.set_workers(queues.clone());
+        }
+        // Only now: a worker's first message (the REGISTER) may be answered
+        // over a stream before the streams know where answers go, and a
+        // message dropped there is never retransmitted.
+        for (worker, inbox) in to_start.drain(..) {
+            workers.spawn(worker.run(inbox, control_rx.clone()));
         }
         readers.push(tokio::spawn(read_sip(socket, queues)));
     }
