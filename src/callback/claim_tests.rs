@@ -8,7 +8,7 @@ use chrono::TimeDelta;
 
 use super::crash_tests::dial_pause;
 use super::scheduler::Next;
-use super::store::CallbackStore;
+use super::store::{CallbackStore, Claimant, StoreError};
 use super::store_tests::{ids, memory, new_callback, no_limit, utc};
 use super::{AttemptOutcome, Callback, State};
 
@@ -67,6 +67,12 @@ fn claim_keeps_each_queue_within_its_pacing_limit() {
 #[test]
 fn claim_waits_for_not_before_and_next_attempt_and_expires_after_not_after() {
     let mut store = memory();
+    // Hours pass between the claims here, with no store thread renewing:
+    // a lease longer than that keeps them.
+    store.set_claimant(Claimant {
+        lease: std::time::Duration::from_secs(86_400),
+        ..Claimant::default()
+    });
     let now = utc("2026-06-10 09:00");
     let mut later = new_callback("1", "q", 1);
     later.not_before = Some(utc("2026-06-10 12:00"));
@@ -229,4 +235,75 @@ fn recover_completes_what_was_already_handed_to_an_agent() {
         .claim_due(utc("2026-06-10 09:06"), &no_limit, 10)
         .unwrap()
         .is_empty());
+}
+
+fn claimant(node: &str, run: &str, lease_s: u64) -> Claimant {
+    Claimant {
+        node: node.into(),
+        run: run.into(),
+        lease: std::time::Duration::from_secs(lease_s),
+    }
+}
+
+/// Two nodes on one store: a dead node's claim is taken over by the other
+/// once its lease runs out (not before, and not while it is renewed), and
+/// the dead node's late word is then refused.
+#[test]
+fn a_lapsed_lease_is_taken_over_and_the_old_claimants_word_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("callbacks.db");
+    let mut a = CallbackStore::open(&path).unwrap();
+    a.set_claimant(claimant("a", "1", 30));
+    let mut b = CallbackStore::open(&path).unwrap();
+    b.set_claimant(claimant("b", "1", 30));
+    let now = utc("2026-06-10 09:00");
+    let id = a.request(new_callback("1", "q", 1), now).unwrap().id();
+    assert_eq!(ids(&a.claim_due(now, &no_limit, 10).unwrap()), [id]);
+    // Within the lease, and with it renewed, b leaves it alone.
+    let t = |s: i64| now + TimeDelta::seconds(s);
+    assert!(b.claim_due(t(20), &no_limit, 10).unwrap().is_empty());
+    assert_eq!(a.renew(t(20)).unwrap(), 1);
+    assert!(b.claim_due(t(45), &no_limit, 10).unwrap().is_empty());
+    // b restarting does not take a's claim either: a is another node.
+    assert_eq!(b.recover(t(46)).unwrap(), 0);
+    // a stops renewing (dead): 30 s after its last renewal b takes over.
+    let taken = b.claim_due(t(51), &no_limit, 10).unwrap();
+    assert_eq!(ids(&taken), [id]);
+    assert_eq!(taken[0].attempts, 2);
+    let attempts = b.attempts(id).unwrap();
+    assert_eq!(attempts[0].result.as_deref(), Some("interrupted"));
+    // a's late word would overwrite b's attempt: refused.
+    let late = a.settle_attempt(id, t(52), &AttemptOutcome::Busy, &Next::RetryAt(t(60)));
+    assert!(
+        matches!(late, Err(StoreError::LostClaim { ref by, .. }) if by == "b#1"),
+        "{late:?}"
+    );
+    b.settle_attempt(id, t(53), &AttemptOutcome::Completed, &Next::Complete)
+        .unwrap();
+    assert_eq!(b.get(id).unwrap().state, State::Completed);
+}
+
+/// A node's new run takes back its earlier run's claims at once (that run
+/// is surely dead), but not another node's.
+#[test]
+fn a_restarted_node_takes_back_its_own_claims_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("callbacks.db");
+    let now = utc("2026-06-10 09:00");
+    let (mine, theirs) = {
+        let mut a = CallbackStore::open(&path).unwrap();
+        a.set_claimant(claimant("a", "1", 60));
+        let mine = a.request(new_callback("1", "q", 1), now).unwrap().id();
+        a.claim_due(now, &no_limit, 10).unwrap();
+        let mut b = CallbackStore::open(&path).unwrap();
+        b.set_claimant(claimant("b", "1", 60));
+        let theirs = b.request(new_callback("2", "q", 1), now).unwrap().id();
+        b.claim_due(now, &no_limit, 10).unwrap();
+        (mine, theirs)
+    };
+    let mut a = CallbackStore::open(&path).unwrap();
+    a.set_claimant(claimant("a", "2", 60));
+    assert_eq!(a.recover(now + TimeDelta::seconds(5)).unwrap(), 1);
+    assert_eq!(a.get(mine).unwrap().state, State::Pending);
+    assert_eq!(a.get(theirs).unwrap().state, State::Dialling);
 }

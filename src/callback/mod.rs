@@ -5,7 +5,10 @@
 //! - [`store::CallbackStore`] keeps requests in SQLite (WAL, `synchronous=FULL`):
 //!   a request is on disk before [`store::CallbackStore::request`] returns, and
 //!   [`store::CallbackStore::claim_due`] hands each due request to exactly one
-//!   dialler, even across processes sharing the file.
+//!   dialler, even across processes sharing the file. [`crate::server::postgres::PgStore`]
+//!   keeps them in PostgreSQL, with the same schema and transitions, for
+//!   several nodes; claims are leased, and a dead node's are taken back by
+//!   the others when the lease runs out.
 //! - [`scheduler::RetryPolicy`] decides, as a pure function of the attempt, its
 //!   outcome, the current time and the dialling [`scheduler::Window`], whether
 //!   to retry (and when), to complete or to give up.
@@ -26,7 +29,7 @@ pub mod store;
 
 mod admin;
 mod model;
-mod row;
+pub(crate) mod row;
 mod schema;
 mod transition;
 

@@ -69,6 +69,26 @@ impl RawCallback {
         })
     }
 
+    /// Reads a PostgreSQL row selected with [`CALLBACK_COLUMNS`] (the same
+    /// columns; `priority` and `attempts` are INTEGER there).
+    pub(crate) fn from_pg(row: &tokio_postgres::Row) -> Result<Self, tokio_postgres::Error> {
+        Ok(RawCallback {
+            id: row.try_get(0)?,
+            number: row.try_get(1)?,
+            queue: row.try_get(2)?,
+            priority: row.try_get(3)?,
+            context: row.try_get(4)?,
+            requested_at: row.try_get(5)?,
+            not_before: row.try_get(6)?,
+            not_after: row.try_get(7)?,
+            state: row.try_get(8)?,
+            attempts: i64::from(row.try_get::<_, i32>(9)?),
+            next_attempt_at: row.try_get(10)?,
+            updated_at: row.try_get(11)?,
+            last_error: row.try_get(12)?,
+        })
+    }
+
     /// Sort key of the dialling order: priority first, then age.
     pub(crate) fn dialling_order(&self) -> (std::cmp::Reverse<i32>, i64, i64) {
         (std::cmp::Reverse(self.priority), self.requested_at, self.id)

@@ -66,6 +66,16 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX attempts_by_request ON attempts (request_id, id);
     "#,
+    // 2: claims carry who holds them and until when, so that with several
+    // processes on one store a dead one's claims are taken back by the
+    // others once the lease runs out, and a late word from a process that
+    // lost its claim is refused.
+    r#"
+    ALTER TABLE callbacks ADD COLUMN claimed_by TEXT;
+    ALTER TABLE callbacks ADD COLUMN lease_until INTEGER;
+    CREATE INDEX callbacks_leases ON callbacks (lease_until)
+        WHERE state IN ('dialling', 'connected');
+    "#,
 ];
 
 /// The schema version this build writes.

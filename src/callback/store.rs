@@ -82,6 +82,21 @@ pub enum StoreError {
     /// sharing the file with the admin CLI needs.
     #[error("the callback database cannot use WAL mode (journal mode stays `{0}`); put it on a local file system")]
     NotWal(String),
+    /// The request is being dialled by another process now: this one's
+    /// claim ran out (its lease expired and another took it over).
+    #[error("callback {id} is claimed by {by} now; this attempt's word is dropped")]
+    LostClaim {
+        /// The request.
+        id: CallbackId,
+        /// Who holds it.
+        by: String,
+    },
+    /// The store cannot be reached or started.
+    #[error("callback database: {0}")]
+    Unavailable(String),
+    /// PostgreSQL failed (connection lost, a constraint, a timeout).
+    #[error("callback database (PostgreSQL): {0}")]
+    Postgres(#[from] tokio_postgres::Error),
     /// A stored value cannot be read back (edited by hand, or damaged).
     #[error("callback {id}: the stored {what} is unreadable")]
     Corrupt {
@@ -98,6 +113,52 @@ pub enum StoreError {
 #[derive(Debug)]
 pub struct CallbackStore {
     pub(super) conn: Connection,
+    /// Who claims: see [`Claimant`].
+    pub(super) claimant: Claimant,
+}
+
+/// Who claims requests in a store, and for how long a claim holds
+/// without being renewed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claimant {
+    /// The node's name.
+    pub node: String,
+    /// This run of it (a restarted node is a new run, whose claims the
+    /// old run's never were).
+    pub run: String,
+    /// How long a claim holds unless renewed.
+    pub lease: std::time::Duration,
+}
+
+/// The lease of a claim unless configured: long enough for renewals every
+/// third of it to survive a slow disk or a brief database outage.
+pub const DEFAULT_LEASE: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl Default for Claimant {
+    fn default() -> Self {
+        Claimant {
+            node: "local".into(),
+            run: "0".into(),
+            lease: DEFAULT_LEASE,
+        }
+    }
+}
+
+impl Claimant {
+    /// What `claimed_by` holds: `node#run`.
+    pub fn id(&self) -> String {
+        format!("{}#{}", self.node, self.run)
+    }
+
+    /// What every run of this node's `claimed_by` starts with.
+    pub fn node_prefix(&self) -> String {
+        format!("{}#", self.node)
+    }
+
+    /// When a claim made or renewed at `now` runs out, in milliseconds.
+    pub fn lease_until(&self, now: DateTime<Utc>) -> i64 {
+        millis(now).saturating_add(i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX))
+    }
 }
 
 impl CallbackStore {
@@ -114,7 +175,15 @@ impl CallbackStore {
             StoreError::Sqlite(source) => open_error(source),
             other => other,
         })?;
-        Ok(CallbackStore { conn })
+        Ok(CallbackStore {
+            conn,
+            claimant: Claimant::default(),
+        })
+    }
+
+    /// Claims from now on are `claimant`'s.
+    pub fn set_claimant(&mut self, claimant: Claimant) {
+        self.claimant = claimant;
     }
 
     /// A private in-memory store, for tests and `simulate`: same rules,
@@ -122,7 +191,10 @@ impl CallbackStore {
     pub fn open_in_memory() -> Result<Self, StoreError> {
         let mut conn = Connection::open_in_memory()?;
         schema::prepare(&mut conn, false)?;
-        Ok(CallbackStore { conn })
+        Ok(CallbackStore {
+            conn,
+            claimant: Claimant::default(),
+        })
     }
 
     pub(super) fn begin(&mut self) -> Result<Transaction<'_>, StoreError> {
@@ -144,12 +216,7 @@ impl CallbackStore {
         new: NewCallback,
         now: DateTime<Utc>,
     ) -> Result<Requested, StoreError> {
-        if new.number.is_empty() || !new.number.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(StoreError::InvalidNumber(new.number));
-        }
-        if new.queue.trim().is_empty() {
-            return Err(StoreError::EmptyQueue);
-        }
+        let new = validate(new)?;
         let context = serde_json::to_string(&new.context)?;
         let now_ms = millis(now);
         let tx = self.begin()?;
@@ -215,7 +282,9 @@ impl CallbackStore {
         max: usize,
     ) -> Result<Vec<Callback>, StoreError> {
         let now_ms = millis(now);
+        let (owner, lease_until) = (self.claimant.id(), self.claimant.lease_until(now));
         let tx = self.begin()?;
+        take_back_expired(&tx, now_ms)?;
         let expired = tx.execute(
             "UPDATE callbacks SET state = 'failed', updated_at = ?1,
                  last_error = 'expired: not dialled before not_after'
@@ -272,13 +341,14 @@ impl CallbackStore {
         let mut claimed = Vec::with_capacity(picked.len());
         {
             let mut mark = tx.prepare_cached(
-                "UPDATE callbacks SET state = 'dialling', attempts = attempts + 1, updated_at = ?2
+                "UPDATE callbacks SET state = 'dialling', attempts = attempts + 1, updated_at = ?2,
+                     claimed_by = ?3, lease_until = ?4
                  WHERE id = ?1 AND state = 'pending'",
             )?;
             let mut attempt =
                 tx.prepare_cached("INSERT INTO attempts (request_id, started_at) VALUES (?1, ?2)")?;
             for raw in picked {
-                mark.execute(params![raw.id(), now_ms])?;
+                mark.execute(params![raw.id(), now_ms, owner, lease_until])?;
                 attempt.execute(params![raw.id(), now_ms])?;
                 let mut callback = raw.into_callback()?;
                 callback.state = State::Dialling;
@@ -309,8 +379,9 @@ impl CallbackStore {
         now: DateTime<Utc>,
         outcome: &AttemptOutcome,
     ) -> Result<Callback, StoreError> {
+        let owner = self.claimant.id();
         let tx = self.begin()?;
-        record_outcome(&tx, id, now, outcome)?;
+        record_outcome(&tx, id, now, outcome, &owner)?;
         let callback = get_in(&tx, id)?;
         tx.commit()?;
         Ok(callback)
@@ -328,8 +399,9 @@ impl CallbackStore {
         now: DateTime<Utc>,
         next: &Next,
     ) -> Result<State, StoreError> {
+        let owner = self.claimant.id();
         let tx = self.begin()?;
-        let state = apply_in(&tx, id, now, next)?;
+        let state = apply_in(&tx, id, now, next, &owner)?;
         tx.commit()?;
         Ok(state)
     }
@@ -343,9 +415,10 @@ impl CallbackStore {
         outcome: &AttemptOutcome,
         next: &Next,
     ) -> Result<State, StoreError> {
+        let owner = self.claimant.id();
         let tx = self.begin()?;
-        record_outcome(&tx, id, now, outcome)?;
-        let state = apply_in(&tx, id, now, next)?;
+        record_outcome(&tx, id, now, outcome, &owner)?;
+        let state = apply_in(&tx, id, now, next, &owner)?;
         tx.commit()?;
         Ok(state)
     }
@@ -375,59 +448,133 @@ impl CallbackStore {
         self.apply(id, now, &Next::Fail(reason.to_string()))
     }
 
-    /// At start-up, before dialling: every request left `dialling` by a
-    /// crashed process goes back to `pending`, due at `now`, and its open
-    /// attempt is recorded as `interrupted`. Returns how many.
+    /// At start-up, before dialling: every request left `dialling` by an
+    /// earlier run of this node (or by any process whose lease ran out)
+    /// goes back to `pending`, due at `now`, and its open attempt is
+    /// recorded as `interrupted`. Returns how many.
     ///
     /// This makes dialling at-least-once: a request whose call was ringing
     /// when the process died is dialled again. A request `connected` (its
     /// transfer accepted by the ACD) is completed instead: the callee was
-    /// already handed to an agent. It assumes no other live
-    /// process is dialling from the same file (one dialling server per
-    /// database; the admin CLI never dials).
+    /// already handed to an agent. Claims of other live processes (other
+    /// nodes sharing the store) are left to their leases.
     pub fn recover(&mut self, now: DateTime<Utc>) -> Result<usize, StoreError> {
         let now_ms = millis(now);
+        let mine = format!("{}%", like_escape(&self.claimant.node_prefix()));
         let tx = self.begin()?;
-        // An attempt that got as far as an answer says so; the result of
-        // one whose decision was lost (`busy`, ...) is already true.
-        tx.execute(
+        let recovered = take_back(
+            &tx,
+            now_ms,
+            "claimed_by IS NULL OR claimed_by LIKE ?2 ESCAPE '\\' OR lease_until < ?1",
+            &mine,
+            "restart",
+        )?;
+        tx.commit()?;
+        Ok(recovered)
+    }
+
+    /// Renews the leases of this run's claims (the store thread does it
+    /// every third of a lease). Returns how many it holds.
+    pub fn renew(&mut self, now: DateTime<Utc>) -> Result<usize, StoreError> {
+        let n = self.conn.execute(
+            "UPDATE callbacks SET lease_until = ?2
+             WHERE claimed_by = ?1 AND state IN ('dialling', 'connected')",
+            params![self.claimant.id(), self.claimant.lease_until(now)],
+        )?;
+        Ok(n)
+    }
+}
+
+/// Refuses what could never be dialled: a number that is not digits, or
+/// no queue.
+pub(crate) fn validate(new: NewCallback) -> Result<NewCallback, StoreError> {
+    if new.number.is_empty() || !new.number.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(StoreError::InvalidNumber(new.number));
+    }
+    if new.queue.trim().is_empty() {
+        return Err(StoreError::EmptyQueue);
+    }
+    Ok(new)
+}
+
+/// `text` for a LIKE pattern with `\` as the escape.
+fn like_escape(text: &str) -> String {
+    text.replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
+}
+
+/// Takes back the claims whose lease ran out: their holder is gone.
+fn take_back_expired(tx: &Transaction<'_>, now_ms: i64) -> Result<usize, StoreError> {
+    take_back(tx, now_ms, "lease_until < ?1", "", "lease expired")
+}
+
+/// Takes back the in-flight requests matching `which` (SQL over `?1`, now,
+/// and `?2`, `arg`): dialling ones are due again at once, their open
+/// attempt `interrupted`; connected ones are completed. Returns how many
+/// are due again.
+fn take_back(
+    tx: &Transaction<'_>,
+    now_ms: i64,
+    which: &str,
+    arg: &str,
+    why: &str,
+) -> Result<usize, StoreError> {
+    // SQLite wants exactly the parameters the statement names.
+    let both = params![now_ms, arg];
+    let args = if which.contains("?2") {
+        both
+    } else {
+        &both[..1]
+    };
+    // An attempt that got as far as an answer says so; the result of
+    // one whose decision was lost (`busy`, ...) is already true.
+    tx.execute(
+        &format!(
             "UPDATE attempts SET ended_at = ?1,
                  result = CASE WHEN result IS NULL THEN 'interrupted'
                                ELSE result || ', interrupted' END
              WHERE (result IS NULL OR result = 'answered')
                AND id IN (SELECT MAX(a.id) FROM attempts a
                           JOIN callbacks c ON c.id = a.request_id
-                          WHERE c.state = 'dialling' GROUP BY a.request_id)",
-            [now_ms],
-        )?;
-        let recovered = tx.execute(
-            "UPDATE callbacks SET state = 'pending', next_attempt_at = ?1, updated_at = ?1
-             WHERE state = 'dialling'",
-            [now_ms],
-        )?;
-        // Connected: the ACD accepted the transfer (202) and the callee was
-        // on their way to an agent. Dialling them again could ring a
-        // customer who is talking to that agent, so the promise counts as
-        // kept, with a note of the unknown end.
-        let handed_over = tx.execute(
+                          WHERE c.state = 'dialling' AND ({which}) GROUP BY a.request_id)"
+        ),
+        args,
+    )?;
+    let recovered = tx.execute(
+        &format!(
+            "UPDATE callbacks SET state = 'pending', next_attempt_at = ?1, updated_at = ?1,
+                 claimed_by = NULL, lease_until = NULL
+             WHERE state = 'dialling' AND ({which})"
+        ),
+        args,
+    )?;
+    // Connected: the ACD accepted the transfer (202) and the callee was
+    // on their way to an agent. Dialling them again could ring a
+    // customer who is talking to that agent, so the promise counts as
+    // kept, with a note of the unknown end.
+    let handed_over = tx.execute(
+        &format!(
             "UPDATE callbacks SET state = 'completed', updated_at = ?1,
-                 last_error = 'transfer accepted; its end was not seen (restart)'
-             WHERE state = 'connected'",
-            [now_ms],
-        )?;
-        tx.commit()?;
-        if handed_over > 0 {
-            tracing::warn!(
-                handed_over,
-                "callbacks transferred when the engine stopped are taken as completed"
-            );
-        }
-        if recovered > 0 {
-            tracing::warn!(
-                recovered,
-                "callbacks interrupted by a restart will be dialled again"
-            );
-        }
-        Ok(recovered)
+                 claimed_by = NULL, lease_until = NULL,
+                 last_error = 'transfer accepted; its end was not seen ({why})'
+             WHERE state = 'connected' AND ({which})"
+        ),
+        args,
+    )?;
+    if handed_over > 0 {
+        tracing::warn!(
+            handed_over,
+            why,
+            "callbacks transferred when their dialler stopped are taken as completed"
+        );
     }
+    if recovered > 0 {
+        tracing::warn!(
+            recovered,
+            why,
+            "callbacks interrupted will be dialled again"
+        );
+    }
+    Ok(recovered)
 }

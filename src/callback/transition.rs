@@ -43,12 +43,32 @@ pub(crate) fn require(
     }
 }
 
+/// Refuses the word of `owner` on a request in flight that another holds
+/// now (its lease ran out and another process took it over): two
+/// diallers' decisions must never mix.
+pub(crate) fn fence(conn: &Connection, id: CallbackId, owner: &str) -> Result<(), StoreError> {
+    let holder: Option<String> = conn
+        .query_row(
+            "SELECT claimed_by FROM callbacks WHERE id = ?1 AND state IN ('dialling', 'connected')",
+            [id],
+            |r| r.get(0),
+        )
+        .optional()?
+        .flatten();
+    match holder {
+        Some(by) if by != owner => Err(StoreError::LostClaim { id, by }),
+        _ => Ok(()),
+    }
+}
+
 pub(crate) fn record_outcome(
     tx: &Transaction<'_>,
     id: CallbackId,
     now: DateTime<Utc>,
     outcome: &AttemptOutcome,
+    owner: &str,
 ) -> Result<(), StoreError> {
+    fence(tx, id, owner)?;
     let state = require(tx, id, &State::ALL, "given an outcome")?;
     let now_ms = millis(now);
     let updated = tx.execute(
@@ -66,7 +86,10 @@ pub(crate) fn record_outcome(
     };
     if to != state && matches!(state, State::Dialling | State::Connected) {
         tx.execute(
-            "UPDATE callbacks SET state = ?2, updated_at = ?3 WHERE id = ?1",
+            "UPDATE callbacks SET state = ?2, updated_at = ?3,
+                 claimed_by = CASE WHEN ?2 = 'connected' THEN claimed_by END,
+                 lease_until = CASE WHEN ?2 = 'connected' THEN lease_until END
+             WHERE id = ?1",
             params![id, to.as_str(), now_ms],
         )?;
     }
@@ -79,7 +102,9 @@ pub(crate) fn apply_in(
     id: CallbackId,
     now: DateTime<Utc>,
     next: &Next,
+    owner: &str,
 ) -> Result<State, StoreError> {
+    fence(tx, id, owner)?;
     let now_ms = millis(now);
     let in_flight = [State::Dialling, State::Connected];
     if require(tx, id, &State::ALL, "decided")? == State::Cancelled {
@@ -90,7 +115,8 @@ pub(crate) fn apply_in(
         Next::RetryAt(at) => {
             require(tx, id, &in_flight, "rescheduled")?;
             tx.execute(
-                "UPDATE callbacks SET state = 'pending', next_attempt_at = ?2, updated_at = ?3
+                "UPDATE callbacks SET state = 'pending', next_attempt_at = ?2, updated_at = ?3,
+                     claimed_by = NULL, lease_until = NULL
                  WHERE id = ?1",
                 params![id, millis(*at), now_ms],
             )?;
@@ -101,7 +127,9 @@ pub(crate) fn apply_in(
             let allowed = [State::Dialling, State::Connected, State::Completed];
             require(tx, id, &allowed, "completed")?;
             tx.execute(
-                "UPDATE callbacks SET state = 'completed', updated_at = ?2 WHERE id = ?1",
+                "UPDATE callbacks SET state = 'completed', updated_at = ?2,
+                     claimed_by = NULL, lease_until = NULL
+                 WHERE id = ?1",
                 params![id, now_ms],
             )?;
             State::Completed
@@ -110,7 +138,8 @@ pub(crate) fn apply_in(
             let allowed = [State::Pending, State::Dialling, State::Connected];
             require(tx, id, &allowed, "failed")?;
             tx.execute(
-                "UPDATE callbacks SET state = 'failed', last_error = ?2, updated_at = ?3
+                "UPDATE callbacks SET state = 'failed', last_error = ?2, updated_at = ?3,
+                     claimed_by = NULL, lease_until = NULL
                  WHERE id = ?1",
                 params![id, reason, now_ms],
             )?;

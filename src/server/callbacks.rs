@@ -3,15 +3,15 @@
 //! oneshot channel once its change is durably on disk. Requests, claims and
 //! attempt outcomes all pass through it, in order.
 
-use std::path::PathBuf;
 use std::sync::mpsc;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::{oneshot, Notify};
 
+use super::backend::{self, Backend};
 use crate::callback::scheduler::{RetryPolicy, Window};
-use crate::callback::store::{CallbackStore, StoreError};
+use crate::callback::store::{Claimant, StoreError};
 use crate::callback::{
     AttemptOutcome, Callback, CallbackId, ListFilter, NewCallback, Requested, State, StoreStats,
 };
@@ -85,18 +85,24 @@ pub struct CallbackSink {
 }
 
 impl CallbackSink {
-    /// Opens the store at `path`, puts requests left `dialling` by a crash
-    /// back to pending (they are dialled again: at least once), and starts
-    /// the thread.
-    pub fn start(path: PathBuf, now: DateTime<Utc>) -> Result<Self, String> {
-        let mut store =
-            CallbackStore::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let recovered = store
-            .recover(now)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        if recovered > 0 {
-            tracing::warn!(recovered, "callbacks interrupted by a crash are due again");
-        }
+    /// Opens the store at `location` (a SQLite file, or a PostgreSQL URL),
+    /// puts requests left `dialling` by this node's last run (or by any
+    /// node whose lease ran out) back to pending (they are dialled again:
+    /// at least once), and starts the thread, which claims as `claimant`
+    /// and renews its claims every third of their lease.
+    pub fn start(location: &str, claimant: Claimant, now: DateTime<Utc>) -> Result<Self, String> {
+        // A URL may hold a password: name the store without it.
+        let shown = if backend::is_postgres(location) {
+            "the PostgreSQL callback store".to_string()
+        } else {
+            location.to_string()
+        };
+        let renew_every = (claimant.lease / 3).max(std::time::Duration::from_millis(100));
+        let location = location.to_string();
+        // Opened on the store's own thread: PostgreSQL's client runs on a
+        // runtime of its own there, which must not be started from within
+        // the server's.
+        let (opened_tx, opened) = mpsc::sync_channel::<Result<usize, String>>(1);
         let changed = Arc::new(Notify::new());
         let (tx, rx) = mpsc::sync_channel::<Job>(JOB_QUEUE);
         let notify = Arc::clone(&changed);
@@ -105,9 +111,31 @@ impl CallbackSink {
         std::thread::Builder::new()
             .name("callbacks".into())
             .spawn(move || {
+                let opened = Backend::open(&location).and_then(|mut store| {
+                    store.set_claimant(claimant);
+                    let recovered = store.recover(now)?;
+                    Ok((store, recovered))
+                });
+                let mut store = match opened {
+                    Ok((store, recovered)) => {
+                        let _ = opened_tx.send(Ok(recovered));
+                        store
+                    }
+                    Err(e) => {
+                        let _ = opened_tx.send(Err(e.to_string()));
+                        return;
+                    }
+                };
                 let mut unsettled: Vec<Settle> = Vec::new();
+                let mut renewed = super::now();
                 loop {
-                    let next = rx.recv_timeout(SETTLE_RETRY);
+                    let next = rx.recv_timeout(SETTLE_RETRY.min(renew_every));
+                    if renewed.elapsed() >= renew_every {
+                        renewed = super::now();
+                        if let Err(e) = store.renew(super::wall_now()) {
+                            tracing::error!("cannot renew the callback claims' leases: {e}");
+                        }
+                    }
                     // Settles that found the queue full were handed over
                     // before whatever came next (a flush, say): first.
                     let waiting =
@@ -136,6 +164,15 @@ impl CallbackSink {
                 }
             })
             .map_err(|e| e.to_string())?;
+        // Start-up waits for the store: nothing is promised before it is
+        // there.
+        let recovered = opened
+            .recv()
+            .map_err(|_| format!("{shown}: the store thread stopped"))?
+            .map_err(|e| format!("{shown}: {e}"))?;
+        if recovered > 0 {
+            tracing::warn!(recovered, "callbacks interrupted by a crash are due again");
+        }
         Ok(Self {
             tx,
             overflow,
@@ -307,7 +344,7 @@ impl CallbackSink {
     }
 }
 
-fn run(store: &mut CallbackStore, job: Job, changed: &Notify, unsettled: &mut Vec<Settle>) {
+fn run(store: &mut Backend, job: Job, changed: &Notify, unsettled: &mut Vec<Settle>) {
     match job {
         Job::Request(new, at, reply) => {
             let result = store.request(new, at).map_err(|e| e.to_string());
@@ -350,9 +387,14 @@ fn run(store: &mut CallbackStore, job: Job, changed: &Notify, unsettled: &mut Ve
             });
             match result {
                 Ok(state) => tracing::info!(id, %state, "callback is now {state}"),
-                // A request gone or in a state that takes no decision will
-                // not change by retrying; anything else (IO, locks) may.
-                Err(e @ (StoreError::NotFound(_) | StoreError::WrongState { .. })) => {
+                // A request gone, in a state that takes no decision, or
+                // taken over by another node will not change by retrying;
+                // anything else (IO, locks) may.
+                Err(
+                    e @ (StoreError::NotFound(_)
+                    | StoreError::WrongState { .. }
+                    | StoreError::LostClaim { .. }),
+                ) => {
                     tracing::error!(id, %outcome, "cannot settle a callback attempt: {e}");
                 }
                 Err(e) => {

@@ -501,6 +501,11 @@ pub struct DiallerConfig {
     /// Added to the priority of a callback's transfer to the queue, so that
     /// a caller who was promised a call is served before new callers.
     pub priority_boost: i32,
+    /// How long a claim on a request holds unless renewed (every third of
+    /// it): with several nodes on one store, a node that dies mid-dial
+    /// has its requests dialled by another this long after its last
+    /// renewal.
+    pub lease: FlowDuration,
 }
 
 impl Default for DiallerConfig {
@@ -514,6 +519,7 @@ impl Default for DiallerConfig {
             callback_flow: "callback".into(),
             max_in_progress: 2,
             priority_boost: 1,
+            lease: FlowDuration(crate::callback::store::DEFAULT_LEASE),
         }
     }
 }

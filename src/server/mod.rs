@@ -9,6 +9,7 @@
 //! threads and handles signals.
 
 pub mod admin;
+pub mod backend;
 mod callbacks;
 mod cdr;
 pub mod config;
@@ -16,6 +17,7 @@ mod dialler;
 mod dns;
 pub mod metrics;
 mod ports;
+pub mod postgres;
 pub mod queue_status;
 mod rtp_in;
 mod rtp_out;
@@ -459,8 +461,17 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
                 config.call_records.display()
             ))
         })?;
-    let callbacks = callbacks::CallbackSink::start(config.callbacks.clone(), wall_now())
-        .map_err(|e| ServeError::Io(format!("callback store: {e}")))?;
+    // Each run claims under a name of its own: a restarted node takes back
+    // its earlier run's claims at once, and other nodes' only when their
+    // leases run out.
+    let claimant = crate::callback::store::Claimant {
+        node: node.clone(),
+        run: format!("{:016x}", fastrand::u64(..)),
+        lease: config.dialler.lease.0,
+    };
+    let callbacks =
+        callbacks::CallbackSink::start(&config.callbacks.to_string_lossy(), claimant, wall_now())
+            .map_err(|e| ServeError::Io(format!("callback store: {e}")))?;
     let mut terminate =
         signal(SignalKind::terminate()).map_err(|e| ServeError::Io(e.to_string()))?;
     let mut interrupt =

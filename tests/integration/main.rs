@@ -12,6 +12,7 @@ mod dns;
 mod fuzz_corpus;
 mod journeys;
 mod kamailio;
+mod postgres;
 mod register;
 mod report;
 mod rfc4475;

@@ -129,10 +129,11 @@ impl Server {
                 "--tcp",
             ])
             .arg("--call-records")
-            .arg(&records)
-            .arg("--callbacks")
-            .arg(dir.path().join("callbacks.db"))
-            .args(extra)
+            .arg(&records);
+        if !extra.contains(&"--callbacks") {
+            cmd.arg("--callbacks").arg(dir.path().join("callbacks.db"));
+        }
+        cmd.args(extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log);
