@@ -39,6 +39,15 @@ impl Proxy {
     /// `NAME=VALUE`), its UDP port free and given as PROXY_PORT, its files
     /// in `dir`.
     pub(crate) fn launch(dir: tempfile::TempDir, cfg: &str, defines: &[String]) -> Proxy {
+        Self::launch_file(dir, &repo(&format!("tests/kamailio/{cfg}")), defines)
+    }
+
+    /// [`Self::launch`] with a configuration file anywhere.
+    pub(crate) fn launch_file(
+        dir: tempfile::TempDir,
+        cfg: &std::path::Path,
+        defines: &[String],
+    ) -> Proxy {
         let port = free_udp_port();
         let log = std::fs::File::create(dir.path().join("kamailio.log")).expect("log");
         let err = log.try_clone().expect("log");
@@ -46,7 +55,7 @@ impl Proxy {
         // Kamailio changes to / after reading its config: absolute paths.
         command
             .arg("-f")
-            .arg(repo(&format!("tests/kamailio/{cfg}")))
+            .arg(cfg)
             .args(["-DD", "-E", "-n", "1", "-m", "32", "-M", "8"])
             .arg("-Y")
             .arg(dir.path().join("run"))

@@ -8,6 +8,7 @@ mod broken_corpus;
 mod cli;
 mod common;
 mod dialler;
+mod dispatcher;
 mod dns;
 mod fuzz_corpus;
 mod journeys;
