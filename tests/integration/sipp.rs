@@ -22,7 +22,7 @@ use crate::common::repo;
 /// Each server gets its own RTP port range so tests can run in parallel.
 // Below the ephemeral range (32768 and up on Linux), where free_udp_port
 // and SIPp's media ports come from, so the two can never collide.
-static NEXT_RTP_BASE: AtomicU16 = AtomicU16::new(20000);
+static NEXT_RTP_SLOT: AtomicU16 = AtomicU16::new(0);
 
 /// SIPp media ports come from a range of their own, 10 apart, so two SIPp
 /// processes (or SIPp and any socket on an ephemeral port) never want the
@@ -104,7 +104,13 @@ impl Server {
         let port = free_udp_port();
         // 600 ports (300 calls) each: the load test holds 100 calls at once,
         // and a port is reused only after its call task has ended.
-        let base = NEXT_RTP_BASE.fetch_add(600, Ordering::SeqCst);
+        // 21 slots of 600 from 20000 to 32599, reused in turn: counting on
+        // ran past 32768 (then past 65535, a panic) once the tests started
+        // more servers than that. Tests run two at a time with at most
+        // three servers each, so a slot's last server is long gone when
+        // the slot comes round again.
+        let slot = NEXT_RTP_SLOT.fetch_add(1, Ordering::SeqCst) % 21;
+        let base = 20000 + slot * 600;
         let records = dir.path().join("calls.jsonl");
         let log = std::fs::OpenOptions::new()
             .create(true)
