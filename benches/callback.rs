@@ -6,6 +6,11 @@
 //! directory, in WAL mode with `synchronous=FULL`, so each commit waits for
 //! the disk: the figures measure the machine's fsync as much as our code.
 //! Report them with the machine and file system named.
+//!
+//! With `CALLFLOW_BENCH_POSTGRES=postgres://...` (an empty database on
+//! the same machine, say a cluster started with `pg_ctl` in a temporary
+//! directory) the request, claim and request-to-claim figures are taken on
+//! PostgreSQL too, as `..._postgres`, for the multi-node store.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -18,6 +23,7 @@ use callflow::callback::store::CallbackStore;
 use callflow::callback::{AttemptOutcome, NewCallback};
 use callflow::flow::model::ScheduleDef;
 use callflow::flow::schedule::Schedule;
+use callflow::server::backend::Backend;
 
 fn start() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 6, 10, 9, 0, 0).unwrap()
@@ -56,24 +62,53 @@ fn timed_after<S>(
     total
 }
 
+/// The stores to measure, each empty: a SQLite file in `dir`, and the
+/// PostgreSQL database named by `CALLFLOW_BENCH_POSTGRES` (its tables
+/// emptied first), with the names' suffix.
+fn stores(dir: &std::path::Path, name: &str) -> Vec<(String, Backend)> {
+    let file = dir.join(format!("{name}.db"));
+    let mut all = vec![(
+        String::new(),
+        Backend::Sqlite(CallbackStore::open(file).unwrap()),
+    )];
+    if let Ok(url) = std::env::var("CALLFLOW_BENCH_POSTGRES") {
+        empty_postgres(&url);
+        all.push(("_postgres".to_string(), Backend::open(&url).unwrap()));
+    }
+    all
+}
+
+/// Empties the benchmark database, with psql.
+fn empty_postgres(url: &str) {
+    let _ = std::process::Command::new("psql")
+        .arg(url)
+        .args([
+            "-q",
+            "-c",
+            "DROP TABLE IF EXISTS attempts, callbacks, schema_version",
+        ])
+        .status();
+}
+
 fn bench_request(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
-    let mut store = CallbackStore::open(dir.path().join("callbacks.db")).unwrap();
     let now = start();
     let mut next = 0u64;
     let mut group = c.benchmark_group("callback");
     group.throughput(Throughput::Elements(1));
-    group.bench_function("request_durable", |b| {
-        b.iter(|| {
-            next += 1;
-            black_box(store.request(new_callback(next, 10), now).unwrap())
-        })
-    });
+    for (suffix, mut store) in stores(dir.path(), "request") {
+        group.bench_function(format!("request_durable{suffix}"), |b| {
+            b.iter(|| {
+                next += 1;
+                black_box(store.request(new_callback(next, 10), now).unwrap())
+            })
+        });
+    }
     group.finish();
 }
 
 /// `store` with `pending` requests over ten queues.
-fn filled(mut store: CallbackStore, pending: u64) -> CallbackStore {
+fn filled(mut store: Backend, pending: u64) -> Backend {
     for i in 0..pending {
         store.request(new_callback(i, 10), start()).unwrap();
     }
@@ -82,15 +117,14 @@ fn filled(mut store: CallbackStore, pending: u64) -> CallbackStore {
 
 fn bench_claim(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
-    let file = CallbackStore::open(dir.path().join("callbacks.db")).unwrap();
     // In memory too: the query work without the synced commit.
-    let memory = CallbackStore::open_in_memory().unwrap();
+    let memory = Backend::Sqlite(CallbackStore::open_in_memory().unwrap());
     let mut group = c.benchmark_group("callback");
-    for (name, store) in [
-        ("claim_due_10k_pending", file),
-        ("claim_due_10k_pending_in_memory", memory),
-    ] {
-        bench_claim_in(&mut group, name, filled(store, 10_000));
+    let mut all = stores(dir.path(), "claim");
+    all.push(("_in_memory".to_string(), memory));
+    for (suffix, store) in all {
+        let name = format!("claim_due_10k_pending{suffix}");
+        bench_claim_in(&mut group, &name, filled(store, 10_000));
     }
     group.finish();
 }
@@ -98,7 +132,7 @@ fn bench_claim(c: &mut Criterion) {
 fn bench_claim_in(
     group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
     name: &str,
-    mut store: CallbackStore,
+    mut store: Backend,
 ) {
     let now = start() + TimeDelta::minutes(1);
     // Up to 10 calls per tick, 5 in flight per queue: a busy contact centre.
@@ -125,38 +159,39 @@ fn bench_claim_in(
 /// it on the scheduler's next tick.
 fn bench_request_to_claim(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
-    let mut store = CallbackStore::open(dir.path().join("callbacks.db")).unwrap();
     let now = start();
     let mut next = 0u64;
     let mut group = c.benchmark_group("callback");
-    group.bench_function("request_then_claim", |b| {
-        b.iter_custom(|iters| {
-            // The store, and the call in progress from the previous run.
-            let mut state = (&mut store, None);
-            let complete = |(store, last): &mut (&mut CallbackStore, Option<i64>)| {
-                if let Some(id) = last.take() {
-                    store
-                        .finish_attempt(id, now, &AttemptOutcome::Completed)
-                        .unwrap();
-                }
-            };
-            let total = timed_after(
-                iters,
-                &mut state,
-                // Finish the previous call, untimed, to keep the queue free.
-                complete,
-                |(store, last)| {
-                    next += 1;
-                    store.request(new_callback(next, 1), now).unwrap();
-                    let claimed = store.claim_due(now, &|_| 1, 1).unwrap();
-                    assert_eq!(claimed.len(), 1);
-                    *last = claimed.first().map(|c| c.id);
-                },
-            );
-            complete(&mut state);
-            total
-        })
-    });
+    for (suffix, mut store) in stores(dir.path(), "request_then_claim") {
+        group.bench_function(format!("request_then_claim{suffix}"), |b| {
+            b.iter_custom(|iters| {
+                // The store, and the call in progress from the previous run.
+                let mut state = (&mut store, None);
+                let complete = |(store, last): &mut (&mut Backend, Option<i64>)| {
+                    if let Some(id) = last.take() {
+                        store
+                            .finish_attempt(id, now, &AttemptOutcome::Completed)
+                            .unwrap();
+                    }
+                };
+                let total = timed_after(
+                    iters,
+                    &mut state,
+                    // Finish the previous call, untimed, to keep the queue free.
+                    complete,
+                    |(store, last)| {
+                        next += 1;
+                        store.request(new_callback(next, 1), now).unwrap();
+                        let claimed = store.claim_due(now, &|_| 1, 1).unwrap();
+                        assert_eq!(claimed.len(), 1);
+                        *last = claimed.first().map(|c| c.id);
+                    },
+                );
+                complete(&mut state);
+                total
+            })
+        });
+    }
     group.finish();
 }
 

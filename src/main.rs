@@ -96,7 +96,7 @@ enum Command {
     /// Work on the callback requests (the same database the server uses,
     /// also while it runs).
     Callbacks {
-        /// The callback database.
+        /// The callback database: a SQLite file, or a postgres:// URL.
         #[arg(long, default_value = "callbacks.db", global = true)]
         db: PathBuf,
         #[command(subcommand)]
@@ -230,16 +230,23 @@ enum CallbacksAction {
 }
 
 fn callbacks(db: &Path, action: CallbacksAction) -> Result<ExitCode> {
-    use callflow::callback::store::CallbackStore;
     use callflow::callback::ListFilter;
-    if !db.exists() {
+    use callflow::server::backend::{is_postgres, Backend};
+    let location = db.to_string_lossy();
+    let postgres = is_postgres(&location);
+    if !postgres && !db.exists() {
         bail!(
             "{} does not exist (the server creates it on its first start)",
             db.display()
         );
     }
-    let mut store =
-        CallbackStore::open(db).with_context(|| format!("cannot open {}", db.display()))?;
+    // A URL may hold a password: not in messages.
+    let shown = if postgres {
+        "the PostgreSQL callback store".to_string()
+    } else {
+        db.display().to_string()
+    };
+    let mut store = Backend::open(&location).with_context(|| format!("cannot open {shown}"))?;
     #[allow(clippy::disallowed_methods)] // the CLI is the IO edge
     let now = Utc::now();
     match action {

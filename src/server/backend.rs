@@ -111,6 +111,16 @@ impl Backend {
         forward!(self, s => s.stats())
     }
 
+    /// See [`CallbackStore::cancel`].
+    pub fn cancel(&mut self, id: CallbackId, now: DateTime<Utc>) -> Result<(), StoreError> {
+        forward!(self, s => s.cancel(id, now))
+    }
+
+    /// See [`CallbackStore::retry`].
+    pub fn retry(&mut self, id: CallbackId, now: DateTime<Utc>) -> Result<(), StoreError> {
+        forward!(self, s => s.retry(id, now))
+    }
+
     /// Whether the store answers.
     pub fn ping(&mut self) -> Result<(), StoreError> {
         forward!(self, s => s.ping())

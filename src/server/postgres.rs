@@ -396,6 +396,63 @@ impl PgStore {
         })
     }
 
+    /// See [`crate::callback::store::CallbackStore::cancel`].
+    pub fn cancel(&mut self, id: CallbackId, now: DateTime<Utc>) -> Result<(), StoreError> {
+        self.with(|rt, client| {
+            rt.block_on(async {
+                let tx = client.transaction().await?;
+                let (state, _) = lock(&tx, id).await?;
+                allowed(id, state, &[State::Pending, State::Dialling], "cancelled")?;
+                tx.execute(
+                    "UPDATE callbacks SET state = 'cancelled', updated_at = $2 WHERE id = $1",
+                    &[&id, &millis(now)],
+                )
+                .await?;
+                tx.commit().await?;
+                Ok(())
+            })
+        })?;
+        tracing::info!(id, "callback cancelled");
+        Ok(())
+    }
+
+    /// See [`crate::callback::store::CallbackStore::retry`].
+    pub fn retry(&mut self, id: CallbackId, now: DateTime<Utc>) -> Result<(), StoreError> {
+        self.with(|rt, client| {
+            rt.block_on(async {
+                let tx = client.transaction().await?;
+                let (state, _) = lock(&tx, id).await?;
+                let ok = [State::Failed, State::Cancelled, State::Pending];
+                allowed(id, state, &ok, "retried")?;
+                let other = tx
+                    .query_opt(
+                        "SELECT b.id FROM callbacks a JOIN callbacks b
+                           ON b.number = a.number AND b.queue = a.queue AND b.id != a.id
+                         WHERE a.id = $1 AND b.state IN ('pending', 'dialling')",
+                        &[&id],
+                    )
+                    .await?;
+                if let Some(row) = other {
+                    return Err(StoreError::AlreadyOpen {
+                        id,
+                        existing: row.try_get(0)?,
+                    });
+                }
+                tx.execute(
+                    "UPDATE callbacks SET state = 'pending', attempts = 0, next_attempt_at = $2,
+                         updated_at = $2, last_error = NULL
+                     WHERE id = $1",
+                    &[&id, &millis(now)],
+                )
+                .await?;
+                tx.commit().await?;
+                Ok(())
+            })
+        })?;
+        tracing::info!(id, "callback retried by an admin");
+        Ok(())
+    }
+
     /// Whether the database answers.
     pub fn ping(&mut self) -> Result<(), StoreError> {
         self.with(|rt, client| {

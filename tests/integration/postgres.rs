@@ -374,4 +374,18 @@ fn leases_and_fencing_on_postgres() {
     let stats = b2.stats().expect("stats");
     assert!(stats.by_state.contains(&(State::Pending, 1)));
     b2.ping().expect("ping");
+
+    // The admin CLI on the same database.
+    let url = pg.url();
+    let db = Path::new(&url);
+    let shown = crate::sipp::callbacks_cli(db, &["show", &id.to_string()]);
+    assert_eq!(
+        shown.lines().filter(|l| l.starts_with("attempt")).count(),
+        2,
+        "{shown}"
+    );
+    assert!(crate::sipp::callbacks_cli(db, &["cancel", &id.to_string()]).contains("cancelled"));
+    assert!(crate::sipp::callbacks_cli(db, &["list", "--state", "cancelled"]).contains("371"));
+    assert!(crate::sipp::callbacks_cli(db, &["retry", &id.to_string()]).contains("due again"));
+    assert_eq!(b2.get(id).expect("get").state, State::Pending);
 }
