@@ -366,14 +366,16 @@ pub fn build<R: BufRead>(
     let mut by_node: BTreeMap<String, Headline> = BTreeMap::new();
     let (mut skipped, mut first_skipped) = (0, None);
     let (mut first, mut last): (Option<DateTime<Utc>>, Option<DateTime<Utc>>) = (None, None);
+    // Lines as bytes: a line cut inside a UTF-8 character (a crash mid
+    // write) is a line to skip, not an error that ends the report.
     let lines = inputs.into_iter().flat_map(|(name, input)| {
         input
-            .lines()
+            .split(b'\n')
             .enumerate()
             .map(move |(n, line)| (format!("{name}:{}", n + 1), line))
     });
     for (place, line) in lines {
-        let line = line?;
+        let line = String::from_utf8_lossy(&line?).into_owned();
         if line.trim().is_empty() {
             continue;
         }

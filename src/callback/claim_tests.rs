@@ -281,6 +281,20 @@ fn a_lapsed_lease_is_taken_over_and_the_old_claimants_word_refused() {
     b.settle_attempt(id, t(53), &AttemptOutcome::Completed, &Next::Complete)
         .unwrap();
     assert_eq!(b.get(id).unwrap().state, State::Completed);
+
+    // Taken back but not claimed again (its queue is full for b): the
+    // request is pending, held by no one, and a's late word still counts
+    // for nothing.
+    let other = a.request(new_callback("2", "q", 1), t(60)).unwrap().id();
+    a.claim_due(t(60), &no_limit, 10).unwrap();
+    assert!(b.claim_due(t(95), &|_| 0, 10).unwrap().is_empty());
+    assert_eq!(b.get(other).unwrap().state, State::Pending);
+    let late = a.settle_attempt(other, t(96), &AttemptOutcome::Busy, &Next::Fail("x".into()));
+    assert!(
+        matches!(late, Err(StoreError::LostClaim { .. })),
+        "{late:?}"
+    );
+    assert_eq!(b.get(other).unwrap().state, State::Pending);
 }
 
 /// A node's new run takes back its earlier run's claims at once (that run

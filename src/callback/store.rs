@@ -460,12 +460,13 @@ impl CallbackStore {
     /// nodes sharing the store) are left to their leases.
     pub fn recover(&mut self, now: DateTime<Utc>) -> Result<usize, StoreError> {
         let now_ms = millis(now);
-        let mine = format!("{}%", like_escape(&self.claimant.node_prefix()));
+        let mine = self.claimant.node_prefix();
         let tx = self.begin()?;
         let recovered = take_back(
             &tx,
             now_ms,
-            "claimed_by IS NULL OR claimed_by LIKE ?2 ESCAPE '\\' OR lease_until < ?1",
+            // An exact prefix: LIKE ignores case in SQLite.
+            "claimed_by IS NULL OR substr(claimed_by, 1, length(?2)) = ?2 OR lease_until < ?1",
             &mine,
             "restart",
         )?;
@@ -495,13 +496,6 @@ pub(crate) fn validate(new: NewCallback) -> Result<NewCallback, StoreError> {
         return Err(StoreError::EmptyQueue);
     }
     Ok(new)
-}
-
-/// `text` for a LIKE pattern with `\` as the escape.
-fn like_escape(text: &str) -> String {
-    text.replace('\\', "\\\\")
-        .replace('%', "\\%")
-        .replace('_', "\\_")
 }
 
 /// Takes back the claims whose lease ran out: their holder is gone.

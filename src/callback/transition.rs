@@ -43,6 +43,40 @@ pub(crate) fn require(
     }
 }
 
+/// Refuses an attempt's word unless `owner` still holds the claim: a
+/// claim taken back (lease lapsed) is NULL or another's, even if the
+/// request is pending or settled again since. Two diallers' words must
+/// never mix.
+pub(crate) fn held(conn: &Connection, id: CallbackId, owner: &str) -> Result<(), StoreError> {
+    let holder: Option<String> = conn
+        .query_row(
+            "SELECT claimed_by FROM callbacks WHERE id = ?1",
+            [id],
+            |r| r.get(0),
+        )
+        .optional()?
+        .ok_or(StoreError::NotFound(id))?;
+    match holder {
+        Some(by) if by == owner => Ok(()),
+        Some(by) => Err(StoreError::LostClaim { id, by }),
+        None => {
+            let attempted: bool = conn.query_row(
+                "SELECT EXISTS (SELECT 1 FROM attempts WHERE request_id = ?1)",
+                [id],
+                |r| r.get(0),
+            )?;
+            Err(if attempted {
+                StoreError::LostClaim {
+                    id,
+                    by: "no one".to_string(),
+                }
+            } else {
+                StoreError::NoAttempt(id)
+            })
+        }
+    }
+}
+
 /// Refuses the word of `owner` on a request in flight that another holds
 /// now (its lease ran out and another process took it over): two
 /// diallers' decisions must never mix.
@@ -68,7 +102,7 @@ pub(crate) fn record_outcome(
     outcome: &AttemptOutcome,
     owner: &str,
 ) -> Result<(), StoreError> {
-    fence(tx, id, owner)?;
+    held(tx, id, owner)?;
     let state = require(tx, id, &State::ALL, "given an outcome")?;
     let now_ms = millis(now);
     let updated = tx.execute(

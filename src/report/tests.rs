@@ -177,6 +177,23 @@ fn the_figures_of_a_known_corpus() {
     );
 }
 
+/// A line torn inside a UTF-8 character is skipped, not the end of the
+/// report.
+#[test]
+fn a_line_that_is_not_utf8_is_skipped() {
+    let mut bytes = corpus().into_bytes();
+    bytes.extend_from_slice(b"\n{\"flow\":\"x\xc3");
+    bytes.extend_from_slice(b"\n");
+    bytes.extend_from_slice(corpus().lines().next().unwrap().as_bytes());
+    let report = build(
+        [("calls.jsonl".to_string(), &bytes[..])],
+        &Filter::default(),
+    )
+    .unwrap();
+    assert_eq!(report.calls, 13);
+    assert_eq!(report.skipped_lines, 2);
+}
+
 #[test]
 fn since_and_flow_narrow_the_calls() {
     let since = parse_since("2026-12-01T10:30:00Z", now()).unwrap();

@@ -360,10 +360,30 @@ struct Bounded {
     permits: Arc<Semaphore>,
 }
 
-/// An accepted connection, holding its place until dropped.
+/// An accepted connection, holding its place until dropped, and for at
+/// most [`CONNECTION_LIFETIME`]: a client that sends nothing (or a byte a
+/// minute) cannot keep a place, and the probes' answers with it.
 struct Held {
     stream: tokio::net::TcpStream,
     _permit: OwnedSemaphorePermit,
+    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+/// How long an admin connection may stay open, however busy.
+pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(30);
+
+impl Held {
+    /// An error once the connection's time is up.
+    fn expired(&mut self, cx: &mut std::task::Context<'_>) -> Option<std::io::Error> {
+        std::future::Future::poll(self.deadline.as_mut(), cx)
+            .is_ready()
+            .then(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "admin connection open too long",
+                )
+            })
+    }
 }
 
 impl axum::serve::Listener for Bounded {
@@ -383,6 +403,7 @@ impl axum::serve::Listener for Bounded {
                         Held {
                             stream,
                             _permit: permit,
+                            deadline: Box::pin(tokio::time::sleep(CONNECTION_LIFETIME)),
                         },
                         addr,
                     )
@@ -407,6 +428,9 @@ impl tokio::io::AsyncRead for Held {
         cx: &mut std::task::Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
+        if let Some(e) = self.expired(cx) {
+            return std::task::Poll::Ready(Err(e));
+        }
         std::pin::Pin::new(&mut self.stream).poll_read(cx, buf)
     }
 }
@@ -417,6 +441,9 @@ impl tokio::io::AsyncWrite for Held {
         cx: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
+        if let Some(e) = self.expired(cx) {
+            return std::task::Poll::Ready(Err(e));
+        }
         std::pin::Pin::new(&mut self.stream).poll_write(cx, buf)
     }
 

@@ -21,10 +21,17 @@ pub enum Backend {
     Postgres(Box<PgStore>),
 }
 
-/// Where a configuration says callbacks are kept: a file, or a
-/// `postgres://` (or `postgresql://`) URL.
+/// Where a configuration says callbacks are kept: a file, or PostgreSQL
+/// (a `postgres://` or `postgresql://` URL, or the `host=... dbname=...`
+/// form, which must never become a file name with a password in it).
 pub fn is_postgres(location: &str) -> bool {
-    location.starts_with("postgres://") || location.starts_with("postgresql://")
+    location.starts_with("postgres://")
+        || location.starts_with("postgresql://")
+        || location.split_whitespace().any(|w| {
+            ["host=", "dbname=", "user="]
+                .iter()
+                .any(|k| w.starts_with(k))
+        })
 }
 
 macro_rules! forward {

@@ -470,7 +470,9 @@ impl prometheus_client::collector::Collector for Scrape {
         )?;
         let sum = self.media.late_us_sum as f64 / 1e6;
         let mut m = m;
-        m.encode_histogram::<NoLabels>(sum, self.media.sent, &buckets, None)?;
+        // The count is the buckets' sum, read together with them.
+        let count = self.media.buckets.iter().sum();
+        m.encode_histogram::<NoLabels>(sum, count, &buckets, None)?;
         f.gauge(
             "callflow_rtp_ports",
             "RTP ports held by calls, and in the configured range.",

@@ -715,8 +715,12 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
     Ok(())
 }
 
-/// How often the store is asked whether it answers.
-const READINESS_CHECK: Duration = Duration::from_secs(2);
+/// How often the store is asked whether it answers (and how long it has).
+const READINESS_CHECK: Duration = Duration::from_secs(1);
+
+/// How long the store must have gone unanswered before the node is not
+/// ready.
+const NOT_READY_AFTER: Duration = Duration::from_secs(5);
 
 /// Keeps `shared.ready` true while the callback store answers, so that
 /// load balancers' OPTIONS probes hear 503 from a node whose store is
@@ -724,10 +728,16 @@ const READINESS_CHECK: Duration = Duration::from_secs(2);
 async fn watch_readiness(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(READINESS_CHECK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut answered = now();
     loop {
         tick.tick().await;
         let answer = tokio::time::timeout(READINESS_CHECK, shared.callbacks.ping()).await;
-        let ready = matches!(answer, Ok(Ok(_)));
+        if matches!(answer, Ok(Ok(_))) {
+            answered = now();
+        }
+        // One slow answer is not an outage: probes would flap, and with a
+        // shared store every node would flap at once.
+        let ready = now().duration_since(answered) < NOT_READY_AFTER;
         let changed = shared
             .ready
             .send_if_modified(|r| std::mem::replace(r, ready) != ready);
@@ -802,6 +812,14 @@ async fn start_dns(
 /// callback flow transfers to its own queue. A reload that fails these
 /// keeps the last good flows, so that no routed number starts getting 404.
 fn check_runtime(config: &ServerConfig, runtime: &Runtime) -> Result<(), String> {
+    let (lease, poll) = (config.dialler.lease.0, config.dialler.poll.0);
+    if lease < Duration::from_secs(3) || lease < 3 * poll {
+        // Shorter, and a node's own next claim could take back the calls
+        // it is still placing, or a renewal come too late.
+        return Err(format!(
+            "dialler.lease ({lease:?}) must be at least 3 s and three times dialler.poll ({poll:?})"
+        ));
+    }
     if config
         .trunk
         .as_ref()

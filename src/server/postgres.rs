@@ -85,6 +85,17 @@ impl PgStore {
                 // for the kernel's minutes-long connect timeout.
                 config.connect_timeout(CONNECT_TIMEOUT);
             }
+            // A half-open connection is found in seconds, not hours.
+            config.keepalives(true);
+            config.keepalives_idle(std::time::Duration::from_secs(10));
+            // Nothing may hold the store thread (which also renews the
+            // leases) for long: a statement or a lock wait gives up, and
+            // a transaction a broken client left open is ended by the
+            // server.
+            config.options(
+                "-c statement_timeout=5000 -c lock_timeout=5000 \
+                 -c idle_in_transaction_session_timeout=30000",
+            );
             let (client, connection) = self.runtime.block_on(config.connect(NoTls))?;
             self.runtime.spawn(async move {
                 if let Err(e) = connection.await {
@@ -197,15 +208,23 @@ impl PgStore {
                         .map(|r| r.try_get(0))
                         .collect::<Result<_, _>>()?;
                     for queue in &queues {
-                        let wanted = limit_per_queue(queue).min(max);
-                        if wanted == 0 {
+                        let limit = limit_per_queue(queue);
+                        if limit == 0 {
                             continue;
                         }
-                        tx.execute(
-                            "SELECT pg_advisory_xact_lock(hashtext('callflow queue ' || $1))",
-                            &[queue],
-                        )
-                        .await?;
+                        // Another node claiming for this queue now: skip it
+                        // this tick rather than wait (the store thread also
+                        // renews leases, and must not stall).
+                        let locked: bool = tx
+                            .query_one(
+                                "SELECT pg_try_advisory_xact_lock(hashtext('callflow queue ' || $1))",
+                                &[queue],
+                            )
+                            .await?
+                            .try_get(0)?;
+                        if !locked {
+                            continue;
+                        }
                         let busy: i64 = tx
                             .query_one(
                                 "SELECT COUNT(*) FROM callbacks WHERE state = 'dialling' AND queue = $1",
@@ -213,7 +232,9 @@ impl PgStore {
                             )
                             .await?
                             .try_get(0)?;
-                        let free = wanted.saturating_sub(usize::try_from(busy).unwrap_or(usize::MAX));
+                        let free = limit
+                            .saturating_sub(usize::try_from(busy).unwrap_or(usize::MAX))
+                            .min(max);
                         if free == 0 {
                             continue;
                         }
@@ -467,14 +488,14 @@ impl PgStore {
     /// runs' claims, and any lapsed lease.
     pub fn recover(&mut self, now: DateTime<Utc>) -> Result<usize, StoreError> {
         let now_ms = millis(now);
-        let mine = format!("{}%", like_escape(&self.claimant.node_prefix()));
+        let mine = self.claimant.node_prefix();
         self.with(|rt, client| {
             rt.block_on(async {
                 let tx = client.transaction().await?;
                 let n = take_back(
                     &tx,
                     now_ms,
-                    "claimed_by IS NULL OR claimed_by LIKE $2 OR lease_until < $1",
+                    "claimed_by IS NULL OR starts_with(claimed_by, $2) OR lease_until < $1",
                     Some(&mine),
                     "restart",
                 )
@@ -501,13 +522,6 @@ impl PgStore {
             })
         })
     }
-}
-
-/// `text` for a LIKE pattern (PostgreSQL's escape is `\`).
-fn like_escape(text: &str) -> String {
-    text.replace('\\', "\\\\")
-        .replace('%', "\\%")
-        .replace('_', "\\_")
 }
 
 async fn migrate(client: &mut Client) -> Result<(), StoreError> {
@@ -603,7 +617,28 @@ async fn record_outcome(
     owner: &str,
 ) -> Result<(), StoreError> {
     let (state, holder) = lock(tx, id).await?;
-    fence(id, state, holder, owner)?;
+    // The dialler's word: only while this run still holds the claim.
+    match holder {
+        Some(by) if by == owner => {}
+        Some(by) => return Err(StoreError::LostClaim { id, by }),
+        None => {
+            let attempted: bool = tx
+                .query_one(
+                    "SELECT EXISTS (SELECT 1 FROM attempts WHERE request_id = $1)",
+                    &[&id],
+                )
+                .await?
+                .try_get(0)?;
+            return Err(if attempted {
+                StoreError::LostClaim {
+                    id,
+                    by: "no one".to_string(),
+                }
+            } else {
+                StoreError::NoAttempt(id)
+            });
+        }
+    }
     let now_ms = millis(now);
     let updated = tx
         .execute(
