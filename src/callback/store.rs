@@ -556,6 +556,12 @@ fn take_back(
         ),
         args,
     )?;
+    log_take_back(recovered, handed_over, why);
+    Ok(recovered)
+}
+
+/// Says what taking claims back did (both stores).
+pub(crate) fn log_take_back(recovered: usize, handed_over: usize, why: &str) {
     if handed_over > 0 {
         tracing::warn!(
             handed_over,
@@ -570,5 +576,4 @@ fn take_back(
             "callbacks interrupted will be dialled again"
         );
     }
-    Ok(recovered)
 }

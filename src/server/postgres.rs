@@ -772,19 +772,10 @@ async fn take_back(
             &args,
         )
         .await?;
-    if handed_over > 0 {
-        tracing::warn!(
-            handed_over,
-            why,
-            "callbacks transferred when their dialler stopped are taken as completed"
-        );
-    }
-    if recovered > 0 {
-        tracing::warn!(
-            recovered,
-            why,
-            "callbacks interrupted will be dialled again"
-        );
-    }
-    Ok(usize::try_from(recovered).unwrap_or(usize::MAX))
+    let (recovered, handed_over) = (
+        usize::try_from(recovered).unwrap_or(usize::MAX),
+        usize::try_from(handed_over).unwrap_or(usize::MAX),
+    );
+    crate::callback::store::log_take_back(recovered, handed_over, why);
+    Ok(recovered)
 }
