@@ -1,10 +1,10 @@
 //! `callflow serve`: the tokio edge. Each SIP listen address has one
 //! reader task and several workers (one per core by default). The reader
 //! hands each datagram to the worker that owns its Call-ID
-//! ([`crate::sip::dispatch`]); each worker is a task that owns one sans-IO
-//! [`Endpoint`] (which holds the logic of its calls), those calls' RTP
-//! sockets and a thread that sends their RTP, so calls are paced on all
-//! cores at once. The workers of a listener share its admission control.
+//! ([`crate::sip::dispatch`]); each worker is a thread of its own (with a
+//! tokio runtime of its own and a timerfd for its pacing) that owns one
+//! sans-IO [`Endpoint`] (which holds the logic of its calls) and those
+//! calls' RTP sockets, so calls are paced on all cores at once. The workers of a listener share its admission control.
 //! This module only moves bytes, reads the clock, talks to the store
 //! threads and handles signals.
 
@@ -24,6 +24,7 @@ mod rtp_out;
 pub use crate::call::runtime;
 pub mod stats;
 mod tcp;
+mod timer;
 pub mod tls;
 
 /// The dialling policy lives with the pure flow code, which applies it.
@@ -672,7 +673,12 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
         // over a stream before the streams know where answers go, and a
         // message dropped there is never retransmitted.
         for (worker, inbox) in to_start.drain(..) {
-            workers.spawn(worker.run(inbox, control_rx.clone()));
+            let done = start_worker(worker, inbox, control_rx.clone())?;
+            workers.spawn(async move {
+                if done.await.is_err() {
+                    tracing::error!("a call worker stopped without finishing its calls");
+                }
+            });
         }
         readers.push(tokio::spawn(read_sip(socket, queues)));
     }
@@ -713,6 +719,32 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
     shared.callbacks.flush().await;
     tracing::info!(media = %shared.media_summary(), "callflow stopped");
     Ok(())
+}
+
+/// Runs `worker` on a thread of its own with a runtime of its own, so that
+/// its pacing never waits behind the edge's other tasks (or another
+/// worker's turn on a shared runtime) and its timer wakes this thread
+/// alone. What it shares with the edge (the SIP socket, the channels) works
+/// across runtimes. The receiver hears when it has finished.
+fn start_worker(
+    worker: Worker,
+    inbox: mpsc::Receiver<ToListener>,
+    control: watch::Receiver<Control>,
+) -> Result<tokio::sync::oneshot::Receiver<()>, ServeError> {
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let name = format!("call-worker-{}", worker.index);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| ServeError::Io(format!("cannot start a call worker's runtime: {e}")))?;
+    std::thread::Builder::new()
+        .name(name)
+        .spawn(move || {
+            runtime.block_on(worker.run(inbox, control));
+            let _ = done_tx.send(());
+        })
+        .map_err(|e| ServeError::Io(format!("cannot start a call worker: {e}")))?;
+    Ok(done_rx)
 }
 
 /// How often the store is asked whether it answers (and how long it has).
@@ -1121,6 +1153,9 @@ impl Worker {
         mut inbox: mpsc::Receiver<ToListener>,
         mut control: watch::Receiver<Control>,
     ) {
+        // Made here, on the worker's own runtime, so its wake-ups reach
+        // this thread directly.
+        let mut timer = timer::Timer::new();
         loop {
             if let Control::Draining(until) = *control.borrow() {
                 self.endpoint.drain(now(), until);
@@ -1202,7 +1237,7 @@ impl Worker {
                     let ready = *self.ready.borrow_and_update();
                     self.endpoint.set_ready(ready);
                 }
-                _ = sleep_until(timeout) => {}
+                _ = timer.until(timeout) => {}
                 Ok(()) = self.runtime.changed() => {
                     let runtime = Arc::clone(&self.runtime.borrow_and_update());
                     self.endpoint.set_runtime(runtime);

@@ -264,6 +264,9 @@ pub(super) struct TcpTransport {
     /// TCP, or TLS.
     transport: Transport,
     timing: StreamTiming,
+    /// The runtime connections run on: the one the transport was made on,
+    /// not a call worker's, which sends from a runtime of its own.
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 impl TcpTransport {
@@ -277,6 +280,7 @@ impl TcpTransport {
             admission: OnceLock::new(),
             tls: None,
             transport: Transport::Tcp,
+            runtime: tokio::runtime::Handle::try_current().ok(),
         })
     }
 
@@ -290,6 +294,7 @@ impl TcpTransport {
             admission: OnceLock::new(),
             tls: Some(tls),
             transport: Transport::Tls,
+            runtime: tokio::runtime::Handle::try_current().ok(),
         })
     }
 
@@ -421,7 +426,7 @@ impl TcpTransport {
         // Written once the connection is up.
         let _ = tx.try_send(bytes);
         let transport = Arc::clone(self);
-        tokio::spawn(async move {
+        let connection = async move {
             let connected = tokio::time::timeout(CONNECT_TIMEOUT, transport.connect(to)).await;
             match connected {
                 Ok(Ok(Connected::Tcp(stream))) => {
@@ -441,7 +446,11 @@ impl TcpTransport {
                     transport.undelivered(to).await;
                 }
             }
-        });
+        };
+        match &self.runtime {
+            Some(runtime) => drop(runtime.spawn(connection)),
+            None => drop(tokio::spawn(connection)),
+        }
     }
 
     /// Tells every worker that `to` could not be reached: which of them
