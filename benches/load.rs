@@ -32,7 +32,7 @@
 #![allow(clippy::disallowed_methods)]
 
 mod common;
-use common::proc_stats;
+use common::{proc_stats, proc_times};
 
 use std::collections::HashMap;
 use std::io::{IoSliceMut, Read};
@@ -593,7 +593,7 @@ fn run(calls: usize, o: &Options) {
         pump(&legs);
     }
     // The measured window.
-    let (cpu0, _) = proc_stats(pid);
+    let (user0, system0, _) = proc_times(pid);
     let own0 = own_ticks();
     let w0 = Instant::now();
     measuring.store(true, Ordering::Relaxed);
@@ -602,7 +602,7 @@ fn run(calls: usize, o: &Options) {
     }
     measuring.store(false, Ordering::Relaxed);
     let window = w0.elapsed().as_secs_f64();
-    let (cpu1, rss) = proc_stats(pid);
+    let (user1, system1, rss) = proc_times(pid);
     let own1 = own_ticks();
     let snapshot = legs.lock().map(|l| l.clone()).unwrap_or_default();
     for (i, leg) in snapshot.iter().enumerate() {
@@ -637,7 +637,8 @@ fn run(calls: usize, o: &Options) {
         .count();
     let failed = unanswered + ended;
     let tick = 100.0; // USER_HZ on Linux
-    let cpu_s = (cpu1 - cpu0) as f64 / tick;
+    let user_s = user1.saturating_sub(user0) as f64 / tick;
+    let cpu_s = user_s + system1.saturating_sub(system0) as f64 / tick;
     let own_s = (own1 - own0) as f64 / tick;
     let sent_pkts = sent.load(Ordering::Relaxed);
     // Every call streams alike: packets sent = the timed calls' share.
@@ -652,9 +653,10 @@ fn run(calls: usize, o: &Options) {
             .collect();
         both.sort_by(f64::total_cmp);
         println!(
-            "{calls:>6} bridged calls {failed:>4} failed ({unanswered} unanswered, {ended} ended early) | server cpu {:>4.0}% | {:>5.2} us per relayed pkt ({:.0} pkts/s relayed) | rss {:>5.1} KB/call | relay delay p50 {:>5.0} us p99 {:>6.0} us max {:>7.0} us (caller->agent p99 {:.0}, agent->caller p99 {:.0}) | generator cpu {:>3.0}%",
+            "{calls:>6} bridged calls {failed:>4} failed ({unanswered} unanswered, {ended} ended early) | server cpu {:>4.0}% | {:>5.2} us per relayed pkt ({:.2} in user space; {:.0} pkts/s relayed) | rss {:>5.1} KB/call | relay delay p50 {:>5.0} us p99 {:>6.0} us max {:>7.0} us (caller->agent p99 {:.0}, agent->caller p99 {:.0}) | generator cpu {:>3.0}%",
             cpu_s / window * 100.0,
             cpu_s * 1e6 / relayed.max(1.0),
+            user_s * 1e6 / relayed.max(1.0),
             relayed / window,
             rss.saturating_sub(idle_rss) as f64 / calls as f64,
             percentile(&both, 0.5),
@@ -669,9 +671,10 @@ fn run(calls: usize, o: &Options) {
     let packets_out = received as f64 * calls as f64 / TIMED.min(calls) as f64;
     let per_sent = cpu_s * 1e6 / packets_out.max(1.0);
     println!(
-        "{calls:>6} calls {failed:>4} failed ({unanswered} unanswered, {ended} ended early) | server cpu {:>4.0}% | {:>5.2} us/pkt sent{} | rss {:>5.1} KB/call | lateness p50 {:>6.0} us p99 {:>6.0} us max {:>7.0} us | generator cpu {:>3.0}%",
+        "{calls:>6} calls {failed:>4} failed ({unanswered} unanswered, {ended} ended early) | server cpu {:>4.0}% | {:>5.2} us/pkt sent ({:.2} in user space){} | rss {:>5.1} KB/call | lateness p50 {:>6.0} us p99 {:>6.0} us max {:>7.0} us | generator cpu {:>3.0}%",
         cpu_s / window * 100.0,
         per_sent,
+        user_s * 1e6 / packets_out.max(1.0),
         if o.send_rtp {
             format!(" ({} pkts in, {:.2} us/pkt both ways)", sent_pkts, cpu_s * 1e6 / (packets_out + sent_pkts as f64).max(1.0))
         } else {

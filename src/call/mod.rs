@@ -187,6 +187,8 @@ pub struct Call {
     hung_up_by: Option<Party>,
     actions: Vec<Action>,
     out: VecDeque<CallOutput>,
+    /// The flow took an event since [`Call::take_stirred`] last asked.
+    stirred: bool,
 }
 
 impl Call {
@@ -239,6 +241,7 @@ impl Call {
             hung_up_by: None,
             actions: Vec::with_capacity(16),
             out: VecDeque::new(),
+            stirred: false,
         }
     }
 
@@ -517,15 +520,34 @@ impl Call {
         if self.finished {
             return None;
         }
-        let packet = self.sender.as_ref().and_then(|s| s.poll_timeout());
+        [self.next_packet_due(), self.timers_due()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// When [`Call::handle_timeout`] is next due: the call's timers, not
+    /// its packets. Only an event (input, or a prompt that ends) brings it
+    /// closer, and [`Call::take_stirred`] tells of those.
+    pub fn timers_due(&self) -> Option<Instant> {
+        if self.finished {
+            return None;
+        }
         let timer = self.timer.map(|(_, at)| at);
         let silence = self.silence_deadline();
         let refused = self.media_refused.then_some(self.started);
         let longest = self.started.checked_add(self.max_duration);
-        [packet, timer, silence, refused, longest]
+        [timer, silence, refused, longest]
             .into_iter()
             .flatten()
             .min()
+    }
+
+    /// Whether the flow took an event since the last call (so it may have
+    /// new timers), or the call has outputs waiting or is over; clears the
+    /// first.
+    pub fn take_stirred(&mut self) -> bool {
+        std::mem::take(&mut self.stirred) || !self.out.is_empty() || self.finished
     }
 
     /// When the call ends for want of RTP: after `rtp_timeout`, or the
@@ -601,6 +623,7 @@ impl Call {
         if self.finished {
             return;
         }
+        self.stirred = true;
         let mut actions = std::mem::take(&mut self.actions);
         self.interp.handle(now, event, &mut actions);
         for action in actions.drain(..) {

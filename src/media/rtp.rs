@@ -73,8 +73,12 @@ pub struct PacketInfo {
 /// The audio being played and the read position in it.
 #[derive(Debug)]
 struct Talkspurt {
-    audio: Vec<Arc<[u8]>>,
-    buffer: usize,
+    /// The buffer being read, moved out of the list: a packet then reads
+    /// this struct and the audio, not the list's own allocation too (a
+    /// cache miss per packet per call, with thousands of calls).
+    current: Option<Arc<[u8]>>,
+    /// The buffers after it.
+    rest: std::vec::IntoIter<Arc<[u8]>>,
     offset: usize,
     start: Instant,
     next: u32,
@@ -90,7 +94,7 @@ impl Talkspurt {
     /// what it passes over to `out` if given.
     fn advance(&mut self, mut bytes: usize, mut out: Option<&mut Vec<u8>>) {
         while bytes > 0 {
-            let Some(current) = self.audio.get(self.buffer) else {
+            let Some(current) = &self.current else {
                 return;
             };
             let take = bytes.min(current.len() - self.offset);
@@ -100,7 +104,7 @@ impl Talkspurt {
             self.offset += take;
             bytes -= take;
             if self.offset == current.len() {
-                self.buffer += 1;
+                self.current = self.rest.next();
                 self.offset = 0;
             }
         }
@@ -170,9 +174,10 @@ impl RtpSender {
         self.anchor.get_or_insert(start);
         let bytes: usize = audio.iter().map(|b| b.len()).sum();
         let count = u32::try_from(bytes.div_ceil(SAMPLES_PER_PACKET).max(1)).unwrap_or(u32::MAX);
+        let mut rest = audio.into_iter();
         self.talkspurt = Some(Talkspurt {
-            audio,
-            buffer: 0,
+            current: rest.next(),
+            rest,
             offset: 0,
             start,
             next: 0,
