@@ -732,19 +732,36 @@ fn start_worker(
     control: watch::Receiver<Control>,
 ) -> Result<tokio::sync::oneshot::Receiver<()>, ServeError> {
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let (started_tx, started_rx) = std::sync::mpsc::sync_channel(1);
     let name = format!("call-worker-{}", worker.index);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| ServeError::Io(format!("cannot start a call worker's runtime: {e}")))?;
+    // The runtime is built (and dropped) on the worker's thread: a runtime
+    // may not be dropped inside the edge's async code.
     std::thread::Builder::new()
         .name(name)
         .spawn(move || {
-            runtime.block_on(worker.run(inbox, control));
-            let _ = done_tx.send(());
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => {
+                    let _ = started_tx.send(Ok(()));
+                    runtime.block_on(worker.run(inbox, control));
+                    let _ = done_tx.send(());
+                }
+                Err(e) => {
+                    let _ = started_tx.send(Err(e));
+                }
+            }
         })
         .map_err(|e| ServeError::Io(format!("cannot start a call worker: {e}")))?;
-    Ok(done_rx)
+    // Start-up only: the answer comes as soon as the runtime is built.
+    match started_rx.recv() {
+        Ok(Ok(())) => Ok(done_rx),
+        Ok(Err(e)) => Err(ServeError::Io(format!(
+            "cannot start a call worker's runtime: {e}"
+        ))),
+        Err(_) => Err(ServeError::Io("a call worker failed to start".into())),
+    }
 }
 
 /// How often the store is asked whether it answers (and how long it has).
@@ -985,6 +1002,13 @@ async fn read_sip(socket: Arc<UdpSocket>, workers: Vec<mpsc::Sender<Datagram>>) 
         };
         match workers[index].try_send(datagram) {
             Ok(()) => {}
+            // A worker that is gone (it failed) takes nothing more; the
+            // others' calls go on, and the server stops when all are gone.
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                if workers.iter().all(mpsc::Sender::is_closed) {
+                    return;
+                }
+            }
             Err(mpsc::error::TrySendError::Full(_)) => {
                 dropped += 1;
                 if dropped.is_power_of_two() {
@@ -995,8 +1019,6 @@ async fn read_sip(socket: Arc<UdpSocket>, workers: Vec<mpsc::Sender<Datagram>>) 
                     );
                 }
             }
-            // The workers are gone: the server is stopping.
-            Err(mpsc::error::TrySendError::Closed(_)) => return,
         }
     }
 }
@@ -1457,6 +1479,39 @@ pub(crate) fn wall_now() -> chrono::DateTime<Utc> {
 
 #[cfg(test)]
 mod tests {
+    #[tokio::test]
+    async fn a_failed_worker_does_not_stop_the_others_taking_sip() {
+        let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        let to = socket.local_addr().unwrap();
+        let (live_tx, mut live_rx) = mpsc::channel(64);
+        let (gone_tx, gone_rx) = mpsc::channel(64);
+        drop(gone_rx);
+        let reader = tokio::spawn(read_sip(Arc::clone(&socket), vec![live_tx, gone_tx]));
+        let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let from = sender.local_addr().unwrap();
+        // Messages for both workers, the dead one's first.
+        let id = |n: usize| format!("OPTIONS sip:a SIP/2.0\r\nCall-ID: c{n}\r\n\r\n");
+        let of = |w: usize| {
+            (0..)
+                .find(|&n| worker_for(id(n).as_bytes(), from, 2) == w)
+                .unwrap()
+        };
+        sender.send_to(id(of(1)).as_bytes(), to).unwrap();
+        sender.send_to(id(of(0)).as_bytes(), to).unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(5), live_rx.recv())
+            .await
+            .expect("the live worker still gets its messages")
+            .unwrap();
+        assert_eq!(got.bytes, id(of(0)).as_bytes());
+        assert!(!reader.is_finished());
+        drop(live_rx);
+        sender.send_to(id(of(0)).as_bytes(), to).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), reader)
+            .await
+            .expect("with every worker gone the reader stops")
+            .unwrap();
+    }
+
     use super::*;
 
     fn shipped() -> (ServerConfig, Runtime) {

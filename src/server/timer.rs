@@ -60,11 +60,16 @@ impl Timer {
         loop {
             let left = deadline.saturating_duration_since(super::now());
             if left.is_zero() {
-                return;
+                // Ready at once, as it is on every turn of a worker behind
+                // schedule: it takes from the task's budget like tokio's
+                // own timer, so the worker still yields to its runtime.
+                return tokio::task::coop::consume_budget().await;
             }
             if self.armed != Some(deadline) {
                 if let Err(e) = arm(fd, left) {
+                    // Said once: the millisecond timer stands in from now.
                     tracing::warn!("cannot arm the timerfd ({e}); pacing to the millisecond");
+                    self.fd = None;
                     return super::sleep_until(Some(deadline)).await;
                 }
                 self.armed = Some(deadline);
@@ -77,6 +82,9 @@ impl Timer {
                 rustix::io::read(fd.get_ref(), &mut expirations).map_err(std::io::Error::from)
             }) {
                 Ok(_) => {
+                    // Not armed again until re-armed: the next wait need
+                    // not try a read that would only find it empty.
+                    ready.clear_ready();
                     self.armed = None;
                     return;
                 }
