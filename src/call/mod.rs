@@ -288,6 +288,17 @@ impl Call {
         self.latch.peer()
     }
 
+    /// Which inbound RTP the call takes (for the relay rules of a bridge).
+    pub fn latch(&self) -> &RtpLatch {
+        &self.latch
+    }
+
+    /// RTP from the caller that the edge relayed without us (see
+    /// `RelayRule`): a sign of life, as [`Call::on_rtp`] would count it.
+    pub fn relayed_rtp(&mut self, now: Instant) {
+        self.last_rtp = self.last_rtp.max(now);
+    }
+
     /// The peer of the call's RTP, sending or not (on hold the socket
     /// stays connected to it, so that its RTP still arrives).
     pub fn rtp_peer(&self) -> Option<RtpPeer> {

@@ -133,6 +133,12 @@ impl RtpLatch {
         }
     }
 
+    /// The latched source, and the SSRCs taken from it for audio and for
+    /// events: what a relay rule may let through without asking again.
+    pub fn latched(&self) -> Option<(SocketAddr, Option<u32>, Option<u32>)> {
+        Some((self.source?, self.audio_ssrc, self.event_ssrc))
+    }
+
     /// Datagrams refused so far.
     pub fn dropped(&self) -> u64 {
         self.dropped

@@ -1225,19 +1225,10 @@ impl Worker {
                 Some(batch) = self.rtp_rx.recv() => {
                     let t = now();
                     let mut received = 0;
-                    for (port, from, bytes) in batch.iter() {
-                        self.endpoint.handle_rtp(t, port, from, bytes);
-                        received += 1;
-                    }
+                    received += self.take_rtp(t, &batch);
                     for _ in 1..RTP_BATCH {
                         match self.rtp_rx.try_recv() {
-                            Ok(batch) => {
-                                let t = now();
-                                for (port, from, bytes) in batch.iter() {
-                                    self.endpoint.handle_rtp(t, port, from, bytes);
-                                    received += 1;
-                                }
-                            }
+                            Ok(batch) => received += self.take_rtp(now(), &batch),
                             Err(_) => break,
                         }
                     }
@@ -1277,6 +1268,23 @@ impl Worker {
         self.report(true);
     }
 
+    /// Hands the endpoint one batch from the RTP reader: the packets, and
+    /// how many its relay rules relayed (counted as received and sent);
+    /// how many packets the batch held.
+    fn take_rtp(&mut self, t: Instant, batch: &rtp_in::RtpBatch) -> u64 {
+        let mut received = 0;
+        for (port, from, bytes) in batch.iter() {
+            self.endpoint.handle_rtp(t, port, from, bytes);
+            received += 1;
+        }
+        for &(port, packets) in batch.relayed() {
+            self.endpoint.handle_relayed(t, port, packets);
+            self.stats.relayed(packets);
+            received += packets;
+        }
+        received
+    }
+
     /// Hands the endpoint what a reader passed on.
     fn take(&mut self, d: Datagram) {
         let from = Peer {
@@ -1304,11 +1312,15 @@ impl Worker {
                 .rtp_reader
                 .dropped
                 .load(std::sync::atomic::Ordering::Relaxed),
-            rtp_send_failed: self
-                .rtp_out
-                .failed
-                .load(std::sync::atomic::Ordering::Relaxed),
+            rtp_send_failed: self.send_failed(),
         }
+    }
+
+    /// RTP packets the kernel refused, or that found the sender's queue
+    /// full, relayed ones included.
+    fn send_failed(&self) -> u64 {
+        let relaxed = std::sync::atomic::Ordering::Relaxed;
+        self.rtp_out.failed.load(relaxed) + self.rtp_reader.relay_failed.load(relaxed)
     }
 
     /// Does what the endpoint asked for and sends its RTP.
@@ -1335,6 +1347,7 @@ impl Worker {
                 }
                 EndpointOutput::RtpOpened { port, .. } => self.rtp_opened(port),
                 EndpointOutput::RtpClosed { port } => self.rtp_closed(port),
+                EndpointOutput::Relay { port, rule } => self.rtp_reader.relay(port, rule),
                 EndpointOutput::RtpPeer { port, peer } => {
                     if let Some(socket) = self.rtp.get_mut(&port) {
                         socket.set_peer(peer);
@@ -1422,10 +1435,7 @@ impl Worker {
             .rtp_reader
             .dropped
             .load(std::sync::atomic::Ordering::Relaxed);
-        let rtp_send_failed = self
-            .rtp_out
-            .failed
-            .load(std::sync::atomic::Ordering::Relaxed);
+        let rtp_send_failed = self.send_failed();
         // The admission state is the listener's: its first worker tells.
         let a = if self.index == 0 {
             a

@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use std::net::UdpSocket;
 use std::os::fd::AsRawFd;
@@ -19,6 +20,8 @@ use std::os::fd::AsRawFd;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use tokio::sync::mpsc;
+
+use crate::call::endpoint::RelayRule;
 
 /// The poll's own token, for commands.
 const WAKE: Token = Token(usize::MAX);
@@ -31,12 +34,19 @@ const PER_SOCKET: usize = 64;
 /// Packets in one batch at most.
 const PER_BATCH: usize = 2048;
 
+/// How long relayed packets may go untold to the worker at most: the
+/// caller's silence check counts them, and its limits are seconds.
+pub(super) const REPORT: Duration = Duration::from_millis(200);
+
 /// What one poll turn read: the packets back to back, and for each the
 /// port it reached, its source, and where its bytes are.
 #[derive(Default)]
 pub(super) struct RtpBatch {
     bytes: Vec<u8>,
     packets: Vec<(u16, SocketAddr, usize, usize)>,
+    /// Packets relayed by a rule since the last report, by the port they
+    /// reached.
+    relayed: Vec<(u16, u64)>,
 }
 
 impl RtpBatch {
@@ -47,6 +57,11 @@ impl RtpBatch {
             .map(|&(port, from, start, len)| (port, from, &self.bytes[start..start + len]))
     }
 
+    /// Packets relayed by a rule since the last report: port, how many.
+    pub(super) fn relayed(&self) -> &[(u16, u64)] {
+        &self.relayed
+    }
+
     fn len(&self) -> usize {
         self.packets.len()
     }
@@ -54,8 +69,23 @@ impl RtpBatch {
 
 enum Command {
     Add(u16, Arc<UdpSocket>),
+    Relay(u16, Option<RelayRule>),
     Remove(u16),
     Stop,
+}
+
+/// One of the worker's ports, as the reader holds it.
+struct Port {
+    socket: Arc<UdpSocket>,
+    relay: Option<Relay>,
+}
+
+/// A port's relay rule, the socket it sends from, and how many packets it
+/// relayed since the last report.
+struct Relay {
+    rule: RelayRule,
+    out: Arc<UdpSocket>,
+    unreported: u64,
 }
 
 /// The worker's end of its reader thread.
@@ -64,6 +94,8 @@ pub(super) struct RtpReader {
     waker: Arc<Waker>,
     /// Packets dropped because the worker was this far behind.
     pub(super) dropped: Arc<AtomicU64>,
+    /// Relayed packets the kernel refused.
+    pub(super) relay_failed: Arc<AtomicU64>,
 }
 
 impl RtpReader {
@@ -73,14 +105,19 @@ impl RtpReader {
         let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
         let (commands, rx) = std_mpsc::channel();
         let dropped = Arc::new(AtomicU64::new(0));
-        let counter = Arc::clone(&dropped);
+        let relay_failed = Arc::new(AtomicU64::new(0));
+        let counters = Counters {
+            dropped: Arc::clone(&dropped),
+            relay_failed: Arc::clone(&relay_failed),
+        };
         std::thread::Builder::new()
             .name("rtp-in".into())
-            .spawn(move || run(poll, rx, out, &counter))?;
+            .spawn(move || Reader::new(poll, out, counters).run(rx))?;
         Ok(Self {
             commands,
             waker,
             dropped,
+            relay_failed,
         })
     }
 
@@ -88,6 +125,12 @@ impl RtpReader {
     /// shared, not duplicated, so that a call costs one file descriptor).
     pub(super) fn add(&self, port: u16, socket: Arc<UdpSocket>) {
         self.command(Command::Add(port, socket));
+    }
+
+    /// Relays what `rule` covers of the RTP reaching `port` from here on
+    /// (`None`: hands all of it to the worker again).
+    pub(super) fn relay(&self, port: u16, rule: Option<RelayRule>) {
+        self.command(Command::Relay(port, rule));
     }
 
     /// Stops reading `port`'s socket and lets go of it.
@@ -110,106 +153,333 @@ impl Drop for RtpReader {
     }
 }
 
-fn run(
-    mut poll: Poll,
-    commands: std_mpsc::Receiver<Command>,
+struct Counters {
+    dropped: Arc<AtomicU64>,
+    relay_failed: Arc<AtomicU64>,
+}
+
+/// The reader thread's state.
+struct Reader {
+    poll: Poll,
     out: mpsc::Sender<RtpBatch>,
-    dropped: &AtomicU64,
-) {
-    let mut events = Events::with_capacity(1024);
-    let mut sockets: HashMap<u16, Arc<UdpSocket>> = HashMap::new();
-    let mut buf = [0u8; 2048];
-    let mut batch = RtpBatch::default();
-    // Sockets left readable last turn (edge-triggered: the poll will not
-    // report them again), and this turn's.
-    let mut unfinished: Vec<u16> = Vec::new();
-    let mut ready: Vec<u16> = Vec::new();
-    loop {
-        let timeout = (!unfinished.is_empty()).then_some(std::time::Duration::ZERO);
-        if let Err(e) = poll.poll(&mut events, timeout) {
-            if e.kind() == ErrorKind::Interrupted {
+    counters: Counters,
+    ports: HashMap<u16, Port>,
+    /// Which port's rule sends from each port, so that closing a port
+    /// takes back the rule that would send from it.
+    senders: HashMap<u16, u16>,
+    batch: RtpBatch,
+    /// Ports that relayed packets since the last report, and when the
+    /// next report is due.
+    unreported: Vec<u16>,
+    report_at: Option<Instant>,
+}
+
+impl Reader {
+    fn new(poll: Poll, out: mpsc::Sender<RtpBatch>, counters: Counters) -> Self {
+        Self {
+            poll,
+            out,
+            counters,
+            ports: HashMap::new(),
+            senders: HashMap::new(),
+            batch: RtpBatch::default(),
+            unreported: Vec::new(),
+            report_at: None,
+        }
+    }
+
+    fn run(mut self, commands: std_mpsc::Receiver<Command>) {
+        let mut events = Events::with_capacity(1024);
+        let mut buf = [0u8; 2048];
+        // Sockets left readable last turn (edge-triggered: the poll will
+        // not report them again), and this turn's.
+        let mut unfinished: Vec<u16> = Vec::new();
+        let mut ready: Vec<u16> = Vec::new();
+        loop {
+            let timeout = if unfinished.is_empty() {
+                self.report_at
+                    .map(|at| at.saturating_duration_since(super::now()))
+            } else {
+                Some(Duration::ZERO)
+            };
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == ErrorKind::Interrupted {
+                    continue;
+                }
+                tracing::error!("RTP reader stopped: {e}");
+                return;
+            }
+            for event in events.iter() {
+                if event.token() == WAKE {
+                    for command in commands.try_iter() {
+                        if !self.command(command) {
+                            return;
+                        }
+                    }
+                    continue;
+                }
+                if let Ok(port) = u16::try_from(event.token().0) {
+                    ready.push(port);
+                }
+            }
+            ready.append(&mut unfinished);
+            ready.sort_unstable();
+            ready.dedup();
+            for port in ready.drain(..) {
+                if !self.read(port, &mut buf) {
+                    unfinished.push(port);
+                }
+            }
+            if self.report_at.is_some_and(|at| at <= super::now()) {
+                self.report();
+            }
+            if self.batch.len() == 0 && self.batch.relayed.is_empty() {
                 continue;
             }
-            tracing::error!("RTP reader stopped: {e}");
+            let n = self.batch.len() as u64;
+            match self.out.try_send(std::mem::take(&mut self.batch)) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(batch)) => {
+                    self.counters.dropped.fetch_add(n, Ordering::Relaxed);
+                    // The counts are told next time instead.
+                    for &(port, packets) in &batch.relayed {
+                        self.count_relayed(port, packets);
+                    }
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => return,
+            }
+        }
+    }
+
+    /// Carries out a command; false for [`Command::Stop`].
+    fn command(&mut self, command: Command) -> bool {
+        match command {
+            Command::Add(port, socket) => match self.poll.registry().register(
+                &mut SourceFd(&socket.as_raw_fd()),
+                Token(usize::from(port)),
+                Interest::READABLE,
+            ) {
+                Ok(()) => {
+                    self.ports.insert(
+                        port,
+                        Port {
+                            socket,
+                            relay: None,
+                        },
+                    );
+                }
+                Err(e) => tracing::warn!(port, "cannot watch the RTP socket: {e}"),
+            },
+            Command::Relay(port, rule) => self.set_relay(port, rule),
+            Command::Remove(port) => {
+                self.set_relay(port, None);
+                if let Some(from) = self.senders.get(&port).copied() {
+                    self.set_relay(from, None);
+                }
+                // Deregistered while the socket is still open: this
+                // thread's handle keeps it so until here.
+                if let Some(p) = self.ports.remove(&port) {
+                    let _ = self
+                        .poll
+                        .registry()
+                        .deregister(&mut SourceFd(&p.socket.as_raw_fd()));
+                }
+            }
+            Command::Stop => return false,
+        }
+        true
+    }
+
+    /// Sets or takes back `port`'s relay rule; what it relayed and has not
+    /// told yet is still told.
+    fn set_relay(&mut self, port: u16, rule: Option<RelayRule>) {
+        let out = rule.and_then(|r| self.ports.get(&r.out_port).map(|p| Arc::clone(&p.socket)));
+        let Some(p) = self.ports.get_mut(&port) else {
             return;
+        };
+        let unreported = match p.relay.take() {
+            Some(old) => {
+                self.senders.remove(&old.rule.out_port);
+                old.unreported
+            }
+            None => 0,
+        };
+        if let (Some(rule), Some(out)) = (rule, out) {
+            self.senders.insert(rule.out_port, port);
+            p.relay = Some(Relay {
+                rule,
+                out,
+                unreported,
+            });
+        } else if unreported > 0 {
+            // No rule left to keep the count: told with the next report.
+            self.batch.relayed.push((port, unreported));
         }
-        for event in events.iter() {
-            if event.token() == WAKE {
-                for command in commands.try_iter() {
-                    match command {
-                        Command::Add(port, socket) => {
-                            match poll.registry().register(
-                                &mut SourceFd(&socket.as_raw_fd()),
-                                Token(usize::from(port)),
-                                Interest::READABLE,
-                            ) {
-                                Ok(()) => {
-                                    sockets.insert(port, socket);
-                                }
-                                Err(e) => tracing::warn!(port, "cannot watch the RTP socket: {e}"),
+    }
+
+    /// Reads `port`'s socket until it is empty, relaying what its rule
+    /// covers; false if it may still hold packets.
+    fn read(&mut self, port: u16, buf: &mut [u8]) -> bool {
+        let Some(p) = self.ports.get_mut(&port) else {
+            return true;
+        };
+        let (mut read, mut errors, mut relayed) = (0, 0, 0);
+        let drained = loop {
+            if read == PER_SOCKET || self.batch.len() >= PER_BATCH {
+                break false;
+            }
+            match p.socket.recv_from(buf) {
+                Ok((n, from)) => {
+                    read += 1;
+                    if let Some(relay) = &p.relay {
+                        if relay.rule.forward(from, &mut buf[..n]) {
+                            if relay.out.send_to(&buf[..n], relay.rule.to).is_err() {
+                                self.counters.relay_failed.fetch_add(1, Ordering::Relaxed);
                             }
+                            relayed += 1;
+                            continue;
                         }
-                        Command::Remove(port) => {
-                            // Deregistered while the socket is still open:
-                            // this thread's handle keeps it so until here.
-                            if let Some(socket) = sockets.remove(&port) {
-                                let _ = poll
-                                    .registry()
-                                    .deregister(&mut SourceFd(&socket.as_raw_fd()));
-                            }
-                        }
-                        Command::Stop => return,
                     }
+                    let start = self.batch.bytes.len();
+                    self.batch.bytes.extend_from_slice(&buf[..n]);
+                    self.batch.packets.push((port, from, start, n));
                 }
-                continue;
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break true,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                // An ICMP error (reported on a connected socket) is
+                // cleared by this read; datagrams may still wait behind
+                // it, and readiness is edge-triggered. A second error in a
+                // row is not that: leave the socket be.
+                Err(_) if errors == 0 => errors += 1,
+                Err(_) => break true,
             }
-            if let Ok(port) = u16::try_from(event.token().0) {
-                ready.push(port);
-            }
+        };
+        if relayed > 0 {
+            self.count_relayed(port, relayed);
         }
-        ready.append(&mut unfinished);
-        ready.sort_unstable();
-        ready.dedup();
-        for port in ready.drain(..) {
-            let Some(socket) = sockets.get(&port) else {
-                continue;
-            };
-            let (mut read, mut errors) = (0, 0);
-            let drained = loop {
-                if read == PER_SOCKET || batch.len() >= PER_BATCH {
-                    break false;
+        drained
+    }
+
+    /// Counts `packets` relayed from `port`, to be told in a report.
+    fn count_relayed(&mut self, port: u16, packets: u64) {
+        if let Some(relay) = self.ports.get_mut(&port).and_then(|p| p.relay.as_mut()) {
+            if relay.unreported == 0 {
+                self.unreported.push(port);
+                self.report_at.get_or_insert_with(|| super::now() + REPORT);
+            }
+            relay.unreported += packets;
+        }
+    }
+
+    /// Puts what was relayed since the last report in the batch.
+    fn report(&mut self) {
+        self.report_at = None;
+        for port in self.unreported.drain(..) {
+            if let Some(relay) = self.ports.get_mut(&port).and_then(|p| p.relay.as_mut()) {
+                let n = std::mem::take(&mut relay.unreported);
+                if n > 0 {
+                    self.batch.relayed.push((port, n));
                 }
-                match socket.recv_from(&mut buf) {
-                    Ok((n, from)) => {
-                        let start = batch.bytes.len();
-                        batch.bytes.extend_from_slice(&buf[..n]);
-                        batch.packets.push((port, from, start, n));
-                        read += 1;
-                    }
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => break true,
-                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                    // An ICMP error (reported on a connected socket) is
-                    // cleared by this read; datagrams may still wait
-                    // behind it, and readiness is edge-triggered. A second
-                    // error in a row is not that: leave the socket be.
-                    Err(_) if errors == 0 => errors += 1,
-                    Err(_) => break true,
-                }
-            };
-            if !drained {
-                unfinished.push(port);
             }
         }
-        if batch.len() == 0 {
-            continue;
-        }
-        let n = batch.len() as u64;
-        match out.try_send(std::mem::take(&mut batch)) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                dropped.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::call::endpoint::RelayStream;
+
+    /// A non-blocking call socket, bound by port number as the pool does.
+    fn call_socket(pool: &mut crate::server::ports::PortPool) -> (Arc<UdpSocket>, u16) {
+        let (s, port) = pool.bind("127.0.0.1".parse().unwrap()).unwrap();
+        s.set_nonblocking(true).unwrap();
+        (Arc::new(s), port)
+    }
+
+    fn peer() -> UdpSocket {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        s
+    }
+
+    fn rtp(pt: u8, ssrc: u32) -> Vec<u8> {
+        let mut p = vec![0x80, pt, 0, 1, 0, 0, 0, 160];
+        p.extend_from_slice(&ssrc.to_be_bytes());
+        p.extend_from_slice(&[0x11; 160]);
+        p
+    }
+
+    /// The next batch, within two seconds.
+    fn next(rx: &mut mpsc::Receiver<RtpBatch>) -> RtpBatch {
+        for _ in 0..200 {
+            if let Ok(b) = rx.try_recv() {
+                return b;
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => return,
+            std::thread::sleep(Duration::from_millis(10));
         }
+        panic!("no batch from the reader");
+    }
+
+    #[test]
+    fn a_rule_relays_from_the_reader_and_only_its_count_reaches_the_worker() {
+        let mut pool = crate::server::ports::PortPool::new(42000, 42999);
+        let ((callers, cport), (agents, aport)) = (call_socket(&mut pool), call_socket(&mut pool));
+        let (caller, agent) = (peer(), peer());
+        let (tx, mut rx) = mpsc::channel(16);
+        let reader = RtpReader::start(tx).unwrap();
+        reader.add(cport, Arc::clone(&callers));
+        reader.add(aport, Arc::clone(&agents));
+        let rule = RelayRule {
+            source: caller.local_addr().unwrap(),
+            audio: RelayStream {
+                payload_type: 0,
+                ssrc: 7,
+                to_payload_type: 0,
+            },
+            events: Some(RelayStream {
+                payload_type: 101,
+                ssrc: 7,
+                to_payload_type: 96,
+            }),
+            transcode: None,
+            out_port: aport,
+            to: agent.local_addr().unwrap(),
+        };
+        reader.relay(cport, Some(rule));
+        let ours = callers.local_addr().unwrap();
+        // The rule reaches the thread with the wake-up; give it a moment.
+        std::thread::sleep(Duration::from_millis(50));
+        caller.send_to(&rtp(101, 7), ours).unwrap();
+        let mut buf = [0u8; 256];
+        let (n, from) = agent.recv_from(&mut buf).unwrap();
+        assert_eq!(
+            from,
+            agents.local_addr().unwrap(),
+            "sent from the agent leg's port"
+        );
+        assert_eq!(&buf[..n], &rtp(96, 7)[..], "renumbered on the way");
+
+        // Not the rule's: handed to the worker as it came.
+        caller.send_to(&rtp(0, 8), ours).unwrap();
+        let mut seen = Vec::new();
+        let mut relayed = 0;
+        while seen.is_empty() || relayed == 0 {
+            let batch = next(&mut rx);
+            seen.extend(batch.iter().map(|(p, f, b)| (p, f, b.to_vec())));
+            relayed += batch.relayed().iter().map(|&(_, n)| n).sum::<u64>();
+            assert!(batch.relayed().iter().all(|&(p, _)| p == cport));
+        }
+        assert_eq!(seen, vec![(cport, caller.local_addr().unwrap(), rtp(0, 8))]);
+        assert_eq!(relayed, 1, "the relayed packet is told as a count");
+
+        // Closing the port it sends from takes the rule back.
+        reader.remove(aport);
+        std::thread::sleep(Duration::from_millis(50));
+        caller.send_to(&rtp(0, 7), ours).unwrap();
+        let batch = next(&mut rx);
+        assert_eq!(batch.iter().count(), 1, "the worker's again");
+        assert_eq!(reader.relay_failed.load(Ordering::Relaxed), 0);
+        assert_eq!(reader.dropped.load(Ordering::Relaxed), 0);
     }
 }

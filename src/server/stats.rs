@@ -56,6 +56,13 @@ impl MediaStats {
         }
     }
 
+    /// Counts `n` packets a relay rule passed on as they came: sent, and
+    /// no later than they arrived.
+    pub fn relayed(&self, n: u64) {
+        add(&self.sent, n);
+        add(&self.buckets[0], n);
+    }
+
     /// Counts `n` RTP packets received.
     pub fn received(&self, n: u64) {
         add(&self.received, n);

@@ -19,6 +19,7 @@ use crate::sip::transport::Peer;
 use crate::sip::transport::Transport;
 use crate::sip::ua::{CallHandle, EndReason, OutgoingCall, UaEvent};
 
+use super::relay::{payload_range, RelayRule, RelayStream};
 use super::{Endpoint, EndpointOutput, QueuedPacket};
 
 /// How long a bridge that could not be placed at all waits before its
@@ -39,6 +40,9 @@ pub(super) struct BridgeLeg {
     networks: Networks,
     /// The RTP peer last told to the edge.
     peer: Option<RtpPeer>,
+    /// The relay rules last told to the edge: for the caller's port, and
+    /// for this leg's.
+    told: [Option<RelayRule>; 2],
 }
 
 impl BridgeLeg {
@@ -77,23 +81,6 @@ fn request_uri(uri: &str) -> &str {
     uri.split('?').next().unwrap_or(uri)
 }
 
-/// Where an RTP packet's payload is: after the CSRCs and any header
-/// extension, before any padding (RFC 3550 5.1, 5.3.1); `None` when the
-/// header says more than the packet holds.
-fn payload_range(packet: &[u8]) -> Option<std::ops::Range<usize>> {
-    let csrcs = usize::from(packet.first()? & 0x0f);
-    let mut start = 12 + 4 * csrcs;
-    if packet[0] & 0x10 != 0 {
-        let words = packet.get(start + 2..start + 4)?;
-        start += 4 + 4 * usize::from(u16::from_be_bytes([words[0], words[1]]));
-    }
-    let mut end = packet.len();
-    if packet[0] & 0x20 != 0 {
-        end = end.checked_sub(usize::from(*packet.last()?))?;
-    }
-    (start <= end).then_some(start..end)
-}
-
 fn g711(codec: crate::sip::sdp::Codec) -> crate::media::g711::Codec {
     match codec {
         crate::sip::sdp::Codec::Pcmu => crate::media::g711::Codec::Pcmu,
@@ -111,6 +98,40 @@ fn map_payload_type(pt: u8, from: &Negotiated, to: &Negotiated) -> Option<u8> {
     } else {
         None
     }
+}
+
+/// The rule for RTP the `from` leg sends (as its `latch` took it) to go
+/// out of `out_port` to the `to` leg at `dest`; `None` until the latch has
+/// a source and an audio SSRC. Events pass once their own SSRC is latched
+/// and both legs agreed on them.
+fn relay_rule(
+    latch: &RtpLatch,
+    from: &Negotiated,
+    to: &Negotiated,
+    out_port: u16,
+    dest: RtpPeer,
+) -> Option<RelayRule> {
+    let (source, audio_ssrc, event_ssrc) = latch.latched()?;
+    let events = match (from.dtmf_payload_type, to.dtmf_payload_type, event_ssrc) {
+        (Some(payload_type), Some(to_payload_type), Some(ssrc)) => Some(RelayStream {
+            payload_type,
+            ssrc,
+            to_payload_type,
+        }),
+        _ => None,
+    };
+    Some(RelayRule {
+        source,
+        audio: RelayStream {
+            payload_type: from.payload_type,
+            ssrc: audio_ssrc?,
+            to_payload_type: to.payload_type,
+        },
+        events,
+        transcode: (from.codec != to.codec).then(|| (g711(from.codec), g711(to.codec))),
+        out_port,
+        to: dest.addr,
+    })
 }
 
 impl Endpoint {
@@ -207,6 +228,7 @@ impl Endpoint {
                 latch,
                 networks,
                 peer: None,
+                told: [None, None],
             });
         }
         self.legs.insert(handle, caller);
@@ -350,9 +372,19 @@ impl Endpoint {
         caller: CallHandle,
         hang_up: Option<CallHandle>,
     ) {
-        let Some(leg) = self.calls.get_mut(&caller).and_then(|a| a.bridge.take()) else {
+        let Some(a) = self.calls.get_mut(&caller) else {
             return;
         };
+        let Some(leg) = a.bridge.take() else {
+            return;
+        };
+        // The edge relays nothing more of either port.
+        for (port, told) in [a.port, leg.port].into_iter().zip(leg.told) {
+            if told.is_some() {
+                self.out
+                    .push_back(EndpointOutput::Relay { port, rule: None });
+            }
+        }
         self.legs.remove(&leg.handle);
         self.by_port.remove(&leg.port);
         self.close_srtp(leg.port);
@@ -360,6 +392,40 @@ impl Endpoint {
             .push_back(EndpointOutput::RtpClosed { port: leg.port });
         if let Some(h) = hang_up {
             self.ua.hangup(now, h);
+        }
+    }
+
+    /// Tells the edge where the relay rules of `caller`'s bridge changed:
+    /// a direction has one while the bridge is up, neither leg has SRTP
+    /// (sealing is the endpoint's), and the sending leg's latch has taken
+    /// its source and audio SSRC. Each rule lets through just what
+    /// [`Endpoint::relay_from_caller`] and [`Endpoint::relay_from_agent`]
+    /// would relay, to the same place.
+    pub(super) fn announce_relays(&mut self, caller: CallHandle) {
+        let Some(a) = self.calls.get_mut(&caller) else {
+            return;
+        };
+        let Some(leg) = a.bridge.as_mut() else {
+            return;
+        };
+        let plain = !self.srtp.contains_key(&a.port) && !self.srtp.contains_key(&leg.port);
+        let rules = match (plain && a.call.is_bridged(), a.call.media(), leg.media) {
+            (true, Some(callers), Some(agent)) => [
+                leg.latch
+                    .peer()
+                    .filter(|_| agent.sends_rtp())
+                    .and_then(|to| relay_rule(a.call.latch(), callers, &agent, leg.port, to)),
+                a.call
+                    .rtp_destination()
+                    .and_then(|to| relay_rule(&leg.latch, &agent, callers, a.port, to)),
+            ],
+            _ => [None, None],
+        };
+        for ((port, told), rule) in [a.port, leg.port].into_iter().zip(&mut leg.told).zip(rules) {
+            if *told != rule {
+                *told = rule;
+                self.out.push_back(EndpointOutput::Relay { port, rule });
+            }
         }
     }
 
@@ -494,24 +560,6 @@ mod tests {
             map_payload_type(101, &caller, &leg(0, None)),
             None,
             "no events to a leg without them"
-        );
-    }
-
-    #[test]
-    fn the_payload_is_found_past_csrcs_and_extensions_and_before_padding() {
-        let mut p = vec![0x80, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1];
-        p.extend_from_slice(&[9; 160]);
-        assert_eq!(payload_range(&p), Some(12..172));
-        let mut x = vec![0x80 | 0x10 | 0x20 | 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1];
-        x.extend_from_slice(&[0, 0, 0, 2]); // one CSRC
-        x.extend_from_slice(&[0xbe, 0xde, 0, 1, 1, 2, 3, 4]); // a one-word extension
-        x.extend_from_slice(&[9; 20]);
-        x.extend_from_slice(&[0, 0, 3]); // three bytes of padding
-        assert_eq!(payload_range(&x), Some(24..44));
-        assert_eq!(
-            payload_range(&[0x8f, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1]),
-            None,
-            "15 CSRCs claimed, none there"
         );
     }
 

@@ -24,6 +24,7 @@ mod bridge;
 pub mod config;
 mod inbound;
 mod outbound;
+mod relay;
 mod srtp;
 #[cfg(test)]
 mod tests;
@@ -53,6 +54,7 @@ use crate::sip::ua::{CallHandle, UaCounters, UaEvent, UaOutput, UserAgent, NO_FI
 use attempt::Progress;
 pub use config::{EndpointConfig, OutboundTrunk, Routing};
 use inbound::Ringing;
+pub use relay::{RelayRule, RelayStream};
 
 /// What the endpoint borrows from its surroundings, synchronously: RTP
 /// ports (the edge binds the sockets) and the latest queue figures.
@@ -104,6 +106,17 @@ pub enum EndpointOutput {
         port: u16,
         /// The peer, if any.
         peer: Option<RtpPeer>,
+    },
+    /// RTP reaching this port that `rule` covers may be relayed by the
+    /// edge itself, without [`Endpoint::handle_rtp`] (a bridged call);
+    /// `None` takes the rule back. What the rule does not cover still goes
+    /// to `handle_rtp`, and [`Endpoint::handle_relayed`] tells the endpoint
+    /// now and then how many packets were relayed.
+    Relay {
+        /// The port the packets reach.
+        port: u16,
+        /// The rule, if any.
+        rule: Option<RelayRule>,
     },
     /// The call on this port is over: close the socket, free the port.
     RtpClosed {
@@ -459,6 +472,8 @@ impl Endpoint {
         };
         if port != a.port {
             self.relay_from_agent(handle, from, packet);
+            // Its first packet may have latched the agent's side.
+            self.announce_relays(handle);
             return;
         }
         if a.call.on_rtp(now, from, packet) && a.call.is_bridged() {
@@ -466,6 +481,19 @@ impl Endpoint {
         }
         self.service(now, handle);
         self.pump(now);
+    }
+
+    /// The edge relayed `packets` RTP packets that reached `port` by its
+    /// [`RelayRule`] since it last said (the edge says so every few hundred
+    /// milliseconds at most, so `now` is close enough to the last one's
+    /// time): for the caller's port, signs of life for its silence check.
+    pub fn handle_relayed(&mut self, now: Instant, port: u16, packets: u64) {
+        let Some(a) = self.by_port.get(&port).and_then(|h| self.calls.get_mut(h)) else {
+            return;
+        };
+        if port == a.port && packets > 0 {
+            a.call.relayed_rtp(now);
+        }
     }
 
     /// Whatever is due: SIP timers, answers after ringing, RTP packets,
@@ -855,11 +883,15 @@ impl Endpoint {
             let port = a.port;
             self.out.push_back(EndpointOutput::RtpPeer { port, peer });
         }
-        if let Some(leg) = a.bridge.as_mut() {
-            if let Some(out) = leg.announce_peer() {
-                self.out.push_back(out);
+        let bridged = match a.bridge.as_mut() {
+            Some(leg) => {
+                if let Some(out) = leg.announce_peer() {
+                    self.out.push_back(out);
+                }
+                true
             }
-        }
+            None => false,
+        };
         // Everything that may have moved the call's timers ends here.
         a.call.take_stirred();
         a.timers_due = [
@@ -873,6 +905,9 @@ impl Endpoint {
         a.reschedule(&mut self.deadlines, handle);
         drop(_entered);
         self.compact_deadlines();
+        if bridged {
+            self.announce_relays(handle);
+        }
         if let Some(t) = bridge {
             // Placing the call may fail at once (no port), which runs the
             // flow's `on_fail`: the call is serviced again.

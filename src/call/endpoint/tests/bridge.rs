@@ -59,8 +59,11 @@ fn heard(lab: &Lab, peer: usize, ssrc: u32) -> usize {
 
 /// Key 0: the ACD gets our INVITE with the context, answers; audio and
 /// keys flow both ways; the agent hangs up and so does the caller's leg.
-fn bridge_journey(loss: f64, seed: u64) {
+/// With `fast`, the lab relays by the endpoint's relay rules as the edge
+/// does; without, every packet goes through the endpoint.
+fn bridge_journey(loss: f64, seed: u64, fast: bool) {
     let mut lab = bridged_lab(loss, seed, vec![200], (202, 200));
+    lab.fast_relay = fast;
     lab.press(0, 0, 4000);
     agent_answered(&mut lab, seed);
 
@@ -125,6 +128,13 @@ fn bridge_journey(loss: f64, seed: u64) {
         assert_eq!(events.len(), 6, "every event packet relayed");
         assert!(events.iter().all(|p| p.bytes[12] == 5));
     }
+    if fast && loss == 0.0 {
+        // The first packet of each stream latches it: the endpoint's. The
+        // rules take the rest (the events have an SSRC of their own).
+        assert_eq!(lab.fast_relayed, 49 + 49 + 5, "seed {seed}");
+    } else if !fast {
+        assert_eq!(lab.fast_relayed, 0);
+    }
 
     let now = lab.now;
     lab.peers[1].in_dialog(now, "BYE", "", "");
@@ -150,13 +160,23 @@ fn bridge_journey(loss: f64, seed: u64) {
 
 #[test]
 fn a_bridged_call_relays_audio_and_keys_both_ways_and_ends_with_the_agent() {
-    bridge_journey(0.0, 1);
+    bridge_journey(0.0, 1, true);
 }
 
 #[test]
 fn a_bridged_call_holds_together_at_ten_percent_loss() {
     for seed in SEEDS {
-        bridge_journey(LOSS, seed);
+        bridge_journey(LOSS, seed, true);
+    }
+}
+
+/// The endpoint's own relay, which the rules stand in for, carries the
+/// same journey alone (an edge that never applies a rule).
+#[test]
+fn the_endpoint_relays_a_bridged_call_by_itself_too() {
+    bridge_journey(0.0, 1, false);
+    for seed in SEEDS.take(5) {
+        bridge_journey(LOSS, seed, false);
     }
 }
 
@@ -288,15 +308,26 @@ fn the_agent_can_hold_and_resume_a_bridged_call() {
         0,
         "nothing sent to a held agent"
     );
+    let caller_port = lab.open_ports[0];
+    assert!(
+        !lab.relays.contains_key(&caller_port),
+        "no rule sends to a held agent"
+    );
     let resumed = lab.peers[1].sdp().replace("o=peer 1 1", "o=peer 1 2");
     let now = lab.now;
     lab.peers[1].in_dialog(now, "INVITE", "", &resumed);
     lab.run_for(Duration::from_millis(500));
     assert_eq!(lab.peers[1].finals(Method::Invite), vec![200, 200]);
     // The same stream (a phone keeps its SSRC; the latch holds it).
+    let relayed = lab.fast_relayed;
     lab.speak(0, 20, 0xCA11_E501, 0x11);
     lab.run_for(Duration::from_secs(1));
     assert_eq!(heard(&lab, 1, 0xCA11_E501), 20, "audio again once resumed");
+    assert_eq!(
+        lab.fast_relayed,
+        relayed + 20,
+        "by the rule given back on resume"
+    );
 }
 
 /// The caller switches to PCMA with a re-INVITE while bridged to an agent
@@ -318,6 +349,7 @@ fn a_caller_who_switches_law_mid_bridge_is_transcoded_for_the_agent() {
     lab.run_for(Duration::from_millis(500));
     assert_eq!(lab.peers[0].finals(Method::Invite), vec![200, 200]);
     lab.peers[0].audio_pt = 8;
+    let relayed = lab.fast_relayed;
     lab.speak(0, 10, 0xCA11_E500, 0xD5);
     lab.run_for(Duration::from_secs(1));
     let got: Vec<_> = lab.rtp[1]
@@ -335,6 +367,36 @@ fn a_caller_who_switches_law_mid_bridge_is_transcoded_for_the_agent() {
             &p.bytes[12..16]
         );
     }
+    assert_eq!(
+        lab.fast_relayed,
+        relayed + 9,
+        "transcoded by the rule once the first packet latched the audio"
+    );
+}
+
+/// Audio the rules relay keeps a bridged call alive past the silence limit
+/// (60 s in the lab) although the endpoint never sees it; when both sides
+/// fall silent, the call ends by that limit all the same.
+#[test]
+fn relayed_audio_keeps_a_bridged_call_alive_and_silence_still_ends_it() {
+    let mut lab = bridged_lab(0.0, 8, vec![200], (202, 200));
+    lab.press(0, 0, 4000);
+    agent_answered(&mut lab, 8);
+    let minute_and_a_half = 90 * 50;
+    lab.speak(0, minute_and_a_half, 0xCA11_E500, 0x11);
+    lab.speak(1, minute_and_a_half, 0xA6E7_0001, 0x22);
+    lab.run_for(Duration::from_secs(91));
+    assert!(lab.records.is_empty(), "{:?}", lab.records.first());
+    assert!(
+        lab.fast_relayed >= 2 * u64::from(minute_and_a_half) - 2,
+        "{} relayed by the rules",
+        lab.fast_relayed
+    );
+    assert!(!lab.peers[0].got_bye && !lab.peers[1].got_bye);
+    lab.run_until(Duration::from_secs(65), |l| !l.records.is_empty());
+    lab.run_for(Duration::from_secs(1));
+    assert!(lab.peers[0].got_bye && lab.peers[1].got_bye);
+    assert_eq!(lab.records[0].hung_up_by, Some(Party::Callflow));
 }
 
 /// A shutdown while bridged: when the drain time is over, both legs get
@@ -437,6 +499,10 @@ fn an_srtp_caller_is_bridged_to_a_plain_rtp_agent() {
         }
     }
     assert_eq!(from_agent.len(), 50);
+    assert!(
+        lab.relays.is_empty() && lab.fast_relayed == 0,
+        "sealing and opening SRTP is the endpoint's alone"
+    );
     // Relayed under a source and sequence of ours: the ACD's numbering
     // never drives our keystream.
     assert!(from_agent

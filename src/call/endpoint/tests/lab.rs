@@ -84,6 +84,14 @@ pub(super) struct Lab {
     pub(super) max_late: Duration,
     /// SRTP contexts that seal what a peer's RTP address sends.
     pub(super) sealers: std::collections::HashMap<SocketAddr, rtc_srtp::context::Context>,
+    /// Whether the lab relays by the endpoint's relay rules, as the edge
+    /// does (on unless a test turns it off to try the endpoint's own relay).
+    pub(super) fast_relay: bool,
+    /// The relay rules in force, by port.
+    pub(super) relays: std::collections::HashMap<u16, crate::call::endpoint::RelayRule>,
+    /// Packets relayed by a rule, in all and not yet told to the endpoint.
+    pub(super) fast_relayed: u64,
+    unreported: std::collections::BTreeMap<u16, u64>,
 }
 
 /// An SRTP context for `key` (RFC 3711, AES_CM_128_HMAC_SHA1_80).
@@ -182,6 +190,10 @@ impl Lab {
             rtp_peers: std::collections::HashMap::new(),
             max_late: Duration::ZERO,
             sealers: std::collections::HashMap::new(),
+            fast_relay: true,
+            relays: std::collections::HashMap::new(),
+            fast_relayed: 0,
+            unreported: std::collections::BTreeMap::new(),
         }
     }
 
@@ -232,6 +244,11 @@ impl Lab {
                 },
                 EndpointOutput::RtpOpened { port, .. } => self.open_ports.push(port),
                 EndpointOutput::RtpClosed { port } => {
+                    assert!(
+                        !self.relays.contains_key(&port)
+                            && self.relays.values().all(|r| r.out_port != port),
+                        "port {port} closed while a relay rule uses it"
+                    );
                     self.open_ports.retain(|p| *p != port);
                     self.rtp_peers.remove(&port);
                 }
@@ -239,6 +256,19 @@ impl Lab {
                     assert!(self.open_ports.contains(&port), "a peer for a closed port");
                     self.rtp_peers.insert(port, peer);
                 }
+                EndpointOutput::Relay { port, rule } => match rule {
+                    Some(rule) => {
+                        assert!(
+                            self.open_ports.contains(&port)
+                                && self.open_ports.contains(&rule.out_port),
+                            "a relay rule for a closed port: {port} {rule:?}"
+                        );
+                        self.relays.insert(port, rule);
+                    }
+                    None => {
+                        self.relays.remove(&port);
+                    }
+                },
                 EndpointOutput::StoreCallback { call, request, .. } => {
                     let id = self.stored.len() as i64 + 1;
                     self.stored.push(request);
@@ -311,12 +341,27 @@ impl Lab {
                     self.endpoint.handle_datagram(now, from, &bytes);
                 }
                 Packet::SipOut { peer, bytes } => self.peers[peer].handle(now, &bytes),
-                Packet::RtpIn { port, from, bytes } => {
-                    self.endpoint.handle_rtp(now, port, from, &bytes)
-                }
+                Packet::RtpIn {
+                    port,
+                    from,
+                    mut bytes,
+                } => match self.relays.get(&port).filter(|_| self.fast_relay) {
+                    Some(rule) if rule.forward(from, &mut bytes) => {
+                        let Some(peer) = self.peer_by_addr(rule.to) else {
+                            panic!("RTP relayed to {}, where no peer is", rule.to);
+                        };
+                        self.send(Packet::RtpOut { peer, bytes });
+                        self.fast_relayed += 1;
+                        *self.unreported.entry(port).or_default() += 1;
+                    }
+                    _ => self.endpoint.handle_rtp(now, port, from, &bytes),
+                },
                 Packet::RtpOut { peer, bytes } => self.rtp[peer].push(Received { at: now, bytes }),
             }
             self.collect_endpoint();
+        }
+        for (port, packets) in std::mem::take(&mut self.unreported) {
+            self.endpoint.handle_relayed(now, port, packets);
         }
         for p in &mut self.peers {
             if p.poll_timeout().is_some_and(|t| t <= now) {
