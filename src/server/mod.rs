@@ -617,8 +617,7 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
             } else {
                 rtp_out::RtpOut::inline()
             };
-            let (rtp_tx, rtp_rx) = mpsc::channel(RTP_IN_QUEUE);
-            let rtp_reader = rtp_in::RtpReader::start(rtp_tx)
+            let (rtp_reader, rtp_rx) = rtp_in::RtpReader::start(RTP_IN_QUEUE)
                 .map_err(|e| ServeError::Io(format!("cannot start the RTP reader: {e}")))?;
             let (sip_tx, sip_rx) = mpsc::channel(SIP_IN_QUEUE);
             let io = WorkerIo {
@@ -1032,7 +1031,7 @@ struct WorkerIo {
     sip_rx: mpsc::Receiver<Datagram>,
     rtp_out: rtp_out::RtpOut,
     rtp_reader: rtp_in::RtpReader,
-    rtp_rx: mpsc::Receiver<rtp_in::RtpBatch>,
+    rtp_rx: rtp_in::RtpInbox,
 }
 
 /// One call worker: its endpoint, its calls' RTP sockets and the thread
@@ -1060,7 +1059,7 @@ struct Worker {
     rtp: HashMap<u16, rtp_out::RtpSocket>,
     /// The thread that reads them, and what it read.
     rtp_reader: rtp_in::RtpReader,
-    rtp_rx: mpsc::Receiver<rtp_in::RtpBatch>,
+    rtp_rx: rtp_in::RtpInbox,
     /// Where the dialler and the store's answers reach this listener.
     inbox: mpsc::Sender<ToListener>,
     runtime: watch::Receiver<Arc<Runtime>>,
@@ -1208,6 +1207,12 @@ impl Worker {
                 let soon = now() + Duration::from_millis(100);
                 timeout = Some(timeout.map_or(soon, |t| t.min(soon)));
             }
+            // RTP queued before the reader could see this will not ring:
+            // taken now, and the loop turns again without sleeping.
+            self.rtp_rx.sleep_until(timeout);
+            if self.take_waiting_rtp() {
+                timeout = Some(now());
+            }
             tokio::select! {
                 Some(d) = self.sip_rx.recv() => {
                     self.take(d);
@@ -1222,18 +1227,7 @@ impl Worker {
                         }
                     }
                 },
-                Some(batch) = self.rtp_rx.recv() => {
-                    let t = now();
-                    let mut received = 0;
-                    received += self.take_rtp(t, &batch);
-                    for _ in 1..RTP_BATCH {
-                        match self.rtp_rx.try_recv() {
-                            Ok(batch) => received += self.take_rtp(now(), &batch),
-                            Err(_) => break,
-                        }
-                    }
-                    self.stats.received(received);
-                }
+                () = self.rtp_rx.rung() => {}
                 Some(message) = inbox.recv() => match message {
                     ToListener::Dial(callback) => self.endpoint.dial(now(), *callback),
                     ToListener::Stored(call, result) => {
@@ -1261,11 +1255,31 @@ impl Worker {
                     }
                 }
             }
+            self.rtp_rx.awake();
+            self.take_waiting_rtp();
             self.endpoint.handle_timeout(now());
             self.report(false);
         }
         self.flush().await;
         self.report(true);
+    }
+
+    /// Hands the endpoint the RTP its reader queued ([`RTP_BATCH`] batches
+    /// at most, so that SIP gets its turn); whether there was any.
+    fn take_waiting_rtp(&mut self) -> bool {
+        let mut received = 0;
+        let mut any = false;
+        for _ in 0..RTP_BATCH {
+            let Some(batch) = self.rtp_rx.try_recv() else {
+                break;
+            };
+            received += self.take_rtp(now(), &batch);
+            any = true;
+        }
+        if received > 0 {
+            self.stats.received(received);
+        }
+        any
     }
 
     /// Hands the endpoint one batch from the RTP reader: the packets, and

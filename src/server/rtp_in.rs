@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::io::ErrorKind;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicU64, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,7 +19,7 @@ use std::os::fd::AsRawFd;
 
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 
 use crate::call::endpoint::RelayRule;
 
@@ -33,6 +33,10 @@ const PER_SOCKET: usize = 64;
 
 /// Packets in one batch at most.
 const PER_BATCH: usize = 2048;
+
+/// How long a batch may wait for a worker that will wake by itself: a
+/// worker due later than this is woken for it.
+const LAZY: Duration = Duration::from_micros(500);
 
 /// How long relayed packets may go untold to the worker at most: the
 /// caller's silence check counts them, and its limits are seconds.
@@ -64,6 +68,68 @@ impl RtpBatch {
 
     fn len(&self) -> usize {
         self.packets.len()
+    }
+}
+
+/// How the reader wakes its worker only when the worker would otherwise
+/// sleep past [`LAZY`].
+struct Doorbell {
+    notify: Notify,
+    /// When the worker next wakes by itself, in microseconds since `base`:
+    /// 0 while it is awake, `u64::MAX` when it has no deadline.
+    wakes_at: AtomicU64,
+    base: Instant,
+}
+
+impl Doorbell {
+    fn micros(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.base).as_micros())
+            .unwrap_or(u64::MAX - 1)
+            .max(1)
+    }
+
+    /// Called by the reader after it queued a batch.
+    fn ring(&self) {
+        // Pairs with the fence in `RtpInbox::sleep_until`: either the
+        // worker sees the batch before it sleeps, or this sees the time
+        // it sleeps until.
+        fence(Ordering::SeqCst);
+        let at = self.wakes_at.load(Ordering::Relaxed);
+        if at != 0 && at > self.micros(super::now() + LAZY) {
+            self.notify.notify_one();
+        }
+    }
+}
+
+/// The worker's end of what its reader read.
+pub(super) struct RtpInbox {
+    rx: std_mpsc::Receiver<RtpBatch>,
+    doorbell: Arc<Doorbell>,
+}
+
+impl RtpInbox {
+    /// The worker is about to sleep until `at` (`None`: until woken).
+    /// Afterwards the worker must look for batches once more before it
+    /// sleeps: one queued before this may not have rung.
+    pub(super) fn sleep_until(&self, at: Option<Instant>) {
+        let at = at.map_or(u64::MAX, |at| self.doorbell.micros(at));
+        self.doorbell.wakes_at.store(at, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+    }
+
+    /// The worker is awake: batches wait for it to look.
+    pub(super) fn awake(&self) {
+        self.doorbell.wakes_at.store(0, Ordering::Relaxed);
+    }
+
+    /// The next batch waiting, if any.
+    pub(super) fn try_recv(&self) -> Option<RtpBatch> {
+        self.rx.try_recv().ok()
+    }
+
+    /// Until the reader rings.
+    pub(super) async fn rung(&self) {
+        self.doorbell.notify.notified().await;
     }
 }
 
@@ -99,8 +165,20 @@ pub(super) struct RtpReader {
 }
 
 impl RtpReader {
-    /// Starts the thread; what it reads goes to `out`, a batch at a time.
-    pub(super) fn start(out: mpsc::Sender<RtpBatch>) -> std::io::Result<Self> {
+    /// Starts the thread; what it reads waits in the inbox, a batch at a
+    /// time (`queue` batches at most: past that newer packets are dropped,
+    /// and counted, rather than handled late).
+    pub(super) fn start(queue: usize) -> std::io::Result<(Self, RtpInbox)> {
+        let (out, rx) = std_mpsc::sync_channel(queue);
+        let doorbell = Arc::new(Doorbell {
+            notify: Notify::new(),
+            wakes_at: AtomicU64::new(0),
+            base: super::now(),
+        });
+        let inbox = RtpInbox {
+            rx,
+            doorbell: Arc::clone(&doorbell),
+        };
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
         let (commands, rx) = std_mpsc::channel();
@@ -112,13 +190,14 @@ impl RtpReader {
         };
         std::thread::Builder::new()
             .name("rtp-in".into())
-            .spawn(move || Reader::new(poll, out, counters).run(rx))?;
-        Ok(Self {
+            .spawn(move || Reader::new(poll, out, doorbell, counters).run(rx))?;
+        let reader = Self {
             commands,
             waker,
             dropped,
             relay_failed,
-        })
+        };
+        Ok((reader, inbox))
     }
 
     /// Starts reading `socket`, the call's socket on `port` (non-blocking;
@@ -161,7 +240,8 @@ struct Counters {
 /// The reader thread's state.
 struct Reader {
     poll: Poll,
-    out: mpsc::Sender<RtpBatch>,
+    out: std_mpsc::SyncSender<RtpBatch>,
+    doorbell: Arc<Doorbell>,
     counters: Counters,
     ports: HashMap<u16, Port>,
     /// Which port's rule sends from each port, so that closing a port
@@ -175,10 +255,16 @@ struct Reader {
 }
 
 impl Reader {
-    fn new(poll: Poll, out: mpsc::Sender<RtpBatch>, counters: Counters) -> Self {
+    fn new(
+        poll: Poll,
+        out: std_mpsc::SyncSender<RtpBatch>,
+        doorbell: Arc<Doorbell>,
+        counters: Counters,
+    ) -> Self {
         Self {
             poll,
             out,
+            doorbell,
             counters,
             ports: HashMap::new(),
             senders: HashMap::new(),
@@ -238,15 +324,15 @@ impl Reader {
             }
             let n = self.batch.len() as u64;
             match self.out.try_send(std::mem::take(&mut self.batch)) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(batch)) => {
+                Ok(()) => self.doorbell.ring(),
+                Err(std_mpsc::TrySendError::Full(batch)) => {
                     self.counters.dropped.fetch_add(n, Ordering::Relaxed);
                     // The counts are told next time instead.
                     for &(port, packets) in &batch.relayed {
                         self.count_relayed(port, packets);
                     }
                 }
-                Err(mpsc::error::TrySendError::Closed(_)) => return,
+                Err(std_mpsc::TrySendError::Disconnected(_)) => return,
             }
         }
     }
@@ -411,9 +497,9 @@ mod tests {
     }
 
     /// The next batch, within two seconds.
-    fn next(rx: &mut mpsc::Receiver<RtpBatch>) -> RtpBatch {
+    fn next(rx: &mut RtpInbox) -> RtpBatch {
         for _ in 0..200 {
-            if let Ok(b) = rx.try_recv() {
+            if let Some(b) = rx.try_recv() {
                 return b;
             }
             std::thread::sleep(Duration::from_millis(10));
@@ -426,8 +512,7 @@ mod tests {
         let mut pool = crate::server::ports::PortPool::new(42000, 42999);
         let ((callers, cport), (agents, aport)) = (call_socket(&mut pool), call_socket(&mut pool));
         let (caller, agent) = (peer(), peer());
-        let (tx, mut rx) = mpsc::channel(16);
-        let reader = RtpReader::start(tx).unwrap();
+        let (reader, mut rx) = RtpReader::start(16).unwrap();
         reader.add(cport, Arc::clone(&callers));
         reader.add(aport, Arc::clone(&agents));
         let rule = RelayRule {
@@ -481,5 +566,48 @@ mod tests {
         assert_eq!(batch.iter().count(), 1, "the worker's again");
         assert_eq!(reader.relay_failed.load(Ordering::Relaxed), 0);
         assert_eq!(reader.dropped.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn the_worker_is_woken_only_when_it_would_sleep_past_the_batch() {
+        let mut pool = crate::server::ports::PortPool::new(43000, 43999);
+        let (socket, port) = call_socket(&mut pool);
+        let sender = peer();
+        let (reader, inbox) = RtpReader::start(16).unwrap();
+        reader.add(port, Arc::clone(&socket));
+        std::thread::sleep(Duration::from_millis(50));
+        let ours = socket.local_addr().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let rung = |within: u64| {
+            rt.block_on(async {
+                tokio::time::timeout(Duration::from_millis(within), inbox.rung())
+                    .await
+                    .is_ok()
+            })
+        };
+
+        // Asleep with nothing due: rung at once.
+        inbox.sleep_until(None);
+        sender.send_to(&rtp(0, 1), ours).unwrap();
+        assert!(rung(2000), "a worker with no deadline is woken");
+        inbox.awake();
+        assert!(inbox.try_recv().is_some());
+
+        // Due within the lazy wait anyway (a worker pacing calls): the
+        // batch waits for it, no wake-up.
+        inbox.sleep_until(Some(crate::server::now()));
+        sender.send_to(&rtp(0, 2), ours).unwrap();
+        assert!(!rung(200), "no wake-up for a worker about to wake");
+        inbox.awake();
+        assert!(inbox.try_recv().is_some(), "the batch waited for it");
+
+        // Awake: it looks before it sleeps again, so nothing rings.
+        sender.send_to(&rtp(0, 3), ours).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(!rung(100));
+        assert!(inbox.try_recv().is_some());
     }
 }
