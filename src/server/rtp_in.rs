@@ -1,13 +1,19 @@
-//! Inbound RTP is read by a thread of its own per worker: one readiness
-//! poll (mio, epoll on Linux) over all of the worker's RTP sockets,
-//! registered for reading only, each ready socket read until it is empty,
-//! and everything one poll turn read handed to the worker as one batch.
-//! Reading them with a tokio task per socket cost a task wake-up per
-//! packet, and tokio watches its sockets for write space too, so every
-//! RTP packet we sent woke its IO driver as well.
+//! Inbound RTP is read by a thread of its own per worker: one epoll over
+//! all of the worker's RTP sockets, registered for reading only, one
+//! datagram read from each ready socket per turn, and everything one turn
+//! read handed to the worker as one batch. Reading them with a tokio task
+//! per socket cost a task wake-up per packet, and tokio watches its
+//! sockets for write space too, so every RTP packet we sent woke its IO
+//! driver as well.
+//!
+//! The epoll is level-triggered: a socket with a datagram left is simply
+//! reported again next turn. Edge-triggered (as mio is), each socket had to
+//! be read until the kernel said it was empty, and at 50 packets a second
+//! per call that was one failed `recvfrom` for every packet read. One
+//! datagram per socket per turn also keeps one flooded port from holding
+//! up the others.
 
 use std::collections::HashMap;
-use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::sync::atomic::{fence, AtomicU64, Ordering};
 use std::sync::mpsc as std_mpsc;
@@ -15,21 +21,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use std::net::UdpSocket;
-use std::os::fd::AsRawFd;
+use std::os::fd::OwnedFd;
 
-use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Token, Waker};
+use rustix::event::{epoll, eventfd, EventfdFlags};
 use tokio::sync::Notify;
 
 use crate::call::endpoint::RelayRule;
 
-/// The poll's own token, for commands.
-const WAKE: Token = Token(usize::MAX);
-
-/// Packets read from one socket per turn at most: a socket still readable
-/// after that is read again next turn, so one flooded port cannot keep
-/// the reader from the others (or its batch from the worker).
-const PER_SOCKET: usize = 64;
+/// The epoll's own event, for commands (ports are below it).
+const WAKE: u64 = u64::MAX;
 
 /// Packets in one batch at most.
 const PER_BATCH: usize = 2048;
@@ -157,7 +157,8 @@ struct Relay {
 /// The worker's end of its reader thread.
 pub(super) struct RtpReader {
     commands: std_mpsc::Sender<Command>,
-    waker: Arc<Waker>,
+    /// An eventfd in the reader's epoll, written to wake it for commands.
+    waker: Arc<OwnedFd>,
     /// Packets dropped because the worker was this far behind.
     pub(super) dropped: Arc<AtomicU64>,
     /// Relayed packets the kernel refused.
@@ -179,8 +180,14 @@ impl RtpReader {
             rx,
             doorbell: Arc::clone(&doorbell),
         };
-        let poll = Poll::new()?;
-        let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
+        let poll = epoll::create(epoll::CreateFlags::CLOEXEC)?;
+        let waker = Arc::new(eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?);
+        epoll::add(
+            &poll,
+            &*waker,
+            epoll::EventData::new_u64(WAKE),
+            epoll::EventFlags::IN,
+        )?;
         let (commands, rx) = std_mpsc::channel();
         let dropped = Arc::new(AtomicU64::new(0));
         let relay_failed = Arc::new(AtomicU64::new(0));
@@ -188,9 +195,10 @@ impl RtpReader {
             dropped: Arc::clone(&dropped),
             relay_failed: Arc::clone(&relay_failed),
         };
-        std::thread::Builder::new()
-            .name("rtp-in".into())
-            .spawn(move || Reader::new(poll, out, doorbell, counters).run(rx))?;
+        std::thread::Builder::new().name("rtp-in".into()).spawn({
+            let waker = Arc::clone(&waker);
+            move || Reader::new(poll, waker, out, doorbell, counters).run(rx)
+        })?;
         let reader = Self {
             commands,
             waker,
@@ -219,8 +227,10 @@ impl RtpReader {
 
     fn command(&self, command: Command) {
         if self.commands.send(command).is_ok() {
-            if let Err(e) = self.waker.wake() {
-                tracing::warn!("cannot wake the RTP reader: {e}");
+            // A full counter (never, at one per command) still wakes it.
+            match rustix::io::write(&*self.waker, &1u64.to_ne_bytes()) {
+                Ok(_) | Err(rustix::io::Errno::AGAIN) => {}
+                Err(e) => tracing::warn!("cannot wake the RTP reader: {e}"),
             }
         }
     }
@@ -239,7 +249,8 @@ struct Counters {
 
 /// The reader thread's state.
 struct Reader {
-    poll: Poll,
+    poll: OwnedFd,
+    waker: Arc<OwnedFd>,
     out: std_mpsc::SyncSender<RtpBatch>,
     doorbell: Arc<Doorbell>,
     counters: Counters,
@@ -256,13 +267,15 @@ struct Reader {
 
 impl Reader {
     fn new(
-        poll: Poll,
+        poll: OwnedFd,
+        waker: Arc<OwnedFd>,
         out: std_mpsc::SyncSender<RtpBatch>,
         doorbell: Arc<Doorbell>,
         counters: Counters,
     ) -> Self {
         Self {
             poll,
+            waker,
             out,
             doorbell,
             counters,
@@ -275,46 +288,47 @@ impl Reader {
     }
 
     fn run(mut self, commands: std_mpsc::Receiver<Command>) {
-        let mut events = Events::with_capacity(1024);
+        let mut events: Vec<epoll::Event> = Vec::with_capacity(1024);
         let mut buf = [0u8; 2048];
-        // Sockets left readable last turn (edge-triggered: the poll will
-        // not report them again), and this turn's.
-        let mut unfinished: Vec<u16> = Vec::new();
         let mut ready: Vec<u16> = Vec::new();
         loop {
-            let timeout = if unfinished.is_empty() {
-                self.report_at
-                    .map(|at| at.saturating_duration_since(super::now()))
-            } else {
-                Some(Duration::ZERO)
-            };
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
-                if e.kind() == ErrorKind::Interrupted {
-                    continue;
+            let timeout = self.report_at.and_then(|at| {
+                rustix::time::Timespec::try_from(at.saturating_duration_since(super::now())).ok()
+            });
+            events.clear();
+            match epoll::wait(
+                &self.poll,
+                rustix::buffer::spare_capacity(&mut events),
+                timeout.as_ref(),
+            ) {
+                Ok(_) => {}
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => {
+                    tracing::error!("RTP reader stopped: {e}");
+                    return;
                 }
-                tracing::error!("RTP reader stopped: {e}");
-                return;
             }
-            for event in events.iter() {
-                if event.token() == WAKE {
+            for event in &events {
+                let data = event.data;
+                let data = data.u64();
+                if data == WAKE {
+                    let mut count = [0u8; 8];
+                    let _ = rustix::io::read(&*self.waker, &mut count);
                     for command in commands.try_iter() {
                         if !self.command(command) {
                             return;
                         }
                     }
-                    continue;
-                }
-                if let Ok(port) = u16::try_from(event.token().0) {
+                } else if let Ok(port) = u16::try_from(data) {
                     ready.push(port);
                 }
             }
-            ready.append(&mut unfinished);
-            ready.sort_unstable();
-            ready.dedup();
+            // Ports not read for a full batch are reported again next turn.
             for port in ready.drain(..) {
-                if !self.read(port, &mut buf) {
-                    unfinished.push(port);
+                if self.batch.len() >= PER_BATCH {
+                    break;
                 }
+                self.read(port, &mut buf);
             }
             if self.report_at.is_some_and(|at| at <= super::now()) {
                 self.report();
@@ -340,10 +354,11 @@ impl Reader {
     /// Carries out a command; false for [`Command::Stop`].
     fn command(&mut self, command: Command) -> bool {
         match command {
-            Command::Add(port, socket) => match self.poll.registry().register(
-                &mut SourceFd(&socket.as_raw_fd()),
-                Token(usize::from(port)),
-                Interest::READABLE,
+            Command::Add(port, socket) => match epoll::add(
+                &self.poll,
+                &*socket,
+                epoll::EventData::new_u64(u64::from(port)),
+                epoll::EventFlags::IN,
             ) {
                 Ok(()) => {
                     self.ports.insert(
@@ -365,10 +380,7 @@ impl Reader {
                 // Deregistered while the socket is still open: this
                 // thread's handle keeps it so until here.
                 if let Some(p) = self.ports.remove(&port) {
-                    let _ = self
-                        .poll
-                        .registry()
-                        .deregister(&mut SourceFd(&p.socket.as_raw_fd()));
+                    let _ = epoll::delete(&self.poll, &*p.socket);
                 }
             }
             Command::Stop => return false,
@@ -403,47 +415,33 @@ impl Reader {
         }
     }
 
-    /// Reads `port`'s socket until it is empty, relaying what its rule
-    /// covers; false if it may still hold packets.
-    fn read(&mut self, port: u16, buf: &mut [u8]) -> bool {
+    /// Reads one datagram from `port`'s socket, relaying it if its rule
+    /// covers it.
+    fn read(&mut self, port: u16, buf: &mut [u8]) {
         let Some(p) = self.ports.get_mut(&port) else {
-            return true;
+            return;
         };
-        let (mut read, mut errors, mut relayed) = (0, 0, 0);
-        let drained = loop {
-            if read == PER_SOCKET || self.batch.len() >= PER_BATCH {
-                break false;
-            }
-            match p.socket.recv_from(buf) {
-                Ok((n, from)) => {
-                    read += 1;
-                    if let Some(relay) = &p.relay {
-                        if relay.rule.forward(from, &mut buf[..n]) {
-                            if relay.out.send_to(&buf[..n], relay.rule.to).is_err() {
-                                self.counters.relay_failed.fetch_add(1, Ordering::Relaxed);
-                            }
-                            relayed += 1;
-                            continue;
-                        }
-                    }
-                    let start = self.batch.bytes.len();
-                    self.batch.bytes.extend_from_slice(&buf[..n]);
-                    self.batch.packets.push((port, from, start, n));
+        // An error (an ICMP error a connected socket reports is cleared by
+        // this read) or nothing there: the epoll says if more waits.
+        let Ok((n, from)) = p.socket.recv_from(buf) else {
+            return;
+        };
+        if let Some(relay) = &mut p.relay {
+            if relay.rule.forward(from, &mut buf[..n]) {
+                if relay.out.send_to(&buf[..n], relay.rule.to).is_err() {
+                    self.counters.relay_failed.fetch_add(1, Ordering::Relaxed);
                 }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break true,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                // An ICMP error (reported on a connected socket) is
-                // cleared by this read; datagrams may still wait behind
-                // it, and readiness is edge-triggered. A second error in a
-                // row is not that: leave the socket be.
-                Err(_) if errors == 0 => errors += 1,
-                Err(_) => break true,
+                if relay.unreported == 0 {
+                    self.unreported.push(port);
+                    self.report_at.get_or_insert_with(|| super::now() + REPORT);
+                }
+                relay.unreported += 1;
+                return;
             }
-        };
-        if relayed > 0 {
-            self.count_relayed(port, relayed);
         }
-        drained
+        let start = self.batch.bytes.len();
+        self.batch.bytes.extend_from_slice(&buf[..n]);
+        self.batch.packets.push((port, from, start, n));
     }
 
     /// Counts `packets` relayed from `port`, to be told in a report.
@@ -609,5 +607,37 @@ mod tests {
         std::thread::sleep(Duration::from_millis(100));
         assert!(!rung(100));
         assert!(inbox.try_recv().is_some());
+    }
+
+    #[test]
+    fn a_flooded_port_does_not_hold_up_the_others_and_nothing_is_left_unread() {
+        let mut pool = crate::server::ports::PortPool::new(44000, 44999);
+        let ((flooded, fport), (quiet, qport)) = (call_socket(&mut pool), call_socket(&mut pool));
+        let sender = peer();
+        // Queued before the reader watches the ports: the flood first,
+        // then one packet on the other port.
+        for i in 0..100 {
+            sender
+                .send_to(&rtp(0, i), flooded.local_addr().unwrap())
+                .unwrap();
+        }
+        sender
+            .send_to(&rtp(0, 9999), quiet.local_addr().unwrap())
+            .unwrap();
+        let (reader, mut inbox) = RtpReader::start(1024).unwrap();
+        reader.add(fport, Arc::clone(&flooded));
+        reader.add(qport, Arc::clone(&quiet));
+        let mut order = Vec::new();
+        while order.len() < 101 {
+            let batch = next(&mut inbox);
+            order.extend(batch.iter().map(|(port, _, _)| port));
+        }
+        let quiet_at = order.iter().position(|p| *p == qport);
+        assert!(
+            quiet_at.is_some_and(|i| i < 10),
+            "the quiet port's packet came {quiet_at:?}th of {}",
+            order.len()
+        );
+        assert_eq!(order.iter().filter(|p| **p == fport).count(), 100);
     }
 }
