@@ -34,6 +34,15 @@ const WAKE: u64 = u64::MAX;
 /// Packets in one batch at most.
 const PER_BATCH: usize = 2048;
 
+/// While sockets are still ready at once after a turn (a burst, or one
+/// port flooded: level-triggered, a flooded socket is ready every turn and
+/// yields one packet a turn), the reader gathers this many packets into a
+/// batch, or this many turns, before the worker gets it: one batch per
+/// flood packet would fill the worker's queue, which is bounded in
+/// batches, with batches of one.
+const GATHER_PACKETS: usize = 64;
+const GATHER_TURNS: u32 = 32;
+
 /// How long a batch may wait for a worker that will wake by itself: a
 /// worker due later than this is woken for it.
 const LAZY: Duration = Duration::from_micros(500);
@@ -291,10 +300,20 @@ impl Reader {
         let mut events: Vec<epoll::Event> = Vec::with_capacity(1024);
         let mut buf = [0u8; 2048];
         let mut ready: Vec<u16> = Vec::new();
+        let mut gathered: u32 = 0;
         loop {
-            let timeout = self.report_at.and_then(|at| {
-                rustix::time::Timespec::try_from(at.saturating_duration_since(super::now())).ok()
-            });
+            let timeout = if self.batch.len() > 0 {
+                // Only a look: what is ready now joins the batch.
+                Some(rustix::time::Timespec {
+                    tv_sec: 0,
+                    tv_nsec: 0,
+                })
+            } else {
+                self.report_at.and_then(|at| {
+                    rustix::time::Timespec::try_from(at.saturating_duration_since(super::now()))
+                        .ok()
+                })
+            };
             events.clear();
             match epoll::wait(
                 &self.poll,
@@ -323,6 +342,7 @@ impl Reader {
                     ready.push(port);
                 }
             }
+            let any_ready = !ready.is_empty();
             // Ports not read for a full batch are reported again next turn.
             for port in ready.drain(..) {
                 if self.batch.len() >= PER_BATCH {
@@ -336,6 +356,15 @@ impl Reader {
             if self.batch.len() == 0 && self.batch.relayed.is_empty() {
                 continue;
             }
+            gathered += 1;
+            if any_ready
+                && self.batch.len() > 0
+                && self.batch.len() < GATHER_PACKETS
+                && gathered < GATHER_TURNS
+            {
+                continue;
+            }
+            gathered = 0;
             let n = self.batch.len() as u64;
             match self.out.try_send(std::mem::take(&mut self.batch)) {
                 Ok(()) => self.doorbell.ring(),
@@ -373,13 +402,17 @@ impl Reader {
             },
             Command::Relay(port, rule) => self.set_relay(port, rule),
             Command::Remove(port) => {
-                self.set_relay(port, None);
                 if let Some(from) = self.senders.get(&port).copied() {
                     self.set_relay(from, None);
                 }
                 // Deregistered while the socket is still open: this
-                // thread's handle keeps it so until here.
+                // thread's handle keeps it so until here. What its rule
+                // relayed and did not tell is dropped with it: the port
+                // may be a new call's by the time the count arrived.
                 if let Some(p) = self.ports.remove(&port) {
+                    if let Some(relay) = p.relay {
+                        self.senders.remove(&relay.rule.out_port);
+                    }
                     let _ = epoll::delete(&self.poll, &*p.socket);
                 }
             }
@@ -627,11 +660,16 @@ mod tests {
         let (reader, mut inbox) = RtpReader::start(1024).unwrap();
         reader.add(fport, Arc::clone(&flooded));
         reader.add(qport, Arc::clone(&quiet));
-        let mut order = Vec::new();
+        let (mut order, mut batches) = (Vec::new(), 0);
         while order.len() < 101 {
             let batch = next(&mut inbox);
             order.extend(batch.iter().map(|(port, _, _)| port));
+            batches += 1;
         }
+        assert!(
+            batches <= 101 / GATHER_TURNS as usize + 2,
+            "a packet a turn is gathered, not a batch each: {batches} batches"
+        );
         let quiet_at = order.iter().position(|p| *p == qport);
         assert!(
             quiet_at.is_some_and(|i| i < 10),
