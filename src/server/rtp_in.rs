@@ -268,10 +268,26 @@ struct Reader {
     /// takes back the rule that would send from it.
     senders: HashMap<u16, u16>,
     batch: RtpBatch,
-    /// Ports that relayed packets since the last report, and when the
-    /// next report is due.
+    reports: Reports,
+}
+
+/// Ports that relayed packets since the last report, and when the next
+/// report is due.
+#[derive(Default)]
+struct Reports {
     unreported: Vec<u16>,
     report_at: Option<Instant>,
+}
+
+impl Reports {
+    /// Counts `packets` relayed by `port`'s rule, to be told in a report.
+    fn count(&mut self, port: u16, relay: &mut Relay, packets: u64) {
+        if relay.unreported == 0 {
+            self.unreported.push(port);
+            self.report_at.get_or_insert_with(|| super::now() + REPORT);
+        }
+        relay.unreported += packets;
+    }
 }
 
 impl Reader {
@@ -291,8 +307,7 @@ impl Reader {
             ports: HashMap::new(),
             senders: HashMap::new(),
             batch: RtpBatch::default(),
-            unreported: Vec::new(),
-            report_at: None,
+            reports: Reports::default(),
         }
     }
 
@@ -309,7 +324,7 @@ impl Reader {
                     tv_nsec: 0,
                 })
             } else {
-                self.report_at.and_then(|at| {
+                self.reports.report_at.and_then(|at| {
                     rustix::time::Timespec::try_from(at.saturating_duration_since(super::now()))
                         .ok()
                 })
@@ -350,7 +365,7 @@ impl Reader {
                 }
                 self.read(port, &mut buf);
             }
-            if self.report_at.is_some_and(|at| at <= super::now()) {
+            if self.reports.report_at.is_some_and(|at| at <= super::now()) {
                 self.report();
             }
             if self.batch.len() == 0 && self.batch.relayed.is_empty() {
@@ -464,11 +479,7 @@ impl Reader {
                 if relay.out.send_to(&buf[..n], relay.rule.to).is_err() {
                     self.counters.relay_failed.fetch_add(1, Ordering::Relaxed);
                 }
-                if relay.unreported == 0 {
-                    self.unreported.push(port);
-                    self.report_at.get_or_insert_with(|| super::now() + REPORT);
-                }
-                relay.unreported += 1;
+                self.reports.count(port, relay, 1);
                 return;
             }
         }
@@ -480,18 +491,14 @@ impl Reader {
     /// Counts `packets` relayed from `port`, to be told in a report.
     fn count_relayed(&mut self, port: u16, packets: u64) {
         if let Some(relay) = self.ports.get_mut(&port).and_then(|p| p.relay.as_mut()) {
-            if relay.unreported == 0 {
-                self.unreported.push(port);
-                self.report_at.get_or_insert_with(|| super::now() + REPORT);
-            }
-            relay.unreported += packets;
+            self.reports.count(port, relay, packets);
         }
     }
 
     /// Puts what was relayed since the last report in the batch.
     fn report(&mut self) {
-        self.report_at = None;
-        for port in self.unreported.drain(..) {
+        self.reports.report_at = None;
+        for port in self.reports.unreported.drain(..) {
             if let Some(relay) = self.ports.get_mut(&port).and_then(|p| p.relay.as_mut()) {
                 let n = std::mem::take(&mut relay.unreported);
                 if n > 0 {
