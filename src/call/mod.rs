@@ -141,14 +141,28 @@ pub struct CallSummary {
 }
 
 /// One call.
+///
+/// `repr(C)` so that what a due packet reads (the sender, and whether the
+/// flow moved) comes first, next to the endpoint's pacing fields in front
+/// of it: with thousands of calls each packet's state is a cache miss, and
+/// the compiler's own order scattered it over lines 1.5 KB apart.
+#[repr(C)]
 pub struct Call {
+    sender: Option<RtpSender>,
+    out: VecDeque<CallOutput>,
+    /// The flow took an event since [`Call::take_stirred`] last asked.
+    stirred: bool,
+    finished: bool,
+    sip_ended: bool,
+    /// The peer asked for media somewhere its trunk may not have RTP sent:
+    /// the call ends at the next timeout.
+    media_refused: bool,
     interp: Interpreter,
     prompts: Arc<PromptCache>,
     incoming: IncomingCall,
     flow_name: String,
     rtp_seed: (u32, u16, u32),
     media: Option<Negotiated>,
-    sender: Option<RtpSender>,
     dtmf: Option<DtmfReceiver>,
     /// Which inbound RTP counts (the caller's, not a stranger's).
     latch: RtpLatch,
@@ -159,15 +173,10 @@ pub struct Call {
     rtp_timeout: Duration,
     hold_timeout: Duration,
     max_duration: Duration,
-    /// The peer asked for media somewhere its trunk may not have RTP sent:
-    /// the call ends at the next timeout.
-    media_refused: bool,
     started: Instant,
     started_wall: DateTime<Utc>,
     answered: Option<Instant>,
     digits: String,
-    sip_ended: bool,
-    finished: bool,
     /// Set when the call was ended from outside the flow (shutdown).
     forced_end: Option<String>,
     /// The request a call we placed serves.
@@ -186,9 +195,6 @@ pub struct Call {
     inputs: Vec<FlowInput>,
     hung_up_by: Option<Party>,
     actions: Vec<Action>,
-    out: VecDeque<CallOutput>,
-    /// The flow took an event since [`Call::take_stirred`] last asked.
-    stirred: bool,
 }
 
 impl Call {

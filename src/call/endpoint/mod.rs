@@ -179,20 +179,27 @@ const CANCEL_CHECK: Duration = Duration::from_secs(2);
 const DRAIN_GRACE: Duration = Duration::from_secs(5);
 
 /// A call with media: answered, or placed by us.
+///
+/// `repr(C)`: a due packet reads the fields before `call` and the front of
+/// the call (see [`Call`]), and nothing else, so they sit together.
+#[repr(C)]
 struct Active {
-    call: Call,
+    /// The deadline this call has in the wheel; older entries are stale.
+    scheduled: Option<Instant>,
+    /// When the call next needs more than its packets sent (its timers,
+    /// the cancel check, a bridge failure), as of the last service.
+    timers_due: Option<Instant>,
     port: u16,
+    /// Where its packets go ([`Call::rtp_destination`]) as of the last
+    /// service, which follows everything that may change it.
+    sending_to: Option<RtpPeer>,
+    call: Call,
     progress: Progress,
     /// The request this call booked (written in its record).
     booked: Option<CallbackId>,
     /// A state query is out (only one at a time).
     querying: bool,
     next_cancel_check: Option<Instant>,
-    /// The deadline this call has in the wheel; older entries are stale.
-    scheduled: Option<Instant>,
-    /// When the call next needs more than its packets sent (its timers,
-    /// the cancel check, a bridge failure), as of the last service.
-    timers_due: Option<Instant>,
     /// The RTP peer last told to the edge ([`EndpointOutput::RtpPeer`]).
     peer: Option<RtpPeer>,
     /// The agent's leg, while the call is bridged (or being bridged).
@@ -762,7 +769,8 @@ impl Endpoint {
                 break;
             }
             // On hold a packet is made to keep time, but not sent.
-            if let Some(to) = a.call.rtp_destination() {
+            debug_assert_eq!(a.sending_to, a.call.rtp_destination());
+            if let Some(to) = a.sending_to {
                 let start = self.rtp_bytes.len();
                 self.rtp_bytes.extend_from_slice(&self.scratch);
                 if let Some(s) = self.srtp.get_mut(&a.port) {
@@ -877,6 +885,7 @@ impl Endpoint {
             self.out.push_back(EndpointOutput::RtpClosed { port });
             return;
         }
+        a.sending_to = a.call.rtp_destination();
         let peer = a.call.rtp_peer();
         if peer != a.peer {
             a.peer = peer;
@@ -953,6 +962,7 @@ impl Endpoint {
                 next_cancel_check,
                 scheduled: None,
                 timers_due: None,
+                sending_to: None,
                 peer: None,
                 bridge: None,
                 bridge_failure: None,
