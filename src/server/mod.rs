@@ -1056,7 +1056,7 @@ struct Worker {
     /// Sockets bound by [`EdgeEnvironment::open_rtp`], not yet in `rtp`.
     opened: Arc<Mutex<HashMap<u16, std::net::UdpSocket>>>,
     /// The calls' RTP sockets by port (sent on directly, non-blocking).
-    rtp: HashMap<u16, rtp_out::RtpSocket>,
+    rtp: ports::PortTable<rtp_out::RtpSocket>,
     /// The thread that reads them, and what it read.
     rtp_reader: rtp_in::RtpReader,
     rtp_rx: rtp_in::RtpInbox,
@@ -1137,6 +1137,7 @@ impl Worker {
             wall_now(),
         );
         let (inbox, inbox_rx) = mpsc::channel(INBOX_QUEUE);
+        let rtp = shared.ports().table();
         let stats = Arc::new(MediaStats::default());
         shared
             .stats
@@ -1156,7 +1157,7 @@ impl Worker {
             busy_workers,
             counted_busy: false,
             opened,
-            rtp: HashMap::new(),
+            rtp,
             rtp_reader,
             rtp_rx,
             inbox,
@@ -1363,7 +1364,7 @@ impl Worker {
                 EndpointOutput::RtpClosed { port } => self.rtp_closed(port),
                 EndpointOutput::Relay { port, rule } => self.rtp_reader.relay(port, rule),
                 EndpointOutput::RtpPeer { port, peer } => {
-                    if let Some(socket) = self.rtp.get_mut(&port) {
+                    if let Some(socket) = self.rtp.get_mut(port) {
                         socket.set_peer(peer);
                     }
                 }
@@ -1399,8 +1400,16 @@ impl Worker {
             }
         }
         let (rtp, out, stats) = (&self.rtp, &mut self.rtp_out, &self.stats);
+        // Every socket is found before the first send: with thousands of
+        // calls each is a cache miss or two, and these overlap, where one
+        // after each system call would wait on its own.
+        for port in self.endpoint.queued_rtp_ports() {
+            if let Some(socket) = rtp.get(port) {
+                socket.warm();
+            }
+        }
         self.endpoint.drain_rtp(|p| {
-            if let Some(socket) = rtp.get(&p.port) {
+            if let Some(socket) = rtp.get(p.port) {
                 out.send(socket, p.to, p.bytes);
                 stats.record(p.late);
             }
@@ -1419,13 +1428,19 @@ impl Worker {
             return;
         };
         let socket = Arc::new(send);
-        self.rtp_reader.add(port, Arc::clone(&socket));
-        self.rtp.insert(port, rtp_out::RtpSocket::new(socket));
+        match self
+            .rtp
+            .insert(port, rtp_out::RtpSocket::new(Arc::clone(&socket)))
+        {
+            Ok(()) => self.rtp_reader.add(port, socket),
+            // Never from the pool; the call's media goes nowhere.
+            Err(_) => tracing::warn!(port, "an RTP port outside the pool's range"),
+        }
     }
 
     /// A call is over: close its socket and free the port.
     fn rtp_closed(&mut self, port: u16) {
-        self.rtp.remove(&port);
+        self.rtp.remove(port);
         self.rtp_reader.remove(port);
         self.opened
             .lock()

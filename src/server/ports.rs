@@ -12,6 +12,8 @@ use std::net::{IpAddr, SocketAddr, UdpSocket};
 pub struct PortPool {
     free: VecDeque<u16>,
     total: usize,
+    /// The first port of the range.
+    first: u16,
 }
 
 impl PortPool {
@@ -26,6 +28,15 @@ impl PortPool {
         Self {
             total: ports.len(),
             free: ports.into(),
+            first,
+        }
+    }
+
+    /// An empty table for values by this pool's ports.
+    pub fn table<T>(&self) -> PortTable<T> {
+        PortTable {
+            base: self.first / 2,
+            slots: Vec::new(),
         }
     }
 
@@ -59,6 +70,57 @@ impl PortPool {
     }
 }
 
+/// Values by RTP port, in a vector indexed by the port's place in the
+/// pool's range. A worker finds the socket of every packet it sends here:
+/// one index, where a hash map hashed the port and probed a bucket.
+///
+/// Pool ports are even; an odd port is never stored nor found. The vector
+/// grows to the highest port stored, as far as the range goes.
+pub struct PortTable<T> {
+    /// Half the range's first port: port `p` is at `p / 2 - base`.
+    base: u16,
+    slots: Vec<Option<T>>,
+}
+
+impl<T> PortTable<T> {
+    fn index(&self, port: u16) -> Option<usize> {
+        if port % 2 != 0 {
+            return None;
+        }
+        (port / 2).checked_sub(self.base).map(usize::from)
+    }
+
+    /// The value for `port`.
+    pub fn get(&self, port: u16) -> Option<&T> {
+        self.slots.get(self.index(port)?)?.as_ref()
+    }
+
+    /// The value for `port`, to change.
+    pub fn get_mut(&mut self, port: u16) -> Option<&mut T> {
+        let i = self.index(port)?;
+        self.slots.get_mut(i)?.as_mut()
+    }
+
+    /// Stores `value` for `port` (in place of any value it had), or gives
+    /// it back if `port` is not one of the pool's.
+    pub fn insert(&mut self, port: u16, value: T) -> Result<(), T> {
+        let Some(i) = self.index(port) else {
+            return Err(value);
+        };
+        if i >= self.slots.len() {
+            self.slots.resize_with(i + 1, || None);
+        }
+        self.slots[i] = Some(value);
+        Ok(())
+    }
+
+    /// Takes `port`'s value out.
+    pub fn remove(&mut self, port: u16) -> Option<T> {
+        let i = self.index(port)?;
+        self.slots.get_mut(i)?.take()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,6 +146,34 @@ mod tests {
             let (_, port) = pool.bind(ip).expect("a free port");
             assert_ne!(port, released, "a released port waits its turn");
             pool.release(port);
+        }
+    }
+
+    #[test]
+    fn a_table_finds_each_pool_port_and_nothing_else() {
+        for (first, last) in [(20000, 20010), (20001, 20009), (65534, 65535)] {
+            let pool = PortPool::new(first, last);
+            let mut table = pool.table::<u32>();
+            let ports: Vec<u16> = pool.free.iter().copied().collect();
+            for &p in &ports {
+                assert_eq!(table.insert(p, u32::from(p) * 3), Ok(()));
+            }
+            for &p in &ports {
+                assert_eq!(table.get(p), Some(&(u32::from(p) * 3)));
+            }
+            // Odd ports, and ports below the range.
+            for p in [first.saturating_sub(2), first | 1, 1, 0, 65535] {
+                if !ports.contains(&p) {
+                    assert_eq!(table.get(p), None, "port {p}");
+                }
+            }
+            assert_eq!(table.insert(first | 1, 7), Err(7), "odd: given back");
+            if let Some(&p) = ports.first() {
+                *table.get_mut(p).unwrap() += 1;
+                assert_eq!(table.remove(p), Some(u32::from(p) * 3 + 1));
+                assert_eq!(table.get(p), None);
+                assert_eq!(table.remove(p), None);
+            }
         }
     }
 

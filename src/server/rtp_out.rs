@@ -25,6 +25,7 @@
 //! once.
 
 use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::Arc;
@@ -77,6 +78,11 @@ impl RtpSocket {
             Ok(()) => self.connected = None,
             Err(e) => tracing::warn!("cannot free the RTP socket: {e}"),
         }
+    }
+
+    /// Reads what a send reads, so that it is in the cache by then.
+    pub(super) fn warm(&self) {
+        std::hint::black_box((self.socket.as_raw_fd(), &self.connected));
     }
 
     /// Sends `packet` to `to` now; whether the kernel took it.

@@ -415,6 +415,12 @@ impl Endpoint {
         self.rtp_bytes.clear();
     }
 
+    /// The ports of the RTP packets waiting for [`Endpoint::drain_rtp`],
+    /// in its order: the edge may look their sockets up ahead.
+    pub fn queued_rtp_ports(&self) -> impl Iterator<Item = u16> + '_ {
+        self.rtp_queue.iter().map(|p| p.port)
+    }
+
     /// When [`Endpoint::handle_timeout`] is next due.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let drain = self.drain_until.map(|until| {
