@@ -12,8 +12,9 @@ use std::net::{IpAddr, SocketAddr, UdpSocket};
 pub struct PortPool {
     free: VecDeque<u16>,
     total: usize,
-    /// The first port of the range.
+    /// The range, for tables by port.
     first: u16,
+    last: u16,
 }
 
 impl PortPool {
@@ -29,13 +30,17 @@ impl PortPool {
             total: ports.len(),
             free: ports.into(),
             first,
+            last,
         }
     }
 
     /// An empty table for values by this pool's ports.
     pub fn table<T>(&self) -> PortTable<T> {
+        // Even ports only: the first is `2 * base`, and there are `len`.
+        let base = self.first.div_ceil(2);
         PortTable {
-            base: self.first / 2,
+            base,
+            len: usize::from(self.last / 2 + 1).saturating_sub(usize::from(base)),
             slots: Vec::new(),
         }
     }
@@ -77,8 +82,10 @@ impl PortPool {
 /// Pool ports are even; an odd port is never stored nor found. The vector
 /// grows to the highest port stored, as far as the range goes.
 pub struct PortTable<T> {
-    /// Half the range's first port: port `p` is at `p / 2 - base`.
+    /// Half the range's first even port: port `p` is at `p / 2 - base`.
     base: u16,
+    /// How many even ports the range holds.
+    len: usize,
     slots: Vec<Option<T>>,
 }
 
@@ -87,7 +94,8 @@ impl<T> PortTable<T> {
         if port % 2 != 0 {
             return None;
         }
-        (port / 2).checked_sub(self.base).map(usize::from)
+        let i = usize::from((port / 2).checked_sub(self.base)?);
+        (i < self.len).then_some(i)
     }
 
     /// The value for `port`.
@@ -161,8 +169,15 @@ mod tests {
             for &p in &ports {
                 assert_eq!(table.get(p), Some(&(u32::from(p) * 3)));
             }
-            // Odd ports, and ports below the range.
-            for p in [first.saturating_sub(2), first | 1, 1, 0, 65535] {
+            // Odd ports, and ports below and above the range.
+            let outside = [first.saturating_sub(1), first.saturating_sub(2)];
+            let above = [last.saturating_add(1), last.saturating_add(2)];
+            for p in outside.into_iter().chain(above) {
+                if !(first..=last).contains(&p) {
+                    assert_eq!(table.insert(p, 1), Err(1), "port {p}");
+                }
+            }
+            for p in [first | 1, 1, 0, 65535] {
                 if !ports.contains(&p) {
                     assert_eq!(table.get(p), None, "port {p}");
                 }

@@ -82,7 +82,7 @@ impl RtpSocket {
 
     /// Reads what a send reads, so that it is in the cache by then.
     pub(super) fn warm(&self) {
-        std::hint::black_box((self.socket.as_raw_fd(), &self.connected));
+        std::hint::black_box((self.socket.as_raw_fd(), self.connected));
     }
 
     /// Sends `packet` to `to` now; whether the kernel took it.
