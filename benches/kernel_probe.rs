@@ -10,7 +10,9 @@
 //! - `per-call sendto`: N sockets, each unconnected, sending to its own
 //!   destination (what a call's own RTP socket does before it connects);
 //! - `io_uring`: N sockets (one per call), batches of 64 sends submitted
-//!   with one system call, unconnected (`io_uring sendto`) and connected.
+//!   with one system call, unconnected (`io_uring sendto`) and connected;
+//! - `send ring`: the same connected sends through `send_ring`, as a
+//!   worker makes them (its own copy of each packet, `MSG_DONTWAIT`).
 //!
 //! A call's RTP must leave from the port its SDP names, so sendmmsg, which
 //! batches on one socket, cannot batch across calls; io_uring can.
@@ -21,7 +23,7 @@
 
 use std::io::IoSlice;
 use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::time::Duration;
 
 use nix::sys::resource::{getrusage, UsageWho};
@@ -115,9 +117,37 @@ fn per_call_probe(
         .map(|(s, a)| (s.as_raw_fd(), Some(a)))
         .collect();
     uring_probe("io_uring sendto", &unconnected, payload, packets);
-    let connected: Vec<(i32, Option<&socket2::SockAddr>)> =
+    let fds: Vec<(i32, Option<&socket2::SockAddr>)> =
         connected.iter().map(|s| (s.as_raw_fd(), None)).collect();
-    uring_probe("io_uring connected", &connected, payload, packets);
+    uring_probe("io_uring connected", &fds, payload, packets);
+    ring_probe(connected, payload, packets);
+}
+
+/// What a worker does: the connected sends of a turn (64 here) through
+/// `send_ring`, which copies each packet into its own buffer and sends
+/// with `MSG_DONTWAIT` on a ring that does not interrupt the thread.
+fn ring_probe(connected: &[UdpSocket], payload: &[u8], packets: usize) {
+    const BATCH: usize = 64;
+    let mut ring = match send_ring::SendRing::new(256) {
+        Ok(ring) => ring,
+        Err(e) => {
+            println!("{:>18}: no io_uring here ({e})", "send ring");
+            return;
+        }
+    };
+    let start = cpu();
+    let mut failed = 0;
+    let mut sent = 0;
+    while sent < packets {
+        let n = BATCH.min(packets - sent);
+        let batch = (sent..sent + n).map(|i| (connected[i % connected.len()].as_fd(), payload));
+        failed += match ring.send_all(batch) {
+            Ok(counts) => counts.failed,
+            Err(e) => e.counts.failed,
+        };
+        sent += n;
+    }
+    report("send ring", packets, cpu() - start, failed);
 }
 
 /// Sends `packets` through one ring, 64 submissions a system call, round

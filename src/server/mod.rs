@@ -1399,22 +1399,12 @@ impl Worker {
                 EndpointOutput::Record(record) => self.shared.call_ended(record),
             }
         }
-        let (rtp, out, stats) = (&self.rtp, &mut self.rtp_out, &self.stats);
-        // Every socket is found before the first send: with thousands of
-        // calls each is a cache miss or two, and these overlap, where one
-        // after each system call would wait on its own.
-        for port in self.endpoint.queued_rtp_ports() {
-            if let Some(socket) = rtp.get(port) {
-                socket.warm();
-            }
-        }
-        self.endpoint.drain_rtp(|p| {
-            if let Some(socket) = rtp.get(p.port) {
-                out.send(socket, p.to, p.bytes);
-                stats.record(p.late);
-            }
-        });
-        self.rtp_out.flush();
+        let stats = &self.stats;
+        self.rtp_out
+            .send_turn(&self.rtp, self.endpoint.queued_rtp(), |late| {
+                stats.record(late)
+            });
+        self.endpoint.clear_rtp();
     }
 
     /// A call took the port bound for it: start reading it.

@@ -8,8 +8,9 @@
 //! [`Endpoint::handle_timeout`], [`Endpoint::dial`] (a claimed callback),
 //! and the answers to what it asked of the store
 //! ([`Endpoint::handle_callback_stored`], [`Endpoint::handle_callback_state`]).
-//! After each input the edge drains it: [`Endpoint::drain_rtp`] hands over
-//! the RTP packets that are due, [`Endpoint::poll_output`] everything else
+//! After each input the edge drains it: [`Endpoint::drain_rtp`] (or
+//! [`Endpoint::queued_rtp`] then [`Endpoint::clear_rtp`]) hands over the
+//! RTP packets that are due, [`Endpoint::poll_output`] everything else
 //! (SIP to transmit, RTP ports opened and closed, callback requests to
 //! store, call records), and [`Endpoint::poll_timeout`] says when to call
 //! [`Endpoint::handle_timeout`] next.
@@ -159,7 +160,8 @@ pub enum EndpointOutput {
     Record(Box<CallRecord>),
 }
 
-/// One RTP packet to send, from [`Endpoint::drain_rtp`].
+/// One RTP packet to send, from [`Endpoint::queued_rtp`] (or
+/// [`Endpoint::drain_rtp`]).
 #[derive(Debug)]
 pub struct RtpTransmit<'a> {
     /// The call's port (the socket to send from).
@@ -404,21 +406,26 @@ impl Endpoint {
     /// Hands every RTP packet due so far to `send`, in the order they
     /// became due. The packets stay valid only during the call.
     pub fn drain_rtp(&mut self, mut send: impl FnMut(RtpTransmit<'_>)) {
-        for p in self.rtp_queue.drain(..) {
-            send(RtpTransmit {
-                port: p.port,
-                to: p.to.addr,
-                bytes: &self.rtp_bytes[p.start..p.start + p.len],
-                late: p.late,
-            });
-        }
-        self.rtp_bytes.clear();
+        self.queued_rtp().for_each(&mut send);
+        self.clear_rtp();
     }
 
-    /// The ports of the RTP packets waiting for [`Endpoint::drain_rtp`],
-    /// in its order: the edge may look their sockets up ahead.
-    pub fn queued_rtp_ports(&self) -> impl Iterator<Item = u16> + '_ {
-        self.rtp_queue.iter().map(|p| p.port)
+    /// The RTP packets due so far, in the order they became due, left in
+    /// place: an edge that sends a turn's packets in one batch reads them
+    /// all before the batch goes, then calls [`Endpoint::clear_rtp`].
+    pub fn queued_rtp(&self) -> impl Iterator<Item = RtpTransmit<'_>> + Clone + '_ {
+        self.rtp_queue.iter().map(|p| RtpTransmit {
+            port: p.port,
+            to: p.to.addr,
+            bytes: &self.rtp_bytes[p.start..p.start + p.len],
+            late: p.late,
+        })
+    }
+
+    /// Forgets the RTP packets [`Endpoint::queued_rtp`] handed over (sent).
+    pub fn clear_rtp(&mut self) {
+        self.rtp_queue.clear();
+        self.rtp_bytes.clear();
     }
 
     /// When [`Endpoint::handle_timeout`] is next due.
