@@ -5,7 +5,7 @@
 //! taken from arrival times against the 20 ms grid within each talkspurt
 //! (a packet's offset `arrival - timestamp/8000` less the smallest offset
 //! of its talkspurt), never from the server's own counters, on 20 calls'
-//! streams (the others go to a sink no one reads, as SIPp's would). With
+//! streams (the others go to 64 sinks no one reads, as SIPp's would). With
 //! `--send-rtp` every caller also sends 50 packets a second, as a phone does.
 //!
 //! Reported per run: calls, failed, the server's CPU, its CPU per RTP
@@ -21,7 +21,7 @@
 //! `LOAD_WORKERS=N` runs the server with N call workers (default: one per
 //! core).
 //!
-//! `cargo bench --bench load -- [CALLS...] [--send-rtp] [--bridge]
+//! `cargo bench --bench load -- [CALLS...] [--send-rtp] [--bridge] [--one-sink]
 //! [--hold SECONDS] [--rate CALLS_PER_SECOND]` (default 1000 2000, hold
 //! 20 s of measurement, ramp at 200 calls a second). The generator is one
 //! thread for SIP, one for receiving and one for sending RTP; at the
@@ -51,10 +51,14 @@ const SIP_PORT: u16 = 5996;
 /// The generator's ACD, where flow `relay` bridges calls.
 const ACD_PORT: u16 = 5997;
 const RTP_PORT: u16 = 17000;
-const SINK_PORT: u16 = 17002;
-/// The agents' side of bridged calls: timed, and a sink.
+/// The agents' side of bridged calls, timed.
 const AGENT_RTP_PORT: u16 = 17004;
-const AGENT_SINK_PORT: u16 = 17006;
+/// Sockets the untimed calls' RTP goes to, each side, call by call in
+/// turn. On loopback the sender pays for the receiving socket too: with
+/// one sink for thousands of calls, every packet from both cores would
+/// bump that one socket's counters, a cost no call to its own peer pays.
+/// `--one-sink` measures as stop 23 and before did.
+const SINKS: usize = 64;
 /// SSRCs of what callers and agents send (plus the call's index).
 const CALLER_SSRC: u32 = 0x1000_0000;
 const AGENT_SSRC: u32 = 0x2000_0000;
@@ -70,6 +74,8 @@ struct Options {
     send_rtp: bool,
     bridge: bool,
     hold: Duration,
+    /// Sinks for the untimed calls' RTP, each side.
+    sinks: usize,
 }
 
 fn options() -> Options {
@@ -79,11 +85,13 @@ fn options() -> Options {
         send_rtp: false,
         bridge: false,
         hold: Duration::from_secs(20),
+        sinks: SINKS,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--send-rtp" => o.send_rtp = true,
+            "--one-sink" => o.sinks = 1,
             "--bridge" => {
                 o.bridge = true;
                 o.send_rtp = true;
@@ -313,6 +321,18 @@ fn receive(
     }
 }
 
+/// `n` sockets nobody reads (the kernel drops there once each is full),
+/// and their ports.
+fn bind_sinks(n: usize) -> Vec<(UdpSocket, u16)> {
+    (0..n.max(1))
+        .map(|_| {
+            let s = UdpSocket::bind(("127.0.0.1", 0)).expect("sink socket");
+            let port = s.local_addr().expect("sink address").port();
+            (s, port)
+        })
+        .collect()
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -333,7 +353,7 @@ fn run(calls: usize, o: &Options) {
     let _ = setsockopt(&sip, sockopt::RcvBufForce, &(4 << 20));
     sip.set_read_timeout(Some(Duration::from_millis(5))).ok();
     let me = sip.local_addr().expect("addr");
-    let sink = UdpSocket::bind(("127.0.0.1", SINK_PORT)).expect("sink socket");
+    let sinks = bind_sinks(o.sinks);
     let rtp = UdpSocket::bind(("127.0.0.1", RTP_PORT)).expect("rtp socket");
     let _ = setsockopt(&rtp, sockopt::RcvBufForce, &(32 << 20));
     // Arrival times are stamped by the kernel as the datagram arrives (on
@@ -390,7 +410,7 @@ fn run(calls: usize, o: &Options) {
     agent_rtp
         .set_read_timeout(Some(Duration::from_millis(50)))
         .ok();
-    let agent_sink = UdpSocket::bind(("127.0.0.1", AGENT_SINK_PORT)).expect("agent sink");
+    let agent_sinks = bind_sinks(o.sinks);
     let agent_receiver = o.bridge.then(|| {
         let (sock, stop, measuring) = (
             agent_rtp.try_clone().expect("clone"),
@@ -408,18 +428,20 @@ fn run(calls: usize, o: &Options) {
     // Sender (with --send-rtp): 50 packets a second per answered call.
     let sent = Arc::new(AtomicU64::new(0));
     let sender = o.send_rtp.then(|| {
-        let (rtp, sink, stop, legs, sent, measuring) = (
+        let clone_all = |all: &[(UdpSocket, u16)]| -> Vec<(UdpSocket, u16)> {
+            all.iter()
+                .map(|(s, p)| (s.try_clone().expect("clone"), *p))
+                .collect()
+        };
+        let (sinks, agent_sinks) = (clone_all(&sinks), clone_all(&agent_sinks));
+        let (rtp, stop, legs, sent, measuring) = (
             rtp.try_clone().expect("clone"),
-            sink.try_clone().expect("clone"),
             stop.clone(),
             legs.clone(),
             sent.clone(),
             measuring.clone(),
         );
-        let (agent_rtp, agent_sink) = (
-            agent_rtp.try_clone().expect("clone"),
-            agent_sink.try_clone().expect("clone"),
-        );
+        let agent_rtp = agent_rtp.try_clone().expect("clone");
         std::thread::spawn(move || {
             let mut packet = [0u8; 172];
             packet[0] = 0x80;
@@ -450,11 +472,23 @@ fn run(calls: usize, o: &Options) {
                     packet[4..8].copy_from_slice(&(n * 160).to_be_bytes());
                     // From the address the call's SDP gave (latching).
                     let sides = [
-                        (caller_to, CALLER_SSRC, if i < TIMED { &rtp } else { &sink }),
+                        (
+                            caller_to,
+                            CALLER_SSRC,
+                            if i < TIMED {
+                                &rtp
+                            } else {
+                                &sinks[i % sinks.len()].0
+                            },
+                        ),
                         (
                             agent_to,
                             AGENT_SSRC,
-                            if i < TIMED { &agent_rtp } else { &agent_sink },
+                            if i < TIMED {
+                                &agent_rtp
+                            } else {
+                                &agent_sinks[i % agent_sinks.len()].0
+                            },
                         ),
                     ];
                     for (to, base, from) in sides {
@@ -477,7 +511,11 @@ fn run(calls: usize, o: &Options) {
 
     // SIP: INVITEs at 400 a second, ACK each 200, answer the server's BYEs.
     let invite = |i: usize| {
-        let port = if i < TIMED { RTP_PORT } else { SINK_PORT };
+        let port = if i < TIMED {
+            RTP_PORT
+        } else {
+            sinks[i % sinks.len()].1
+        };
         let sdp = format!("v=0\r\no=load {i} 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {port} RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n");
         format!("INVITE sip:800@{server_addr} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-inv{i}\r\nMax-Forwards: 70\r\nFrom: <sip:9{i}@{me}>;tag=l{i}\r\nTo: <sip:800@{server_addr}>\r\nCall-ID: load-{i}\r\nCSeq: 1 INVITE\r\nContact: <sip:load@{me}>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}", sdp.len())
     };
@@ -522,7 +560,7 @@ fn run(calls: usize, o: &Options) {
             let port = if i < TIMED {
                 AGENT_RTP_PORT
             } else {
-                AGENT_SINK_PORT
+                agent_sinks[i % agent_sinks.len()].1
             };
             let sdp = format!("v=0\r\no=agent {i} 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {port} RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n");
             reply.push_str(&format!(
