@@ -12,7 +12,9 @@
 //! - `io_uring`: N sockets (one per call), batches of 64 sends submitted
 //!   with one system call, unconnected (`io_uring sendto`) and connected;
 //! - `send ring`: the same connected sends through `send_ring`, as a
-//!   worker makes them (its own copy of each packet, `MSG_DONTWAIT`).
+//!   worker makes them (its own copy of each packet, `MSG_DONTWAIT`);
+//! - then `connected` and `send ring` again with every socket also in an
+//!   epoll set for reading, as a worker's reader has its calls' sockets.
 //!
 //! A call's RTP must leave from the port its SDP names, so sendmmsg, which
 //! batches on one socket, cannot batch across calls; io_uring can.
@@ -89,6 +91,46 @@ fn main() {
         probe(&socket, &connected, &addrs, &payload, packets);
         per_call_probe(&per_call, &connected, &addrs, &payload, packets);
     }
+    read_too(&connected, &payload, packets);
+}
+
+/// A call's socket is read as well as sent on: a worker's RTP reader has
+/// it in an epoll set. Then each send, as the kernel frees the datagram's
+/// buffer space, wakes the socket's wait queue, which calls the epoll's
+/// entry there (for write space nobody asked for, but under the queue's
+/// lock with interrupts off): a cost the sockets above, in no epoll set,
+/// do not pay, and the fair limit for a socket that must also be read.
+fn read_too(connected: &[UdpSocket], payload: &[u8], packets: usize) {
+    use rustix::event::epoll;
+    let Ok(poll) = epoll::create(epoll::CreateFlags::CLOEXEC) else {
+        println!("no epoll here");
+        return;
+    };
+    for (i, s) in connected.iter().enumerate() {
+        let _ = epoll::add(
+            &poll,
+            s,
+            epoll::EventData::new_u64(i as u64),
+            epoll::EventFlags::IN,
+        );
+    }
+    for round in 1..=2 {
+        println!("round {round}, each socket also in an epoll set for reading");
+        connected_probe("connected", connected, payload, packets);
+        ring_probe(connected, payload, packets);
+    }
+}
+
+/// One `send` a packet, round robin over connected sockets.
+fn connected_probe(name: &str, connected: &[UdpSocket], payload: &[u8], packets: usize) {
+    let start = cpu();
+    let mut failed = 0;
+    for i in 0..packets {
+        if connected[i % connected.len()].send(payload).is_err() {
+            failed += 1;
+        }
+    }
+    report(name, packets, cpu() - start, failed);
 }
 
 /// The per-call sockets' ways: one system call a packet, or a batch of
@@ -215,14 +257,7 @@ fn probe(
     }
     report("sendto", packets, cpu() - start, failed);
 
-    let start = cpu();
-    let mut failed = 0;
-    for i in 0..packets {
-        if connected[i % connected.len()].send(payload).is_err() {
-            failed += 1;
-        }
-    }
-    report("connected", packets, cpu() - start, failed);
+    connected_probe("connected", connected, payload, packets);
 
     const BATCH: usize = 64;
     let storage: Vec<SockaddrStorage> = addrs.iter().map(|a| SockaddrStorage::from(*a)).collect();
