@@ -201,31 +201,12 @@ impl RtpOut {
         &mut self,
         sockets: &'a PortTable<RtpSocket>,
         packets: I,
-        mut sent: impl FnMut(Duration),
+        sent: impl FnMut(Duration),
     ) where
         I: Iterator<Item = RtpTransmit<'a>> + Clone,
     {
-        if let Some((tx, batch)) = &mut self.thread {
-            for p in packets {
-                let Some(socket) = sockets.get(p.port) else {
-                    continue;
-                };
-                sent(p.late);
-                let start = batch.bytes.len();
-                batch.bytes.extend_from_slice(p.bytes);
-                batch
-                    .packets
-                    .push((Arc::clone(&socket.socket), p.to, start, p.bytes.len()));
-            }
-            if batch.packets.is_empty() {
-                return;
-            }
-            let batch = std::mem::take(batch);
-            let n = batch.packets.len() as u64;
-            if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = tx.try_send(batch) {
-                self.failed.fetch_add(n, Ordering::Relaxed);
-            }
-            return;
+        if self.thread.is_some() {
+            return self.hand_to_thread(sockets, packets, sent);
         }
         if let Inline::Untried = self.inline {
             self.inline = match send_ring::SendRing::new(RING) {
@@ -236,53 +217,108 @@ impl RtpOut {
                 }
             };
         }
-        let failed = &self.failed;
-        let Inline::Ring(ring) = &mut self.inline else {
-            // Every socket is found before the first send: with thousands
-            // of calls each is a cache miss or two, and these overlap,
-            // where one after each system call would wait on its own.
-            for p in packets.clone() {
-                if let Some(socket) = sockets.get(p.port) {
-                    socket.warm();
-                }
-            }
-            for p in packets {
-                if let Some(socket) = sockets.get(p.port) {
-                    sent(p.late);
-                    if !socket.send(p.to, p.bytes) {
-                        failed.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            }
-            return;
-        };
-        // Connected sockets' packets go to the ring (which reads every
-        // socket before its one system call); a packet by address is sent
-        // at once: few are, and the ring would need each address kept.
-        let connected = packets.filter_map(|p| {
-            let socket = sockets.get(p.port)?;
-            sent(p.late);
-            if socket.connected == Some(p.to) {
-                return Some((socket.socket.as_fd(), p.bytes));
-            }
-            if !socket.send(p.to, p.bytes) {
-                failed.fetch_add(1, Ordering::Relaxed);
-            }
-            None
-        });
-        match ring.send_all(connected) {
-            Ok(counts) => {
-                if counts.failed > 0 {
-                    failed.fetch_add(counts.failed as u64, Ordering::Relaxed);
-                }
-            }
-            Err(e) => {
-                failed.fetch_add(e.counts.failed as u64, Ordering::Relaxed);
+        if let Inline::Ring(ring) = &mut self.inline {
+            if let Err(e) = send_by_ring(ring, &self.failed, sockets, packets, sent) {
                 tracing::warn!("{e}: one system call per RTP packet from now");
                 self.inline = Inline::Direct;
             }
+        } else {
+            send_each(&self.failed, sockets, packets, sent);
         }
     }
+
+    /// The turn's packets as one batch for the sender thread, which names
+    /// each one's address (the worker may connect or free a socket while
+    /// the batch waits).
+    fn hand_to_thread<'a>(
+        &mut self,
+        sockets: &'a PortTable<RtpSocket>,
+        packets: impl Iterator<Item = RtpTransmit<'a>>,
+        mut sent: impl FnMut(Duration),
+    ) {
+        let Some((tx, batch)) = &mut self.thread else {
+            return;
+        };
+        for p in packets {
+            let Some(socket) = sockets.get(p.port) else {
+                continue;
+            };
+            sent(p.late);
+            let start = batch.bytes.len();
+            batch.bytes.extend_from_slice(p.bytes);
+            batch
+                .packets
+                .push((Arc::clone(&socket.socket), p.to, start, p.bytes.len()));
+        }
+        if batch.packets.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(batch);
+        let n = batch.packets.len() as u64;
+        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = tx.try_send(batch) {
+            self.failed.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+}
+
+/// One system call per packet.
+fn send_each<'a>(
+    failed: &AtomicU64,
+    sockets: &'a PortTable<RtpSocket>,
+    packets: impl Iterator<Item = RtpTransmit<'a>> + Clone,
+    mut sent: impl FnMut(Duration),
+) {
+    // Every socket is found before the first send: with thousands of
+    // calls each is a cache miss or two, and these overlap, where one
+    // after each system call would wait on its own.
+    for p in packets.clone() {
+        if let Some(socket) = sockets.get(p.port) {
+            socket.warm();
+        }
+    }
+    for p in packets {
+        if let Some(socket) = sockets.get(p.port) {
+            sent(p.late);
+            if !socket.send(p.to, p.bytes) {
+                failed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Connected sockets' packets through the ring (which reads every socket
+/// before its one system call); a packet by address is sent at once: few
+/// are, and the ring would need each address kept. Failed sends are
+/// counted; the error is the ring's own, after which it must not be used.
+fn send_by_ring<'a>(
+    ring: &mut send_ring::SendRing,
+    failed: &AtomicU64,
+    sockets: &'a PortTable<RtpSocket>,
+    packets: impl Iterator<Item = RtpTransmit<'a>>,
+    mut sent: impl FnMut(Duration),
+) -> Result<(), send_ring::RingFailed> {
+    let connected = packets.filter_map(|p| {
+        let socket = sockets.get(p.port)?;
+        sent(p.late);
+        if socket.connected == Some(p.to) {
+            return Some((socket.socket.as_fd(), p.bytes));
+        }
+        if !socket.send(p.to, p.bytes) {
+            failed.fetch_add(1, Ordering::Relaxed);
+        }
+        None
+    });
+    let counts = match ring.send_all(connected) {
+        Ok(counts) => counts,
+        Err(e) => {
+            failed.fetch_add(e.counts.failed as u64, Ordering::Relaxed);
+            return Err(e);
+        }
+    };
+    if counts.failed > 0 {
+        failed.fetch_add(counts.failed as u64, Ordering::Relaxed);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
