@@ -10,11 +10,15 @@
 //! - `per-call sendto`: N sockets, each unconnected, sending to its own
 //!   destination (what a call's own RTP socket does before it connects);
 //! - `io_uring`: N sockets (one per call), batches of 64 sends submitted
-//!   with one system call, unconnected (`io_uring sendto`) and connected;
+//!   with one system call, unconnected (`io_uring sendto`), connected, and
+//!   connected with the sockets registered as the ring's fixed files
+//!   (`io_uring fixed`: no file lookup per send);
 //! - `send ring`: the same connected sends through `send_ring`, as a
 //!   worker makes them (its own copy of each packet, `MSG_DONTWAIT`);
 //! - then `connected` and `send ring` again with every socket also in an
-//!   epoll set for reading, as a worker's reader has its calls' sockets.
+//!   epoll set for reading, as a worker's reader has its calls' sockets,
+//!   and with every socket polled for reading by io_uring instead (a
+//!   multishot poll each), as a reader on io_uring would have them.
 //!
 //! A call's RTP must leave from the port its SDP names, so sendmmsg, which
 //! batches on one socket, cannot batch across calls; io_uring can.
@@ -100,25 +104,62 @@ fn main() {
 /// entry there (for write space nobody asked for, but under the queue's
 /// lock with interrupts off): a cost the sockets above, in no epoll set,
 /// do not pay, and the fair limit for a socket that must also be read.
+/// io_uring's poll entry checks the event mask before any lock of its
+/// own, where epoll's takes the epoll's lock first: the second half of
+/// each round measures whether a reader on io_uring would spare that.
 fn read_too(connected: &[UdpSocket], payload: &[u8], packets: usize) {
     use rustix::event::epoll;
-    let Ok(poll) = epoll::create(epoll::CreateFlags::CLOEXEC) else {
-        println!("no epoll here");
-        return;
-    };
-    for (i, s) in connected.iter().enumerate() {
-        let _ = epoll::add(
-            &poll,
-            s,
-            epoll::EventData::new_u64(i as u64),
-            epoll::EventFlags::IN,
-        );
-    }
     for round in 1..=2 {
+        // A fresh set each round: closing it takes its entries off the
+        // sockets, so the io_uring round after it pays only its own.
+        let Ok(poll) = epoll::create(epoll::CreateFlags::CLOEXEC) else {
+            println!("no epoll here");
+            return;
+        };
+        for (i, s) in connected.iter().enumerate() {
+            let _ = epoll::add(
+                &poll,
+                s,
+                epoll::EventData::new_u64(i as u64),
+                epoll::EventFlags::IN,
+            );
+        }
         println!("round {round}, each socket also in an epoll set for reading");
         connected_probe("connected", connected, payload, packets);
         ring_probe(connected, payload, packets);
+        drop(poll);
+        let Some(_polls) = uring_polls(connected) else {
+            println!("no io_uring poll here");
+            return;
+        };
+        println!("round {round}, each socket also polled for reading by io_uring");
+        connected_probe("connected", connected, payload, packets);
+        ring_probe(connected, payload, packets);
     }
+}
+
+/// A ring with a multishot read poll armed on every socket, as a reader
+/// on io_uring would have; dropping it takes the polls off.
+fn uring_polls(sockets: &[UdpSocket]) -> Option<io_uring::IoUring> {
+    let mut ring = io_uring::IoUring::new(4096).ok()?;
+    for chunk in sockets.chunks(2048) {
+        {
+            let mut sq = ring.submission();
+            for (i, s) in chunk.iter().enumerate() {
+                let op = io_uring::opcode::PollAdd::new(
+                    io_uring::types::Fd(s.as_raw_fd()),
+                    rustix::event::epoll::EventFlags::IN.bits(),
+                )
+                .multi(true)
+                .build()
+                .user_data(i as u64);
+                // Safety: a poll names no memory of ours.
+                unsafe { sq.push(&op) }.ok()?;
+            }
+        }
+        ring.submit().ok()?;
+    }
+    Some(ring)
 }
 
 /// One `send` a packet, round robin over connected sockets.
@@ -158,10 +199,11 @@ fn per_call_probe(
         .zip(&targets)
         .map(|(s, a)| (s.as_raw_fd(), Some(a)))
         .collect();
-    uring_probe("io_uring sendto", &unconnected, payload, packets);
+    uring_probe("io_uring sendto", &unconnected, payload, packets, false);
     let fds: Vec<(i32, Option<&socket2::SockAddr>)> =
         connected.iter().map(|s| (s.as_raw_fd(), None)).collect();
-    uring_probe("io_uring connected", &fds, payload, packets);
+    uring_probe("io_uring connected", &fds, payload, packets, false);
+    uring_probe("io_uring fixed", &fds, payload, packets, true);
     ring_probe(connected, payload, packets);
 }
 
@@ -199,12 +241,20 @@ fn uring_probe(
     sockets: &[(i32, Option<&socket2::SockAddr>)],
     payload: &[u8],
     packets: usize,
+    fixed: bool,
 ) {
     const BATCH: usize = 64;
     let Ok(mut ring) = io_uring::IoUring::new(BATCH as u32 * 2) else {
         println!("{name:>18}: no io_uring here");
         return;
     };
+    if fixed {
+        let fds: Vec<i32> = sockets.iter().map(|&(fd, _)| fd).collect();
+        if let Err(e) = ring.submitter().register_files(&fds) {
+            println!("{name:>18}: cannot register files ({e})");
+            return;
+        }
+    }
     let start = cpu();
     let mut failed = 0;
     let mut sent = 0;
@@ -213,12 +263,21 @@ fn uring_probe(
         {
             let mut sq = ring.submission();
             for k in 0..n {
-                let (fd, to) = sockets[(sent + k) % sockets.len()];
-                let mut op = io_uring::opcode::Send::new(
-                    io_uring::types::Fd(fd),
-                    payload.as_ptr(),
-                    payload.len() as u32,
-                );
+                let slot = (sent + k) % sockets.len();
+                let (fd, to) = sockets[slot];
+                let mut op = if fixed {
+                    io_uring::opcode::Send::new(
+                        io_uring::types::Fixed(slot as u32),
+                        payload.as_ptr(),
+                        payload.len() as u32,
+                    )
+                } else {
+                    io_uring::opcode::Send::new(
+                        io_uring::types::Fd(fd),
+                        payload.as_ptr(),
+                        payload.len() as u32,
+                    )
+                };
                 if let Some(to) = to {
                     op = op.dest_addr(to.as_ptr().cast()).dest_addr_len(to.len());
                 }
