@@ -13,8 +13,8 @@
 //! datagram per socket per turn also keeps one flooded port from holding
 //! up the others.
 //!
-//! After it hands its worker packets the reader rests a moment ([`REST`])
-//! before it waits again, so that what arrives meanwhile is read in one
+//! After a batch with packets for its worker the reader rests a moment
+//! ([`REST`]) before it waits again, so that what arrives meanwhile is read in one
 //! turn rather than each datagram waking it on its own.
 
 use std::collections::HashMap;
@@ -51,19 +51,25 @@ const GATHER_TURNS: u32 = 32;
 /// worker due later than this is woken for it.
 const LAZY: Duration = Duration::from_micros(500);
 
-/// How long the reader rests after it handed its worker packets, before it
+/// How long the reader rests after a batch with packets for its worker
+/// (handed over, or dropped because the worker was behind), before it
 /// waits again. Otherwise each datagram that arrived while it slept woke it
 /// on its own: with callers sending RTP that was a wake-up and a wait for
 /// almost every packet, and the context switches cost more than the reads
-/// (measured with `--send-rtp` in the load bench: 16% of the server's CPU).
-/// Resting lets what arrives meanwhile be read in one turn. A packet for
-/// the worker pays at most this much more (plus the timer's slack), under
-/// the worker's own [`LAZY`].
+/// (measured with `--send-rtp` in the load bench: 17% of the server's CPU).
+/// Resting lets what arrives meanwhile be read in one turn. A packet that
+/// arrives during a rest waits about this much more (a sleep lasts at
+/// least this, plus the timer's slack), on top of the up to [`LAZY`] its
+/// batch may then wait for the worker.
 ///
 /// A turn that only relayed does not rest: relays go out as they are read,
 /// and resting there delayed them (median 38 -> 250 us) without saving CPU.
 /// A reader whose other calls hand the worker packets rests all the same,
 /// and a relay arriving meanwhile waits for the rest to end.
+///
+/// A flooded port is read one datagram a turn, and now at most
+/// [`GATHER_TURNS`] turns a rest: past that the kernel drops in the
+/// socket's buffer, which costs us nothing.
 const REST: Duration = Duration::from_micros(300);
 
 /// How long relayed packets may go untold to the worker at most: the
