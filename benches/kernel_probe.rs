@@ -227,18 +227,27 @@ fn ring_probe(connected: &[UdpSocket], payload: &[u8], packets: usize) {
         }
     };
     let start = cpu();
+    let failed = in_batches(packets, BATCH, |sent, n| {
+        let batch = (sent..sent + n).map(|i| (connected[i % connected.len()].as_fd(), payload));
+        match ring.send_all(batch) {
+            Ok(counts) => counts.failed,
+            Err(e) => e.counts.failed,
+        }
+    });
+    report("send ring", packets, cpu() - start, failed);
+}
+
+/// Runs `send(first, n)` over `packets` in batches of `batch` (the last
+/// may be short), adding up the failures each reports.
+fn in_batches(packets: usize, batch: usize, mut send: impl FnMut(usize, usize) -> usize) -> usize {
     let mut failed = 0;
     let mut sent = 0;
     while sent < packets {
-        let n = BATCH.min(packets - sent);
-        let batch = (sent..sent + n).map(|i| (connected[i % connected.len()].as_fd(), payload));
-        failed += match ring.send_all(batch) {
-            Ok(counts) => counts.failed,
-            Err(e) => e.counts.failed,
-        };
+        let n = batch.min(packets - sent);
+        failed += send(sent, n);
         sent += n;
     }
-    report("send ring", packets, cpu() - start, failed);
+    failed
 }
 
 /// Sends `packets` through one ring, 64 submissions a system call, round
@@ -263,10 +272,8 @@ fn uring_probe(
         }
     }
     let start = cpu();
-    let mut failed = 0;
-    let mut sent = 0;
-    while sent < packets {
-        let n = BATCH.min(packets - sent);
+    let failed = in_batches(packets, BATCH, |sent, n| {
+        let mut failed = 0;
         {
             let mut sq = ring.submission();
             for k in 0..n {
@@ -302,8 +309,8 @@ fn uring_probe(
                 failed += 1;
             }
         }
-        sent += n;
-    }
+        failed
+    });
     report(name, packets, cpu() - start, failed);
 }
 
@@ -329,10 +336,7 @@ fn probe(
     let storage: Vec<SockaddrStorage> = addrs.iter().map(|a| SockaddrStorage::from(*a)).collect();
     let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
     let start = cpu();
-    let mut failed = 0;
-    let mut sent = 0;
-    while sent < packets {
-        let n = BATCH.min(packets - sent);
+    let failed = in_batches(packets, BATCH, |sent, n| {
         let slices: Vec<[IoSlice<'_>; 1]> = (0..n).map(|_| [IoSlice::new(payload)]).collect();
         let targets: Vec<Option<SockaddrStorage>> = (0..n)
             .map(|k| Some(storage[(sent + k) % storage.len()]))
@@ -345,13 +349,9 @@ fn probe(
             [],
             MsgFlags::empty(),
         ) {
-            Ok(results) => {
-                let ok = results.count();
-                failed += n - ok.min(n);
-            }
-            Err(_) => failed += n,
+            Ok(results) => n - results.count().min(n),
+            Err(_) => n,
         }
-        sent += n;
-    }
+    });
     report("sendmmsg", packets, cpu() - start, failed);
 }
