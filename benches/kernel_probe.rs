@@ -14,7 +14,9 @@
 //!   connected with the sockets registered as the ring's fixed files
 //!   (`io_uring fixed`: no `fget`/`fput` per send);
 //! - `send ring`: the same connected sends through `send_ring`, as a
-//!   worker makes them (its own copy of each packet, `MSG_DONTWAIT`);
+//!   worker makes them (its own copy of each packet, `MSG_DONTWAIT`), by
+//!   fd and (`send ring slots`) by slot in the ring's table of fixed
+//!   files, as a worker sends now where the kernel allows it;
 //! - then `connected` and `send ring` again with every socket also in an
 //!   epoll set for reading, as a worker's reader has its calls' sockets,
 //!   and with every socket polled for reading by io_uring instead (a
@@ -126,7 +128,8 @@ fn read_too(connected: &[UdpSocket], payload: &[u8], packets: usize) {
         }
         println!("round {round}, each socket also in an epoll set for reading");
         connected_probe("connected", connected, payload, packets);
-        ring_probe(connected, payload, packets);
+        ring_probe(connected, payload, packets, false);
+        ring_probe(connected, payload, packets, true);
         drop(poll);
         let Some(_polls) = uring_polls(connected) else {
             println!("no io_uring poll here");
@@ -134,7 +137,7 @@ fn read_too(connected: &[UdpSocket], payload: &[u8], packets: usize) {
         };
         println!("round {round}, each socket also polled for reading by io_uring");
         connected_probe("connected", connected, payload, packets);
-        ring_probe(connected, payload, packets);
+        ring_probe(connected, payload, packets, false);
     }
 }
 
@@ -211,30 +214,59 @@ fn per_call_probe(
         connected.iter().map(|s| (s.as_raw_fd(), None)).collect();
     uring_probe("io_uring connected", &fds, payload, packets, false);
     uring_probe("io_uring fixed", &fds, payload, packets, true);
-    ring_probe(connected, payload, packets);
+    ring_probe(connected, payload, packets, false);
+    ring_probe(connected, payload, packets, true);
 }
 
 /// What a worker does: the connected sends of a turn (64 here) through
 /// `send_ring`, which copies each packet into its own buffer and sends
-/// with `MSG_DONTWAIT` on a ring that does not interrupt the thread.
-fn ring_probe(connected: &[UdpSocket], payload: &[u8], packets: usize) {
+/// with `MSG_DONTWAIT` on a ring that does not interrupt the thread; with
+/// `slots`, each socket named by its slot in the ring's table.
+fn ring_probe(connected: &[UdpSocket], payload: &[u8], packets: usize, slots: bool) {
     const BATCH: usize = 64;
+    let name = if slots {
+        "send ring slots"
+    } else {
+        "send ring"
+    };
     let mut ring = match send_ring::SendRing::new(256) {
         Ok(ring) => ring,
         Err(e) => {
-            println!("{:>18}: no io_uring here ({e})", "send ring");
+            println!("{name:>18}: no io_uring here ({e})");
             return;
         }
     };
+    if slots {
+        let tabled = u32::try_from(connected.len())
+            .map_err(std::io::Error::other)
+            .and_then(|n| ring.register_slots(n))
+            .and_then(|()| {
+                connected
+                    .iter()
+                    .zip(0u32..)
+                    .try_for_each(|(s, slot)| ring.set_slot(slot, Some(s.as_fd())))
+            });
+        if let Err(e) = tabled {
+            println!("{name:>18}: no table of fixed files here ({e})");
+            return;
+        }
+    }
     let start = cpu();
     let failed = in_batches(packets, BATCH, |sent, n| {
-        let batch = (sent..sent + n).map(|i| (connected[i % connected.len()].as_fd(), payload));
+        let batch = (sent..sent + n).map(|i| {
+            let i = i % connected.len();
+            let socket = match u32::try_from(i) {
+                Ok(slot) if slots => send_ring::Socket::Slot(slot),
+                _ => send_ring::Socket::Fd(connected[i].as_fd()),
+            };
+            (socket, payload)
+        });
         match ring.send_all(batch) {
             Ok(counts) => counts.failed,
             Err(e) => e.counts.failed,
         }
     });
-    report("send ring", packets, cpu() - start, failed);
+    report(name, packets, cpu() - start, failed);
 }
 
 /// Runs `send(first, n)` over `packets` in batches of `batch` (the last

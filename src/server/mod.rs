@@ -1422,7 +1422,10 @@ impl Worker {
             .rtp
             .insert(port, rtp_out::RtpSocket::new(Arc::clone(&socket)))
         {
-            Ok(()) => self.rtp_reader.add(port, socket),
+            Ok(()) => {
+                self.rtp_out.opened(&mut self.rtp, port);
+                self.rtp_reader.add(port, socket);
+            }
             // Never from the pool; the call's media goes nowhere.
             Err(_) => tracing::warn!(port, "an RTP port outside the pool's range"),
         }
@@ -1430,7 +1433,9 @@ impl Worker {
 
     /// A call is over: close its socket and free the port.
     fn rtp_closed(&mut self, port: u16) {
-        self.rtp.remove(port);
+        if let Some(socket) = self.rtp.remove(port) {
+            self.rtp_out.closed(&socket);
+        }
         self.rtp_reader.remove(port);
         self.opened
             .lock()

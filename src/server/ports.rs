@@ -98,6 +98,17 @@ impl<T> PortTable<T> {
         (i < self.len).then_some(i)
     }
 
+    /// How many ports the table can hold (its range's even ports).
+    pub fn capacity(&self) -> usize {
+        self.len
+    }
+
+    /// `port`'s place in the table, from 0 to [`PortTable::capacity`]:
+    /// one per port, the same in every table of the pool.
+    pub fn slot(&self, port: u16) -> Option<usize> {
+        self.index(port)
+    }
+
     /// The value for `port`.
     pub fn get(&self, port: u16) -> Option<&T> {
         self.slots.get(self.index(port)?)?.as_ref()
@@ -169,6 +180,13 @@ mod tests {
             for &p in &ports {
                 assert_eq!(table.get(p), Some(&(u32::from(p) * 3)));
             }
+            // Each port its own slot, within the capacity.
+            let mut slots: Vec<usize> = ports.iter().map(|&p| table.slot(p).unwrap()).collect();
+            slots.sort_unstable();
+            slots.dedup();
+            assert_eq!(slots.len(), ports.len());
+            assert!(slots.iter().all(|&s| s < table.capacity()));
+            assert_eq!(table.capacity(), ports.len());
             // Odd ports, and ports below and above the range.
             let outside = [first.saturating_sub(1), first.saturating_sub(2)];
             let above = [last.saturating_add(1), last.saturating_add(2)];

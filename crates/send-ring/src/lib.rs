@@ -15,6 +15,15 @@
 //!   leaked rather than freed, and the ring is dropped (the kernel holds
 //!   its own reference to each socket's file until its send completes).
 //!
+//! A socket may also be registered in the ring's table of fixed files
+//! ([`SendRing::set_slot`]) and sent on by its slot ([`Socket::Slot`]):
+//! the kernel then takes no reference to the socket's file per send. The
+//! table holds a reference of its own, so a socket stays open (and its
+//! port bound) until its slot is cleared, or the ring is dropped; a slot
+//! that cannot be cleared takes the ring down with it for that reason.
+//! A send on a slot never touches memory of ours: a stale slot sends on
+//! whatever socket is in it now, or fails.
+//!
 //! Sends carry `MSG_DONTWAIT`: a socket whose buffer is full fails that
 //! send (counted) instead of parking it in the kernel, so the wait for
 //! completions is never a wait for a socket.
@@ -57,6 +66,15 @@ impl std::fmt::Display for RingFailed {
 
 impl std::error::Error for RingFailed {}
 
+/// The socket a packet leaves from.
+#[derive(Debug, Clone, Copy)]
+pub enum Socket<'a> {
+    /// A socket the caller lends for the call.
+    Fd(BorrowedFd<'a>),
+    /// The socket in this slot of the ring's table ([`SendRing::set_slot`]).
+    Slot(u32),
+}
+
 /// An io_uring of one thread's, for sends only.
 pub struct SendRing {
     /// `None` once the ring failed (see [`SendRing::send_all`]).
@@ -65,9 +83,18 @@ pub struct SendRing {
     entries: usize,
     /// The packets of the submission in flight, back to back.
     bytes: Vec<u8>,
-    /// Each one's socket (borrowed by the caller for the whole call), and
-    /// where it lies in `bytes`.
-    batch: Vec<(RawFd, usize, u32)>,
+    /// Each one's socket (borrowed by the caller for the whole call, or a
+    /// slot of the table), and where it lies in `bytes`.
+    batch: Vec<(Target, usize, u32)>,
+    /// Slots in the table of fixed files (0: none registered).
+    slots: u32,
+}
+
+/// A send's socket, once its borrow is checked.
+#[derive(Clone, Copy)]
+enum Target {
+    Fd(RawFd),
+    Slot(u32),
 }
 
 impl SendRing {
@@ -101,7 +128,53 @@ impl SendRing {
             entries,
             bytes: Vec::new(),
             batch: Vec::new(),
+            slots: 0,
         })
+    }
+
+    /// Makes a table of `slots` fixed files, all empty (Linux 5.19 and
+    /// later; the kernel also refuses more than the open-files limit).
+    /// Without one, [`SendRing::set_slot`] fails and sends name their
+    /// sockets' fds.
+    pub fn register_slots(&mut self, slots: u32) -> io::Result<()> {
+        let ring = self.ring.as_ref().ok_or_else(failed_earlier)?;
+        ring.submitter().register_files_sparse(slots)?;
+        self.slots = slots;
+        Ok(())
+    }
+
+    /// How many slots the table has (0 if none was made).
+    pub fn slots(&self) -> u32 {
+        self.slots
+    }
+
+    /// Puts `socket` in `slot` of the table (in place of what was there),
+    /// or clears the slot (`None`), which lets the socket close once the
+    /// caller drops it. If a slot cannot be cleared the ring is dropped,
+    /// which releases every slot, and every later call fails.
+    pub fn set_slot(&mut self, slot: u32, socket: Option<BorrowedFd<'_>>) -> io::Result<()> {
+        let ring = self.ring.as_ref().ok_or_else(failed_earlier)?;
+        if slot >= self.slots {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("slot {slot} is outside the table of {}", self.slots),
+            ));
+        }
+        // -1 clears a slot (io_uring_register(2)).
+        let fd = socket.map_or(-1, |s| s.as_raw_fd());
+        match ring.submitter().register_files_update(slot, &[fd]) {
+            Ok(1) => Ok(()),
+            result => {
+                let error = result
+                    .err()
+                    .unwrap_or_else(|| io::Error::other("the kernel did not update the slot"));
+                if socket.is_none() {
+                    // Nothing is in flight between calls to `send_all`.
+                    self.ring = None;
+                }
+                Err(error)
+            }
+        }
     }
 
     /// Sends each packet on its socket (connected: no address is given),
@@ -110,7 +183,7 @@ impl SendRing {
     /// own, not a socket's: the ring refuses every later call.
     pub fn send_all<'a>(
         &mut self,
-        packets: impl IntoIterator<Item = (BorrowedFd<'a>, &'a [u8])>,
+        packets: impl IntoIterator<Item = (Socket<'a>, &'a [u8])>,
     ) -> Result<Sent, RingFailed> {
         let mut counts = Sent::default();
         let mut packets = packets.into_iter().peekable();
@@ -119,37 +192,51 @@ impl SendRing {
                 counts.failed += packets.count();
                 return Err(RingFailed {
                     counts,
-                    error: io::Error::other("it failed earlier"),
+                    error: failed_earlier(),
                 });
             };
             // Copied first, all of the batch, so that the buffer does not
             // move once the kernel may read it.
             self.bytes.clear();
             self.batch.clear();
-            for (fd, packet) in packets.by_ref().take(self.entries) {
+            for (socket, packet) in packets.by_ref().take(self.entries) {
                 // No datagram is that long; the kernel would refuse it.
                 let Ok(len) = u32::try_from(packet.len()) else {
                     counts.failed += 1;
                     continue;
                 };
-                self.batch.push((fd.as_raw_fd(), self.bytes.len(), len));
+                let target = match socket {
+                    Socket::Fd(fd) => Target::Fd(fd.as_raw_fd()),
+                    Socket::Slot(slot) => Target::Slot(slot),
+                };
+                self.batch.push((target, self.bytes.len(), len));
                 self.bytes.extend_from_slice(packet);
             }
             let mut waiting = 0;
             {
                 let mut sq = ring.submission();
-                for &(fd, start, len) in &self.batch {
+                for &(target, start, len) in &self.batch {
                     let packet = &self.bytes[start..start + len as usize];
-                    let send =
-                        io_uring::opcode::Send::new(io_uring::types::Fd(fd), packet.as_ptr(), len)
-                            .flags(MSG_DONTWAIT)
-                            .build();
+                    let send = match target {
+                        Target::Fd(fd) => io_uring::opcode::Send::new(
+                            io_uring::types::Fd(fd),
+                            packet.as_ptr(),
+                            len,
+                        ),
+                        Target::Slot(slot) => io_uring::opcode::Send::new(
+                            io_uring::types::Fixed(slot),
+                            packet.as_ptr(),
+                            len,
+                        ),
+                    }
+                    .flags(MSG_DONTWAIT)
+                    .build();
                     // SAFETY: the kernel reads `packet` (in `self.bytes`)
                     // until the send completes. `self.bytes` is neither
                     // written nor freed before every submitted send has
                     // completed below; if that cannot be known, it is
                     // leaked. The fd was borrowed for `'a`, which outlasts
-                    // this call.
+                    // this call; a slot's socket is held by the table.
                     match unsafe { sq.push(&send) } {
                         Ok(()) => waiting += 1,
                         // The batch holds no more than the ring, which is
@@ -181,4 +268,8 @@ impl SendRing {
         }
         Ok(counts)
     }
+}
+
+fn failed_earlier() -> io::Error {
+    io::Error::other("the ring failed earlier")
 }
