@@ -10,8 +10,8 @@
 //!
 //! Reported per run: calls, failed, the server's CPU, its CPU per RTP
 //! packet sent (and received, with `--send-rtp`), RSS per call, and
-//! p50/p99/max lateness. Compare with `cargo bench --bench kernel_probe`
-//! taken in the same session.
+//! p50/p99/max lateness. Compare with `cargo bench --bench kernel_probe
+//! -- CALLS` (as many destinations as calls) taken in the same session.
 //!
 //! With `--bridge` every call is bridged (flow `relay`) to the generator's
 //! own ACD, and both sides send 50 packets a second: what is measured then
