@@ -17,11 +17,16 @@
 //! own ACD, and both sides send 50 packets a second: what is measured then
 //! is the relay's added delay, from the send time each packet carries in
 //! its payload to the kernel's arrival stamp on the other side, both ways.
+//! With `--mixed` the timed calls and every other call after them are
+//! bridged, and the rest run the `stream` flow with their callers sending
+//! RTP, as an IVR's calls do: the same readers then carry relays and
+//! packets for their workers, and what is measured is the relay delay of
+//! the bridged calls among them.
 //!
 //! `LOAD_WORKERS=N` runs the server with N call workers (default: one per
 //! core).
 //!
-//! `cargo bench --bench load -- [CALLS...] [--send-rtp] [--bridge] [--one-sink]
+//! `cargo bench --bench load -- [CALLS...] [--send-rtp] [--bridge] [--mixed] [--one-sink]
 //! [--hold SECONDS] [--rate CALLS_PER_SECOND]` (default 1000 2000, hold
 //! 20 s of measurement, ramp at 200 calls a second). The generator is one
 //! thread for SIP, one for receiving and one for sending RTP; at the
@@ -73,6 +78,8 @@ struct Options {
     rate: u64,
     send_rtp: bool,
     bridge: bool,
+    /// Only some calls bridged (see the module's documentation).
+    mixed: bool,
     hold: Duration,
     /// Sinks for the untimed calls' RTP, each side.
     sinks: usize,
@@ -84,6 +91,7 @@ fn options() -> Options {
         rate: 200,
         send_rtp: false,
         bridge: false,
+        mixed: false,
         hold: Duration::from_secs(20),
         sinks: SINKS,
     };
@@ -94,6 +102,11 @@ fn options() -> Options {
             "--one-sink" => o.sinks = 1,
             "--bridge" => {
                 o.bridge = true;
+                o.send_rtp = true;
+            }
+            "--mixed" => {
+                o.bridge = true;
+                o.mixed = true;
                 o.send_rtp = true;
             }
             "--hold" => {
@@ -122,7 +135,17 @@ fn own_ticks() -> u64 {
     proc_stats(std::process::id()).0
 }
 
-fn start_server(dir: &std::path::Path, flow: &str) -> Child {
+/// The number a mixed run's IVR calls dial (flow `stream`); the others
+/// dial 800 and run the default flow.
+const IVR_NUMBER: &str = "801";
+
+/// Whether call `i` is bridged: every call with `--bridge`; with
+/// `--mixed` the timed calls and every other one after them.
+fn bridged(i: usize, o: &Options) -> bool {
+    o.bridge && (!o.mixed || i < TIMED || i % 2 == 1)
+}
+
+fn start_server(dir: &std::path::Path, flow: &str, mixed: bool) -> Child {
     let root = env!("CARGO_MANIFEST_DIR");
     // CALLFLOW_BIN compares another build (say, an older commit's).
     let bin =
@@ -137,6 +160,11 @@ fn start_server(dir: &std::path::Path, flow: &str) -> Child {
         .current_dir(root)
         .args(["--rtp-ports", "20000-45000", "--flows", "benches/flows"])
         .args(["--default-flow", flow, "--rtp-timeout", "300s"])
+        .args(if mixed {
+            vec!["--route".to_string(), format!("{IVR_NUMBER}=stream")]
+        } else {
+            Vec::new()
+        })
         .arg("--call-records")
         .arg(dir.join("calls.jsonl"))
         .arg("--callbacks")
@@ -344,7 +372,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 fn run(calls: usize, o: &Options) {
     let dir = std::env::temp_dir().join(format!("callflow-load-{}", std::process::id()));
     let _ = std::fs::create_dir_all(&dir);
-    let mut server = start_server(&dir, if o.bridge { "relay" } else { "stream" });
+    let mut server = start_server(&dir, if o.bridge { "relay" } else { "stream" }, o.mixed);
     let pid = server.id();
     let (_, idle_rss) = proc_stats(pid);
     let sip = UdpSocket::bind(("127.0.0.1", 0)).expect("sip socket");
@@ -517,7 +545,12 @@ fn run(calls: usize, o: &Options) {
             sinks[i % sinks.len()].1
         };
         let sdp = format!("v=0\r\no=load {i} 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {port} RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n");
-        format!("INVITE sip:800@{server_addr} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-inv{i}\r\nMax-Forwards: 70\r\nFrom: <sip:9{i}@{me}>;tag=l{i}\r\nTo: <sip:800@{server_addr}>\r\nCall-ID: load-{i}\r\nCSeq: 1 INVITE\r\nContact: <sip:load@{me}>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}", sdp.len())
+        let number = if o.bridge && !bridged(i, o) {
+            IVR_NUMBER
+        } else {
+            "800"
+        };
+        format!("INVITE sip:{number}@{server_addr} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-inv{i}\r\nMax-Forwards: 70\r\nFrom: <sip:9{i}@{me}>;tag=l{i}\r\nTo: <sip:{number}@{server_addr}>\r\nCall-ID: load-{i}\r\nCSeq: 1 INVITE\r\nContact: <sip:load@{me}>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}", sdp.len())
     };
     let in_dialog = |i: usize, method: &str, cseq: u32, tag: &str| {
         format!("{method} sip:800@{server_addr} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-{method}{i}\r\nMax-Forwards: 70\r\nFrom: <sip:9{i}@{me}>;tag=l{i}\r\nTo: <sip:800@{server_addr}>;tag={tag}\r\nCall-ID: load-{i}\r\nCSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n")
@@ -681,8 +714,9 @@ fn run(calls: usize, o: &Options) {
     let sent_pkts = sent.load(Ordering::Relaxed);
     // Every call streams alike: packets sent = the timed calls' share.
     if o.bridge {
-        // Every call relays alike: the timed calls' share, scaled.
-        let scale = calls as f64 / TIMED.min(calls) as f64;
+        // Every bridged call relays alike: the timed calls' share, scaled.
+        let bridged_calls = (0..calls).filter(|&i| bridged(i, o)).count();
+        let scale = bridged_calls as f64 / TIMED.min(calls) as f64;
         let relayed = (received + agent_received) as f64 * scale;
         let mut both: Vec<f64> = lateness
             .iter()
@@ -690,12 +724,27 @@ fn run(calls: usize, o: &Options) {
             .copied()
             .collect();
         both.sort_by(f64::total_cmp);
+        // Mixed, the server's CPU also serves the IVR calls: per relayed
+        // packet it would mean nothing.
+        let (what, per_packet) = if o.mixed {
+            (
+                format!("calls ({bridged_calls} bridged, the rest IVR)"),
+                format!("{:.0} pkts/s relayed", relayed / window),
+            )
+        } else {
+            (
+                "bridged calls".to_string(),
+                format!(
+                    "{:>5.2} us per relayed pkt ({:.2} in user space; {:.0} pkts/s relayed)",
+                    cpu_s * 1e6 / relayed.max(1.0),
+                    user_s * 1e6 / relayed.max(1.0),
+                    relayed / window
+                ),
+            )
+        };
         println!(
-            "{calls:>6} bridged calls {failed:>4} failed ({unanswered} unanswered, {ended} ended early) | server cpu {:>4.0}% | {:>5.2} us per relayed pkt ({:.2} in user space; {:.0} pkts/s relayed) | rss {:>5.1} KB/call | relay delay p50 {:>5.0} us p99 {:>6.0} us max {:>7.0} us (caller->agent p99 {:.0}, agent->caller p99 {:.0}) | generator cpu {:>3.0}%",
+            "{calls:>6} {what} {failed:>4} failed ({unanswered} unanswered, {ended} ended early) | server cpu {:>4.0}% | {per_packet} | rss {:>5.1} KB/call | relay delay p50 {:>5.0} us p99 {:>6.0} us max {:>7.0} us (caller->agent p99 {:.0}, agent->caller p99 {:.0}) | generator cpu {:>3.0}%",
             cpu_s / window * 100.0,
-            cpu_s * 1e6 / relayed.max(1.0),
-            user_s * 1e6 / relayed.max(1.0),
-            relayed / window,
             rss.saturating_sub(idle_rss) as f64 / calls as f64,
             percentile(&both, 0.5),
             percentile(&both, 0.99),
