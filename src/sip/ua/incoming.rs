@@ -526,7 +526,7 @@ impl UserAgent {
         };
         let mut dialog = dialog;
         dialog.invite = Some((m, key));
-        self.dialogs.insert(call, dialog);
+        self.dialogs.insert(call, Box::new(dialog));
         self.event(call, UaEvent::Incoming(Box::new(incoming)));
     }
 

@@ -182,7 +182,7 @@ impl UserAgent {
         dialog.media = Some(media);
         self.by_tags
             .insert((dialog.call_id.clone(), local_tag), handle);
-        self.dialogs.insert(handle, dialog);
+        self.dialogs.insert(handle, Box::new(dialog));
         let deadline = now + call.ring_timeout;
         self.send_invite(now, handle, (call, offer), Vec::new(), Vec::new(), deadline);
         self.schedule(Some(deadline), TimerOwner::Ring(handle));
@@ -252,7 +252,7 @@ impl UserAgent {
         self.schedule(failover_at, TimerOwner::Invite(branch.clone()));
         self.invites.insert(
             branch.clone(),
-            Invite {
+            Box::new(Invite {
                 tx,
                 branch: branch.clone(),
                 cseq,
@@ -270,7 +270,7 @@ impl UserAgent {
                 superseded: false,
                 failover_at,
                 abandoned: false,
-            },
+            }),
         );
         self.drain_invite(now, &branch);
     }
@@ -834,6 +834,7 @@ impl UserAgent {
     fn live_invite(&self, call: CallHandle) -> Option<&Invite> {
         self.invites
             .values()
+            .map(|i| &**i)
             .find(|i| i.call == call && !i.answered && !i.superseded)
     }
 
