@@ -97,6 +97,15 @@ fn main() {
             Some(s)
         })
         .collect();
+    // Each of N destinations takes three sockets: past the open-files
+    // limit the probe would measure fewer than it says.
+    if connected.len() < addrs.len() || per_call.len() < addrs.len() || addrs.len() < destinations {
+        println!(
+            "could open sockets for only {} of {destinations} destinations: raise the open-files limit (ulimit -n)",
+            connected.len().min(per_call.len()).min(addrs.len())
+        );
+        return;
+    }
     // Two rounds: the first pays for cold caches and growing buffers.
     for round in 1..=2 {
         println!("round {round}");

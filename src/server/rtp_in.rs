@@ -67,12 +67,13 @@ const LAZY: Duration = Duration::from_micros(500);
 /// A reader whose other calls hand the worker packets rests all the same,
 /// and a relay arriving meanwhile waits for the rest to end. Measured with
 /// half the calls bridged and half IVR (`--mixed` in the load bench, 1,000
-/// calls), relay delay p99 was 0.61-0.63 ms in two runs, against 0.42 ms
-/// in one run of the build before the rest (p50 36-38 us either way); a
-/// reader that did not rest after relaying was no better (0.62 ms) and
-/// used more CPU (60% against 55%). At 2,000 such calls the machine is
-/// saturated (server and generator together 160-180% of 200%), and relay
-/// delay p99 is 3-72 ms with or without the rest.
+/// calls, 510 of them bridged), relay delay p99 was 0.61-0.63 ms in two
+/// runs, against 0.42 ms in one run of the build before the rest (p50
+/// 36-38 us either way). A variant that skipped the rest after any turn
+/// that relayed was no better (0.62 ms) and used more CPU (60% against
+/// 55%). At 2,000 such calls server and generator together use 160-180%
+/// of the 2 cores, and relay delay p99 is 3-72 ms with or without the
+/// rest.
 ///
 /// A flooded port is read one datagram a turn, and now at most
 /// [`GATHER_TURNS`] turns a rest: past that the kernel drops in the

@@ -25,7 +25,9 @@
 //! pairs of the load benchmark, lower in eight). The kernel's first touch
 //! of each socket's file is still a cache miss, now in `sock_from_file`
 //! rather than `fget`: what it spares is the reference count's two
-//! atomic writes, and our own read of the socket's `Arc`. Sends by
+//! atomic writes, and our own read of the socket's `Arc`. The table has a
+//! slot for every port of the pool, and the kernel refuses one larger
+//! than the open-files limit: below the range's size, sends name fds. Sends by
 //! address (a peer not fixed yet) stay one `send_to` each: they are few,
 //! and the ring would need an address kept alive per packet. Where
 //! io_uring cannot be had (an old kernel, a seccomp filter that refuses
@@ -151,8 +153,8 @@ enum Inline {
     /// A turn's sends on connected sockets in one submission, each socket
     /// named by its slot in the ring's table of fixed files where it has
     /// one: the kernel then takes no reference to its file per send, and
-    /// we read no more than the port table's entry to find it. The probe
-    /// put that at 0-11% of the kernel's cost of a send.
+    /// we read no more than the port table's entry to find it (4% less
+    /// CPU at 4,000 calls; see the module's documentation).
     Ring(Box<send_ring::SendRing>),
     /// One system call per packet.
     Direct,
@@ -682,6 +684,12 @@ mod tests {
             Inline::Ring(ring) => ring.slots() > 0,
             _ => false,
         };
+        // Wherever the kernel gives a ring a table, the worker has one.
+        let capacity = u32::try_from(calls.table.capacity()).unwrap();
+        let possible = send_ring::SendRing::new(RING)
+            .and_then(|mut ring| ring.register_slots(capacity))
+            .is_ok();
+        assert_eq!(tabled, possible);
         assert_eq!(calls.table.get(slotted).unwrap().slot.is_some(), tabled);
         assert_eq!(calls.table.get(plain).unwrap().slot, None);
         let sent = calls.turn(
@@ -705,10 +713,15 @@ mod tests {
         let entry = calls.table.remove(slotted).unwrap();
         out.closed(&entry);
         drop((entry, socket));
-        assert!(
-            UdpSocket::bind(("127.0.0.1", slotted)).is_ok(),
-            "the port is free once its call's socket is dropped"
-        );
+        // Before Linux 6.4 the kernel lets go of a cleared slot's socket
+        // after a grace period (up to a second) rather than at once.
+        let freed = (0..40).any(|_| {
+            UdpSocket::bind(("127.0.0.1", slotted)).is_ok() || {
+                std::thread::sleep(Duration::from_millis(50));
+                false
+            }
+        });
+        assert!(freed, "the port is free once its call's socket is dropped");
         assert!(
             matches!(out.inline, Inline::Ring(_)) || !tabled,
             "clearing a slot keeps the ring"

@@ -150,7 +150,8 @@ impl SendRing {
 
     /// Puts `socket` in `slot` of the table (in place of what was there),
     /// or clears the slot (`None`), which lets the socket close once the
-    /// caller drops it. If a slot cannot be cleared the ring is dropped,
+    /// caller drops it (at once from Linux 6.4; earlier kernels let go of
+    /// it after a grace period, up to a second). If a slot cannot be cleared the ring is dropped,
     /// which releases every slot, and every later call fails.
     pub fn set_slot(&mut self, slot: u32, socket: Option<BorrowedFd<'_>>) -> io::Result<()> {
         let ring = self.ring.as_ref().ok_or_else(failed_earlier)?;

@@ -317,14 +317,14 @@ pub struct UserAgent {
     ready: bool,
     next_call: u64,
     next_id: u64,
-    // Dialogs and our INVITEs, which last as long as their calls, are held
-    // boxed: a table has up to twice as many slots as entries, and a slot
-    // holding its state inline is the whole state (a dialog is 900 bytes,
-    // an INVITE 1 KB), resident all the same.
     /// Server transactions by (branch, sent-by, method) key text.
     server: HashMap<TransactionKey, ServerTx>,
     /// Our client transactions by branch.
     client: HashMap<String, ClientTx>,
+    // Dialogs and our INVITEs, which last as long as their calls, are held
+    // boxed: a table has up to about 2.3 slots per entry, and a slot that
+    // holds its state inline is the whole state (a dialog is 900 bytes, an
+    // INVITE 1 KB), resident all the same.
     dialogs: HashMap<CallHandle, Box<Dialog>>,
     /// (Call-ID, local tag) to call, for in-dialog requests.
     by_tags: HashMap<(String, String), CallHandle>,
